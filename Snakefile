@@ -1,0 +1,25 @@
+# skillmix: choose what a language model trains on. See README.md and config.yaml.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    run="[a-z0-9_]+",
+
+
+include: "rules/slice.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

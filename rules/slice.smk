@@ -1,0 +1,23 @@
+checkpoint slice:
+    output:
+        manifest=MANIFEST,
+        train=directory(f"{SLICES}/train"),
+        val=directory(f"{SLICES}/val"),
+        test=directory(f"{SLICES}/test"),
+    log:
+        "logs/slice/slice.log",
+    benchmark:
+        "benchmarks/slice/slice.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("slice", "threads")
+    resources:
+        mem_mb=res("slice", "mem_mb"),
+        runtime=res("slice", "runtime"),
+        gpu=res("slice", "gpu"),
+    params:
+        source=config["source"],
+        split=config["split"],
+        code=code_version("sources", "slicing"),
+    script:
+        "../workflow/scripts/slice.py"

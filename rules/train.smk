@@ -1,0 +1,31 @@
+rule train:
+    input:
+        train=split_slices("train"),
+        val=split_slices("val"),
+        manifest=MANIFEST,
+    output:
+        model=directory("results/train/{run}/model"),
+        steps="results/train/{run}/steps.parquet",
+        skill_counts="results/train/{run}/skill_counts.parquet",
+        val_curve="results/train/{run}/val_curve.parquet",
+        metrics="results/train/{run}/job_metrics.json",
+    log:
+        "logs/train/{run}.log",
+    benchmark:
+        "benchmarks/train/{run}.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    params:
+        strategy="{run}",
+        model=config["model"],
+        train=config["train"],
+        eval=config["eval"],
+        checkpoints="results/checkpoints/train/{run}",
+        code=code_version("modeling", "encoding", "sampling", "training", "evaluation"),
+    script:
+        "../workflow/scripts/train.py"

@@ -1,0 +1,132 @@
+"""Turning slice rows into token ids, label masks and padded batches.
+
+Prompt/answer rows: the loss covers the answer tokens and the end-of-sequence token; the
+answer region is `" " + answer`, matching `text = prompt + " " + answer`. Plain-text rows
+(empty prompt and answer): the loss covers every token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE = -100
+
+
+@dataclass
+class EncodedSet:
+    """The encoded rows of one skill: ids, labels and prompts kept for generation."""
+
+    skill: str
+    ids: list[str]
+    input_ids: list[list[int]]
+    labels: list[list[int]]
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def has_answers(self) -> bool:
+        """True when the rows are prompt/answer pairs (accuracy is defined)."""
+        return bool(self.answers) and all(a != "" for a in self.answers)
+
+
+def _prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+
+def encode_row(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str, text: str, max_length: int
+) -> tuple[list[int], list[int], list[int], bool]:
+    """Token ids, labels and generation prompt of one row, cut to `max_length` tokens.
+
+    Too-long prompts lose tokens from their start (the answer is kept); a too-long text or
+    answer loses tokens from its end. Returns (input_ids, labels, prompt_ids, truncated).
+    """
+    prefix = _prefix(tokenizer)
+    eos = [tokenizer.eos_token_id]
+    if prompt == "" and answer == "":
+        body = tokenizer(text, add_special_tokens=False)["input_ids"] + eos
+        room = max_length - len(prefix)
+        truncated = len(body) > room
+        body = body[:room]
+        return prefix + body, [IGNORE] * len(prefix) + body, [], truncated
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + eos
+    room = max_length - len(prefix)
+    truncated = len(p) + len(a) > room
+    if len(a) > room - 1:
+        a = a[: room - 1]
+    p = p[len(p) - (room - len(a)) :] if len(p) > room - len(a) else p
+    input_ids = prefix + p + a
+    labels = [IGNORE] * (len(prefix) + len(p)) + a
+    return input_ids, labels, prefix + p, truncated
+
+
+def encode_frame(
+    tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, skill: str, max_length: int
+) -> EncodedSet:
+    """Encode the rows of one skill's slice (columns id, prompt, answer, text)."""
+    out = EncodedSet(skill=skill, ids=[], input_ids=[], labels=[])
+    for row in frame.itertuples(index=False):
+        ids, labels, prompt_ids, cut = encode_row(tokenizer, row.prompt, row.answer, row.text, max_length)
+        out.ids.append(str(row.id))
+        out.input_ids.append(ids)
+        out.labels.append(labels)
+        out.prompt_ids.append(prompt_ids)
+        out.answers.append(row.answer)
+        out.truncated += int(cut)
+    return out
+
+
+def collate(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch tensors: input_ids, attention_mask, labels (pads ignored)."""
+    width = max(len(x) for x in input_ids)
+    n = len(input_ids)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    lab = torch.full((n, width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, (x, y) in enumerate(zip(input_ids, labels, strict=True)):
+        ids[i, : len(x)] = torch.tensor(x)
+        lab[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded prompt batch for generation: input_ids, attention_mask."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token cross-entropy and the label mask, both [batch, seq-1].
+
+    Positions whose label is ignored get loss 0 and mask 0.
+    """
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE
+    loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.clamp_min(0).reshape(-1),
+        reduction="none",
+    ).view_as(shift_labels)
+    return loss * mask, mask
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean label-token loss of each example, [batch]."""
+    loss, mask = token_losses(logits, labels)
+    return loss.sum(1) / mask.sum(1).clamp_min(1)

@@ -1,0 +1,101 @@
+"""Per-skill evaluation: mean answer-token loss and greedy exact-match accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from skillmix.encoding import EncodedSet, collate, left_pad, per_example_loss
+from skillmix.modeling import Runtime
+
+METRIC_COLUMNS = ["skill", "loss", "accuracy", "n"]
+
+
+@torch.no_grad()
+def example_losses(
+    model: PreTrainedModel, data: EncodedSet, pad_id: int, runtime: Runtime, batch_size: int
+) -> list[float]:
+    """The mean label-token loss of every example of `data`, in order."""
+    out: list[float] = []
+    for start in range(0, len(data), batch_size):
+        batch = collate(
+            data.input_ids[start : start + batch_size],
+            data.labels[start : start + batch_size],
+            pad_id,
+        )
+        batch = {k: v.to(runtime.device) for k, v in batch.items()}
+        with runtime.autocast():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out.extend(per_example_loss(logits, batch["labels"]).tolist())
+    return out
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: EncodedSet,
+    runtime: Runtime,
+    batch_size: int,
+) -> list[str]:
+    """Greedy continuations of every prompt of `data`, cut at end-of-sequence, stripped.
+
+    Each batch generates as many tokens as its longest reference answer (end-of-sequence
+    included), so an answer that does not stop where the reference stops cannot match.
+    """
+    out: list[str] = []
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(data), batch_size):
+        prompts = data.prompt_ids[start : start + batch_size]
+        labels = data.labels[start : start + batch_size]
+        new_tokens = max(sum(1 for t in lab if t >= 0) for lab in labels)
+        batch = {k: v.to(runtime.device) for k, v in left_pad(prompts, pad).items()}
+        with runtime.autocast():
+            generated = model.generate(
+                **batch,
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        for row in generated[:, batch["input_ids"].shape[1] :].tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return out
+
+
+def evaluate_skills(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sets: list[EncodedSet],
+    runtime: Runtime,
+    batch_size: int = 64,
+    accuracy: bool = True,
+) -> pd.DataFrame:
+    """One row per skill: mean over examples of the mean answer-token loss, exact-match accuracy.
+
+    Accuracy is NaN for plain-text skills (no answers) or when `accuracy` is False.
+    """
+    was_training = model.training
+    model.eval()
+    rows = []
+    for data in sets:
+        losses = example_losses(model, data, tokenizer.pad_token_id, runtime, batch_size)
+        acc = math.nan
+        if accuracy and data.has_answers:
+            predicted = greedy_answers(model, tokenizer, data, runtime, batch_size)
+            acc = sum(p == a.strip() for p, a in zip(predicted, data.answers, strict=True)) / len(data)
+        rows.append(
+            {
+                "skill": data.skill,
+                "loss": sum(losses) / len(losses),
+                "accuracy": acc,
+                "n": len(data),
+            }
+        )
+    model.train(was_training)
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)

@@ -1,0 +1,77 @@
+"""What every workflow job needs: a log file, atomic output writes, job metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+
+def start_log(path: str | os.PathLike, threads: int | None = None) -> logging.Logger:
+    """Send stderr (warnings, tracebacks, progress bars) and logging to the job's log file.
+
+    Also caps torch's CPU threads at the job's `threads`.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
+    sys.stderr = stream
+    logging.basicConfig(
+        stream=stream,
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        force=True,
+    )
+    if threads:
+        torch.set_num_threads(int(threads))
+    return logging.getLogger("skillmix")
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a table as Parquet; the file appears only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write JSON (indented); the file appears only when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+
+
+class JobClock:
+    """Wall time, device and peak GPU memory of a job, for its metrics JSON."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.t0 = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def metrics(self, **extra: Any) -> dict[str, Any]:
+        """The measurements so far, merged with `extra`."""
+        out: dict[str, Any] = {
+            "wall_seconds": round(time.perf_counter() - self.t0, 3),
+            "device": str(self.device),
+        }
+        if self.device.type == "cuda":
+            out["gpu_name"] = torch.cuda.get_device_name(self.device)
+            out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        out.update(extra)
+        return out

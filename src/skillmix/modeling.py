@@ -1,0 +1,230 @@
+"""Models: a tiny causal LM built from config, any Hugging Face causal LM, or a GGUF file.
+
+One code path for CPU and CUDA: the device is chosen once, the weights stay float32 on CPU
+and training/evaluation run under bf16 autocast where the GPU supports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    ByT5Tokenizer,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from skillmix.errors import SkillmixInputError
+
+log = logging.getLogger(__name__)
+
+MODEL_KINDS = ("tiny", "pretrained", "gguf")
+
+
+@dataclass
+class Runtime:
+    """Where and in which precision a model runs."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Context manager for the forward pass (bf16 autocast on CUDA when enabled)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """Choose the device (CUDA when present) and the autocast precision.
+
+    `precision`: "auto" (bf16 on a CUDA device that supports it, else fp32), "fp32" or "bf16".
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SkillmixInputError(f"model.device is {device!r} but no CUDA device is available")
+    dev = torch.device(device)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise SkillmixInputError(f"model.precision must be auto, fp32 or bf16, got {precision!r}")
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    return Runtime(dev, torch.bfloat16 if use_bf16 else None)
+
+
+def byte_tokenizer() -> PreTrainedTokenizerBase:
+    """The byte-level tokenizer of the tiny model (transformers' ByT5 tokenizer, no download).
+
+    Ids: 0 = pad, 1 = eos, 2 = unk, 3..258 = the bytes 0..255.
+    """
+    return ByT5Tokenizer(extra_ids=0)
+
+
+def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int):
+    """A transformers config for the tiny model (`architecture`: llama or gpt2)."""
+    arch = tiny.get("architecture", "llama")
+    common = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)
+    if arch == "llama":
+        return LlamaConfig(
+            hidden_size=tiny["hidden_size"],
+            intermediate_size=tiny["intermediate_size"],
+            num_hidden_layers=tiny["num_layers"],
+            num_attention_heads=tiny["num_heads"],
+            num_key_value_heads=tiny["num_heads"],
+            max_position_embeddings=tiny["max_positions"],
+            tie_word_embeddings=True,
+            **common,
+        )
+    if arch == "gpt2":
+        return GPT2Config(
+            n_embd=tiny["hidden_size"],
+            n_inner=tiny["intermediate_size"],
+            n_layer=tiny["num_layers"],
+            n_head=tiny["num_heads"],
+            n_positions=tiny["max_positions"],
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **common,
+        )
+    raise SkillmixInputError(f"model.tiny.architecture must be llama or gpt2, got {arch!r}")
+
+
+def build_tiny_model(tiny: dict[str, Any], seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A freshly initialised tiny causal LM and its byte tokenizer; same seed, same weights."""
+    tokenizer = byte_tokenizer()
+    config = tiny_config(tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    return model, tokenizer
+
+
+def load_model(model_cfg: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and tokenizer named by the `model` config block (on CPU, float32).
+
+    kind `tiny` builds from `model.tiny` with `model.seed`; `pretrained` loads
+    `model.name_or_path` (a local folder, or a hub name already in the local cache);
+    `gguf` loads `model.gguf_file` from the folder or repo `model.name_or_path`.
+    """
+    kind = model_cfg.get("kind", "tiny")
+    if kind == "tiny":
+        model, tokenizer = build_tiny_model(model_cfg["tiny"], model_cfg.get("seed", 0))
+    elif kind in ("pretrained", "gguf"):
+        model, tokenizer = load_pretrained(
+            model_cfg.get("name_or_path"),
+            gguf_file=model_cfg.get("gguf_file") if kind == "gguf" else None,
+            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
+            revision=model_cfg.get("revision"),
+        )
+    else:
+        raise SkillmixInputError(f"model.kind must be one of {MODEL_KINDS}, got {kind!r}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lora = model_cfg.get("lora") or {}
+    if lora.get("enabled"):
+        model = apply_lora(model, lora)
+    return model, tokenizer
+
+
+def load_pretrained(
+    name_or_path: str | None,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A Hugging Face causal LM and its tokenizer from a folder, a cached hub name or a GGUF file."""
+    if not name_or_path:
+        raise SkillmixInputError("model.name_or_path is required when model.kind is pretrained or gguf")
+    if gguf_file is not None and Path(gguf_file).is_absolute():
+        name_or_path, gguf_file = str(Path(gguf_file).parent), Path(gguf_file).name
+    local = Path(name_or_path)
+    if local.exists():
+        name_or_path = str(local)
+        if gguf_file is not None and not (local / gguf_file).is_file():
+            raise SkillmixInputError(f"model.gguf_file: {local / gguf_file} does not exist")
+    elif name_or_path.startswith((".", "/")):
+        raise SkillmixInputError(f"model.name_or_path: {name_or_path} does not exist")
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, torch_dtype=torch.float32, **kwargs)
+    except OSError as err:
+        raise SkillmixInputError(
+            f"model.name_or_path: could not load {name_or_path!r} (gguf_file={gguf_file!r}) "
+            f"from local files: {err}"
+        ) from err
+    return model, tokenizer
+
+
+def apply_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
+    """Wrap `model` with peft LoRA adapters (r, alpha, dropout, target_modules from `lora`)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.get("r", 8),
+        lora_alpha=lora.get("alpha", 16),
+        lora_dropout=lora.get("dropout", 0.0),
+        target_modules=lora.get("target_modules"),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters that receive gradients."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike
+) -> None:
+    """Write a model (LoRA merged in) and its tokenizer as a Hugging Face folder, atomically."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def load_saved(model_dir: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a folder written by `save_model` (float32, CPU)."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

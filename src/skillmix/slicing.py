@@ -1,0 +1,377 @@
+"""Per-skill train/val/test slices of a source, written as one Parquet file per (split, skill).
+
+Layout of an output directory::
+
+    {out_dir}/manifest.json            skills (name, slug, counts), splits, columns, extras
+    {out_dir}/{split}/{slug}.parquet   columns id, skill, prompt, answer, text
+
+Splits are per skill and depend only on the skill's own examples, the seed and the skill name,
+so adding or removing other skills, or reordering input rows, never changes a skill's split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import unicodedata
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skillmix.errors import SkillmixInputError
+from skillmix.sources import (
+    COLUMNS,
+    SourceData,
+    config_block,
+    load_source,
+    require_int,
+    stable_seed,
+)
+
+SLUG_PATTERN = r"[a-z0-9]+(?:[_-][a-z0-9]+)*"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_DEFAULTS: dict[str, Any] = {"seed": 0, "val": 100, "test": 100, "max_train": None}
+MANIFEST_NAME = "manifest.json"
+
+_SLUG_RE = re.compile(SLUG_PATTERN)
+_MAX_SAFE_LEN = 60
+_MAX_FOLDED_LEN = 40
+_MAX_NAMED = 5  # offending values listed in an error message
+
+
+def skill_slug(name: str) -> str:
+    """Return a filename-safe slug for skill ``name`` that depends only on the name.
+
+    A name that already matches :data:`SLUG_PATTERN` (and has at most 60 characters) is its own
+    slug. Otherwise the name is NFKD-normalised, ASCII-folded and lowercased, runs of other
+    characters become ``-``, the result is cut to 40 characters, and ``-`` plus the first 8 hex
+    digits of the name's SHA-1 is appended (``skill-<hash>`` when nothing survives folding).
+    A slug never contains ``__``.
+    """
+    if not isinstance(name, str):
+        raise SkillmixInputError(f"skill name {name!r}: expected a string")
+    if len(name) <= _MAX_SAFE_LEN and _SLUG_RE.fullmatch(name):
+        return name
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
+    folded = re.sub(r"[^a-z0-9]+", lambda m: m.group() if m.group() in ("-", "_") else "-", folded)
+    folded = folded.strip("-_")[:_MAX_FOLDED_LEN].rstrip("-_")
+    return f"{folded}-{digest}" if folded else f"skill-{digest}"
+
+
+def _slugs(skills: list[str], origin: str) -> list[str]:
+    """Return the slugs of ``skills``; raise if two different names share a slug."""
+    slugs = [skill_slug(skill) for skill in skills]
+    owners: dict[str, str] = {}
+    for skill, slug in zip(skills, slugs, strict=True):
+        if slug in owners and owners[slug] != skill:
+            raise SkillmixInputError(
+                f"{origin}: skills {owners[slug]!r} and {skill!r} map to the same slug {slug!r}; "
+                "rename one of them"
+            )
+        owners[slug] = skill
+    return slugs
+
+
+def _ids_where(frame: pd.DataFrame, mask: pd.Series) -> list[str]:
+    """Return the first few ids of the rows selected by ``mask``."""
+    return frame.loc[mask, "id"].head(_MAX_NAMED).tolist()
+
+
+def validate_examples(data: SourceData) -> None:
+    """Check a SourceData for problems any source can have; raise SkillmixInputError on the first.
+
+    Checks: exact columns, no nulls, unique ids, non-empty skills, a non-empty answer for every
+    prompt/answer row, non-empty texts, skills listed once each, every listed skill has an
+    example, every example's skill is listed, and no two skills share a slug.
+    """
+    frame, origin = data.examples, data.origin
+    if list(frame.columns) != COLUMNS:
+        raise SkillmixInputError(f"{origin}: expected columns {COLUMNS}, got {list(frame.columns)}")
+    for column in COLUMNS:
+        if frame[column].isna().any():
+            raise SkillmixInputError(
+                f"{origin}: column {column!r} has null values, e.g. in rows "
+                f"{frame.index[frame[column].isna()][:_MAX_NAMED].tolist()}"
+            )
+    duplicated = frame["id"][frame["id"].duplicated()].unique()
+    if len(duplicated):
+        raise SkillmixInputError(
+            f"{origin}: {len(duplicated)} duplicated id(s), e.g. {sorted(duplicated)[:_MAX_NAMED]}"
+        )
+    empty_skill = frame["skill"].str.strip() == ""
+    if empty_skill.any():
+        raise SkillmixInputError(f"{origin}: empty skill in example(s) {_ids_where(frame, empty_skill)}")
+    no_answer = (frame["prompt"] != "") & (frame["answer"].str.strip() == "")
+    if no_answer.any():
+        raise SkillmixInputError(
+            f"{origin}: prompt/answer example(s) {_ids_where(frame, no_answer)} have an empty answer"
+        )
+    empty_text = frame["text"].str.strip() == ""
+    if empty_text.any():
+        raise SkillmixInputError(f"{origin}: example(s) {_ids_where(frame, empty_text)} have an empty text")
+    listed = pd.Series(data.skills, dtype=object)
+    if listed.duplicated().any():
+        raise SkillmixInputError(
+            f"{origin}: skill(s) listed more than once: {listed[listed.duplicated()].tolist()}"
+        )
+    present = set(frame["skill"])
+    missing = [skill for skill in data.skills if skill not in present]
+    if missing:
+        raise SkillmixInputError(f"{origin}: skill(s) without examples: {missing[:_MAX_NAMED]}")
+    unlisted = sorted(present - set(data.skills))
+    if unlisted:
+        raise SkillmixInputError(
+            f"{origin}: example skill(s) {unlisted[:_MAX_NAMED]} are not in the skill list"
+        )
+    _slugs(data.skills, origin)
+
+
+def _check_size(value: Any, key: str) -> None:
+    """Require a split size: an int >= 1 (a count) or a float in (0, 1) (a fraction)."""
+    if isinstance(value, float) and 0 < value < 1:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SkillmixInputError(
+            f"config {key}: expected a count (integer >= 1) or a fraction in (0, 1), got {value!r}"
+        )
+
+
+def _check_split_args(val: Any, test: Any, seed: Any, max_train: Any) -> None:
+    """Validate the split settings, naming the ``split.*`` config key at fault."""
+    _check_size(val, "split.val")
+    _check_size(test, "split.test")
+    require_int(seed, "split.seed", 0)
+    if max_train is not None:
+        require_int(max_train, "split.max_train", 1)
+
+
+def _size(value: int | float, n_examples: int) -> int:
+    """Return the number of examples a count or fraction asks for (a fraction rounds, >= 1)."""
+    if isinstance(value, float):
+        return max(1, math.floor(value * n_examples + 0.5))
+    return value
+
+
+def split_by_skill(
+    data: SourceData,
+    val: int | float,
+    test: int | float,
+    seed: int,
+    max_train: int | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Split every skill's examples into train/val/test; validates ``data`` first.
+
+    Per skill, rows are sorted by id and permuted by a generator seeded from ``seed`` and a
+    stable hash of the skill name; the first ``val`` rows go to val, the next ``test`` to test,
+    the rest (at most ``max_train``) to train. Sizes are counts (int) or fractions in (0, 1).
+    Each split frame lists skills in ``data.skills`` order, rows in permuted order.
+    """
+    _check_split_args(val, test, seed, max_train)
+    validate_examples(data)
+    parts: dict[str, list[pd.DataFrame]] = {split: [] for split in SPLITS}
+    groups = dict(tuple(data.examples.groupby("skill", sort=False)))
+    for skill in data.skills:
+        rows = groups[skill].sort_values("id", kind="stable")
+        n_rows = len(rows)
+        order = np.random.default_rng([seed, stable_seed(skill)]).permutation(n_rows)
+        rows = rows.iloc[order]
+        n_val, n_test = _size(val, n_rows), _size(test, n_rows)
+        bounds = {
+            "val": (0, n_val),
+            "test": (n_val, n_val + n_test),
+            "train": (n_val + n_test, None),
+        }
+        for split in ("val", "test", "train"):
+            start, stop = bounds[split]
+            part = rows.iloc[start:stop]
+            if split == "train" and max_train is not None:
+                part = part.iloc[:max_train]
+            if part.empty:
+                raise SkillmixInputError(
+                    f"{data.origin}: skill {skill!r} has {n_rows} examples, too few for "
+                    f"val={val} and test={test}: its {split} split would be empty"
+                )
+            parts[split].append(part)
+    return {split: pd.concat(parts[split], ignore_index=True)[COLUMNS] for split in SPLITS}
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write the examples columns of ``frame`` as Parquet, all strings, no pandas metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({column: pa.array(frame[column].tolist(), type=pa.string()) for column in COLUMNS})
+    pq.write_table(table, path)
+
+
+def _install(tmp: Path, out_dir: Path) -> None:
+    """Move the slice set written under ``tmp`` into ``out_dir``, the manifest last.
+
+    A missing ``out_dir`` is created by renaming ``tmp``. Into an existing one, the old manifest
+    is removed first and Parquet files of skills that are no longer present are deleted, so a
+    manifest on disk always describes a complete set.
+    """
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    for split in SPLITS:
+        target = out_dir / split
+        target.mkdir(exist_ok=True)
+        new_names = {path.name for path in (tmp / split).iterdir()}
+        for stale in target.glob("*.parquet"):
+            if stale.name not in new_names:
+                stale.unlink()
+        for name in sorted(new_names):
+            os.replace(tmp / split / name, target / name)
+    os.replace(tmp / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+
+
+def write_slices(
+    splits: dict[str, pd.DataFrame],
+    skills: list[str],
+    out_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``{out_dir}/{split}/{slug}.parquet`` per split and skill, and the manifest.
+
+    Everything is first written to a temporary sibling directory and then moved into place;
+    on any error the temporary directory is removed. Output is byte-stable. Returns the
+    manifest: ``{"skills": [{"name", "slug", "counts"}], "splits", "columns", **extra}``.
+    """
+    out_dir = Path(out_dir)
+    extra = dict(extra or {})
+    reserved = sorted({"skills", "splits", "columns"} & set(extra))
+    if reserved:
+        raise SkillmixInputError(f"write_slices: extra manifest keys {reserved} are reserved")
+    if sorted(splits) != sorted(SPLITS):
+        raise SkillmixInputError(f"write_slices: expected splits {list(SPLITS)}, got {sorted(splits)}")
+    slugs = _slugs(skills, str(out_dir))
+    groups: dict[str, dict[str, pd.DataFrame]] = {}
+    for split in SPLITS:
+        frame = splits[split]
+        if list(frame.columns) != COLUMNS:
+            raise SkillmixInputError(
+                f"write_slices: split {split!r} has columns {list(frame.columns)}, expected {COLUMNS}"
+            )
+        unlisted = sorted(set(frame["skill"]) - set(skills))
+        if unlisted:
+            raise SkillmixInputError(
+                f"write_slices: split {split!r} has skill(s) {unlisted[:_MAX_NAMED]} not in the skill list"
+            )
+        groups[split] = dict(tuple(frame.groupby("skill", sort=False)))
+    empty = pd.DataFrame({column: pd.Series([], dtype=str) for column in COLUMNS})
+    manifest: dict[str, Any] = {
+        "skills": [
+            {
+                "name": skill,
+                "slug": slug,
+                "counts": {split: len(groups[split].get(skill, empty)) for split in SPLITS},
+            }
+            for skill, slug in zip(skills, slugs, strict=True)
+        ],
+        "splits": list(SPLITS),
+        "columns": list(COLUMNS),
+        **extra,
+    }
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SkillmixInputError(f"{out_dir}: exists and is not a directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        for split in SPLITS:
+            (tmp / split).mkdir()
+            for skill, slug in zip(skills, slugs, strict=True):
+                _write_parquet(groups[split].get(skill, empty), tmp / split / f"{slug}.parquet")
+        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        (tmp / MANIFEST_NAME).write_text(text, encoding="utf-8")
+        _install(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a slices manifest, given the manifest file or the directory that holds it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise SkillmixInputError(f"{path}: slices manifest not found")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SkillmixInputError(f"{path}: not a valid JSON manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise SkillmixInputError(f"{path}: expected a JSON object")
+    for key in ("skills", "splits", "columns"):
+        if key not in manifest:
+            raise SkillmixInputError(f"{path}: manifest lacks key {key!r}")
+    for entry in manifest["skills"]:
+        if not isinstance(entry, dict) or not {"name", "slug", "counts"} <= set(entry):
+            raise SkillmixInputError(f"{path}: manifest skill entry {entry!r} lacks name/slug/counts")
+    return manifest
+
+
+def slice_paths(manifest: dict[str, Any], root: str, split: str) -> list[str]:
+    """Return the Parquet paths of ``split`` under ``root``, one per skill in manifest order."""
+    if split not in manifest["splits"]:
+        raise SkillmixInputError(f"split {split!r} not in manifest splits {manifest['splits']}")
+    return [os.path.join(str(root), split, f"{entry['slug']}.parquet") for entry in manifest["skills"]]
+
+
+def read_slice(out_dir_or_manifest: str | Path, split: str, skill_slug: str) -> pd.DataFrame:
+    """Read one (split, skill) slice, given the slices directory or its manifest file."""
+    import pyarrow.parquet as pq
+
+    root = Path(out_dir_or_manifest)
+    if not root.is_dir():
+        root = root.parent
+    manifest = read_manifest(root)
+    if split not in manifest["splits"]:
+        raise SkillmixInputError(f"{root}: split {split!r} not in manifest splits {manifest['splits']}")
+    slugs = [entry["slug"] for entry in manifest["skills"]]
+    if skill_slug not in slugs:
+        raise SkillmixInputError(f"{root}: skill slug {skill_slug!r} not in manifest slugs {slugs}")
+    path = root / split / f"{skill_slug}.parquet"
+    if not path.is_file():
+        raise SkillmixInputError(f"{path}: slice listed in the manifest but missing")
+    table = pq.read_table(path)
+    return pd.DataFrame(
+        {column: pd.Series(table.column(column).to_pylist(), dtype=str) for column in manifest["columns"]}
+    )
+
+
+def _split_config(split_cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the ``split`` config block with defaults filled in, validated."""
+    cfg = config_block(split_cfg, SPLIT_DEFAULTS, "split")
+    _check_split_args(cfg["val"], cfg["test"], cfg["seed"], cfg["max_train"])
+    return cfg
+
+
+def make_slices(
+    source_cfg: dict[str, Any],
+    split_cfg: dict[str, Any] | None,
+    out_dir: str | Path,
+    base_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Load a source, validate and split it per skill, and write the slices; return the manifest.
+
+    ``split_cfg`` is ``{"seed", "val", "test", "max_train"}``. Relative source paths resolve
+    against ``base_dir``; ``out_dir`` is used as given. Nothing is written unless every check
+    passes.
+    """
+    split = _split_config(split_cfg)
+    data = load_source(source_cfg, base_dir)
+    splits = split_by_skill(data, split["val"], split["test"], split["seed"], split["max_train"])
+    extra = {"source": {"kind": source_cfg["kind"], "origin": data.origin}, "split": split}
+    return write_slices(splits, data.skills, out_dir, extra)

@@ -1,0 +1,134 @@
+"""Example sources: the common data model and the dispatcher over source kinds.
+
+Every source yields a :class:`SourceData` whose ``examples`` frame has exactly the columns
+:data:`COLUMNS`. Prompt/answer data has ``text = prompt + " " + answer``; plain-text data has
+empty ``prompt`` and ``answer`` and carries everything in ``text``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skillmix.errors import SkillmixInputError
+
+COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text"]
+KINDS: tuple[str, ...] = ("lego", "addition", "table", "natural_instructions")
+
+SOURCE_DEFAULTS: dict[str, Any] = {
+    "kind": None,
+    "seed": 0,
+    "lego": {},
+    "addition": {},
+    "table": {},
+    "natural_instructions": {},
+}
+
+
+@dataclass
+class SourceData:
+    """Examples of one source, the canonical skill order, and where they came from."""
+
+    examples: pd.DataFrame
+    skills: list[str]
+    origin: str
+
+
+def examples_frame(records: dict[str, list[str]]) -> pd.DataFrame:
+    """Build an examples frame with exactly :data:`COLUMNS` (in that order) from column lists."""
+    return pd.DataFrame({column: pd.Series(records[column], dtype=str) for column in COLUMNS})
+
+
+def stable_seed(*parts: str | int) -> int:
+    """Return a 63-bit integer hash of ``parts`` that is stable across processes and machines."""
+    digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def config_block(cfg: dict[str, Any] | None, defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """Return ``defaults`` updated by ``cfg``; raise on a non-mapping ``cfg`` or unknown keys.
+
+    ``where`` is the dotted config path of the block (e.g. ``"source.table"``), used in messages.
+    """
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        raise SkillmixInputError(f"config {where}: expected a mapping, got {type(cfg).__name__}")
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise SkillmixInputError(
+            f"config {where}: unknown key(s) {unknown}; expected keys from {sorted(defaults)}"
+        )
+    return {**defaults, **cfg}
+
+
+def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int in ``[minimum, maximum]``; raise naming config ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SkillmixInputError(f"config {key}: expected an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise SkillmixInputError(f"config {key}: expected an integer >= {minimum}{upper}, got {value}")
+    return value
+
+
+def resolve_path(value: Any, key: str, base_dir: str | Path | None) -> Path:
+    """Return config path ``value`` made absolute (relative to ``base_dir``, default cwd).
+
+    Raises when the path is not set. ``..`` parts are normalised, symlinks are kept.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise SkillmixInputError(f"config {key}: a path is required, got {value!r}")
+    if not isinstance(value, (str, Path)):
+        raise SkillmixInputError(f"config {key}: expected a path string, got {value!r}")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir if base_dir is not None else Path.cwd()) / path
+    return Path(os.path.abspath(path))
+
+
+def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> SourceData:
+    """Load the examples described by the ``source`` config block, dispatching on ``kind``.
+
+    Relative paths in the block resolve against ``base_dir`` (default: the current directory).
+    """
+    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    kind = cfg["kind"]
+    if kind not in KINDS:
+        raise SkillmixInputError(f"config source.kind: expected one of {list(KINDS)}, got {kind!r}")
+    seed = require_int(cfg["seed"], "source.seed", 0)
+    if kind == "lego":
+        from skillmix.sources.lego import LEGO_DEFAULTS, generate_lego
+
+        block = config_block(cfg["lego"], LEGO_DEFAULTS, "source.lego")
+        return generate_lego(block["n_vars"], block["examples_per_skill"], seed)
+    if kind == "addition":
+        from skillmix.sources.addition import ADDITION_DEFAULTS, generate_addition
+
+        block = config_block(cfg["addition"], ADDITION_DEFAULTS, "source.addition")
+        return generate_addition(block["n_digits"], block["examples_per_skill"], seed)
+    if kind == "table":
+        from skillmix.sources.tables import load_table
+
+        return load_table(cfg["table"], base_dir)
+    from skillmix.sources.natural_instructions import load_natural_instructions
+
+    return load_natural_instructions(cfg["natural_instructions"], base_dir, seed=seed)
+
+
+__all__ = [
+    "COLUMNS",
+    "KINDS",
+    "SourceData",
+    "config_block",
+    "examples_frame",
+    "load_source",
+    "require_int",
+    "resolve_path",
+    "stable_seed",
+]

@@ -1,0 +1,67 @@
+"""Addition synthetic task (Skill-It section 7): one digit of the sum of two n-digit numbers.
+
+Skill ``digit-d`` asks for digit d of the sum (d = 0 is the ones digit; the carry-out digit is
+never asked). Operands are zero-padded and written digit by digit::
+
+    prompt: "Input: A = 1 0 6 + 0 7 1 , A 0 = ? Output:"
+    answer: "7"
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skillmix.errors import SkillmixInputError
+from skillmix.sources import SourceData, examples_frame, require_int
+
+ADDITION_DEFAULTS: dict[str, int] = {"n_digits": 3, "examples_per_skill": 700}
+MAX_DIGITS = 18  # operands and their sum stay within int64
+
+
+def addition_skill_names(n_digits: int) -> list[str]:
+    """Return the Addition skill names in canonical order: ``digit-0`` .. ``digit-{n_digits-1}``."""
+    return [f"digit-{d}" for d in range(n_digits)]
+
+
+def spaced_digits(value: int, n_digits: int) -> str:
+    """Return ``value`` zero-padded to ``n_digits`` with its digits separated by spaces."""
+    return " ".join(f"{value:0{n_digits}d}")
+
+
+def generate_addition(n_digits: int, examples_per_skill: int, seed: int) -> SourceData:
+    """Generate ``examples_per_skill`` distinct Addition examples for each of ``n_digits`` skills.
+
+    Operands are uniform on ``[0, 10**n_digits - 1]``. Skill d draws from its own generator
+    seeded by ``(seed, d)``. Ids are ``digit-{d}-{j:06d}``.
+    """
+    require_int(n_digits, "source.addition.n_digits", 1, MAX_DIGITS)
+    require_int(examples_per_skill, "source.addition.examples_per_skill", 1)
+    require_int(seed, "source.seed", 0)
+    capacity = 10 ** (2 * n_digits)
+    if examples_per_skill > capacity:
+        raise SkillmixInputError(
+            f"config source.addition.examples_per_skill: {examples_per_skill} exceeds the "
+            f"{capacity} distinct operand pairs that exist for n_digits={n_digits}"
+        )
+    skills = addition_skill_names(n_digits)
+    records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
+    for d, skill in enumerate(skills):
+        rng = np.random.default_rng([seed, d])
+        seen: set[tuple[int, int]] = set()
+        while len(seen) < examples_per_skill:
+            operands = rng.integers(0, 10**n_digits, size=(examples_per_skill - len(seen), 2))
+            for a1, a2 in operands.tolist():
+                if (a1, a2) in seen:
+                    continue
+                seen.add((a1, a2))
+                prompt = (
+                    f"Input: A = {spaced_digits(a1, n_digits)} + {spaced_digits(a2, n_digits)} , "
+                    f"A {d} = ? Output:"
+                )
+                answer = str((a1 + a2) // 10**d % 10)
+                records["id"].append(f"{skill}-{len(seen) - 1:06d}")
+                records["skill"].append(skill)
+                records["prompt"].append(prompt)
+                records["answer"].append(answer)
+                records["text"].append(f"{prompt} {answer}")
+    return SourceData(examples=examples_frame(records), skills=skills, origin="addition generator")

@@ -1,0 +1,116 @@
+"""LEGO synthetic task (Skill-It section 7): resolve a variable of a shuffled boolean chain.
+
+A chain of ``n_vars`` variables x_0 -> x_1 -> ... with independent random bits b_i; variable i
+has value b_i. The root clause is ``"{x0} = val {b0}"``; every other clause is
+``"{xi} = val {x(i-1)}"`` when b_i == b_(i-1), else ``"{xi} = not {x(i-1)}"``. Skill ``lego-i``
+asks for the value of chain position i (1-indexed)::
+
+    prompt: "Input: k = not n , c = val 0 , n = val c. Output:"
+    answer: "n = val 0"
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+
+import numpy as np
+
+from skillmix.errors import SkillmixInputError
+from skillmix.sources import SourceData, examples_frame, require_int
+
+LEGO_DEFAULTS: dict[str, int] = {"n_vars": 5, "examples_per_skill": 700}
+
+_PROMPT_RE = re.compile(r"Input: (.+)\. Output:")
+_CLAUSE_RE = re.compile(r"([a-z]) = (val|not) ([a-z]|[01])")
+_LETTERS = list(string.ascii_lowercase)
+
+
+def lego_skill_names(n_vars: int) -> list[str]:
+    """Return the LEGO skill names in canonical order: ``lego-1`` .. ``lego-{n_vars}``."""
+    return [f"lego-{i}" for i in range(1, n_vars + 1)]
+
+
+def _lego_prompt(names: list[str], bits: list[int], order: list[int]) -> str:
+    """Return the prompt for one chain, its clauses listed in ``order``."""
+    clauses = [f"{names[0]} = val {bits[0]}"]
+    for k in range(1, len(names)):
+        op = "val" if bits[k] == bits[k - 1] else "not"
+        clauses.append(f"{names[k]} = {op} {names[k - 1]}")
+    return "Input: " + " , ".join(clauses[o] for o in order) + ". Output:"
+
+
+def generate_lego(n_vars: int, examples_per_skill: int, seed: int) -> SourceData:
+    """Generate ``examples_per_skill`` distinct LEGO examples for each of the ``n_vars`` skills.
+
+    Skill i draws from its own generator seeded by ``(seed, i)``, so the output is a pure
+    function of the arguments. Ids are ``lego-{i}-{j:06d}``.
+    """
+    require_int(n_vars, "source.lego.n_vars", 1, len(_LETTERS))
+    require_int(examples_per_skill, "source.lego.examples_per_skill", 1)
+    require_int(seed, "source.seed", 0)
+    capacity = math.perm(len(_LETTERS), n_vars) * 2**n_vars * math.factorial(n_vars)
+    if examples_per_skill > capacity:
+        raise SkillmixInputError(
+            f"config source.lego.examples_per_skill: {examples_per_skill} exceeds the "
+            f"{capacity} distinct LEGO examples that exist for n_vars={n_vars}"
+        )
+    skills = lego_skill_names(n_vars)
+    records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
+    for i, skill in enumerate(skills, start=1):
+        rng = np.random.default_rng([seed, i])
+        seen: set[str] = set()
+        while len(seen) < examples_per_skill:
+            batch = examples_per_skill - len(seen)
+            names = rng.permuted(np.tile(np.arange(len(_LETTERS)), (batch, 1)), axis=1)[:, :n_vars]
+            bits = rng.integers(0, 2, size=(batch, n_vars))
+            orders = rng.permuted(np.tile(np.arange(n_vars), (batch, 1)), axis=1)
+            for row_names, row_bits, order in zip(
+                names.tolist(), bits.tolist(), orders.tolist(), strict=True
+            ):
+                letters = [_LETTERS[n] for n in row_names]
+                prompt = _lego_prompt(letters, row_bits, order)
+                answer = f"{letters[i - 1]} = val {row_bits[i - 1]}"
+                text = f"{prompt} {answer}"
+                if text in seen:
+                    continue
+                seen.add(text)
+                records["id"].append(f"{skill}-{len(seen) - 1:06d}")
+                records["skill"].append(skill)
+                records["prompt"].append(prompt)
+                records["answer"].append(answer)
+                records["text"].append(text)
+    return SourceData(examples=examples_frame(records), skills=skills, origin="lego generator")
+
+
+def resolve_lego(prompt: str, name: str) -> int:
+    """Parse the clauses of a LEGO ``prompt`` and return the value (0 or 1) of variable ``name``."""
+    match = _PROMPT_RE.fullmatch(prompt)
+    if match is None:
+        raise SkillmixInputError(f"LEGO prompt {prompt!r}: expected 'Input: <clauses>. Output:'")
+    definitions: dict[str, tuple[str, str]] = {}
+    for clause in match.group(1).split(" , "):
+        parts = _CLAUSE_RE.fullmatch(clause)
+        if parts is None:
+            raise SkillmixInputError(
+                f"LEGO prompt {prompt!r}: clause {clause!r} is not '<x> = val|not <y|0|1>'"
+            )
+        var, op, arg = parts.groups()
+        if var in definitions:
+            raise SkillmixInputError(f"LEGO prompt {prompt!r}: variable {var!r} is defined twice")
+        definitions[var] = (op, arg)
+    chain: list[str] = []
+    current = name
+    while current not in ("0", "1"):
+        if current not in definitions:
+            raise SkillmixInputError(f"LEGO prompt {prompt!r}: variable {current!r} is not defined")
+        if current in chain:
+            raise SkillmixInputError(f"LEGO prompt {prompt!r}: variable {current!r} is cyclic")
+        chain.append(current)
+        current = definitions[current][1]
+    value = int(current)
+    for var in chain:
+        if definitions[var][0] == "not":
+            value = 1 - value
+    return value

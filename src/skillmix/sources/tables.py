@@ -1,0 +1,322 @@
+"""Tabular sources: one row per example, one column naming the row's skill.
+
+Reads JSON lines, JSON (a list of records), Parquet and CSV files with the standard library,
+pandas and pyarrow, and Hugging Face ``datasets`` tables, either a ``save_to_disk`` directory
+(format ``hf_disk``) or ``datasets.load_dataset(hf_name, data_files=...)`` with a packaged builder
+or a local builder directory (format ``hf``). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skillmix.errors import SkillmixInputError
+from skillmix.sources import SourceData, config_block, examples_frame, resolve_path
+
+TABLE_DEFAULTS: dict[str, Any] = {
+    "path": None,
+    "format": "auto",
+    "hf_name": None,
+    "data_files": None,
+    "hf_split": "train",
+    "skill_column": "skill",
+    "text_column": None,
+    "prompt_column": None,
+    "answer_column": None,
+    "id_column": None,
+}
+FORMATS: tuple[str, ...] = ("auto", "jsonl", "json", "parquet", "csv", "hf_disk", "hf")
+_SUFFIX_FORMATS: dict[str, str] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+}
+_MAX_NAMED = 5  # offending values listed in an error message
+
+Columns = dict[str, list[Any]]
+
+
+def _open_text(path: Path):
+    """Open ``path`` for reading text, transparently decompressing a ``.gz`` file."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _records_to_columns(records: list[Any], origin: str) -> Columns:
+    """Turn a list of JSON objects into column lists (keys absent from a record become None)."""
+    names: dict[str, None] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise SkillmixInputError(
+                f"{origin}: record {index} is a {type(record).__name__}, expected a JSON object"
+            )
+        names.update(dict.fromkeys(record))
+    return {name: [record.get(name) for record in records] for name in names}
+
+
+def _read_jsonl(path: Path) -> Columns:
+    """Read a JSON-lines file (optionally gzipped): one JSON object per non-blank line."""
+    records = []
+    with _open_text(path) as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SkillmixInputError(f"{path}: line {lineno} is not valid JSON ({exc})") from exc
+    return _records_to_columns(records, str(path))
+
+
+def _read_json(path: Path) -> Columns:
+    """Read a JSON file (optionally gzipped) holding a list of objects."""
+    with _open_text(path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise SkillmixInputError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, list):
+        raise SkillmixInputError(
+            f"{path}: expected a JSON list of objects, got a {type(data).__name__} "
+            "(use format jsonl for one object per line)"
+        )
+    return _records_to_columns(data, str(path))
+
+
+def _read_csv(path: Path) -> Columns:
+    """Read a CSV file as strings; empty cells stay empty strings."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SkillmixInputError(f"{path}: not a readable CSV file ({exc})") from exc
+    return {str(name): frame[name].tolist() for name in frame.columns}
+
+
+def _read_parquet(path: Path) -> Columns:
+    """Read a Parquet file with pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pydict()
+    except (pa.ArrowException, OSError) as exc:
+        raise SkillmixInputError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _read_hf_disk(path: Path, split: str) -> Columns:
+    """Read a ``datasets`` ``save_to_disk`` directory, taking ``split`` from a DatasetDict."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise SkillmixInputError(f"{path}: not a datasets save_to_disk directory ({exc})") from exc
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise SkillmixInputError(
+                f"{path}: split {split!r} (source.table.hf_split) not found; "
+                f"available splits: {sorted(loaded)}"
+            )
+        loaded = loaded[split]
+    return loaded.to_dict()
+
+
+def _resolve_data_files(data_files: Any, base_dir: str | Path | None) -> Any:
+    """Resolve the relative paths in ``data_files`` (a path, list, or split -> paths mapping)."""
+    if data_files is None:
+        return None
+    if isinstance(data_files, dict):
+        return {split: _resolve_data_files(files, base_dir) for split, files in data_files.items()}
+    if isinstance(data_files, (list, tuple)):
+        return [_resolve_data_files(files, base_dir) for files in data_files]
+    path = resolve_path(data_files, "source.table.data_files", base_dir)
+    if not any(char in str(path) for char in "*?[") and not path.exists():
+        raise SkillmixInputError(f"config source.table.data_files: file {path} does not exist")
+    return str(path)
+
+
+def _read_hf(cfg: dict[str, Any], base_dir: str | Path | None) -> tuple[Columns, str]:
+    """Read ``datasets.load_dataset(hf_name, data_files=..., split=hf_split)``, local only."""
+    import datasets
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    name = cfg["hf_name"]
+    if not isinstance(name, str) or not name:
+        raise SkillmixInputError(
+            f"config source.table.hf_name: format 'hf' needs a datasets builder name, got {name!r}"
+        )
+    if name not in _PACKAGED_DATASETS_MODULES:
+        local = resolve_path(name, "source.table.hf_name", base_dir)
+        if not local.is_dir():
+            raise SkillmixInputError(
+                f"config source.table.hf_name: {name!r} is neither a packaged datasets builder "
+                f"({', '.join(sorted(_PACKAGED_DATASETS_MODULES))}) nor a local directory; "
+                "skillmix never downloads datasets"
+            )
+        name = str(local)
+    data_files = _resolve_data_files(cfg["data_files"], base_dir)
+    origin = f"datasets.load_dataset({name!r}, data_files={data_files!r}, split={cfg['hf_split']!r})"
+    try:
+        dataset = datasets.load_dataset(name, data_files=data_files, split=cfg["hf_split"])
+    except (FileNotFoundError, ValueError) as exc:
+        raise SkillmixInputError(f"{origin}: could not load ({exc})") from exc
+    return dataset.to_dict(), origin
+
+
+_READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+
+
+def _detect_format(path: Path) -> str:
+    """Pick the format of ``path`` from its suffix (ignoring ``.gz``); a directory is hf_disk."""
+    if path.is_dir():
+        return "hf_disk"
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if suffixes and suffixes[-1] in _SUFFIX_FORMATS:
+        return _SUFFIX_FORMATS[suffixes[-1]]
+    raise SkillmixInputError(
+        f"{path}: cannot tell the format from the suffix; set source.table.format to one of "
+        f"{[fmt for fmt in FORMATS if fmt != 'auto']}"
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    """Return True for None and NaN cells."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _as_text(value: Any) -> str:
+    """Return a non-missing cell as a string (missing cells become the empty string)."""
+    return "" if _is_missing(value) else str(value)
+
+
+def _column(columns: Columns, cfg: dict[str, Any], key: str, origin: str) -> list[Any]:
+    """Return the column named by config ``key``; raise listing the available columns."""
+    name = cfg[key]
+    if name not in columns:
+        raise SkillmixInputError(
+            f"{origin}: column {name!r} (source.table.{key}) not found; available columns: {list(columns)}"
+        )
+    return columns[name]
+
+
+def _row_ids(id_values: list[Any] | None, cfg: dict[str, Any], n_rows: int, origin: str) -> list[str]:
+    """Return the row ids: the id column as strings, or ``row-<index>`` zero-padded."""
+    if id_values is None:
+        width = max(6, len(str(n_rows - 1)))
+        return [f"row-{index:0{width}d}" for index in range(n_rows)]
+    ids = [_as_text(value) for value in id_values]
+    empty = [index for index, value in enumerate(ids) if not value.strip()]
+    if empty:
+        raise SkillmixInputError(
+            f"{origin}: column {cfg['id_column']!r} (source.table.id_column) is empty or null "
+            f"in row(s) {empty[:_MAX_NAMED]}"
+        )
+    counts = pd.Series(ids).value_counts()
+    duplicated = counts[counts > 1].index.tolist()
+    if duplicated:
+        raise SkillmixInputError(
+            f"{origin}: column {cfg['id_column']!r} (source.table.id_column) has "
+            f"{len(duplicated)} duplicated id(s), e.g. {sorted(duplicated)[:_MAX_NAMED]}"
+        )
+    return ids
+
+
+def _check_column_config(cfg: dict[str, Any], origin: str) -> None:
+    """Require either ``text_column`` or both ``prompt_column`` and ``answer_column``."""
+    has_text = cfg["text_column"] is not None
+    has_prompt = cfg["prompt_column"] is not None
+    has_answer = cfg["answer_column"] is not None
+    if has_text and (has_prompt or has_answer):
+        raise SkillmixInputError(
+            f"{origin}: config source.table sets both text_column and prompt_column/answer_column; "
+            "give either text_column (plain text) or prompt_column + answer_column"
+        )
+    if not has_text and not (has_prompt and has_answer):
+        raise SkillmixInputError(
+            f"{origin}: config source.table needs either text_column (plain text) or both "
+            f"prompt_column and answer_column; got prompt_column={cfg['prompt_column']!r}, "
+            f"answer_column={cfg['answer_column']!r}"
+        )
+
+
+def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceData:
+    """Validate the configured columns of a read table and turn its rows into a SourceData."""
+    keys = ["skill_column", "id_column", "text_column", "prompt_column", "answer_column"]
+    values = {key: _column(columns, cfg, key, origin) for key in keys if cfg[key] is not None}
+    n_rows = len(values["skill_column"])
+    if n_rows == 0:
+        raise SkillmixInputError(f"{origin}: the table has no rows")
+    ids = _row_ids(values.get("id_column"), cfg, n_rows, origin)
+    skills = [_as_text(value) for value in values["skill_column"]]
+    for row_id, skill in zip(ids, skills, strict=True):
+        if not skill.strip():
+            raise SkillmixInputError(
+                f"{origin}: row {row_id} has an empty or null skill in column "
+                f"{cfg['skill_column']!r} (source.table.skill_column)"
+            )
+    if "text_column" in values:
+        texts = [_as_text(value) for value in values["text_column"]]
+        for row_id, skill, text in zip(ids, skills, texts, strict=True):
+            if not text.strip():
+                raise SkillmixInputError(
+                    f"{origin}: row {row_id} (skill {skill!r}) has an empty or null text in column "
+                    f"{cfg['text_column']!r} (source.table.text_column)"
+                )
+        prompts = [""] * n_rows
+        answers = [""] * n_rows
+    else:
+        prompts = [_as_text(value) for value in values["prompt_column"]]
+        answers = [_as_text(value) for value in values["answer_column"]]
+        for row_id, skill, prompt, answer in zip(ids, skills, prompts, answers, strict=True):
+            for key, value in (("prompt_column", prompt), ("answer_column", answer)):
+                if not value.strip():
+                    raise SkillmixInputError(
+                        f"{origin}: row {row_id} (skill {skill!r}) has an empty or null "
+                        f"{key.split('_')[0]} in column {cfg[key]!r} (source.table.{key})"
+                    )
+        texts = [f"{prompt} {answer}" for prompt, answer in zip(prompts, answers, strict=True)]
+    examples = examples_frame(
+        {"id": ids, "skill": skills, "prompt": prompts, "answer": answers, "text": texts}
+    )
+    return SourceData(examples=examples, skills=sorted(set(skills)), origin=origin)
+
+
+def load_table(cfg: dict[str, Any] | None, base_dir: str | Path | None = None) -> SourceData:
+    """Load the table described by the ``source.table`` config block into a SourceData.
+
+    Skills are ordered by sorted name; rows keep the file's order. Relative paths resolve
+    against ``base_dir`` (default: the current directory).
+    """
+    cfg = config_block(cfg, TABLE_DEFAULTS, "source.table")
+    fmt = cfg["format"]
+    if fmt not in FORMATS:
+        raise SkillmixInputError(f"config source.table.format: expected one of {list(FORMATS)}, got {fmt!r}")
+    if fmt == "hf":
+        _check_column_config(cfg, f"datasets.load_dataset({cfg['hf_name']!r})")
+        columns, origin = _read_hf(cfg, base_dir)
+        return _build_source(columns, cfg, origin)
+    path = resolve_path(cfg["path"], "source.table.path", base_dir)
+    if not path.exists():
+        raise SkillmixInputError(f"config source.table.path: file {path} does not exist")
+    origin = str(path)
+    _check_column_config(cfg, origin)
+    if fmt == "auto":
+        fmt = _detect_format(path)
+    if fmt == "hf_disk":
+        columns = _read_hf_disk(path, cfg["hf_split"])
+    elif path.is_dir():
+        raise SkillmixInputError(f"{path}: is a directory, but source.table.format is {fmt!r}")
+    else:
+        columns = _READERS[fmt](path)
+    return _build_source(columns, cfg, origin)

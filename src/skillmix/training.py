@@ -1,0 +1,332 @@
+"""The training loop: batches drawn by a skill sampler, periodic evaluation, resumable checkpoints.
+
+A checkpoint holds the trainable weights, the optimizer and scheduler state, the sampler
+state, the RNG state and the history so far; a run restarted with the same fingerprint
+continues from the newest one and ends with the same weights and histories as a run that
+was never interrupted. Tensors go to safetensors, everything else to JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+
+from skillmix.encoding import EncodedSet, collate, token_losses
+from skillmix.evaluation import evaluate_skills
+from skillmix.modeling import Runtime, atomic_directory
+from skillmix.sampling import SkillSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation and bookkeeping settings of one training run (the `train` config block)."""
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    seed: int = 0
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    keep_checkpoints: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
+        """Settings from a config block; keys that are not settings are ignored."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in cfg.items() if k in names}
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """Histories of a finished (or stopped) run."""
+
+    steps: pd.DataFrame
+    skill_counts: pd.DataFrame
+    val_curve: pd.DataFrame
+    resumed_from: int | None
+    completed: bool
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class _History:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    counts: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-serialisable values (the identity of a run's inputs)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on biases, norms or 1-d parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": s.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=s.eps)
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, rest = {}, {"param_groups": state["param_groups"], "scalars": {}}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                rest["scalars"][f"{idx}.{key}"] = value
+    return tensors, rest
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in [*tensors.items(), *rest["scalars"].items()]:
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(
+    directory: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: SkillSampler,
+    history: _History,
+    fingerprint_: str,
+) -> Path:
+    """Write checkpoint `step` atomically and remove older ones."""
+    target = directory / f"step-{step:08d}"
+    opt_tensors, opt_rest = _split_optimizer_state(optimizer.state_dict())
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    meta = {
+        "step": step,
+        "fingerprint": fingerprint_,
+        "optimizer": opt_rest,
+        "scheduler": scheduler.state_dict(),
+        "sampler": sampler.state_dict(),
+        "history": {"steps": history.steps, "counts": history.counts, "curve": history.curve},
+    }
+    with atomic_directory(target) as tmp:
+        save_file(_trainable_state(model), tmp / "trainable.safetensors")
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        save_file(rng, tmp / "rng.safetensors")
+        (tmp / "state.json").write_text(json.dumps(meta))
+    for old in directory.glob("step-*"):
+        if old != target and old.is_dir():
+            shutil.rmtree(old)
+    return target
+
+
+def latest_checkpoint(directory: Path | None, fingerprint_: str) -> Path | None:
+    """The newest complete checkpoint written for this fingerprint, if any."""
+    if directory is None or not directory.is_dir():
+        return None
+    for path in sorted(directory.glob("step-*"), reverse=True):
+        state = path / "state.json"
+        if state.is_file() and json.loads(state.read_text()).get("fingerprint") == fingerprint_:
+            return path
+    return None
+
+
+def load_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    sampler: SkillSampler,
+) -> tuple[int, _History]:
+    """Restore everything `save_checkpoint` wrote; returns (step, history)."""
+    meta = json.loads((path / "state.json").read_text())
+    weights = load_file(path / "trainable.safetensors")
+    missing = set(_trainable_state(model)) - set(weights)
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks trainable parameters: {sorted(missing)[:5]}")
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(
+        _join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
+    )
+    scheduler.load_state_dict(meta["scheduler"])
+    sampler.load_state_dict(meta["sampler"])
+    rng = load_file(path / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    cuda_states = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    h = meta["history"]
+    return int(meta["step"]), _History(h["steps"], h["counts"], h["curve"])
+
+
+def _evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    val_sets: list[EncodedSet],
+    runtime: Runtime,
+    batch_size: int,
+    step: int,
+    sampler: SkillSampler,
+    history: _History,
+) -> None:
+    metrics = evaluate_skills(model, tokenizer, val_sets, runtime, batch_size)
+    metrics.insert(0, "step", step)
+    history.curve.extend(metrics.to_dict("records"))
+    sampler.observe(step, dict(zip(metrics["skill"], metrics["loss"], strict=True)))
+    log.info(
+        "step %d: mean val loss %.4f, mean accuracy %.3f",
+        step,
+        metrics["loss"].mean(),
+        metrics["accuracy"].mean(),
+    )
+
+
+def train(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_sets: list[EncodedSet],
+    sampler: SkillSampler,
+    settings: TrainSettings,
+    runtime: Runtime,
+    *,
+    val_sets: list[EncodedSet] | None = None,
+    eval_batch_size: int = 64,
+    checkpoint_dir: str | Path | None = None,
+    fingerprint_: str = "",
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train `model` for `settings.steps` optimiser steps on batches drawn by `sampler`.
+
+    The loss is the mean over the batch's label tokens. The validation sets are evaluated
+    before the first step, every `eval_every` steps and after the last step; each evaluation
+    is passed to `sampler.observe`. With a `checkpoint_dir`, a checkpoint is written every
+    `checkpoint_every` steps and a matching one is resumed from. `stop_after` ends the run
+    early after that step (as an interruption would), leaving its checkpoints in place.
+    """
+    t0 = time.perf_counter()
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    torch.manual_seed(settings.seed)
+    model.to(runtime.device)
+    model.train()
+    optimizer = make_optimizer(model, settings)
+    scheduler = get_scheduler(
+        settings.schedule,
+        optimizer,
+        num_warmup_steps=settings.warmup_steps,
+        num_training_steps=settings.steps,
+    )
+    history = _History()
+    start, resumed_from = 0, None
+    found = latest_checkpoint(ckpt_dir, fingerprint_)
+    if found is not None:
+        start, history = load_checkpoint(found, model, optimizer, scheduler, sampler)
+        resumed_from = start
+        log.info("resuming from checkpoint %s (step %d of %d)", found, start, settings.steps)
+    else:
+        if ckpt_dir is not None and ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        if val_sets:
+            _evaluate(model, tokenizer, val_sets, runtime, eval_batch_size, 0, sampler, history)
+            model.train()
+    pad = tokenizer.pad_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    completed = True
+    bar = tqdm(
+        range(start + 1, settings.steps + 1),
+        initial=start,
+        total=settings.steps,
+        file=sys.stderr,
+        mininterval=5.0,
+        desc="train",
+    )
+    for step in bar:
+        pairs = sampler.sample(step, settings.batch_size)
+        batch = collate(
+            [train_sets[s].input_ids[i] for s, i in pairs],
+            [train_sets[s].labels[i] for s, i in pairs],
+            pad,
+        )
+        batch = {k: v.to(runtime.device) for k, v in batch.items()}
+        lr = scheduler.get_last_lr()[0]
+        with runtime.autocast():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        losses, mask = token_losses(logits, batch["labels"])
+        n_tokens = int(mask.sum())
+        loss = losses.sum() / max(n_tokens, 1)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
+        loss.backward()
+        clip = settings.grad_clip if settings.grad_clip else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        history.steps.append(
+            {
+                "step": step,
+                "loss": loss.item(),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "n_tokens": n_tokens,
+            }
+        )
+        counts = [0] * len(train_sets)
+        for s, _ in pairs:
+            counts[s] += 1
+        history.counts.extend(
+            {"step": step, "skill": d.skill, "count": c} for d, c in zip(train_sets, counts, strict=True)
+        )
+        if val_sets and (step % settings.eval_every == 0 or step == settings.steps):
+            _evaluate(model, tokenizer, val_sets, runtime, eval_batch_size, step, sampler, history)
+            model.train()
+        if ckpt_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0:
+            save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
+        if stop_after is not None and step >= stop_after and step < settings.steps:
+            completed = False
+            break
+    bar.close()
+    if completed and ckpt_dir is not None and not settings.keep_checkpoints and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    return TrainResult(
+        steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
+        skill_counts=pd.DataFrame(history.counts, columns=["step", "skill", "count"]),
+        val_curve=pd.DataFrame(history.curve, columns=["step", "skill", "loss", "accuracy", "n"]),
+        resumed_from=resumed_from,
+        completed=completed,
+        wall_seconds=time.perf_counter() - t0,
+    )

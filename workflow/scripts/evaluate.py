@@ -1,0 +1,20 @@
+"""Evaluate a trained run on the test slices; write its metrics table and curves plot."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0], snakemake.threads)
+
+from skillmix.runs import evaluate_run  # noqa: E402
+
+evaluate_run(
+    run=snakemake.params.run,
+    model_dir=snakemake.input.model,
+    model_cfg=snakemake.params.model,
+    eval_cfg=snakemake.params.eval,
+    manifest_path=snakemake.input.manifest,
+    test_paths=snakemake.input.test,
+    val_curve_path=snakemake.input.val_curve,
+    steps_path=snakemake.input.steps,
+    metrics_path=snakemake.output.metrics,
+    plot_path=snakemake.output.plot,
+)
