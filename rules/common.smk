@@ -18,6 +18,14 @@ def res(rule_name, key):
     return config["resources"][rule_name][key]
 
 
+def run_settings():
+    """The `train` config minus the strategy list: what every training run shares.
+
+    Adding or removing a strategy must not re-run the others.
+    """
+    return {k: v for k, v in config["train"].items() if k != "strategies"}
+
+
 def manifest():
     """The slice manifest; waits for the slice checkpoint."""
     with checkpoints.slice.get().output.manifest.open() as f:

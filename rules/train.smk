@@ -23,7 +23,7 @@ rule train:
     params:
         strategy="{run}",
         model=config["model"],
-        train=config["train"],
+        train=run_settings(),
         eval=config["eval"],
         checkpoints="results/checkpoints/train/{run}",
         code=code_version("modeling", "encoding", "sampling", "training", "evaluation"),

@@ -38,7 +38,13 @@ class EncodedSet:
 
 
 def _prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    """The special tokens the tokenizer itself puts before a text (e.g. BOS), often none."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
 
 
 def encode_row(

@@ -33,6 +33,32 @@ def example_losses(
     return out
 
 
+def generation_batches(
+    prompt_lengths: list[int], answer_lengths: list[int], batch_size: int
+) -> list[list[int]]:
+    """Group example indices into generation batches that never outgrow a single example.
+
+    A left-padded batch spans its longest prompt plus its longest answer; each batch keeps
+    that sum within the longest encoded example, so generation stays inside the positions
+    the examples were cut to. Examples are grouped by length to keep padding small.
+    """
+    limit = max(p + a for p, a in zip(prompt_lengths, answer_lengths, strict=True))
+    order = sorted(range(len(prompt_lengths)), key=lambda i: (prompt_lengths[i], answer_lengths[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    widest = longest = 0
+    for i in order:
+        p, a = prompt_lengths[i], answer_lengths[i]
+        if current and (len(current) == batch_size or max(widest, p) + max(longest, a) > limit):
+            batches.append(current)
+            current, widest, longest = [], 0, 0
+        current.append(i)
+        widest, longest = max(widest, p), max(longest, a)
+    if current:
+        batches.append(current)
+    return batches
+
+
 @torch.no_grad()
 def greedy_answers(
     model: PreTrainedModel,
@@ -46,25 +72,26 @@ def greedy_answers(
     Each batch generates as many tokens as its longest reference answer (end-of-sequence
     included), so an answer that does not stop where the reference stops cannot match.
     """
-    out: list[str] = []
     pad = tokenizer.pad_token_id
-    for start in range(0, len(data), batch_size):
-        prompts = data.prompt_ids[start : start + batch_size]
-        labels = data.labels[start : start + batch_size]
-        new_tokens = max(sum(1 for t in lab if t >= 0) for lab in labels)
-        batch = {k: v.to(runtime.device) for k, v in left_pad(prompts, pad).items()}
+    answer_lengths = [sum(1 for t in lab if t >= 0) for lab in data.labels]
+    prompt_lengths = [len(p) for p in data.prompt_ids]
+    out: list[str] = [""] * len(data)
+    for batch_ids in generation_batches(prompt_lengths, answer_lengths, batch_size):
+        batch = {
+            k: v.to(runtime.device) for k, v in left_pad([data.prompt_ids[i] for i in batch_ids], pad).items()
+        }
         with runtime.autocast():
             generated = model.generate(
                 **batch,
-                max_new_tokens=new_tokens,
+                max_new_tokens=max(answer_lengths[i] for i in batch_ids),
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
             )
-        for row in generated[:, batch["input_ids"].shape[1] :].tolist():
+        for i, row in zip(batch_ids, generated[:, batch["input_ids"].shape[1] :].tolist(), strict=True):
             if tokenizer.eos_token_id in row:
                 row = row[: row.index(tokenizer.eos_token_id)]
-            out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+            out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return out
 
 

@@ -166,7 +166,7 @@ def load_pretrained(
         kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, torch_dtype=torch.float32, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32, **kwargs)
     except OSError as err:
         raise SkillmixInputError(
             f"model.name_or_path: could not load {name_or_path!r} (gguf_file={gguf_file!r}) "
@@ -224,7 +224,7 @@ def save_model(
 def load_saved(model_dir: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a folder written by `save_model` (float32, CPU)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

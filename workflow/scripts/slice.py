@@ -6,5 +6,7 @@ from skillmix.jobs import start_log
 from skillmix.slicing import make_slices
 
 log = start_log(snakemake.log[0], snakemake.threads)
-manifest = make_slices(snakemake.params.source, snakemake.params.split, Path(snakemake.output.manifest).parent)
+manifest = make_slices(
+    snakemake.params.source, snakemake.params.split, Path(snakemake.output.manifest).parent
+)
 log.info("sliced %d skills: %s", len(manifest["skills"]), [s["name"] for s in manifest["skills"]])

