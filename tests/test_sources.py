@@ -504,3 +504,20 @@ def test_ni_shared_subset(ni_subset: Path) -> None:
     by_task = load_natural_instructions({**cfg, "skill": "task", "max_per_task": 5})
     assert len(by_task.skills) == 20 and len(by_task.examples) == 100
     assert "task126_scan_structured_text_generation_command_action_all" in by_task.skills
+
+
+@pytest.mark.parametrize(
+    ("kind", "generate"),
+    [
+        ("lego", lambda counts: generate_lego(5, counts, 0)),
+        ("addition", lambda counts: generate_addition(5, counts, 0)),
+    ],
+)
+def test_per_skill_counts(kind, generate) -> None:
+    data = generate([4, 4, 4, 12, 20])
+    assert data.examples.groupby("skill", sort=False).size().tolist() == [4, 4, 4, 12, 20]
+    assert data.examples["id"].is_unique
+    with pytest.raises(SkillmixInputError, match=f"source.{kind}.examples_per_skill: expected 5 counts"):
+        generate([4, 4])
+    with pytest.raises(SkillmixInputError, match=f"source.{kind}.examples_per_skill"):
+        generate([4, 4, 0, 4, 4])

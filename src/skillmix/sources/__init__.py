@@ -77,6 +77,20 @@ def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) 
     return value
 
 
+def per_skill_counts(value: Any, n_skills: int, key: str) -> list[int]:
+    """Per-skill example counts from one integer (the same for every skill) or a list of them.
+
+    A list must have one positive integer per skill, in skill order.
+    """
+    if isinstance(value, list):
+        if len(value) != n_skills:
+            raise SkillmixInputError(
+                f"config {key}: expected {n_skills} counts (one per skill), got {len(value)}"
+            )
+        return [require_int(v, key, 1) for v in value]
+    return [require_int(value, key, 1)] * n_skills
+
+
 def resolve_path(value: Any, key: str, base_dir: str | Path | None) -> Path:
     """Return config path ``value`` made absolute (relative to ``base_dir``, default cwd).
 
@@ -128,6 +142,7 @@ __all__ = [
     "config_block",
     "examples_frame",
     "load_source",
+    "per_skill_counts",
     "require_int",
     "resolve_path",
     "stable_seed",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, examples_frame, require_int
+from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
 
-ADDITION_DEFAULTS: dict[str, int] = {"n_digits": 3, "examples_per_skill": 700}
+ADDITION_DEFAULTS: dict[str, int | list[int]] = {"n_digits": 3, "examples_per_skill": 700}
 MAX_DIGITS = 18  # operands and their sum stay within int64
 
 
@@ -28,28 +28,30 @@ def spaced_digits(value: int, n_digits: int) -> str:
     return " ".join(f"{value:0{n_digits}d}")
 
 
-def generate_addition(n_digits: int, examples_per_skill: int, seed: int) -> SourceData:
-    """Generate ``examples_per_skill`` distinct Addition examples for each of ``n_digits`` skills.
+def generate_addition(n_digits: int, examples_per_skill: int | list[int], seed: int) -> SourceData:
+    """Generate distinct Addition examples for each of ``n_digits`` skills.
+
+    ``examples_per_skill`` is one count for every skill or a list with one count per skill.
 
     Operands are uniform on ``[0, 10**n_digits - 1]``. Skill d draws from its own generator
     seeded by ``(seed, d)``. Ids are ``digit-{d}-{j:06d}``.
     """
     require_int(n_digits, "source.addition.n_digits", 1, MAX_DIGITS)
-    require_int(examples_per_skill, "source.addition.examples_per_skill", 1)
+    counts = per_skill_counts(examples_per_skill, n_digits, "source.addition.examples_per_skill")
     require_int(seed, "source.seed", 0)
     capacity = 10 ** (2 * n_digits)
-    if examples_per_skill > capacity:
+    if max(counts) > capacity:
         raise SkillmixInputError(
-            f"config source.addition.examples_per_skill: {examples_per_skill} exceeds the "
+            f"config source.addition.examples_per_skill: {max(counts)} exceeds the "
             f"{capacity} distinct operand pairs that exist for n_digits={n_digits}"
         )
     skills = addition_skill_names(n_digits)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
-    for d, skill in enumerate(skills):
+    for d, (skill, wanted) in enumerate(zip(skills, counts, strict=True)):
         rng = np.random.default_rng([seed, d])
         seen: set[tuple[int, int]] = set()
-        while len(seen) < examples_per_skill:
-            operands = rng.integers(0, 10**n_digits, size=(examples_per_skill - len(seen), 2))
+        while len(seen) < wanted:
+            operands = rng.integers(0, 10**n_digits, size=(wanted - len(seen), 2))
             for a1, a2 in operands.tolist():
                 if (a1, a2) in seen:
                     continue

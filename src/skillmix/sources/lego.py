@@ -18,9 +18,9 @@ import string
 import numpy as np
 
 from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, examples_frame, require_int
+from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
 
-LEGO_DEFAULTS: dict[str, int] = {"n_vars": 5, "examples_per_skill": 700}
+LEGO_DEFAULTS: dict[str, int | list[int]] = {"n_vars": 5, "examples_per_skill": 700}
 
 _PROMPT_RE = re.compile(r"Input: (.+)\. Output:")
 _CLAUSE_RE = re.compile(r"([a-z]) = (val|not) ([a-z]|[01])")
@@ -41,28 +41,32 @@ def _lego_prompt(names: list[str], bits: list[int], order: list[int]) -> str:
     return "Input: " + " , ".join(clauses[o] for o in order) + ". Output:"
 
 
-def generate_lego(n_vars: int, examples_per_skill: int, seed: int) -> SourceData:
-    """Generate ``examples_per_skill`` distinct LEGO examples for each of the ``n_vars`` skills.
+def generate_lego(n_vars: int, examples_per_skill: int | list[int], seed: int) -> SourceData:
+    """Generate distinct LEGO examples for each of the ``n_vars`` skills.
+
+    ``examples_per_skill`` is one count for every skill or a list with one count per skill
+    (Skill-It's LEGO data is unbalanced, 1:1:1:3:5, so that its natural mixture differs from
+    the uniform one).
 
     Skill i draws from its own generator seeded by ``(seed, i)``, so the output is a pure
     function of the arguments. Ids are ``lego-{i}-{j:06d}``.
     """
     require_int(n_vars, "source.lego.n_vars", 1, len(_LETTERS))
-    require_int(examples_per_skill, "source.lego.examples_per_skill", 1)
+    counts = per_skill_counts(examples_per_skill, n_vars, "source.lego.examples_per_skill")
     require_int(seed, "source.seed", 0)
     capacity = math.perm(len(_LETTERS), n_vars) * 2**n_vars * math.factorial(n_vars)
-    if examples_per_skill > capacity:
+    if max(counts) > capacity:
         raise SkillmixInputError(
-            f"config source.lego.examples_per_skill: {examples_per_skill} exceeds the "
+            f"config source.lego.examples_per_skill: {max(counts)} exceeds the "
             f"{capacity} distinct LEGO examples that exist for n_vars={n_vars}"
         )
     skills = lego_skill_names(n_vars)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
-    for i, skill in enumerate(skills, start=1):
+    for i, (skill, wanted) in enumerate(zip(skills, counts, strict=True), start=1):
         rng = np.random.default_rng([seed, i])
         seen: set[str] = set()
-        while len(seen) < examples_per_skill:
-            batch = examples_per_skill - len(seen)
+        while len(seen) < wanted:
+            batch = wanted - len(seen)
             names = rng.permuted(np.tile(np.arange(len(_LETTERS)), (batch, 1)), axis=1)[:, :n_vars]
             bits = rng.integers(0, 2, size=(batch, n_vars))
             orders = rng.permuted(np.tile(np.arange(n_vars), (batch, 1)), axis=1)
