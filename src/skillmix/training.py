@@ -48,6 +48,8 @@ class TrainSettings:
     eps: float = 1e-8
     seed: int = 0
     eval_every: int = 50
+    eval_accuracy: bool = True
+    update_steps: int = 100
     checkpoint_every: int = 100
     keep_checkpoints: bool = False
 
@@ -68,6 +70,7 @@ class TrainResult:
     steps: pd.DataFrame
     skill_counts: pd.DataFrame
     val_curve: pd.DataFrame
+    mixtures: pd.DataFrame
     resumed_from: int | None
     completed: bool
     wall_seconds: float = 0.0
@@ -203,8 +206,9 @@ def _evaluate(
     step: int,
     sampler: SkillSampler,
     history: _History,
+    accuracy: bool = True,
 ) -> None:
-    metrics = evaluate_skills(model, tokenizer, val_sets, runtime, batch_size)
+    metrics = evaluate_skills(model, tokenizer, val_sets, runtime, batch_size, accuracy=accuracy)
     metrics.insert(0, "step", step)
     history.curve.extend(metrics.to_dict("records"))
     sampler.observe(step, dict(zip(metrics["skill"], metrics["loss"], strict=True)))
@@ -261,7 +265,17 @@ def train(
         if ckpt_dir is not None and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         if val_sets:
-            _evaluate(model, tokenizer, val_sets, runtime, eval_batch_size, 0, sampler, history)
+            _evaluate(
+                model,
+                tokenizer,
+                val_sets,
+                runtime,
+                eval_batch_size,
+                0,
+                sampler,
+                history,
+                settings.eval_accuracy,
+            )
             model.train()
     pad = tokenizer.pad_token_id
     params = [p for p in model.parameters() if p.requires_grad]
@@ -311,8 +325,19 @@ def train(
         history.counts.extend(
             {"step": step, "skill": d.skill, "count": c} for d, c in zip(train_sets, counts, strict=True)
         )
-        if val_sets and (step % settings.eval_every == 0 or step == settings.steps):
-            _evaluate(model, tokenizer, val_sets, runtime, eval_batch_size, step, sampler, history)
+        due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
+        if val_sets and due:
+            _evaluate(
+                model,
+                tokenizer,
+                val_sets,
+                runtime,
+                eval_batch_size,
+                step,
+                sampler,
+                history,
+                settings.eval_accuracy,
+            )
             model.train()
         if ckpt_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0:
             save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
@@ -326,6 +351,7 @@ def train(
         steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
         skill_counts=pd.DataFrame(history.counts, columns=["step", "skill", "count"]),
         val_curve=pd.DataFrame(history.curve, columns=["step", "skill", "loss", "accuracy", "n"]),
+        mixtures=pd.DataFrame(sampler.mixture_rows(), columns=["round", "step", "skill", "weight"]),
         resumed_from=resumed_from,
         completed=completed,
         wall_seconds=time.perf_counter() - t0,
