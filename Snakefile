@@ -12,9 +12,11 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     run="[a-z0-9_]+",
+    unit=UNIT_PATTERN,
 
 
 include: "rules/slice.smk"
+include: "rules/graph.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 

@@ -3,6 +3,7 @@ import json
 
 from snakemake.utils import validate
 
+from skillmix.graph import UNIT_PATTERN, graph_units
 from skillmix.provenance import code_version
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
@@ -41,9 +42,78 @@ def split_slices(split):
     return paths
 
 
+CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum")
+
+
+def strategy_settings(wildcards):
+    """The settings of one strategy only, so that editing them re-runs only that strategy."""
+    if wildcards.run == "skillit":
+        return config["skillit"]
+    if wildcards.run in CURRICULA:
+        return config["curriculum"]
+    return {}
+
+
+def graph_dir():
+    """Where the skills graph of the configured method is assembled."""
+    return f"results/graph/{config['graph']['method']}"
+
+
+def graph_outputs(folder):
+    """The files of an assembled skills graph."""
+    return {
+        "adjacency": f"{folder}/adjacency.npy",
+        "skills": f"{folder}/skills.json",
+        "raw": f"{folder}/raw.parquet",
+        "heatmap": f"{folder}/heatmap.png",
+        "info": f"{folder}/graph.json",
+    }
+
+
+def train_inputs(wildcards):
+    """Input function of a training run: the slices, plus the skills graph for Skill-It."""
+    inputs = {
+        "train": split_slices("train")(wildcards),
+        "val": split_slices("val")(wildcards),
+        "manifest": MANIFEST,
+    }
+    if wildcards.run == "skillit":
+        inputs["graph"] = graph_outputs(graph_dir())["adjacency"]
+        inputs["graph_skills"] = graph_outputs(graph_dir())["skills"]
+    return inputs
+
+
+def graph_curves(wildcards):
+    """Input function of graph assembly: the curve of every run the method needs."""
+    slugs = [s["slug"] for s in manifest()["skills"]]
+    return [
+        f"results/graph/{wildcards.method}/runs/{unit}.parquet"
+        for unit in graph_units(wildcards.method, slugs)
+    ]
+
+
+def given_graph_files(wildcards):
+    """Input function of a given graph: its matrix and, if named, its skills file."""
+    given = config["graph"]["given"]
+    if not given.get("adjacency"):
+        raise ValueError("graph.method is given but graph.given.adjacency names no file")
+    files = {"given_adjacency": given["adjacency"]}
+    if given.get("skills"):
+        files["given_skills"] = given["skills"]
+    return files
+
+
 def all_targets():
     """The default targets: metrics and plots of every training strategy."""
-    return expand(
-        ["results/eval/{run}/metrics.parquet", "results/eval/{run}/curves.png"],
+    targets = expand(
+        [
+            "results/eval/{run}/metrics.parquet",
+            "results/eval/{run}/curves.png",
+            "results/eval/{run}/mixture.png",
+        ],
         run=STRATEGIES,
     )
+    targets += ["results/eval/summary.parquet", "results/eval/comparison.png"]
+    if "skillit" in STRATEGIES:
+        targets.append(graph_outputs(graph_dir())["heatmap"])
+    return targets

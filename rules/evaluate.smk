@@ -3,11 +3,13 @@ rule evaluate:
         model="results/train/{run}/model",
         val_curve="results/train/{run}/val_curve.parquet",
         steps="results/train/{run}/steps.parquet",
+        mixture="results/train/{run}/mixture.parquet",
         test=split_slices("test"),
         manifest=MANIFEST,
     output:
         metrics="results/eval/{run}/metrics.parquet",
         plot="results/eval/{run}/curves.png",
+        mixture_plot="results/eval/{run}/mixture.png",
     log:
         "logs/evaluate/{run}.log",
     benchmark:
@@ -23,6 +25,29 @@ rule evaluate:
         run="{run}",
         model=config["model"],
         eval=config["eval"],
-        code=code_version("modeling", "encoding", "evaluation", "plotting"),
+        code=code_version("modeling", "encoding", "evaluation", "plotting", "runs"),
     script:
         "../workflow/scripts/evaluate.py"
+
+
+rule compare:
+    input:
+        metrics=expand("results/eval/{run}/metrics.parquet", run=STRATEGIES),
+    output:
+        summary="results/eval/summary.parquet",
+        plot="results/eval/comparison.png",
+    log:
+        "logs/compare/compare.log",
+    benchmark:
+        "benchmarks/compare/compare.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    params:
+        code=code_version("plotting", "runs"),
+    script:
+        "../workflow/scripts/compare.py"

@@ -1,13 +1,12 @@
 rule train:
     input:
-        train=split_slices("train"),
-        val=split_slices("val"),
-        manifest=MANIFEST,
+        unpack(train_inputs),
     output:
         model=directory("results/train/{run}/model"),
         steps="results/train/{run}/steps.parquet",
         skill_counts="results/train/{run}/skill_counts.parquet",
         val_curve="results/train/{run}/val_curve.parquet",
+        mixture="results/train/{run}/mixture.parquet",
         metrics="results/train/{run}/job_metrics.json",
     log:
         "logs/train/{run}.log",
@@ -24,8 +23,11 @@ rule train:
         strategy="{run}",
         model=config["model"],
         train=run_settings(),
+        strategy_settings=strategy_settings,
         eval=config["eval"],
         checkpoints="results/checkpoints/train/{run}",
-        code=code_version("modeling", "encoding", "sampling", "training", "evaluation"),
+        code=code_version(
+            "modeling", "encoding", "sampling", "training", "evaluation", "runs", "graph"
+        ),
     script:
         "../workflow/scripts/train.py"

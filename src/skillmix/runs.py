@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.evaluation import evaluate_skills
+from skillmix.evaluation import evaluate_skills, example_losses
+from skillmix.graph import read_graph, unit_slugs
 from skillmix.jobs import write_parquet
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
-from skillmix.plotting import plot_skill_curves
+from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
 from skillmix.sampling import SkillSampler, make_sampler
 from skillmix.training import TrainResult, TrainSettings, fingerprint, train
 
@@ -87,6 +89,38 @@ class TrainingRun:
         )
 
 
+def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
+    """Named skills in manifest order (all of them when `names` is empty); unknown names are errors."""
+    if not names:
+        return list(skills)
+    unknown = [n for n in names if n not in skills]
+    if unknown:
+        raise SkillmixInputError(f"{key}: {unknown} are not skills of the data; skills are {skills}")
+    return [s for s in skills if s in names]
+
+
+def skillit_graph(
+    graph_dir: str | os.PathLike, train_skills: list[str], eval_skills: list[str]
+) -> np.ndarray:
+    """The skills graph restricted to training-skill rows and evaluation-skill columns."""
+    matrix, rows, columns = read_graph(graph_dir)
+    missing = [s for s in train_skills if s not in rows] + [s for s in eval_skills if s not in columns]
+    if missing:
+        raise SkillmixInputError(f"skills graph in {graph_dir} has no row or column for skills {missing}")
+    return matrix[np.ix_([rows.index(s) for s in train_skills], [columns.index(s) for s in eval_skills])]
+
+
+def initial_example_losses(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: list[EncodedSet], runtime: Runtime
+) -> list[list[float]]:
+    """The initial model's mean answer-token loss of every training example (curriculum scores)."""
+    model.to(runtime.device)
+    model.eval()
+    losses = [example_losses(model, s, tokenizer.pad_token_id, runtime, 64) for s in sets]
+    model.train()
+    return losses
+
+
 def prepare_run(
     model_cfg: dict[str, Any],
     train_cfg: dict[str, Any],
@@ -95,24 +129,107 @@ def prepare_run(
     manifest_path: str | os.PathLike,
     train_paths: Sequence[str | os.PathLike],
     val_paths: Sequence[str | os.PathLike],
+    strategy_cfg: dict[str, Any] | None = None,
+    graph_dir: str | os.PathLike | None = None,
 ) -> TrainingRun:
-    """Load the model, encode the slices and build the sampler of one strategy."""
+    """Load the model, encode the slices and build the sampler of one strategy.
+
+    Training covers `train.skills` (all skills by default); validation covers every skill.
+    Skill-It evaluates on `train.target_skills` when given (fine-tuning when they are
+    training skills, out-of-domain when they are not), else on the training skills, and
+    reads its graph from `graph_dir`. `strategy_cfg` holds the strategy's own settings.
+    """
     manifest = json.loads(Path(manifest_path).read_text())
     skills = [s["name"] for s in manifest["skills"]]
+    train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
+    targets = _skill_subset(train_cfg.get("target_skills"), skills, "train.target_skills")
+    if not train_cfg.get("target_skills"):
+        targets = []
     model, tokenizer = load_model(model_cfg)
     runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
     max_length = model_cfg.get("max_length", 128)
-    train_sets = load_sets(tokenizer, skills, train_paths, max_length)
+    train_sets = load_sets(tokenizer, train_skills, train_paths, max_length)
     val_sets = load_sets(tokenizer, skills, val_paths, max_length, eval_cfg.get("max_examples_per_skill"))
     settings = TrainSettings.from_config(train_cfg)
-    sampler = make_sampler(strategy, skills, [len(s) for s in train_sets], settings.seed)
+    strategy_cfg = dict(strategy_cfg or {})
+    graph = None
+    eval_skills = targets or train_skills
+    if strategy == "skillit":
+        if graph_dir is None:
+            raise SkillmixInputError("the skillit strategy needs a skills graph (graph_dir)")
+        graph = skillit_graph(graph_dir, train_skills, eval_skills)
+        if strategy_cfg.get("aggregate", "auto") == "auto":
+            fine_tuning = bool(targets) and set(targets) <= set(train_skills)
+            strategy_cfg["aggregate"] = "mean" if fine_tuning else "sum"
+    losses = None
+    if strategy in ("curriculum", "anticurriculum", "skill_curriculum"):
+        losses = initial_example_losses(model, tokenizer, train_sets, runtime)
+    sampler = make_sampler(
+        strategy,
+        train_skills,
+        [len(s) for s in train_sets],
+        settings.seed,
+        settings.update_steps,
+        graph=graph,
+        eval_skills=eval_skills,
+        targets=targets,
+        skillit=strategy_cfg,
+        curriculum=strategy_cfg,
+        example_losses=losses,
+    )
     digest = fingerprint(
         model_cfg,
         train_cfg,
         eval_cfg,
         strategy,
+        strategy_cfg,
+        None if graph is None else graph.tolist(),
         [file_digest(p) for p in [*train_paths, *val_paths]],
     )
+    return TrainingRun(
+        model,
+        tokenizer,
+        runtime,
+        train_sets,
+        val_sets,
+        sampler,
+        settings,
+        eval_cfg.get("batch_size", 64),
+        digest,
+    )
+
+
+def prepare_graph_unit(
+    model_cfg: dict[str, Any],
+    runs_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    unit: str,
+    manifest_path: str | os.PathLike,
+    train_paths: Sequence[str | os.PathLike],
+    val_paths: Sequence[str | os.PathLike],
+) -> TrainingRun:
+    """One graph-learning run: train on the unit's skills (equal mix) from the initial model.
+
+    Every skill's validation loss is measured (loss only, no generation) before training,
+    every `eval_every` steps and at the end.
+    """
+    manifest = json.loads(Path(manifest_path).read_text())
+    by_slug = {s["slug"]: s["name"] for s in manifest["skills"]}
+    skills = [s["name"] for s in manifest["skills"]]
+    unknown = [slug for slug in unit_slugs(unit) if slug not in by_slug]
+    if unknown:
+        raise SkillmixInputError(f"graph unit {unit!r}: no skill with slug {unknown} in {manifest_path}")
+    unit_skills = [by_slug[slug] for slug in unit_slugs(unit)]
+    model, tokenizer = load_model(model_cfg)
+    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    max_length = model_cfg.get("max_length", 128)
+    train_sets = load_sets(tokenizer, unit_skills, train_paths, max_length)
+    val_sets = load_sets(tokenizer, skills, val_paths, max_length, runs_cfg.get("eval_examples"))
+    settings = TrainSettings.from_config({**runs_cfg, "eval_accuracy": False, "checkpoint_every": 0})
+    sampler = SkillSampler(
+        unit_skills, [len(s) for s in train_sets], np.ones(len(unit_skills)), settings.seed, settings.steps
+    )
+    digest = fingerprint(model_cfg, runs_cfg, unit, [file_digest(p) for p in [*train_paths, *val_paths]])
     return TrainingRun(
         model,
         tokenizer,
@@ -140,6 +257,8 @@ def evaluate_run(
     steps_path: str | os.PathLike,
     metrics_path: str | os.PathLike,
     plot_path: str | os.PathLike,
+    mixture_path: str | os.PathLike | None = None,
+    mixture_plot_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Test-split metrics of a trained model joined to its validation curve; table and plot.
 
@@ -174,4 +293,21 @@ def evaluate_run(
         f"{run}: validation curves (test accuracy {test['accuracy'].mean():.3f}, "
         f"test loss {test['loss'].mean():.3f} at step {final_step})",
     )
+    if mixture_path is not None and mixture_plot_path is not None:
+        plot_mixture(pd.read_parquet(mixture_path), mixture_plot_path, f"{run}: training mixture over rounds")
     return metrics
+
+
+def compare_runs(
+    metrics_paths: Sequence[str | os.PathLike], summary_path: str | os.PathLike, plot_path: str | os.PathLike
+) -> pd.DataFrame:
+    """Mean loss and accuracy over skills for every run, split and step; table and plot."""
+    metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
+    summary = (
+        metrics.groupby(["run", "split", "step"], sort=False)
+        .agg(loss=("loss", "mean"), accuracy=("accuracy", "mean"), skills=("skill", "nunique"))
+        .reset_index()
+    )
+    write_parquet(summary, summary_path)
+    plot_comparison(summary, plot_path)
+    return summary

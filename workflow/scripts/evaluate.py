@@ -17,4 +17,6 @@ evaluate_run(
     steps_path=snakemake.input.steps,
     metrics_path=snakemake.output.metrics,
     plot_path=snakemake.output.plot,
+    mixture_path=snakemake.input.mixture,
+    mixture_plot_path=snakemake.output.mixture_plot,
 )

@@ -1,15 +1,26 @@
 """Train one run (a strategy) on the sliced skills; write the model and its histories."""
 
+from pathlib import Path
+
 from skillmix.jobs import JobClock, start_log, write_json, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads)
 
-from skillmix.modeling import save_model  # noqa: E402
-from skillmix.runs import prepare_run  # noqa: E402  (after the log is set up)
+from skillmix.modeling import save_model
+from skillmix.runs import prepare_run
 
 p = snakemake.params
+graph = snakemake.input.get("graph")
 run = prepare_run(
-    p.model, p.train, p.eval, p.strategy, snakemake.input.manifest, snakemake.input.train, snakemake.input.val
+    p.model,
+    p.train,
+    p.eval,
+    p.strategy,
+    snakemake.input.manifest,
+    snakemake.input.train,
+    snakemake.input.val,
+    strategy_cfg=p.strategy_settings,
+    graph_dir=Path(graph).parent if graph else None,
 )
 clock = JobClock(run.runtime.device)
 result = run.train(checkpoint_dir=p.checkpoints)
@@ -17,4 +28,5 @@ save_model(run.model, run.tokenizer, snakemake.output.model)
 write_parquet(result.steps, snakemake.output.steps)
 write_parquet(result.skill_counts, snakemake.output.skill_counts)
 write_parquet(result.val_curve, snakemake.output.val_curve)
+write_parquet(result.mixtures, snakemake.output.mixture)
 write_json(clock.metrics(resumed_from=result.resumed_from, steps=p.train["steps"]), snakemake.output.metrics)

@@ -1,0 +1,81 @@
+rule graph_run:
+    input:
+        train=split_slices("train"),
+        val=split_slices("val"),
+        manifest=MANIFEST,
+    output:
+        curve="results/graph/{method}/runs/{unit}.parquet",
+    log:
+        "logs/graph_run/{method}/{unit}.log",
+    benchmark:
+        "benchmarks/graph_run/{method}/{unit}.tsv"
+    wildcard_constraints:
+        method="brute_force|linear",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("graph_run", "threads")
+    resources:
+        mem_mb=res("graph_run", "mem_mb"),
+        runtime=res("graph_run", "runtime"),
+        gpu=res("graph_run", "gpu"),
+    params:
+        unit="{unit}",
+        model=config["model"],
+        runs=config["graph"]["runs"],
+        eval=config["eval"],
+        code=code_version("modeling", "encoding", "sampling", "training", "evaluation", "runs"),
+    script:
+        "../workflow/scripts/graph_run.py"
+
+
+rule graph_assemble:
+    input:
+        curves=graph_curves,
+        manifest=MANIFEST,
+    output:
+        **graph_outputs("results/graph/{method}"),
+    log:
+        "logs/graph_assemble/{method}.log",
+    benchmark:
+        "benchmarks/graph_assemble/{method}.tsv"
+    wildcard_constraints:
+        method="brute_force|linear",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("graph_assemble", "mem_mb"),
+        runtime=res("graph_assemble", "runtime"),
+        gpu=0,
+    params:
+        method="{method}",
+        options=config["graph"]["assemble"],
+        code=code_version("graph"),
+    script:
+        "../workflow/scripts/graph_assemble.py"
+
+
+rule graph_given:
+    input:
+        unpack(given_graph_files),
+        manifest=MANIFEST,
+    output:
+        **graph_outputs("results/graph/{method}"),
+    log:
+        "logs/graph_assemble/{method}.log",
+    benchmark:
+        "benchmarks/graph_assemble/{method}.tsv"
+    wildcard_constraints:
+        method="given",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=res("graph_assemble", "mem_mb"),
+        runtime=res("graph_assemble", "runtime"),
+        gpu=0,
+    params:
+        given=config["graph"]["given"],
+        code=code_version("graph"),
+    script:
+        "../workflow/scripts/graph_given.py"

@@ -1,0 +1,9 @@
+"""Compare the training strategies: a summary table and a plot of mean validation curves."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.runs import compare_runs
+
+compare_runs(snakemake.input.metrics, snakemake.output.summary, snakemake.output.plot)

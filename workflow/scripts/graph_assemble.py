@@ -1,0 +1,15 @@
+"""Assemble the skills graph of a method from the curves of its runs."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.graph import assemble_from_files
+
+assemble_from_files(
+    snakemake.params.method,
+    snakemake.input.curves,
+    snakemake.input.manifest,
+    snakemake.params.options,
+    snakemake.output.adjacency,
+)
