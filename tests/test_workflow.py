@@ -13,6 +13,7 @@ import math
 import struct
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -46,13 +47,24 @@ BATCH = TINY["train"]["batch_size"]
 
 METRICS_COLUMNS = ["run", "split", "step", "skill", "loss", "accuracy", "n"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FULL_DAG = {"slice": 1, "train": 2, "evaluate": 2, "all": 1}
+N_GRAPH_RUNS = 6  # brute force on 3 skills: 3 singles + 3 pairs
+FULL_DAG = {
+    "slice": 1,
+    "graph_run": N_GRAPH_RUNS,
+    "graph_assemble": 1,
+    "train": 3,
+    "evaluate": 3,
+    "compare": 1,
+    "all": 1,
+}
+# The graph runs depend on the skills, known only once the slice checkpoint has run.
+BEFORE_CHECKPOINT = {rule: n for rule, n in FULL_DAG.items() if rule != "graph_run"}
 
 
 def test_tiny_config_values_are_what_the_tests_assume():
     """The numbers below are derived from tiny.yaml; make sure they describe a tiny run."""
     assert (N_SKILLS, EXAMPLES_PER_SKILL, N_VAL, N_TEST) == (3, 60, 10, 10)
-    assert RUNS == ["random", "stratified"]
+    assert RUNS == ["random", "stratified", "skillit"]
     assert VAL_STEPS == [0, 6, 12]
     assert TINY["model"]["max_length"] <= TINY["model"]["tiny"]["max_positions"]
 
@@ -62,10 +74,10 @@ def test_tiny_config_values_are_what_the_tests_assume():
 
 def test_dry_run_plans_every_job_before_the_checkpoint(tmp_path):
     result = run_ok(tmp_path, "-n")
-    assert job_stats(result.output) == FULL_DAG, result.describe()
+    assert job_stats(result.output) == BEFORE_CHECKPOINT, result.describe()
     jobs = planned_jobs(result.output)
-    assert sorted(job.wildcards for job in jobs if job.rule == "train") == [f"run={r}" for r in RUNS]
-    assert sorted(job.wildcards for job in jobs if job.rule == "evaluate") == [f"run={r}" for r in RUNS]
+    assert sorted(job.wildcards for job in jobs if job.rule == "train") == sorted(f"run={r}" for r in RUNS)
+    assert sorted(job.wildcards for job in jobs if job.rule == "evaluate") == sorted(f"run={r}" for r in RUNS)
     # The workflow profile next to the Snakefile is used from another working directory.
     assert f"Using workflow specific profile {DEFAULT_PROFILE}" in result.output, result.describe()
     assert "This was a dry-run" in result.output
@@ -205,35 +217,36 @@ def test_second_dry_run_has_nothing_to_do(tiny_run):
 def test_training_param_change_reruns_train_and_evaluate_only(tiny_run, tmp_path):
     override = write_yaml(tmp_path / "lr.yaml", {"train": {"lr": 0.002}})
     result = run_ok(tiny_run, "-n", configs=(MAIN_CONFIG, TINY_CONFIG, override))
-    assert job_stats(result.output) == {"train": 2, "evaluate": 2, "all": 1}, result.describe()
+    assert job_stats(result.output) == {"train": 3, "evaluate": 3, "compare": 1, "all": 1}, result.describe()
     train_reasons = reasons_of(result.output, "train")
-    assert len(train_reasons) == 2
+    assert len(train_reasons) == 3
     for reason in train_reasons:
         assert "Params have changed since last execution" in reason, reason
         assert "'lr': 0.003" in reason and "'lr': 0.002" in reason, reason
     evaluate_reasons = reasons_of(result.output, "evaluate")
-    assert len(evaluate_reasons) == 2
+    assert len(evaluate_reasons) == 3
     for reason in evaluate_reasons:
         assert reason.startswith("Input files updated by another job"), reason
         assert "Params have changed" not in reason, reason
 
 
-def test_dropping_a_strategy_reruns_nothing(tiny_run, tmp_path):
-    override = write_yaml(tmp_path / "one.yaml", {"train": {"strategies": RUNS[:1]}})
+def test_dropping_a_strategy_retrains_nothing(tiny_run, tmp_path):
+    """Only the comparison, whose set of inputs changed, is redone."""
+    override = write_yaml(tmp_path / "one.yaml", {"train": {"strategies": RUNS[:2]}})
     result = run_ok(tiny_run, "-n", configs=(MAIN_CONFIG, TINY_CONFIG, override))
-    assert "Nothing to be done" in result.output, result.describe()
+    assert job_stats(result.output) == {"compare": 1, "all": 1}, result.describe()
 
 
 def test_split_seed_change_reruns_slice_and_everything_after(tiny_run, tmp_path):
     override = write_yaml(tmp_path / "seed.yaml", {"split": {"seed": 1}})
     result = run_ok(tiny_run, "-n", configs=(MAIN_CONFIG, TINY_CONFIG, override))
-    # Snakemake plans the jobs downstream of the checkpoint from the manifest already on disk.
-    assert job_stats(result.output) == FULL_DAG, result.describe()
+    # The slice checkpoint must run again before the graph runs are planned.
+    assert job_stats(result.output) == BEFORE_CHECKPOINT, result.describe()
     (slice_reason,) = reasons_of(result.output, "slice")
     assert "Params have changed since last execution" in slice_reason, slice_reason
     assert "'seed': 0" in slice_reason and "'seed': 1" in slice_reason
     train_reasons = reasons_of(result.output, "train")
-    assert len(train_reasons) == 2
+    assert len(train_reasons) == 3
     for reason in train_reasons:
         assert "Params have changed" not in reason, reason
         assert "results/slices/manifest.json" in reason, reason
@@ -403,4 +416,124 @@ def test_ni_example_config_is_a_complete_override(tmp_path):
     per_task = example["source"]["natural_instructions"]["max_per_task"]
     assert example["split"]["val"] + example["split"]["test"] < per_task
     result = run_ok(tmp_path, "-n", configs=(MAIN_CONFIG, NI_EXAMPLE_CONFIG))
-    assert job_stats(result.output) == FULL_DAG, result.describe()
+    assert job_stats(result.output) == BEFORE_CHECKPOINT, result.describe()
+
+
+# --------------------------------------------------------------------------- skills graph and Skill-It
+
+
+def test_graph_outputs_of_the_tiny_run(tiny_run, tiny_manifest):
+    names = [skill["name"] for skill in tiny_manifest["skills"]]
+    slugs = [skill["slug"] for skill in tiny_manifest["skills"]]
+    folder = tiny_run / "results/graph/brute_force"
+    runs = sorted(path.stem for path in (folder / "runs").glob("*.parquet"))
+    want = slugs + [f"{a}__{b}" for i, a in enumerate(slugs) for b in slugs[i + 1 :]]
+    assert runs == sorted(want) and len(runs) == N_SKILLS + N_SKILLS * (N_SKILLS - 1) // 2
+    A = np.load(folder / "adjacency.npy")
+    assert A.shape == (N_SKILLS, N_SKILLS) and np.isfinite(A).all()
+    np.testing.assert_array_equal(np.diag(A), np.ones(N_SKILLS))  # assemble.diagonal: 1.0
+    assert json.loads((folder / "skills.json").read_text()) == {"rows": names, "columns": names}
+    info = json.loads((folder / "graph.json").read_text())
+    assert info["method"] == "brute_force" and info["options"]["normalise"] == "relative"
+    raw = pd.read_parquet(folder / "raw.parquet")
+    assert sorted(raw["unit"].unique()) == sorted(want)
+    assert set(raw["step"]) == {0, 3, 6}
+    assert (folder / "heatmap.png").read_bytes()[:8] == PNG_MAGIC
+    # A[i, j] for i != j is L_j(after j alone) − L_j(after i ∪ j), relative to the first
+    curve = raw.set_index(["unit", "step", "skill"])["loss"]
+    i, j = 0, 1
+    alone = curve[(slugs[j], 3, names[j])] / 2 + curve[(slugs[j], 6, names[j])] / 2
+    pair = (
+        curve[(f"{slugs[i]}__{slugs[j]}", 3, names[j])] / 2
+        + curve[(f"{slugs[i]}__{slugs[j]}", 6, names[j])] / 2
+    )
+    assert A[i, j] == pytest.approx((alone - pair) / alone, rel=1e-9)
+
+
+def test_skillit_mixture_of_the_tiny_run(tiny_run, tiny_manifest):
+    names = [skill["name"] for skill in tiny_manifest["skills"]]
+    mixture = pd.read_parquet(tiny_run / "results/train/skillit/mixture.parquet")
+    assert list(mixture.columns) == ["round", "step", "skill", "weight"]
+    update_steps = TINY["train"]["update_steps"]
+    assert sorted(mixture["round"].unique()) == list(range(STEPS // update_steps))
+    assert sorted(mixture["step"].unique()) == [1 + r * update_steps for r in range(STEPS // update_steps)]
+    sums = mixture.groupby("round")["weight"].sum()
+    np.testing.assert_allclose(sums, 1.0)
+    # the first mixture is p1 ∝ exp(η · A · 1) from the learned graph
+    A = np.load(tiny_run / "results/graph/brute_force/adjacency.npy")
+    eta = yaml.safe_load(MAIN_CONFIG.read_text())["skillit"]["eta"]
+    p1 = np.exp(eta * A.sum(1))
+    first = mixture[mixture["round"] == 0].set_index("skill").loc[names, "weight"].to_numpy()
+    np.testing.assert_allclose(first, p1 / p1.sum(), rtol=1e-9)
+    # the skill counts of the first round follow it (floor of p · n, the last skill the rest)
+    counts = pd.read_parquet(tiny_run / "results/train/skillit/skill_counts.parquet")
+    first_round = counts[counts["step"] <= update_steps].groupby("skill")["count"].sum()
+    n = update_steps * BATCH
+    want = np.floor(first * n).astype(int)
+    want[-1] = n - want[:-1].sum()
+    assert first_round.loc[names].tolist() == want.tolist()
+    for run in RUNS:
+        assert (tiny_run / "results/eval" / run / "mixture.png").read_bytes()[:8] == PNG_MAGIC
+    summary = pd.read_parquet(tiny_run / "results/eval/summary.parquet")
+    assert sorted(summary["run"].unique()) == sorted(RUNS)
+    assert (tiny_run / "results/eval/comparison.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_linear_graph_dag_has_one_run_per_skill(tiny_run, tmp_path):
+    result = run_ok(tiny_run, "-n", "results/graph/linear/adjacency.npy")
+    assert job_stats(result.output) == {"graph_run": N_SKILLS, "graph_assemble": 1}, result.describe()
+
+
+def test_assembly_option_change_reruns_assembly_and_skillit_only(tiny_run, tmp_path):
+    override = write_yaml(tmp_path / "t.yaml", {"graph": {"assemble": {"clip_negative": True}}})
+    result = run_ok(tiny_run, "-n", configs=(MAIN_CONFIG, TINY_CONFIG, override))
+    stats = job_stats(result.output)
+    assert stats == {"graph_assemble": 1, "train": 1, "evaluate": 1, "compare": 1, "all": 1}, (
+        result.describe()
+    )
+    assert [job.wildcards for job in planned_jobs(result.output) if job.rule == "train"] == ["run=skillit"]
+
+
+def test_skillit_setting_change_reruns_only_skillit(tiny_run, tmp_path):
+    override = write_yaml(tmp_path / "eta.yaml", {"skillit": {"eta": 0.9}})
+    result = run_ok(tiny_run, "-n", configs=(MAIN_CONFIG, TINY_CONFIG, override))
+    assert job_stats(result.output) == {"train": 1, "evaluate": 1, "compare": 1, "all": 1}, result.describe()
+
+
+def test_given_graph_is_used_unaltered(tiny_run, tiny_manifest, tmp_path):
+    names = [skill["name"] for skill in tiny_manifest["skills"]]
+    matrix = np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.25, 1.0]])
+    np.save(tmp_path / "g.npy", matrix)
+    (tmp_path / "g.txt").write_text("\n".join(reversed(names)) + "\n")
+    override = write_yaml(
+        tmp_path / "given.yaml",
+        {
+            "graph": {
+                "method": "given",
+                "given": {"adjacency": str(tmp_path / "g.npy"), "skills": str(tmp_path / "g.txt")},
+            }
+        },
+    )
+    result = run_ok(
+        tiny_run, "results/graph/given/adjacency.npy", configs=(MAIN_CONFIG, TINY_CONFIG, override)
+    )
+    assert "graph_run" not in job_stats(result.output)
+    A = np.load(tiny_run / "results/graph/given/adjacency.npy")
+    np.testing.assert_array_equal(A, matrix[::-1, ::-1])  # reordered to the data's order, values as given
+    assert json.loads((tiny_run / "results/graph/given/graph.json").read_text())["options"] is None
+    (tmp_path / "bad.txt").write_text("lego-1\nlego-2\nnot-a-skill\n")
+    bad = write_yaml(
+        tmp_path / "bad.yaml",
+        {
+            "graph": {
+                "method": "given",
+                "given": {"adjacency": str(tmp_path / "g.npy"), "skills": str(tmp_path / "bad.txt")},
+            }
+        },
+    )
+    failed = snakemake(
+        tiny_run, "results/graph/given/adjacency.npy", "-f", configs=(MAIN_CONFIG, TINY_CONFIG, bad)
+    )
+    assert failed.returncode != 0
+    log = (tiny_run / "logs/graph_assemble/given.log").read_text()
+    assert "lego-3" in log and "not-a-skill" in log, log

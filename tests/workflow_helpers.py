@@ -78,9 +78,10 @@ def snakemake(
         "--scheduler",
         "greedy",
     ]
+    # Targets and flags first: anything after --configfile's files would be read as a config file.
+    command += [str(arg) for arg in args]
     if configs:
         command += ["--configfile", *map(str, configs)]
-    command += [str(arg) for arg in args]
     env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     done = subprocess.run(
         command,
