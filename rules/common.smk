@@ -10,6 +10,10 @@ validate(config, schema="../workflow/schemas/config.schema.yaml")
 
 
 STRATEGIES = config["train"]["strategies"]
+if "target_only" in STRATEGIES and not config["train"]["target_skills"]:
+    raise ValueError(
+        "train.strategies includes target_only, which needs train.target_skills (the skills to train on)"
+    )
 SLICES = "results/slices"
 MANIFEST = f"{SLICES}/manifest.json"
 

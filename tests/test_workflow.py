@@ -537,3 +537,34 @@ def test_given_graph_is_used_unaltered(tiny_run, tiny_manifest, tmp_path):
     assert failed.returncode != 0
     log = (tiny_run / "logs/graph_assemble/given.log").read_text()
     assert "lego-3" in log and "not-a-skill" in log, log
+
+
+def test_target_only_without_targets_fails_before_any_job(tmp_path):
+    override = write_yaml(tmp_path / "t.yaml", {"train": {"strategies": ["target_only"]}})
+    result = snakemake(tmp_path, "-n", configs=(MAIN_CONFIG, TINY_CONFIG, override))
+    assert result.returncode != 0
+    assert "train.target_skills" in result.output, result.describe()
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_fine_tuning_strategies_run_end_to_end(tmp_path):
+    """Fine-tuning on lego-3 with lego-1..3: Skill-It on the target column, and every baseline."""
+    strategies = ["target_only", "skillit", "curriculum", "anticurriculum", "skill_curriculum"]
+    override = write_yaml(
+        tmp_path / "ft.yaml",
+        {"train": {"strategies": strategies, "target_skills": ["lego-3"]}, "curriculum": {"frac": 0.4}},
+    )
+    run_ok(tmp_path, configs=(MAIN_CONFIG, TINY_CONFIG, override))
+    mixtures = {s: pd.read_parquet(tmp_path / "results/train" / s / "mixture.parquet") for s in strategies}
+    target = mixtures["target_only"]
+    assert set(target.loc[target["weight"] > 0, "skill"]) == {"lego-3"}
+    # Skill-It's first mixture uses only the target column of the graph: p ∝ exp(η · A[:, lego-3])
+    A = np.load(tmp_path / "results/graph/brute_force/adjacency.npy")
+    eta = yaml.safe_load(MAIN_CONFIG.read_text())["skillit"]["eta"]
+    first = mixtures["skillit"].query("round == 0")["weight"].to_numpy()
+    np.testing.assert_allclose(first, np.exp(eta * A[:, 2]) / np.exp(eta * A[:, 2]).sum(), rtol=1e-9)
+    stages = mixtures["skill_curriculum"]
+    assert (stages.query("round == 0")["weight"].max()) == pytest.approx(1.0)  # stage 0: one skill alone
+    summary = pd.read_parquet(tmp_path / "results/eval/summary.parquet")
+    assert sorted(summary["run"].unique()) == sorted(strategies)

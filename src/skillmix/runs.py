@@ -121,6 +121,23 @@ def initial_example_losses(
     return losses
 
 
+def _load(
+    model_cfg: dict[str, Any],
+    train_skills: list[str],
+    val_skills: list[str],
+    train_paths: Sequence[str | os.PathLike],
+    val_paths: Sequence[str | os.PathLike],
+    val_limit: int | None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, list[EncodedSet], list[EncodedSet]]:
+    """The model, its runtime, and the encoded training and validation sets of a run."""
+    model, tokenizer = load_model(model_cfg)
+    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    max_length = model_cfg.get("max_length", 128)
+    train_sets = load_sets(tokenizer, train_skills, train_paths, max_length)
+    val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit)
+    return model, tokenizer, runtime, train_sets, val_sets
+
+
 def prepare_run(
     model_cfg: dict[str, Any],
     train_cfg: dict[str, Any],
@@ -145,11 +162,9 @@ def prepare_run(
     targets = _skill_subset(train_cfg.get("target_skills"), skills, "train.target_skills")
     if not train_cfg.get("target_skills"):
         targets = []
-    model, tokenizer = load_model(model_cfg)
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
-    max_length = model_cfg.get("max_length", 128)
-    train_sets = load_sets(tokenizer, train_skills, train_paths, max_length)
-    val_sets = load_sets(tokenizer, skills, val_paths, max_length, eval_cfg.get("max_examples_per_skill"))
+    model, tokenizer, runtime, train_sets, val_sets = _load(
+        model_cfg, train_skills, skills, train_paths, val_paths, eval_cfg.get("max_examples_per_skill")
+    )
     settings = TrainSettings.from_config(train_cfg)
     strategy_cfg = dict(strategy_cfg or {})
     graph = None
@@ -220,11 +235,9 @@ def prepare_graph_unit(
     if unknown:
         raise SkillmixInputError(f"graph unit {unit!r}: no skill with slug {unknown} in {manifest_path}")
     unit_skills = [by_slug[slug] for slug in unit_slugs(unit)]
-    model, tokenizer = load_model(model_cfg)
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
-    max_length = model_cfg.get("max_length", 128)
-    train_sets = load_sets(tokenizer, unit_skills, train_paths, max_length)
-    val_sets = load_sets(tokenizer, skills, val_paths, max_length, runs_cfg.get("eval_examples"))
+    model, tokenizer, runtime, train_sets, val_sets = _load(
+        model_cfg, unit_skills, skills, train_paths, val_paths, runs_cfg.get("eval_examples")
+    )
     settings = TrainSettings.from_config({**runs_cfg, "eval_accuracy": False, "checkpoint_every": 0})
     sampler = SkillSampler(
         unit_skills, [len(s) for s in train_sets], np.ones(len(unit_skills)), settings.seed, settings.steps
