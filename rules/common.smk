@@ -100,7 +100,9 @@ def given_graph_files(wildcards):
     """Input function of a given graph: its matrix and, if named, its skills file."""
     given = config["graph"]["given"]
     if not given.get("adjacency"):
-        raise ValueError("graph.method is given but graph.given.adjacency names no file")
+        raise ValueError(
+            "graph.method is given but graph.given.adjacency names no file"
+        )
     files = {"given_adjacency": given["adjacency"]}
     if given.get("skills"):
         files["given_skills"] = given["skills"]

@@ -23,7 +23,9 @@ rule graph_run:
         model=config["model"],
         runs=config["graph"]["runs"],
         eval=config["eval"],
-        code=code_version("modeling", "encoding", "sampling", "training", "evaluation", "runs"),
+        code=code_version(
+            "modeling", "encoding", "sampling", "training", "evaluation", "runs"
+        ),
     script:
         "../workflow/scripts/graph_run.py"
 

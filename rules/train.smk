@@ -27,7 +27,13 @@ rule train:
         eval=config["eval"],
         checkpoints="results/checkpoints/train/{run}",
         code=code_version(
-            "modeling", "encoding", "sampling", "training", "evaluation", "runs", "graph"
+            "modeling",
+            "encoding",
+            "sampling",
+            "training",
+            "evaluation",
+            "runs",
+            "graph",
         ),
     script:
         "../workflow/scripts/train.py"
