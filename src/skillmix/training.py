@@ -256,6 +256,21 @@ def train(
     )
     history = _History()
     start, resumed_from = 0, None
+
+    def evaluate_at(step: int) -> None:
+        _evaluate(
+            model,
+            tokenizer,
+            val_sets,
+            runtime,
+            eval_batch_size,
+            step,
+            sampler,
+            history,
+            settings.eval_accuracy,
+        )
+        model.train()
+
     found = latest_checkpoint(ckpt_dir, fingerprint_)
     if found is not None:
         start, history = load_checkpoint(found, model, optimizer, scheduler, sampler)
@@ -265,18 +280,7 @@ def train(
         if ckpt_dir is not None and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         if val_sets:
-            _evaluate(
-                model,
-                tokenizer,
-                val_sets,
-                runtime,
-                eval_batch_size,
-                0,
-                sampler,
-                history,
-                settings.eval_accuracy,
-            )
-            model.train()
+            evaluate_at(0)
     pad = tokenizer.pad_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     completed = True
@@ -327,18 +331,7 @@ def train(
         )
         due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
         if val_sets and due:
-            _evaluate(
-                model,
-                tokenizer,
-                val_sets,
-                runtime,
-                eval_batch_size,
-                step,
-                sampler,
-                history,
-                settings.eval_accuracy,
-            )
-            model.train()
+            evaluate_at(step)
         if ckpt_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0:
             save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
         if stop_after is not None and step >= stop_after and step < settings.steps:
