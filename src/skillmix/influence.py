@@ -1,0 +1,234 @@
+"""LESS datastores, streaming influence scores and top-k selection (less.md §2, §7, §9.1).
+
+A datastore holds, per checkpoint and set ("candidates" | "target"), one or more shards: float16
+`.npy` files of shape [rows, d] with unit rows (the caller keeps the row ids in a Parquet index).
+Scores follow LESS: for candidate z,
+
+    score(z) = max_j (1/|D_j|) Σ_{z' ∈ D_j} Σ_ckpt w_ckpt · cos(Γ̂_ckpt(z), ĝ_ckpt(z'))
+
+the mean of cosines within each target subtask j, then the max over subtasks. Rows are unit, so the
+cosine is a dot product; since the mean is linear it equals the dot product with the subtask's mean
+target row (not renormalised), which is how it is computed here (float32).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skillmix.errors import SkillmixInputError
+from skillmix.projection import normalise_rows
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+
+def write_shard(features: torch.Tensor, path: PathLike) -> None:
+    """Normalise rows (eps 1e-12), cast to float16 and save as `.npy`; the file appears only when complete.
+
+    NaN rows stay NaN, so that scoring can find and report them.
+    """
+    if features.ndim != 2:
+        raise SkillmixInputError(f"{path}: shard features must be 2-D [rows, d], got {tuple(features.shape)}")
+    arr = normalise_rows(features.detach()).cpu().numpy().astype(np.float16)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    tmp.replace(path)
+
+
+def read_shard(path: PathLike, mmap: bool = True) -> np.ndarray:
+    """A shard as a [rows, d] array, memory-mapped read-only unless mmap=False."""
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise SkillmixInputError(f"{path}: cannot read feature shard ({e})") from e
+    if arr.ndim != 2:
+        raise SkillmixInputError(f"{path}: feature shard must be 2-D [rows, d], got shape {arr.shape}")
+    return arr
+
+
+def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
+    """Mean learning rate of each epoch (LESS Def. 3.1), renormalised to sum 1."""
+    means = []
+    for e, lrs in enumerate(lrs_per_epoch):
+        lrs = [float(v) for v in lrs]
+        if not lrs:
+            raise SkillmixInputError(f"checkpoint weights: epoch {e} has no learning rates")
+        if not all(math.isfinite(v) and v >= 0 for v in lrs):
+            raise SkillmixInputError(
+                f"checkpoint weights: epoch {e} has a negative or non-finite learning rate"
+            )
+        means.append(sum(lrs) / len(lrs))
+    total = sum(means)
+    if not means or total <= 0:
+        raise SkillmixInputError("checkpoint weights: need at least one epoch with a positive learning rate")
+    return [m / total for m in means]
+
+
+def subtask_labels(target_subtasks: Sequence[str]) -> list[str]:
+    """The distinct subtask labels in order of first appearance: the columns of the per-subtask scores."""
+    return list(dict.fromkeys(target_subtasks))
+
+
+class _ShardedRows:
+    """Row ranges of a list of shards, read through memmaps as if they were one array."""
+
+    def __init__(self, paths: Sequence[PathLike]) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.shards = [read_shard(p) for p in self.paths]
+        dims = {a.shape[1] for a in self.shards}
+        if len(dims) > 1:
+            raise SkillmixInputError(
+                f"candidate shards {[str(p) for p in self.paths]} differ in width: {dims}"
+            )
+        self.d = dims.pop() if dims else None
+        self.offsets = np.cumsum([0] + [a.shape[0] for a in self.shards])
+        self.n = int(self.offsets[-1])
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop as a float32 array (only these rows are read)."""
+        parts = []
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        for s in range(first, len(self.shards)):
+            lo, hi = self.offsets[s], self.offsets[s + 1]
+            if lo >= stop:
+                break
+            a, b = max(start, lo) - lo, min(stop, hi) - lo
+            if b > a:
+                parts.append(np.asarray(self.shards[s][a:b], dtype=np.float32))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def influence_scores(
+    candidate_shards: Mapping[Hashable, Sequence[PathLike]],
+    target: Mapping[Hashable, np.ndarray | PathLike],
+    target_subtasks: Sequence[str],
+    weights: Mapping[Hashable, float],
+    chunk_rows: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """LESS scores of every candidate row, streamed shard by shard.
+
+    candidate_shards: per checkpoint, the candidate shard paths in row order (shard boundaries may
+    differ between checkpoints; the total row count must not). target: per checkpoint, the target
+    features [M, d] (array or `.npy` path), rows labelled by target_subtasks (any labels, any order,
+    unequal sizes). weights: per checkpoint, used as given (see `checkpoint_weights`).
+
+    Returns (scores [N] float32, per_subtask [N, n_subtasks] float32); the columns of per_subtask
+    follow `subtask_labels(target_subtasks)`. Candidate rows with a non-finite feature in any
+    checkpoint (e.g. a NaN loss) get −inf in both and are logged; they are never selected first.
+    Memory: one chunk of chunk_rows candidate rows per checkpoint at a time, plus the targets.
+    """
+    ckpts = list(candidate_shards)
+    if not ckpts:
+        raise SkillmixInputError("influence scores: no checkpoints given")
+    if set(target) != set(ckpts) or set(weights) != set(ckpts):
+        raise SkillmixInputError(
+            f"influence scores: checkpoints differ between candidates {sorted(map(str, ckpts))}, "
+            f"targets {sorted(map(str, target))} and weights {sorted(map(str, weights))}"
+        )
+    if int(chunk_rows) <= 0:
+        raise SkillmixInputError(f"influence scores: chunk_rows must be positive, got {chunk_rows}")
+    labels = subtask_labels(target_subtasks)
+    if not labels:
+        raise SkillmixInputError("influence scores: no target rows / subtask labels given")
+    label_index = {lab: j for j, lab in enumerate(labels)}
+    col = np.array([label_index[lab] for lab in target_subtasks])
+    counts = np.bincount(col, minlength=len(labels))
+
+    cands: dict[Hashable, _ShardedRows] = {}
+    means: dict[Hashable, np.ndarray] = {}  # per checkpoint: subtask-mean target rows [S, d], float32
+    for c in ckpts:
+        w = float(weights[c])
+        if not math.isfinite(w):
+            raise SkillmixInputError(f"influence scores: weight of checkpoint {c} is not finite: {w}")
+        cands[c] = _ShardedRows(candidate_shards[c])
+        t = target[c]
+        t = read_shard(t, mmap=False) if isinstance(t, str | os.PathLike) else np.asarray(t)
+        t = t.astype(np.float64)
+        name = f"target features of checkpoint {c}"
+        if t.ndim != 2 or t.shape[0] != len(col):
+            raise SkillmixInputError(
+                f"influence scores: {name} have shape {t.shape}, expected [{len(col)} (subtask labels), d]"
+            )
+        bad = np.flatnonzero(~np.isfinite(t).all(axis=1))
+        if bad.size:
+            raise SkillmixInputError(f"influence scores: {name} have non-finite rows {bad[:10].tolist()}")
+        if cands[c].d is not None and t.shape[1] != cands[c].d:
+            raise SkillmixInputError(
+                f"influence scores: {name} have width {t.shape[1]}, candidates have {cands[c].d}"
+            )
+        sums = np.zeros((len(labels), t.shape[1]))
+        np.add.at(sums, col, t)
+        means[c] = (sums / counts[:, None]).astype(np.float32)
+    sizes = {c: cands[c].n for c in ckpts}
+    if len(set(sizes.values())) > 1:
+        raise SkillmixInputError(
+            f"influence scores: candidate row counts differ between checkpoints: {sizes}"
+        )
+    n = sizes[ckpts[0]]
+
+    per_subtask = np.empty((n, len(labels)), dtype=np.float32)
+    for start in range(0, n, int(chunk_rows)):
+        stop = min(start + int(chunk_rows), n)
+        acc = np.zeros((stop - start, len(labels)), dtype=np.float32)
+        for c in ckpts:
+            acc += np.float32(weights[c]) * (cands[c].rows(start, stop) @ means[c].T)
+        per_subtask[start:stop] = acc
+    bad = ~np.isfinite(per_subtask).all(axis=1)
+    per_subtask[bad] = -np.inf
+    scores = per_subtask.max(axis=1) if n else np.empty(0, dtype=np.float32)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        log.warning(
+            "influence scores: %d candidate rows have non-finite features (score -inf, never selected "
+            "first); first rows: %s",
+            rows.size,
+            rows[:20].tolist(),
+        )
+    return scores, per_subtask
+
+
+def select_top(
+    ids: Sequence[str], scores: np.ndarray, k: int | None = None, fraction: float | None = None
+) -> list[int]:
+    """Indices of the top k (or top int(fraction·N), at least 1) rows by score, descending.
+
+    Ties are broken by id ascending (then by index). Rows with a non-finite score (NaN, ±inf; the
+    −inf of rows with NaN features) are excluded: if k exceeds the number of finite scores, fewer
+    than k indices are returned and a warning is logged.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(ids)
+    if scores.shape != (n,):
+        raise SkillmixInputError(f"select_top: {n} ids but scores of shape {scores.shape}")
+    if (k is None) == (fraction is None):
+        raise SkillmixInputError("select_top: give exactly one of k and fraction")
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise SkillmixInputError(f"select_top: fraction must be in (0, 1], got {fraction}")
+        k = max(1, int(fraction * n))
+    if int(k) <= 0:
+        raise SkillmixInputError(f"select_top: k must be positive, got {k}")
+    k = int(k)
+    finite = np.flatnonzero(np.isfinite(scores))
+    if k > finite.size:
+        log.warning(
+            "select_top: asked for %d rows but only %d of %d have a finite score; returning %d",
+            k,
+            finite.size,
+            n,
+            finite.size,
+        )
+    id_arr = np.array([str(ids[i]) for i in finite], dtype=str)
+    order = np.lexsort((finite, id_arr, -scores[finite]))  # last key is primary
+    return finite[order[:k]].tolist()
