@@ -3,7 +3,7 @@ import json
 
 from snakemake.utils import validate
 
-from skillmix.graph import UNIT_PATTERN, graph_units
+from skillmix.graph import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.provenance import code_version
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
@@ -85,6 +85,12 @@ def train_inputs(wildcards):
         inputs["graph"] = graph_outputs(graph_dir())["adjacency"]
         inputs["graph_skills"] = graph_outputs(graph_dir())["skills"]
     return inputs
+
+
+def unit_train_slices(wildcards):
+    """Input function of a graph run: the training slices of the unit's one or two skills."""
+    manifest()  # waits for the slice checkpoint
+    return [f"{SLICES}/train/{slug}.parquet" for slug in unit_slugs(wildcards.unit)]
 
 
 def graph_curves(wildcards):

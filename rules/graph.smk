@@ -1,6 +1,6 @@
 rule graph_run:
     input:
-        train=split_slices("train"),
+        train=unit_train_slices,
         val=split_slices("val"),
         manifest=MANIFEST,
     output:

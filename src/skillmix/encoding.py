@@ -48,14 +48,20 @@ def _prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def encode_row(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str, text: str, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    answer: str,
+    text: str,
+    max_length: int,
+    prefix: list[int] | None = None,
 ) -> tuple[list[int], list[int], list[int], bool]:
     """Token ids, labels and generation prompt of one row, cut to `max_length` tokens.
 
     Too-long prompts lose tokens from their start (the answer is kept); a too-long text or
     answer loses tokens from its end. Returns (input_ids, labels, prompt_ids, truncated).
     """
-    prefix = _prefix(tokenizer)
+    if prefix is None:
+        prefix = _prefix(tokenizer)
     eos = [tokenizer.eos_token_id]
     if prompt == "" and answer == "":
         body = tokenizer(text, add_special_tokens=False)["input_ids"] + eos
@@ -80,8 +86,11 @@ def encode_frame(
 ) -> EncodedSet:
     """Encode the rows of one skill's slice (columns id, prompt, answer, text)."""
     out = EncodedSet(skill=skill, ids=[], input_ids=[], labels=[])
+    prefix = _prefix(tokenizer)
     for row in frame.itertuples(index=False):
-        ids, labels, prompt_ids, cut = encode_row(tokenizer, row.prompt, row.answer, row.text, max_length)
+        ids, labels, prompt_ids, cut = encode_row(
+            tokenizer, row.prompt, row.answer, row.text, max_length, prefix
+        )
         out.ids.append(str(row.id))
         out.input_ids.append(ids)
         out.labels.append(labels)

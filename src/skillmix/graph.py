@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from skillmix.errors import SkillmixInputError  # noqa: E402
+from skillmix.jobs import atomic_file, write_json, write_parquet  # noqa: E402
 from skillmix.slicing import SLUG_PATTERN  # noqa: E402
 
 METHODS = ("brute_force", "linear", "given")
@@ -595,10 +596,6 @@ def plot_heatmap(
     plt.close(fig)
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_graph(
     out_dir: str | os.PathLike,
     A: np.ndarray,
@@ -615,8 +612,6 @@ def write_graph(
     curves; empty for a given graph), heatmap.png, graph.json (method, options or null, shape,
     extra) — written last.
     """
-    from skillmix.jobs import write_json, write_parquet  # imports torch; only needed here
-
     _check_method(method)
     A = np.asarray(A, dtype=np.float64)
     rows, columns = list(rows), list(columns)
@@ -627,11 +622,8 @@ def write_graph(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    target = out / ADJACENCY_FILE
-    tmp = _tmp(target)
-    with open(tmp, "wb") as handle:
+    with atomic_file(out / ADJACENCY_FILE) as tmp, open(tmp, "wb") as handle:
         np.save(handle, A, allow_pickle=False)
-    tmp.replace(target)
 
     write_json({"rows": rows, "columns": columns}, out / SKILLS_FILE)
 
@@ -644,10 +636,8 @@ def write_graph(
         )
     write_parquet(raw, out / RAW_FILE)
 
-    target = out / HEATMAP_FILE
-    tmp = _tmp(target)
-    plot_heatmap(A, rows, columns, tmp, f"skills graph ({method})")
-    tmp.replace(target)
+    with atomic_file(out / HEATMAP_FILE) as tmp:
+        plot_heatmap(A, rows, columns, tmp, f"skills graph ({method})")
 
     meta = {
         "method": method,

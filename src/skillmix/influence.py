@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from skillmix.errors import SkillmixInputError
+from skillmix.jobs import atomic_file
 from skillmix.projection import normalise_rows
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,8 @@ def write_shard(features: torch.Tensor, path: PathLike) -> None:
     if features.ndim != 2:
         raise SkillmixInputError(f"{path}: shard features must be 2-D [rows, d], got {tuple(features.shape)}")
     arr = normalise_rows(features.detach()).cpu().numpy().astype(np.float16)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
-    tmp.replace(path)
 
 
 def read_shard(path: PathLike, mmap: bool = True) -> np.ndarray:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that writing files does not need it
+    import torch
 
 
 def start_log(path: str | os.PathLike, threads: int | None = None) -> logging.Logger:
@@ -29,36 +33,43 @@ def start_log(path: str | os.PathLike, threads: int | None = None) -> logging.Lo
         force=True,
     )
     if threads:
+        import torch
+
         torch.set_num_threads(int(threads))
     return logging.getLogger("skillmix")
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path that replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table as Parquet; the file appears only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write JSON (indented); the file appears only when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 class JobClock:
     """Wall time, device and peak GPU memory of a job, for its metrics JSON."""
 
     def __init__(self, device: torch.device) -> None:
+        import torch
+
         self.device = device
         self.t0 = time.perf_counter()
         if device.type == "cuda":
@@ -66,6 +77,8 @@ class JobClock:
 
     def metrics(self, **extra: Any) -> dict[str, Any]:
         """The measurements so far, merged with `extra`."""
+        import torch
+
         out: dict[str, Any] = {
             "wall_seconds": round(time.perf_counter() - self.t0, 3),
             "device": str(self.device),

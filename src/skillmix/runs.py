@@ -159,9 +159,8 @@ def prepare_run(
     manifest = json.loads(Path(manifest_path).read_text())
     skills = [s["name"] for s in manifest["skills"]]
     train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
-    targets = _skill_subset(train_cfg.get("target_skills"), skills, "train.target_skills")
-    if not train_cfg.get("target_skills"):
-        targets = []
+    named_targets = train_cfg.get("target_skills")
+    targets = _skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
     model, tokenizer, runtime, train_sets, val_sets = _load(
         model_cfg, train_skills, skills, train_paths, val_paths, eval_cfg.get("max_examples_per_skill")
     )
