@@ -77,33 +77,67 @@ def subtask_labels(target_subtasks: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(target_subtasks))
 
 
+def shard_layout(path: PathLike) -> tuple[tuple[int, int], np.dtype, int]:
+    """(shape, dtype, byte offset of the data) of a 2-D C-order `.npy` shard, read from its header."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (OSError, ValueError) as e:
+        raise SkillmixInputError(f"{path}: cannot read feature shard header ({e})") from e
+    if len(shape) != 2 or fortran or dtype.hasobject:
+        raise SkillmixInputError(f"{path}: feature shard must be a 2-D C-order numeric array, got {shape}")
+    size = Path(path).stat().st_size
+    if size < offset + shape[0] * shape[1] * dtype.itemsize:
+        raise SkillmixInputError(f"{path}: feature shard is truncated ({size} bytes for shape {shape})")
+    return (int(shape[0]), int(shape[1])), dtype, offset
+
+
 class _ShardedRows:
-    """Row ranges of a list of shards, read through memmaps as if they were one array."""
+    """Row ranges of a list of shards, read as if they were one array.
+
+    Rows are read with positioned reads into a buffer the size of the request, not through a
+    memory map, so the resident memory of a pass over the whole datastore stays one chunk.
+    """
 
     def __init__(self, paths: Sequence[PathLike]) -> None:
         self.paths = [Path(p) for p in paths]
-        self.shards = [read_shard(p) for p in self.paths]
-        dims = {a.shape[1] for a in self.shards}
+        self.layouts = [shard_layout(p) for p in self.paths]
+        dims = {shape[1] for shape, _, _ in self.layouts}
         if len(dims) > 1:
             raise SkillmixInputError(
                 f"candidate shards {[str(p) for p in self.paths]} differ in width: {dims}"
             )
         self.d = dims.pop() if dims else None
-        self.offsets = np.cumsum([0] + [a.shape[0] for a in self.shards])
+        self.offsets = np.cumsum([0] + [shape[0] for shape, _, _ in self.layouts])
         self.n = int(self.offsets[-1])
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows start..stop as a float32 array (only these rows are read)."""
-        parts = []
+        out = np.empty((stop - start, self.d or 0), dtype=np.float32)
         first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        for s in range(first, len(self.shards)):
-            lo, hi = self.offsets[s], self.offsets[s + 1]
+        for s in range(max(first, 0), len(self.paths)):
+            lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
             if lo >= stop:
                 break
             a, b = max(start, lo) - lo, min(stop, hi) - lo
-            if b > a:
-                parts.append(np.asarray(self.shards[s][a:b], dtype=np.float32))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if b <= a:
+                continue
+            (_, d), dtype, offset = self.layouts[s]
+            raw = np.empty((b - a, d), dtype=dtype)
+            with open(self.paths[s], "rb") as f:
+                f.seek(offset + a * d * dtype.itemsize)
+                if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+                    raise SkillmixInputError(f"{self.paths[s]}: feature shard ended early")
+            out[lo + a - start : lo + b - start] = raw
+        return out
 
 
 def influence_scores(
