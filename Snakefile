@@ -10,6 +10,10 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 
 
+scattergather:
+    grads=config["select"]["grads"]["shards"],
+
+
 wildcard_constraints:
     run="[a-z0-9_]+",
     unit=UNIT_PATTERN,
@@ -19,6 +23,7 @@ include: "rules/slice.smk"
 include: "rules/graph.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/select.smk"
 
 
 rule all:

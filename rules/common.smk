@@ -5,6 +5,7 @@ from snakemake.utils import validate
 
 from skillmix.graph import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.provenance import code_version
+from skillmix.targets import expand_target_files
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
@@ -115,6 +116,79 @@ def given_graph_files(wildcards):
     return files
 
 
+# LESS data selection (rules/select.smk).
+SELECT = config["select"]
+SEL = "results/select"
+CHECKPOINTS = [f"epoch{e}" for e in range(1, SELECT["warmup"]["epochs"] + 1)]
+DIMS = sorted(set(SELECT["grads"]["dims"]))
+SELECT_DIM = SELECT["selection"]["dim"] or DIMS[-1]
+if SELECT_DIM not in DIMS:
+    raise ValueError(
+        f"select.selection.dim is {SELECT_DIM}, which is not one of select.grads.dims {DIMS}"
+    )
+SELECTIONS = ["less", "random"]
+
+
+def target_inputs(wildcards):
+    """Input function of the target set: external files, or the slices of the target skills."""
+    files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]
+    if files:
+        return {"files": files}
+    if not SELECT["target"]["skills"]:
+        raise ValueError(
+            "select is enabled but neither select.target.skills nor select.target.files is set"
+        )
+    return {
+        "val": split_slices("val")(wildcards),
+        "test": split_slices("test")(wildcards),
+        "manifest": MANIFEST,
+    }
+
+
+def grads_examples(wildcards):
+    """Input function of a gradient shard: the candidate pool or the target set."""
+    if wildcards.set == "candidates":
+        return f"{SEL}/pool.parquet"
+    return f"{SEL}/target/target.parquet"
+
+
+def grads_feature(wildcards):
+    """The feature of a set: LESS's Adam feature (by default) for candidates, the gradient for targets."""
+    grads = SELECT["grads"]
+    return (
+        grads["feature"] if wildcards.set == "candidates" else grads["target_feature"]
+    )
+
+
+def influence_inputs(wildcards):
+    """Input function of influence: per checkpoint, the feature shards and indexes of both sets."""
+    files = {}
+    for c in CHECKPOINTS:
+        for s in ("candidates", "target"):
+            base = f"{SEL}/grads/{c}/{s}"
+            files[f"{s}_{c}"] = gather.grads(
+                f"{base}/d{wildcards.dim}/{{scatteritem}}.npy"
+            )
+            files[f"{s}_index_{c}"] = gather.grads(
+                f"{base}/index/{{scatteritem}}.parquet"
+            )
+    return files
+
+
+def select_targets():
+    """The results of LESS selection: scores, selections, their training and the comparison."""
+    targets = expand(f"{SEL}/influence/d{{dim}}/scores.parquet", dim=DIMS)
+    targets += [
+        f"{SEL}/selected/less.jsonl",
+        f"{SEL}/selected/composition.png",
+        f"{SEL}/selected/scores.png",
+        f"{SEL}/eval/summary.parquet",
+        f"{SEL}/eval/comparison.png",
+    ]
+    targets += expand(f"{SEL}/eval/{{selection}}/curves.png", selection=SELECTIONS)
+    return targets
+
+
 def all_targets():
     """The default targets: metrics and plots of every training strategy."""
     targets = expand(
@@ -128,4 +202,6 @@ def all_targets():
     targets += ["results/eval/summary.parquet", "results/eval/comparison.png"]
     if "skillit" in STRATEGIES:
         targets.append(graph_outputs(graph_dir())["heatmap"])
+    if SELECT["enabled"]:
+        targets += select_targets()
     return targets

@@ -122,7 +122,7 @@ def lora_parameters(model: torch.nn.Module) -> list[LoraParam]:
     return params
 
 
-def _has_labels(labels: list[int]) -> bool:
+def has_labels(labels: list[int]) -> bool:
     """True when the example has at least one supervised token (labels shift by one)."""
     return any(t != IGNORE for t in labels[1:])
 
@@ -198,7 +198,7 @@ class PerExampleGradients:
         if n == 0:
             raise SkillmixInputError("empty batch")
         for lab, name in zip(labels, names, strict=True):
-            if not _has_labels(lab):
+            if not has_labels(lab):
                 raise SkillmixInputError(f"example {name}: no label tokens, its loss is undefined")
         batch = collate(input_ids, labels, self.pad_id)
         batch = {k: v.to(self.runtime.device) for k, v in batch.items()}
@@ -277,8 +277,8 @@ def example_gradients(
     """
     if batch_size < 1:
         raise SkillmixInputError(f"batch_size must be >= 1, got {batch_size}")
-    kept = [i for i in range(len(data)) if _has_labels(data.labels[i])]
-    excluded = [data.ids[i] for i in range(len(data)) if not _has_labels(data.labels[i])]
+    kept = [i for i in range(len(data)) if has_labels(data.labels[i])]
+    excluded = [data.ids[i] for i in range(len(data)) if not has_labels(data.labels[i])]
     if excluded:
         log.warning(
             "%s: %d example(s) without label tokens excluded from the gradients: %s",

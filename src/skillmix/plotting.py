@@ -77,3 +77,70 @@ def plot_comparison(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     fig.suptitle("strategies compared (lines: validation; stars: test at the end)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_composition(composition: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Bars per skill: its share of the candidate pool and of each selection.
+
+    `composition` has columns skill, pool_share and one `<selection>_share` column per selection.
+    """
+    shares = [c for c in composition.columns if c.endswith("_share")]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(composition) + 3), 4), constrained_layout=True)
+    width = 0.8 / len(shares)
+    xs = range(len(composition))
+    for k, col in enumerate(shares):
+        ax.bar([x + k * width for x in xs], composition[col], width, label=col.removesuffix("_share"))
+    ax.set_xticks(
+        [x + 0.4 - width / 2 for x in xs], [str(s) for s in composition["skill"]], rotation=45, ha="right"
+    )
+    ax.set_ylabel("share of examples")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scores(
+    scores: pd.DataFrame, path: str | os.PathLike, title: str, threshold: float | None = None
+) -> None:
+    """Histogram of finite influence scores per skill (columns skill, score), with the selection cut-off."""
+    finite = scores[pd.Series(scores["score"]).map(lambda v: v == v and abs(v) != float("inf"))]
+    fig, ax = plt.subplots(figsize=(7.5, 4), constrained_layout=True)
+    for skill, rows in finite.groupby("skill", sort=False):
+        ax.hist(rows["score"], bins=40, alpha=0.55, label=str(skill))
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5, label="selection cut-off")
+    ax.set_xlabel("influence score (weighted mean cosine, max over subtasks)")
+    ax.set_ylabel("candidates")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_target_comparison(summary: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Loss and accuracy on each target subtask (and their mean) for every trained selection.
+
+    `summary` has columns selection, subtask, loss, accuracy.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    table_of = {
+        m: summary.pivot_table(index="subtask", columns="selection", values=m, sort=False)
+        for m in ("accuracy", "loss")
+    }
+    for ax, metric in zip(axes, ["accuracy", "loss"], strict=True):
+        table = table_of[metric]
+        table.loc["mean"] = table.mean()
+        width = 0.8 / max(1, len(table.columns))
+        xs = range(len(table))
+        for k, sel in enumerate(table.columns):
+            ax.bar([x + k * width for x in xs], table[sel], width, label=str(sel))
+        ax.set_xticks(
+            [x + 0.4 - width / 2 for x in xs], [str(s) for s in table.index], rotation=45, ha="right"
+        )
+        ax.set_ylabel(f"target {metric}")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -380,6 +380,50 @@ class CurriculumSampler(SkillSampler):
         return [(int(s), int(i)) for s, i in self.order[self._plan[1][offset : offset + batch_size]]]
 
 
+class EpochSampler(SkillSampler):
+    """Plain epochs over a fixed example set (LESS's warm-up and selected-data training).
+
+    All examples of all skills form one pool; every epoch visits each exactly once in a fresh
+    seeded order, `steps_per_epoch` = ceil(pool / batch_size) batches (the last may be short).
+    The batches are a pure function of the step, so resuming needs no sampler state.
+    """
+
+    name = "epochs"
+
+    def __init__(self, skills: list[str], sizes: list[int], seed: int, batch_size: int) -> None:
+        if batch_size < 1:
+            raise SkillmixInputError(f"batch_size must be >= 1, got {batch_size}")
+        total = int(sum(sizes))
+        self.batch_size = int(batch_size)
+        self.steps_per_epoch = max(1, -(-total // self.batch_size))
+        super().__init__(
+            skills, sizes, np.asarray(sizes, dtype=np.float64), seed, update_steps=self.steps_per_epoch
+        )
+        self.offsets = np.cumsum([0, *self.sizes])
+        self._epoch_perm: tuple[int, np.ndarray] | None = None
+
+    def epoch_of(self, step: int) -> int:
+        """The 0-based epoch of a 1-based optimiser step."""
+        return (step - 1) // self.steps_per_epoch
+
+    def sample(self, step: int, batch_size: int) -> list[tuple[int, int]]:
+        """The (skill index, example index) pairs of step `step`'s batch."""
+        epoch, k = divmod(step - 1, self.steps_per_epoch)
+        if not self.history or self.history[-1]["round"] < epoch:
+            self.history.append({"round": epoch, "step": step, "weights": self.p.tolist()})
+        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
+            perm = np.random.default_rng([self.seed, 11, epoch]).permutation(int(self.offsets[-1]))
+            self._epoch_perm = (epoch, perm)
+        flat = self._epoch_perm[1][k * self.batch_size : (k + 1) * self.batch_size]
+        skill = np.searchsorted(self.offsets, flat, side="right") - 1
+        return [(int(s), int(f - self.offsets[s])) for s, f in zip(skill, flat, strict=True)]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state written by `state_dict`."""
+        super().load_state_dict(state)
+        self._epoch_perm = None
+
+
 def make_sampler(
     strategy: str,
     skills: list[str],

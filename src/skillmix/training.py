@@ -15,6 +15,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,13 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=s.eps)
 
 
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters by name, detached, contiguous, on the CPU."""
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state_dict as (tensors for safetensors, everything else for JSON)."""
     tensors, rest = {}, {"param_groups": state["param_groups"], "scalars": {}}
     for idx, entry in state["state"].items():
         for key, value in entry.items():
@@ -115,7 +118,8 @@ def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tenso
     return tensors, rest
 
 
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer state_dict that `split_optimizer_state` took apart."""
     state: dict[int, dict[str, Any]] = {}
     for flat, value in [*tensors.items(), *rest["scalars"].items()]:
         idx, key = flat.split(".", 1)
@@ -135,7 +139,7 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint `step` atomically and remove older ones."""
     target = directory / f"step-{step:08d}"
-    opt_tensors, opt_rest = _split_optimizer_state(optimizer.state_dict())
+    opt_tensors, opt_rest = split_optimizer_state(optimizer.state_dict())
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -148,7 +152,7 @@ def save_checkpoint(
         "history": {"steps": history.steps, "counts": history.counts, "curve": history.curve},
     }
     with atomic_directory(target) as tmp:
-        save_file(_trainable_state(model), tmp / "trainable.safetensors")
+        save_file(trainable_state(model), tmp / "trainable.safetensors")
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps(meta))
@@ -179,12 +183,12 @@ def load_checkpoint(
     """Restore everything `save_checkpoint` wrote; returns (step, history)."""
     meta = json.loads((path / "state.json").read_text())
     weights = load_file(path / "trainable.safetensors")
-    missing = set(_trainable_state(model)) - set(weights)
+    missing = set(trainable_state(model)) - set(weights)
     if missing:
         raise ValueError(f"checkpoint {path} lacks trainable parameters: {sorted(missing)[:5]}")
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(
-        _join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
+        join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
     )
     scheduler.load_state_dict(meta["scheduler"])
     sampler.load_state_dict(meta["sampler"])
@@ -233,6 +237,8 @@ def train(
     checkpoint_dir: str | Path | None = None,
     fingerprint_: str = "",
     stop_after: int | None = None,
+    on_step: Callable[[int, torch.nn.Module, torch.optim.Optimizer, list[dict[str, Any]]], None]
+    | None = None,
 ) -> TrainResult:
     """Train `model` for `settings.steps` optimiser steps on batches drawn by `sampler`.
 
@@ -241,6 +247,8 @@ def train(
     is passed to `sampler.observe`. With a `checkpoint_dir`, a checkpoint is written every
     `checkpoint_every` steps and a matching one is resumed from. `stop_after` ends the run
     early after that step (as an interruption would), leaving its checkpoints in place.
+    `on_step(step, model, optimizer, step_rows)` runs after every optimiser step, before that
+    step's checkpoint (step_rows: the per-step history so far: step, loss, lr, ...).
     """
     t0 = time.perf_counter()
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -329,6 +337,8 @@ def train(
         history.counts.extend(
             {"step": step, "skill": d.skill, "count": c} for d, c in zip(train_sets, counts, strict=True)
         )
+        if on_step is not None:
+            on_step(step, model, optimizer, history.steps)
         due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
         if val_sets and due:
             evaluate_at(step)

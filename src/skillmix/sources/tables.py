@@ -78,16 +78,19 @@ def _read_jsonl(path: Path) -> Columns:
 
 
 def _read_json(path: Path) -> Columns:
-    """Read a JSON file (optionally gzipped) holding a list of objects."""
+    """Read a JSON file (optionally gzipped) holding a list of objects, or an object whose
+    ``examples`` key holds that list (the BIG-Bench task-file layout)."""
     with _open_text(path) as handle:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise SkillmixInputError(f"{path}: not valid JSON ({exc})") from exc
+    if isinstance(data, dict) and isinstance(data.get("examples"), list):
+        data = data["examples"]
     if not isinstance(data, list):
         raise SkillmixInputError(
-            f"{path}: expected a JSON list of objects, got a {type(data).__name__} "
-            "(use format jsonl for one object per line)"
+            f"{path}: expected a JSON list of objects (or an object with an 'examples' list), got a "
+            f"{type(data).__name__} (use format jsonl for one object per line)"
         )
     return _records_to_columns(data, str(path))
 
@@ -290,6 +293,18 @@ def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceD
         {"id": ids, "skill": skills, "prompt": prompts, "answer": answers, "text": texts}
     )
     return SourceData(examples=examples, skills=sorted(set(skills)), origin=origin)
+
+
+def read_columns(path: str | Path, fmt: str = "auto") -> Columns:
+    """The columns of one JSON-lines, JSON, Parquet or CSV file (format from the suffix by default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SkillmixInputError(f"{path}: file does not exist")
+    if fmt == "auto":
+        fmt = _detect_format(path)
+    if fmt not in _READERS:
+        raise SkillmixInputError(f"{path}: format must be one of {sorted(_READERS)}, got {fmt!r}")
+    return _READERS[fmt](path)
 
 
 def load_table(cfg: dict[str, Any] | None, base_dir: str | Path | None = None) -> SourceData:

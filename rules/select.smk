@@ -1,0 +1,293 @@
+# LESS data selection: pool and target, LoRA warm-up, gradient datastore (scattered in shards),
+# influence, top-k selection and a random baseline, training on each and evaluation on the target.
+
+
+rule select_pool:
+    input:
+        train=split_slices("train"),
+        manifest=MANIFEST,
+    output:
+        pool=f"{SEL}/pool.parquet",
+    log:
+        "logs/select/pool.log",
+    benchmark:
+        "benchmarks/select/pool.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    params:
+        skills=SELECT["pool"]["skills"],
+        code=code_version("warmup"),
+    script:
+        "../workflow/scripts/select_pool.py"
+
+
+rule select_target:
+    input:
+        unpack(target_inputs),
+    output:
+        target=f"{SEL}/target/target.parquet",
+        evaluation=f"{SEL}/target/evaluation.parquet",
+    log:
+        "logs/select/target.log",
+    benchmark:
+        "benchmarks/select/target.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    params:
+        target=SELECT["target"],
+        code=code_version("targets", "sources"),
+    script:
+        "../workflow/scripts/select_target.py"
+
+
+rule warmup:
+    input:
+        pool=f"{SEL}/pool.parquet",
+    output:
+        checkpoints=[directory(f"{SEL}/warmup/{c}") for c in CHECKPOINTS],
+        weights=f"{SEL}/warmup/weights.json",
+        steps=f"{SEL}/warmup/steps.parquet",
+        subset=f"{SEL}/warmup/subset.parquet",
+    log:
+        "logs/select/warmup.log",
+    benchmark:
+        "benchmarks/select/warmup.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("warmup", "threads")
+    resources:
+        mem_mb=res("warmup", "mem_mb"),
+        runtime=res("warmup", "runtime"),
+        gpu=res("warmup", "gpu"),
+    params:
+        model=config["model"],
+        lora=SELECT["lora"],
+        warmup=SELECT["warmup"],
+        names=CHECKPOINTS,
+        resume=f"results/checkpoints/select/warmup",
+        code=code_version(
+            "modeling", "encoding", "sampling", "training", "warmup", "influence"
+        ),
+    script:
+        "../workflow/scripts/warmup.py"
+
+
+rule grads:
+    input:
+        checkpoint=f"{SEL}/warmup/{{ckpt}}",
+        examples=grads_examples,
+    output:
+        features=expand(
+            f"{SEL}/grads/{{{{ckpt}}}}/{{{{set}}}}/d{{dim}}/{{{{scatteritem}}}}.npy",
+            dim=DIMS,
+        ),
+        index=f"{SEL}/grads/{{ckpt}}/{{set}}/index/{{scatteritem}}.parquet",
+        info=f"{SEL}/grads/{{ckpt}}/{{set}}/info/{{scatteritem}}.json",
+    log:
+        "logs/select/grads/{ckpt}/{set}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/select/grads/{ckpt}/{set}/{scatteritem}.tsv"
+    wildcard_constraints:
+        ckpt="epoch[0-9]+",
+        set="candidates|target",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("grads", "threads")
+    resources:
+        mem_mb=res("grads", "mem_mb"),
+        runtime=res("grads", "runtime"),
+        gpu=res("grads", "gpu"),
+    params:
+        model=config["model"],
+        lora=SELECT["lora"],
+        grads=SELECT["grads"],
+        feature=grads_feature,
+        dims=DIMS,
+        shard="{scatteritem}",
+        code=code_version(
+            "modeling", "encoding", "gradients", "projection", "datastore", "warmup"
+        ),
+    script:
+        "../workflow/scripts/grads.py"
+
+
+rule influence:
+    input:
+        unpack(influence_inputs),
+        pool=f"{SEL}/pool.parquet",
+        weights=f"{SEL}/warmup/weights.json",
+    output:
+        scores=f"{SEL}/influence/d{{dim}}/scores.parquet",
+    log:
+        "logs/select/influence/d{dim}.log",
+    benchmark:
+        "benchmarks/select/influence/d{dim}.tsv"
+    wildcard_constraints:
+        dim="[0-9]+",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("influence", "threads")
+    resources:
+        mem_mb=res("influence", "mem_mb"),
+        runtime=res("influence", "runtime"),
+        gpu=res("influence", "gpu"),
+    params:
+        checkpoints=CHECKPOINTS,
+        chunk_rows=SELECT["influence"]["chunk_rows"],
+        code=code_version("influence", "selection"),
+    script:
+        "../workflow/scripts/influence.py"
+
+
+rule select_random:
+    input:
+        pool=f"{SEL}/pool.parquet",
+    output:
+        parquet=f"{SEL}/selected/random.parquet",
+        jsonl=f"{SEL}/selected/random.jsonl",
+    log:
+        "logs/select/random.log",
+    benchmark:
+        "benchmarks/select/random.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    params:
+        selection=SELECT["selection"],
+        code=code_version("selection"),
+    script:
+        "../workflow/scripts/select_random.py"
+
+
+rule select_top:
+    input:
+        pool=f"{SEL}/pool.parquet",
+        scores=f"{SEL}/influence/d{SELECT_DIM}/scores.parquet",
+        random=f"{SEL}/selected/random.parquet",
+    output:
+        parquet=f"{SEL}/selected/less.parquet",
+        jsonl=f"{SEL}/selected/less.jsonl",
+        composition=f"{SEL}/selected/composition.parquet",
+        composition_plot=f"{SEL}/selected/composition.png",
+        scores_plot=f"{SEL}/selected/scores.png",
+    log:
+        "logs/select/top.log",
+    benchmark:
+        "benchmarks/select/top.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    params:
+        selection=SELECT["selection"],
+        code=code_version("selection", "influence", "plotting"),
+    script:
+        "../workflow/scripts/select_top.py"
+
+
+rule train_selected:
+    input:
+        selected=f"{SEL}/selected/{{selection}}.parquet",
+        evaluation=f"{SEL}/target/evaluation.parquet",
+    output:
+        model=directory(f"{SEL}/train/{{selection}}/model"),
+        steps=f"{SEL}/train/{{selection}}/steps.parquet",
+        val_curve=f"{SEL}/train/{{selection}}/target_curve.parquet",
+        metrics=f"{SEL}/train/{{selection}}/job_metrics.json",
+    log:
+        "logs/select/train/{selection}.log",
+    benchmark:
+        "benchmarks/select/train/{selection}.tsv"
+    wildcard_constraints:
+        selection="less|random",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    params:
+        model=config["model"],
+        lora=SELECT["lora"],
+        warmup=SELECT["warmup"],
+        train=SELECT["train"],
+        eval=config["eval"],
+        resume=f"results/checkpoints/select/train/{{selection}}",
+        code=code_version(
+            "modeling", "encoding", "sampling", "training", "evaluation", "warmup"
+        ),
+    script:
+        "../workflow/scripts/train_selected.py"
+
+
+rule evaluate_selected:
+    input:
+        model=f"{SEL}/train/{{selection}}/model",
+        evaluation=f"{SEL}/target/evaluation.parquet",
+        val_curve=f"{SEL}/train/{{selection}}/target_curve.parquet",
+    output:
+        metrics=f"{SEL}/eval/{{selection}}/metrics.parquet",
+        plot=f"{SEL}/eval/{{selection}}/curves.png",
+    log:
+        "logs/select/evaluate/{selection}.log",
+    benchmark:
+        "benchmarks/select/evaluate/{selection}.tsv"
+    wildcard_constraints:
+        selection="less|random",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    params:
+        selection="{selection}",
+        model=config["model"],
+        eval=config["eval"],
+        code=code_version("modeling", "encoding", "evaluation", "selection", "plotting"),
+    script:
+        "../workflow/scripts/evaluate_selected.py"
+
+
+rule compare_selected:
+    input:
+        metrics=expand(
+            f"{SEL}/eval/{{selection}}/metrics.parquet", selection=SELECTIONS
+        ),
+    output:
+        summary=f"{SEL}/eval/summary.parquet",
+        plot=f"{SEL}/eval/comparison.png",
+    log:
+        "logs/select/compare.log",
+    benchmark:
+        "benchmarks/select/compare.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    params:
+        code=code_version("selection", "plotting"),
+    script:
+        "../workflow/scripts/compare_selected.py"

@@ -1,0 +1,260 @@
+"""The LESS gradient datastore: projected, normalised per-example gradient features in shards.
+
+For one warm-up checkpoint and one example set (candidates or target), a shard job takes its
+contiguous range of rows, computes batched per-example LoRA gradients (`skillmix.gradients`),
+transforms them (candidates: LESS's Adam feature from the checkpoint's optimizer moments;
+targets: the plain gradient, or its sign), projects each parameter's slice with the matching
+rows of the portable Rademacher matrix (`skillmix.projection`, so the full gradient vector is
+never formed), and normalises each row. Several output widths come from one pass: the d-wide
+projection is the first d columns of the widest one (less.md §6). Rows are then written as
+float16 `.npy` shards (`skillmix.influence.write_shard`) with a Parquet index of example ids.
+
+Row ranges follow `shard_range`, so the shards of any shard count concatenate to the rows of
+one unsharded job, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from skillmix.encoding import EncodedSet
+from skillmix.errors import SkillmixInputError
+from skillmix.gradients import (
+    PerExampleGradients,
+    adam_feature,
+    has_labels,
+    optimizer_moments,
+    sign_feature,
+)
+from skillmix.influence import write_shard
+from skillmix.jobs import write_json, write_parquet
+from skillmix.modeling import Runtime
+from skillmix.projection import RademacherProjector, normalise_rows
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("adam", "sgd", "sign")
+DENSE_MATRIX_BYTES = 512 * 2**20  # materialise the projection matrix when it is at most this big
+
+
+def parse_scatteritem(item: str) -> tuple[int, int]:
+    """(index, count) of a Snakemake scatter item such as "3-of-8" (index 1-based)."""
+    m = re.fullmatch(r"(\d+)-of-(\d+)", str(item))
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise SkillmixInputError(f"shard {item!r}: expected '<i>-of-<n>' with 1 <= i <= n")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:
+    """Rows [start, stop) of shard `index` (1-based) of `count` equal contiguous shards."""
+    if count < 1 or not 1 <= index <= count:
+        raise SkillmixInputError(f"shard {index} of {count} is out of range")
+    return n_rows * (index - 1) // count, n_rows * index // count
+
+
+class _Projection:
+    """x ↦ x @ P[rows] for the portable matrix, materialised once when small enough."""
+
+    def __init__(self, projector: RademacherProjector, device: torch.device) -> None:
+        self.projector = projector
+        self.dense: torch.Tensor | None = None
+        if projector.input_dim * projector.output_dim * 4 <= DENSE_MATRIX_BYTES:
+            self.dense = torch.cat(
+                [projector.block(i, device=device) for i in range(projector.n_blocks)], dim=1
+            )
+
+    def __call__(self, x: torch.Tensor, row_offset: int) -> torch.Tensor:
+        if self.dense is None:
+            return self.projector.project(x, row_offset)
+        return x.to(torch.float32) @ self.dense[row_offset : row_offset + x.shape[1]]
+
+
+@dataclass
+class FeatureResult:
+    """Features of one example set: per output width [kept, d] (unit rows), and bookkeeping."""
+
+    features: dict[int, torch.Tensor]
+    kept_ids: list[str]
+    kept_groups: list[str]
+    excluded_ids: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def gradient_features(
+    model: torch.nn.Module,
+    runtime: Runtime,
+    pad_id: int,
+    data: EncodedSet,
+    groups: Sequence[str],
+    dims: Sequence[int],
+    feature: str = "sgd",
+    optimizer_state: dict[str, Any] | None = None,
+    adam_variant: str = "less",
+    projection_seed: int = 0,
+    batch_size: int = 16,
+) -> FeatureResult:
+    """Projected, unit-normalised per-example gradient features of every example of `data`.
+
+    `groups` labels each example (skill or subtask), kept alongside the ids. `feature` is
+    "adam" (needs `optimizer_state`, a torch AdamW state_dict over exactly the LoRA
+    parameters), "sgd" or "sign". Examples without label tokens are excluded and reported; a
+    non-finite loss or gradient raises FloatingPointError naming the example.
+    """
+    if feature not in FEATURES:
+        raise SkillmixInputError(f"gradient feature must be one of {FEATURES}, got {feature!r}")
+    dims = sorted({int(d) for d in dims})
+    if not dims:
+        raise SkillmixInputError("select.grads.dims is empty")
+    if len(groups) != len(data):
+        raise ValueError("one group label per example is needed")
+    kept = [i for i in range(len(data)) if has_labels(data.labels[i])]
+    kept_set = set(kept)
+    excluded = [data.ids[i] for i in range(len(data)) if i not in kept_set]
+    if excluded:
+        log.warning(
+            "%d example(s) have no answer tokens left (truncated away?) and are excluded: %s",
+            len(excluded),
+            ", ".join(excluded[:10]) + (" ..." if len(excluded) > 10 else ""),
+        )
+    model.to(runtime.device)
+    stats: dict[str, Any] = {"feature": feature, "examples": len(data), "excluded": len(excluded)}
+    with PerExampleGradients(model, runtime, pad_id) as engine:
+        projector = RademacherProjector(engine.dim, dims[-1], seed=projection_seed)
+        projection = _Projection(projector, runtime.device)
+        moments = None
+        if feature == "adam":
+            if optimizer_state is None:
+                raise SkillmixInputError("the Adam feature needs the checkpoint's optimizer state")
+            m, v, beta1, beta2, eps = optimizer_moments(optimizer_state, engine.params)
+            moments = (m.to(runtime.device), v.to(runtime.device), beta1, beta2, eps)
+            stats.update(beta1=beta1, beta2=beta2, eps=eps, adam_variant=adam_variant)
+        out = torch.zeros((len(kept), dims[-1]), dtype=torch.float32)
+        order = sorted(range(len(kept)), key=lambda j: len(data.input_ids[kept[j]]))
+        large_v = 0
+        bar = tqdm(range(0, len(order), batch_size), mininterval=5.0, desc="gradients", disable=None)
+        for start in bar:
+            rows = order[start : start + batch_size]
+            idx = [kept[j] for j in rows]
+            grads = engine(
+                [data.input_ids[i] for i in idx], [data.labels[i] for i in idx], [data.ids[i] for i in idx]
+            )
+            acc = torch.zeros((len(idx), dims[-1]), dtype=torch.float32, device=runtime.device)
+            for p in engine.params:
+                g = grads[p.name].reshape(len(idx), -1)
+                if moments is not None:
+                    m, v, beta1, beta2, eps = moments
+                    sl = slice(p.offset, p.offset + p.numel)
+                    g_t = adam_feature(g, m[sl], v[sl], beta1, beta2, eps, adam_variant)
+                    v_new = beta2 * v[sl] + (1 - beta2) * g.to(torch.float32) ** 2
+                    large_v += int((v_new > 1e-9).sum())
+                    g = g_t
+                elif feature == "sign":
+                    g = sign_feature(g)
+                acc += projection(g, p.offset)
+            out[rows] = acc.cpu()
+        bar.close()
+    if moments is not None and kept:
+        stats["share_v_above_1e-9"] = large_v / (len(kept) * engine.dim)
+    stats["grad_dim"] = engine.dim
+    stats["projector"] = projector.identity
+    features = {d: normalise_rows(out[:, :d]) for d in dims}
+    return FeatureResult(
+        features,
+        [data.ids[i] for i in kept],
+        [str(groups[i]) for i in kept],
+        excluded,
+        stats,
+    )
+
+
+def write_feature_shard(
+    result: FeatureResult,
+    feature_paths: dict[int, str | os.PathLike],
+    index_path: str | os.PathLike,
+    info_path: str | os.PathLike,
+    info: dict[str, Any],
+) -> None:
+    """Write one shard: a float16 `.npy` per width, the index Parquet (row, id, group), the info JSON."""
+    missing = sorted(set(result.features) - set(feature_paths))
+    if missing or set(feature_paths) - set(result.features):
+        raise ValueError(
+            f"feature widths {sorted(result.features)} do not match paths {sorted(feature_paths)}"
+        )
+    for d, path in feature_paths.items():
+        write_shard(result.features[d], path)
+    index = pd.DataFrame(
+        {"row": range(len(result.kept_ids)), "id": result.kept_ids, "group": result.kept_groups}
+    )
+    write_parquet(index, index_path)
+    write_json({**info, **result.stats, "excluded_ids": result.excluded_ids, "rows": len(index)}, info_path)
+
+
+def build_shard(
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    grads_cfg: dict[str, Any],
+    feature: str,
+    checkpoint_dir: str | os.PathLike,
+    examples_path: str | os.PathLike,
+    scatteritem: str,
+    feature_paths: dict[int, str | os.PathLike],
+    index_path: str | os.PathLike,
+    info_path: str | os.PathLike,
+) -> FeatureResult:
+    """One datastore shard job: the shard's rows of an examples file, features at one checkpoint.
+
+    The examples file is the candidate pool (group column `skill`) or the target set (group
+    column `subtask`). Candidates with feature "adam" use the checkpoint's optimizer moments.
+    """
+    from skillmix.encoding import encode_frame
+    from skillmix.warmup import load_epoch_checkpoint
+
+    frame = pd.read_parquet(examples_path)
+    group_col = "skill" if "skill" in frame.columns else "subtask"
+    index, count = parse_scatteritem(scatteritem)
+    start, stop = shard_range(len(frame), index, count)
+    part = frame.iloc[start:stop]
+    model, tokenizer, runtime, opt_state = load_epoch_checkpoint(checkpoint_dir, model_cfg, lora_cfg)
+    data = encode_frame(tokenizer, part, str(examples_path), model_cfg.get("max_length", 128))
+    log.info(
+        "shard %s: rows %d..%d of %s (%d examples), feature %s, dims %s",
+        scatteritem,
+        start,
+        stop,
+        examples_path,
+        len(part),
+        feature,
+        sorted(feature_paths),
+    )
+    result = gradient_features(
+        model,
+        runtime,
+        tokenizer.pad_token_id,
+        data,
+        part[group_col].astype(str).tolist(),
+        sorted(feature_paths),
+        feature=feature,
+        optimizer_state=opt_state if feature == "adam" else None,
+        adam_variant=grads_cfg.get("adam_variant", "less"),
+        projection_seed=grads_cfg.get("projection_seed", 0),
+        batch_size=grads_cfg.get("batch_size", 16),
+    )
+    if "share_v_above_1e-9" in result.stats:
+        log.info("share of coordinates with v' > 1e-9: %.4f", result.stats["share_v_above_1e-9"])
+    info = {
+        "checkpoint": str(checkpoint_dir),
+        "examples": str(examples_path),
+        "shard": scatteritem,
+        "row_range": [start, stop],
+    }
+    write_feature_shard(result, feature_paths, index_path, info_path, info)
+    return result

@@ -1,0 +1,317 @@
+"""LESS's LoRA warm-up: LoRA training on a random fraction of the candidate pool, in epochs.
+
+The candidate pool is the training slices of the pool skills, in manifest order and slice row
+order. The warm-up subset is the first int(fraction·N) indices (at least one) of a legacy NumPy
+permutation of the pool under the warm-up seed (less.md §1). Training is AdamW with a linear
+schedule and a warm-up ratio over `epochs` passes; at the end of every epoch the adapter and
+the optimizer state are written as an epoch checkpoint, which the gradient datastore reads.
+Checkpoint weights are the mean learning rate of each epoch, renormalised (less.md §2).
+
+`train_epochs` is also how the selected data (and the random baseline) are trained: the
+warm-up recipe on another example set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from skillmix.encoding import EncodedSet, encode_frame
+from skillmix.errors import SkillmixInputError
+from skillmix.influence import checkpoint_weights
+from skillmix.modeling import Runtime, apply_lora, atomic_directory, load_model, select_runtime
+from skillmix.sampling import EpochSampler
+from skillmix.targets import subtask_sets
+from skillmix.training import (
+    TrainResult,
+    TrainSettings,
+    fingerprint,
+    join_optimizer_state,
+    split_optimizer_state,
+    train,
+    trainable_state,
+)
+
+log = logging.getLogger(__name__)
+
+POOL_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
+
+
+def pool_frame(
+    manifest_path: str | os.PathLike,
+    train_paths: Sequence[str | os.PathLike],
+    skills: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The candidate pool: the training rows of `skills` (all by default), manifest order, row order."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    all_skills = [s["name"] for s in manifest["skills"]]
+    if skills:
+        unknown = [s for s in skills if s not in all_skills]
+        if unknown:
+            raise SkillmixInputError(
+                f"select.pool.skills: {unknown} are not skills of the data: {all_skills}"
+            )
+    wanted = [s for s in all_skills if not skills or s in skills]
+    frames = {}
+    for p in train_paths:
+        frame = pd.read_parquet(p)
+        if len(frame):
+            frames[str(frame["skill"].iloc[0])] = frame
+    missing = [s for s in wanted if s not in frames]
+    if missing:
+        raise SkillmixInputError(f"candidate pool: no training slice given for skills {missing}")
+    pool = pd.concat([frames[s][POOL_COLUMNS] for s in wanted], ignore_index=True)
+    if pool.empty:
+        raise SkillmixInputError("candidate pool: the training slices of the pool skills hold no rows")
+    return pool
+
+
+def warmup_indices(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Pool rows of the warm-up subset: the first max(1, int(fraction·n)) of a seeded permutation."""
+    if not 0 < fraction <= 1:
+        raise SkillmixInputError(f"select.warmup.fraction must be in (0, 1], got {fraction}")
+    k = max(1, int(fraction * n))
+    return np.random.RandomState(seed).permutation(n)[:k]
+
+
+def encode_groups(
+    tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, column: str, max_length: int
+) -> list[EncodedSet]:
+    """One encoded set per value of `column` (skill or subtask), in order of first appearance."""
+    renamed = frame.rename(columns={column: "subtask"}) if column != "subtask" else frame
+    return [encode_frame(tokenizer, part, name, max_length) for name, part in subtask_sets(renamed)]
+
+
+def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = None) -> TrainSettings:
+    """TrainSettings of `epochs` passes over n examples: steps, linear warm-up from the ratio."""
+    epochs = int(epochs if epochs is not None else cfg.get("epochs", 4))
+    if epochs < 1:
+        raise SkillmixInputError(f"epochs must be >= 1, got {epochs}")
+    batch = int(cfg.get("batch_size", 32))
+    steps = epochs * max(1, math.ceil(n_examples / batch))
+    return TrainSettings(
+        steps=steps,
+        batch_size=batch,
+        lr=float(cfg.get("lr", 2e-5)),
+        warmup_steps=math.ceil(float(cfg.get("warmup_ratio", 0.03)) * steps),
+        schedule=cfg.get("schedule", "linear"),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+        grad_clip=cfg.get("grad_clip", 1.0),
+        seed=int(cfg.get("seed", 0)),
+        eval_every=int(cfg.get("eval_every") or steps),
+        checkpoint_every=max(1, math.ceil(n_examples / batch)),
+    )
+
+
+def lora_model(
+    model_cfg: dict[str, Any], lora_cfg: dict[str, Any]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime]:
+    """The configured base model with fresh LoRA adapters from `lora_cfg`, its tokenizer and runtime."""
+    model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
+    model = apply_lora(model, lora_cfg)
+    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    return model, tokenizer, runtime
+
+
+@dataclass
+class EpochRun:
+    """A LoRA model ready to train for whole epochs on a fixed example set."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    runtime: Runtime
+    train_sets: list[EncodedSet]
+    val_sets: list[EncodedSet]
+    settings: TrainSettings
+    fingerprint: str
+    eval_batch_size: int = 64
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.settings.checkpoint_every
+
+    def train(
+        self,
+        checkpoint_dir: str | os.PathLike | None = None,
+        on_step: Callable[..., None] | None = None,
+        stop_after: int | None = None,
+    ) -> TrainResult:
+        """Train all epochs (resuming from a matching checkpoint in `checkpoint_dir`)."""
+        sampler = EpochSampler(
+            [s.skill for s in self.train_sets],
+            [len(s) for s in self.train_sets],
+            self.settings.seed,
+            self.settings.batch_size,
+        )
+        return train(
+            self.model,
+            self.tokenizer,
+            self.train_sets,
+            sampler,
+            self.settings,
+            self.runtime,
+            val_sets=self.val_sets or None,
+            eval_batch_size=self.eval_batch_size,
+            checkpoint_dir=checkpoint_dir,
+            fingerprint_=self.fingerprint,
+            stop_after=stop_after,
+            on_step=on_step,
+        )
+
+
+def prepare_epochs(
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    recipe: dict[str, Any],
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame | None = None,
+    epochs: int | None = None,
+    eval_batch_size: int = 64,
+    eval_accuracy: bool = True,
+) -> EpochRun:
+    """LoRA training on `examples` (columns id, skill, prompt, answer, text) with the warm-up recipe.
+
+    `eval_examples` (columns id, subtask, prompt, answer, text) are evaluated per subtask before
+    training, every `recipe.eval_every` steps and at the end.
+    """
+    if examples.empty:
+        raise SkillmixInputError("no examples to train on")
+    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg)
+    max_length = model_cfg.get("max_length", 128)
+    train_sets = encode_groups(tokenizer, examples, "skill", max_length)
+    val_sets = []
+    if eval_examples is not None and len(eval_examples):
+        val_sets = encode_groups(tokenizer, eval_examples, "subtask", max_length)
+    settings = epoch_settings(recipe, len(examples), epochs)
+    settings.eval_accuracy = eval_accuracy
+    digest = fingerprint(
+        model_cfg,
+        lora_cfg,
+        recipe,
+        epochs,
+        examples["id"].tolist(),
+        None if eval_examples is None else eval_examples["id"].tolist(),
+    )
+    return EpochRun(model, tokenizer, runtime, train_sets, val_sets, settings, digest, eval_batch_size)
+
+
+def save_epoch_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+    lrs: Sequence[float],
+    lora_cfg: dict[str, Any],
+) -> None:
+    """Write an epoch checkpoint (adapter, optimizer state, metadata) atomically."""
+    tensors, rest = split_optimizer_state(optimizer.state_dict())
+    meta = {
+        "epoch": epoch,
+        "step": step,
+        "mean_lr": float(np.mean(lrs)),
+        "steps_in_epoch": len(lrs),
+        "lora": lora_cfg,
+        "trainable": list(trainable_state(model)),
+    }
+    with atomic_directory(path) as tmp:
+        save_file(trainable_state(model), tmp / "adapter.safetensors")
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "optimizer.json").write_text(json.dumps(rest))
+        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_epoch_checkpoint(
+    path: str | os.PathLike, model_cfg: dict[str, Any], lora_cfg: dict[str, Any]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, dict[str, Any]]:
+    """The LoRA model of an epoch checkpoint, its tokenizer, runtime and the optimizer state_dict.
+
+    Stops with SkillmixInputError when the adapter or the optimizer state is missing or does
+    not fit the configured model.
+    """
+    path = Path(path)
+    adapter, opt_tensors, opt_json = (
+        path / "adapter.safetensors",
+        path / "optimizer.safetensors",
+        path / "optimizer.json",
+    )
+    if not adapter.is_file():
+        raise SkillmixInputError(f"warm-up checkpoint {path}: no adapter weights ({adapter.name})")
+    if not opt_tensors.is_file() or not opt_json.is_file():
+        raise SkillmixInputError(
+            f"warm-up checkpoint {path}: no optimizer state ({opt_tensors.name} and {opt_json.name}); "
+            "the Adam gradient feature needs the optimizer's moments saved with the checkpoint"
+        )
+    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg)
+    weights = load_file(adapter)
+    expected = set(trainable_state(model))
+    if set(weights) != expected:
+        raise SkillmixInputError(
+            f"warm-up checkpoint {path}: adapter tensors do not match the configured LoRA "
+            f"(missing {sorted(expected - set(weights))[:3]}, "
+            f"unexpected {sorted(set(weights) - expected)[:3]})"
+        )
+    model.load_state_dict(weights, strict=False)
+    state = join_optimizer_state(load_file(opt_tensors), json.loads(opt_json.read_text()))
+    return model, tokenizer, runtime, state
+
+
+def run_warmup(
+    run: EpochRun,
+    epoch_dirs: Sequence[str | os.PathLike],
+    lora_cfg: dict[str, Any],
+    checkpoint_dir: str | os.PathLike | None = None,
+    stop_after: int | None = None,
+) -> tuple[TrainResult, list[float], list[float]]:
+    """Train the warm-up, writing epoch checkpoint e to epoch_dirs[e-1].
+
+    Returns (result, checkpoint weights, mean learning rate of each epoch).
+    """
+    spe = run.steps_per_epoch
+    epochs = run.settings.steps // spe
+    if len(epoch_dirs) != epochs:
+        raise SkillmixInputError(f"warm-up: {epochs} epochs but {len(epoch_dirs)} checkpoint folders")
+
+    def on_step(step: int, model, optimizer, step_rows) -> None:
+        if step % spe == 0:
+            epoch = step // spe
+            lrs = [r["lr"] for r in step_rows if (r["step"] - 1) // spe == epoch - 1]
+            save_epoch_checkpoint(epoch_dirs[epoch - 1], model, optimizer, epoch, step, lrs, lora_cfg)
+            log.info(
+                "epoch %d of %d done at step %d; checkpoint %s", epoch, epochs, step, epoch_dirs[epoch - 1]
+            )
+
+    result = run.train(checkpoint_dir, on_step=on_step, stop_after=stop_after)
+    lrs = result.steps.assign(epoch=(result.steps["step"] - 1) // spe)
+    per_epoch = [g["lr"].tolist() for _, g in lrs.groupby("epoch", sort=True)]
+    return result, checkpoint_weights(per_epoch), [float(np.mean(v)) for v in per_epoch]
+
+
+def warmup_from_pool(
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    warmup_cfg: dict[str, Any],
+    pool: pd.DataFrame,
+    epoch_dirs: Sequence[str | os.PathLike],
+    checkpoint_dir: str | os.PathLike | None = None,
+    stop_after: int | None = None,
+) -> tuple[TrainResult, list[float], list[float], pd.DataFrame]:
+    """The warm-up job: (training result, checkpoint weights, mean lr per epoch, the warm-up subset)."""
+    rows = warmup_indices(len(pool), float(warmup_cfg.get("fraction", 0.05)), int(warmup_cfg.get("seed", 0)))
+    subset = pool.iloc[rows].reset_index(drop=True)
+    log.info("warm-up on %d of %d pool examples for %d epochs", len(subset), len(pool), len(epoch_dirs))
+    run = prepare_epochs(model_cfg, lora_cfg, warmup_cfg, subset, epochs=len(epoch_dirs))
+    result, weights, mean_lrs = run_warmup(run, epoch_dirs, lora_cfg, checkpoint_dir, stop_after)
+    return result, weights, mean_lrs, subset

@@ -1,0 +1,29 @@
+"""Evaluate a model trained on a selection on the target's evaluation examples, per subtask."""
+
+import pandas as pd
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0], snakemake.threads)
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.plotting import plot_skill_curves  # noqa: E402
+from skillmix.selection import evaluate_target  # noqa: E402
+
+p = snakemake.params
+metrics = evaluate_target(
+    snakemake.input.model,
+    p.model,
+    pd.read_parquet(snakemake.input.evaluation),
+    p.eval["batch_size"],
+)
+metrics.insert(0, "selection", p.selection)
+log.info("target metrics of %s:\n%s", p.selection, metrics.to_string(index=False))
+write_parquet(metrics, snakemake.output.metrics)
+curve = pd.read_parquet(snakemake.input.val_curve).rename(columns={"subtask": "skill"})
+plot_skill_curves(
+    curve,
+    snakemake.output.plot,
+    f"trained on the {p.selection} selection: target accuracy {metrics['accuracy'].mean():.3f}, "
+    f"loss {metrics['loss'].mean():.3f}",
+)

@@ -1,0 +1,21 @@
+"""One shard of the gradient datastore: projected per-example gradient features at one checkpoint."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0], snakemake.threads)
+
+from skillmix.datastore import build_shard  # noqa: E402
+
+p = snakemake.params
+build_shard(
+    p.model,
+    p.lora,
+    p.grads,
+    p.feature,
+    snakemake.input.checkpoint,
+    snakemake.input.examples,
+    p.shard,
+    dict(zip(p.dims, snakemake.output.features, strict=True)),
+    snakemake.output.index,
+    snakemake.output.info,
+)

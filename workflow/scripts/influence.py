@@ -1,0 +1,23 @@
+"""LESS influence of every candidate on the target, streamed over the datastore shards."""
+
+import pandas as pd
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0], snakemake.threads)
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.selection import read_weights, score_datastore  # noqa: E402
+
+inp, ckpts = snakemake.input, snakemake.params.checkpoints
+scores = score_datastore(
+    pd.read_parquet(inp.pool),
+    {c: inp[f"candidates_{c}"] for c in ckpts},
+    {c: inp[f"candidates_index_{c}"] for c in ckpts},
+    {c: inp[f"target_{c}"] for c in ckpts},
+    {c: inp[f"target_index_{c}"] for c in ckpts},
+    read_weights(inp.weights),
+    chunk_rows=snakemake.params.chunk_rows,
+)
+log.info("scored %d candidates; status counts: %s", len(scores), scores["status"].value_counts().to_dict())
+write_parquet(scores, snakemake.output.scores)

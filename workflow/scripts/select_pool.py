@@ -1,0 +1,12 @@
+"""The candidate pool of LESS selection: the training slices of the pool skills, in one table."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.warmup import pool_frame  # noqa: E402
+
+pool = pool_frame(snakemake.input.manifest, snakemake.input.train, snakemake.params.skills)
+log.info("candidate pool: %d examples of %d skills", len(pool), pool["skill"].nunique())
+write_parquet(pool, snakemake.output.pool)

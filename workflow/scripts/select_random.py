@@ -1,0 +1,17 @@
+"""The random baseline: as many pool examples as LESS selects, uniformly at random."""
+
+import pandas as pd
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.selection import random_examples, selection_size, write_jsonl  # noqa: E402
+
+s = snakemake.params.selection
+pool = pd.read_parquet(snakemake.input.pool)
+chosen = random_examples(pool, selection_size(len(pool), s["k"], s["fraction"]), s["seed"])
+log.info("random selection: %d of %d", len(chosen), len(pool))
+write_parquet(chosen, snakemake.output.parquet)
+write_jsonl(chosen, snakemake.output.jsonl)

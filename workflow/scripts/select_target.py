@@ -1,0 +1,20 @@
+"""The target set of LESS selection (gradients) and its evaluation examples."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.targets import build_targets  # noqa: E402
+
+target, evaluation = build_targets(
+    snakemake.params.target, snakemake.input.get("val", []), snakemake.input.get("test", [])
+)
+log.info(
+    "target: %d examples in %d subtasks; evaluation: %d examples",
+    len(target),
+    target["subtask"].nunique(),
+    len(evaluation),
+)
+write_parquet(target, snakemake.output.target)
+write_parquet(evaluation, snakemake.output.evaluation)

@@ -1,0 +1,24 @@
+"""LESS selection: the top-scored candidates, their composition per skill, the score distribution."""
+
+import pandas as pd
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.plotting import plot_composition, plot_scores  # noqa: E402
+from skillmix.selection import composition, select_examples, selection_size, write_jsonl  # noqa: E402
+
+s, out = snakemake.params.selection, snakemake.output
+pool = pd.read_parquet(snakemake.input.pool)
+scores = pd.read_parquet(snakemake.input.scores)
+chosen = select_examples(pool, scores, selection_size(len(pool), s["k"], s["fraction"]))
+table = composition(pool, {"less": chosen, "random": pd.read_parquet(snakemake.input.random)})
+log.info("selected %d of %d:\n%s", len(chosen), len(pool), table.to_string(index=False))
+write_parquet(chosen, out.parquet)
+write_jsonl(chosen, out.jsonl)
+write_parquet(table, out.composition)
+plot_composition(table, out.composition_plot, f"composition of the {len(chosen)} selected examples")
+cut = float(chosen["score"].min()) if len(chosen) else None
+plot_scores(scores, out.scores_plot, "influence scores of the candidates", cut)
