@@ -38,7 +38,7 @@ from skillmix.gradients import (
 from skillmix.influence import write_shard
 from skillmix.jobs import write_json, write_parquet
 from skillmix.modeling import Runtime
-from skillmix.projection import RademacherProjector, normalise_rows
+from skillmix.projection import RademacherProjector, normalise_rows, single_row_safe_matmul
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class _Projection:
     def __call__(self, x: torch.Tensor, row_offset: int) -> torch.Tensor:
         if self.dense is None:
             return self.projector.project(x, row_offset)
-        return x.to(torch.float32) @ self.dense[row_offset : row_offset + x.shape[1]]
+        return single_row_safe_matmul(x.to(torch.float32), self.dense[row_offset : row_offset + x.shape[1]])
 
 
 @dataclass

@@ -179,8 +179,20 @@ class RademacherProjector:
             xs = xf[:, r:r_end]
             for i in range(self.n_blocks):
                 p = self._rows(i, row_offset + r, row_offset + r_end, x.device, reuse=True)
-                out[:, i * BLOCK : (i + 1) * BLOCK] += xs @ p
+                out[:, i * BLOCK : (i + 1) * BLOCK] += single_row_safe_matmul(xs, p)
         return out
+
+
+def single_row_safe_matmul(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """x @ m, with a one-row x computed as part of a two-row product.
+
+    BLAS libraries take a matrix-vector path for a single row whose float32 sums round
+    differently from the matrix-matrix path; padding keeps every row's result the same
+    whatever the number of rows, so shards and batches of any size agree bit for bit.
+    """
+    if x.shape[0] != 1:
+        return x @ m
+    return (torch.cat([x, torch.zeros_like(x)]) @ m)[:1]
 
 
 def normalise_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -116,6 +116,8 @@ def targets_from_files(
     for entry in expand_target_files(files):
         path, subtask = entry["path"], entry["subtask"]
         columns = read_columns(path, entry["format"])
+        if not columns or not any(len(v) for v in columns.values()):
+            raise SkillmixInputError(f"{path}: the target file has no rows (select.target.files)")
         for key in ("prompt_key", "answer_key"):
             if entry[key] not in columns:
                 raise SkillmixInputError(

@@ -116,11 +116,14 @@ def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = No
 
 
 def lora_model(
-    model_cfg: dict[str, Any], lora_cfg: dict[str, Any]
+    model_cfg: dict[str, Any], lora_cfg: dict[str, Any], seed: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime]:
-    """The configured base model with fresh LoRA adapters from `lora_cfg`, its tokenizer and runtime."""
+    """The configured base model with fresh LoRA adapters from `lora_cfg` (initialised from `seed`),
+    its tokenizer and runtime."""
     model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
-    model = apply_lora(model, lora_cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = apply_lora(model, lora_cfg)
     runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
     return model, tokenizer, runtime
 
@@ -188,7 +191,7 @@ def prepare_epochs(
     """
     if examples.empty:
         raise SkillmixInputError("no examples to train on")
-    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg)
+    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg, int(recipe.get("seed", 0)))
     max_length = model_cfg.get("max_length", 128)
     train_sets = encode_groups(tokenizer, examples, "skill", max_length)
     val_sets = []

@@ -1,0 +1,715 @@
+"""LESS data selection: epochs, warm-up checkpoints, the gradient datastore, scores, selection, targets."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from skillmix.datastore import build_shard, gradient_features, parse_scatteritem, shard_range
+from skillmix.encoding import IGNORE, EncodedSet, encode_frame
+from skillmix.errors import SkillmixInputError
+from skillmix.gradients import example_gradients, lora_parameters, optimizer_moments
+from skillmix.influence import read_shard, write_shard
+from skillmix.projection import RademacherProjector
+from skillmix.sampling import EpochSampler
+from skillmix.selection import (
+    STATUS_NO_ANSWER,
+    STATUS_NON_FINITE,
+    STATUS_SCORED,
+    composition,
+    random_examples,
+    score_datastore,
+    select_examples,
+    selection_size,
+)
+from skillmix.sources.lego import generate_lego
+from skillmix.targets import targets_from_files, targets_from_slices
+from skillmix.training import trainable_state
+from skillmix.warmup import epoch_settings, load_epoch_checkpoint, warmup_from_pool, warmup_indices
+
+MODEL = {
+    "kind": "tiny",
+    "seed": 0,
+    "tiny": {
+        "architecture": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_layers": 1,
+        "num_heads": 2,
+        "max_positions": 96,
+    },
+    "max_length": 96,
+    "device": "cpu",
+    "precision": "fp32",
+}
+LORA = {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+LR = 1e-2
+# 24 pool rows, fraction 0.5 -> 12 warm-up rows, batch 4 -> 3 steps per epoch, 2 epochs -> 6 steps;
+# warm-up steps ceil(0.1 * 6) = 1, so the linear schedule's factors are 0, 1, .8, .6, .4, .2.
+WARMUP = {
+    "fraction": 0.5,
+    "seed": 3,
+    "batch_size": 4,
+    "lr": LR,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.0,
+}
+SCHEDULE = [0.0, 1.0, 0.8, 0.6, 0.4, 0.2]
+SPE = 3  # steps per epoch
+REPO = Path(__file__).resolve().parents[1]
+
+
+def lego_pool(n_vars: int = 3, per_skill: int = 8) -> pd.DataFrame:
+    return generate_lego(n_vars, per_skill, 0).examples[["id", "skill", "prompt", "answer", "text"]]
+
+
+def run_warmup(epoch_dirs, checkpoint_dir=None, stop_after=None):
+    torch.manual_seed(0)  # peft draws the LoRA A init from the global generator
+    return warmup_from_pool(MODEL, LORA, WARMUP, lego_pool(), epoch_dirs, checkpoint_dir, stop_after)
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("warmup")
+    dirs = [root / "epoch-1", root / "epoch-2"]
+    result, weights, mean_lrs, subset = run_warmup(dirs)
+    return dirs, result, weights, mean_lrs, subset
+
+
+def encoded_pool(tok, n: int = 6, start: int = 0) -> tuple[EncodedSet, list[str]]:
+    frame = lego_pool().iloc[start : start + n]
+    return encode_frame(tok, frame, "pool", MODEL["max_length"]), frame["skill"].tolist()
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    x = x.to(torch.float64)
+    return x / x.norm(dim=1, keepdim=True)
+
+
+# --- EpochSampler -------------------------------------------------------------------------------
+
+
+def test_epoch_sampler_visits_every_example_once_per_epoch() -> None:
+    sizes = [4, 7, 3]  # 14 examples
+    sampler = EpochSampler(["a", "b", "c"], sizes, seed=5, batch_size=4)
+    assert sampler.steps_per_epoch == math.ceil(14 / 4) == 4
+    all_pairs = {(s, i) for s, n in enumerate(sizes) for i in range(n)}
+    orders = []
+    for epoch in range(3):
+        batches = [sampler.sample(epoch * 4 + k + 1, 4) for k in range(4)]
+        assert [len(b) for b in batches] == [4, 4, 4, 2]  # the last batch of an epoch is short
+        flat = [p for b in batches for p in b]
+        assert len(flat) == 14 and set(flat) == all_pairs
+        assert all(0 <= i < sizes[s] for s, i in flat)
+        assert sampler.epoch_of(epoch * 4 + 1) == sampler.epoch_of(epoch * 4 + 4) == epoch
+        orders.append(flat)
+    assert orders[0] != orders[1] != orders[2]  # a fresh order every epoch
+
+
+def test_epoch_sampler_batches_are_a_function_of_the_step() -> None:
+    def batches(seed: int, steps) -> list:
+        sampler = EpochSampler(["a", "b"], [5, 6], seed=seed, batch_size=3)
+        return [sampler.sample(s, 3) for s in steps]
+
+    forward = batches(1, range(1, 13))
+    assert forward == batches(1, range(1, 13))
+    # out of order (as after a resume with a fresh sampler): the same batch for every step
+    assert batches(1, range(12, 0, -1)) == forward[::-1]
+    assert batches(1, [9]) == [forward[8]]
+    assert batches(2, range(1, 13)) != forward
+    with pytest.raises(SkillmixInputError):
+        EpochSampler(["a"], [3], seed=0, batch_size=0)
+
+
+# --- warm-up subset and settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "k"), [(100, 0.05, 5), (270, 0.05, 13), (10, 0.01, 1), (7, 1.0, 7)]
+)
+def test_warmup_indices(n, fraction, k) -> None:
+    rows = warmup_indices(n, fraction, seed=42)
+    assert len(rows) == k == max(1, int(fraction * n))
+    np.testing.assert_array_equal(rows, np.random.RandomState(42).permutation(n)[:k])
+    assert len(set(rows.tolist())) == k
+    np.testing.assert_array_equal(warmup_indices(n, fraction, seed=42), rows)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_warmup_indices_bad_fraction(fraction) -> None:
+    with pytest.raises(SkillmixInputError, match="fraction"):
+        warmup_indices(10, fraction, seed=0)
+
+
+def test_epoch_settings() -> None:
+    s = epoch_settings({"batch_size": 4, "warmup_ratio": 0.1, "epochs": 3, "lr": 1e-3}, 10)
+    assert (s.steps, s.batch_size, s.warmup_steps, s.checkpoint_every) == (9, 4, 1, 3)
+    assert s.lr == 1e-3 and s.schedule == "linear"
+    s = epoch_settings({"batch_size": 32, "warmup_ratio": 0.03}, 13533, epochs=4)  # LESS at batch 32
+    assert s.steps == 4 * math.ceil(13533 / 32) == 1692
+    assert s.warmup_steps == math.ceil(0.03 * 1692) == 51
+    assert s.checkpoint_every == 423
+    s = epoch_settings({"batch_size": 8, "warmup_ratio": 0.5, "epochs": 2}, 8)
+    assert (s.steps, s.warmup_steps, s.checkpoint_every) == (2, 1, 1)
+    with pytest.raises(SkillmixInputError, match="epochs"):
+        epoch_settings({"batch_size": 4}, 10, epochs=0)
+
+
+# --- warm-up ------------------------------------------------------------------------------------
+
+
+def test_warmup_checkpoints_and_weights(warm) -> None:
+    dirs, result, weights, mean_lrs, subset = warm
+    pool = lego_pool()
+    rows = warmup_indices(len(pool), WARMUP["fraction"], WARMUP["seed"])
+    assert subset["id"].tolist() == pool["id"].iloc[rows].tolist() and len(subset) == 12
+    assert result.completed and result.steps["step"].tolist() == list(range(1, 7))
+    np.testing.assert_allclose(result.steps["lr"], [LR * f for f in SCHEDULE], rtol=1e-12)
+    per_epoch = [result.steps["lr"].iloc[e * SPE : (e + 1) * SPE].mean() for e in range(2)]
+    np.testing.assert_allclose(mean_lrs, per_epoch, rtol=1e-12)
+    np.testing.assert_allclose(mean_lrs, [0.6 * LR, 0.4 * LR], rtol=1e-12)
+    np.testing.assert_allclose(weights, np.array(per_epoch) / sum(per_epoch), rtol=1e-12)
+    np.testing.assert_allclose(weights, [0.6, 0.4], rtol=1e-12)
+    for e, d in enumerate(dirs, start=1):
+        assert {p.name for p in d.iterdir()} == {
+            "adapter.safetensors",
+            "optimizer.safetensors",
+            "optimizer.json",
+            "checkpoint.json",
+        }
+        meta = json.loads((d / "checkpoint.json").read_text())
+        assert (meta["epoch"], meta["step"], meta["steps_in_epoch"]) == (e, e * SPE, SPE)
+        assert meta["mean_lr"] == pytest.approx(mean_lrs[e - 1], rel=1e-12)
+    a1, a2 = (load_file(d / "adapter.safetensors") for d in dirs)
+    assert set(a1) == set(a2) and len(a1) == 4  # q.A, q.B, v.A, v.B of one layer
+    assert any(not torch.equal(a1[k], a2[k]) for k in a1)  # epoch 2 trained on
+
+
+def test_load_epoch_checkpoint(warm) -> None:
+    dirs = warm[0]
+    model, tok, runtime, state = load_epoch_checkpoint(dirs[0], MODEL, LORA)
+    saved = load_file(dirs[0] / "adapter.safetensors")
+    got = trainable_state(model)
+    assert list(got) == [n for n, p in model.named_parameters() if p.requires_grad]
+    assert set(got) == set(saved)
+    for name, t in saved.items():
+        assert torch.equal(got[name], t), name
+        if "lora_B" in name:
+            assert float(t.abs().max()) > 0  # trained away from peft's B = 0
+    params = lora_parameters(model)
+    keys = [k for g in state["param_groups"] for k in g["params"]]
+    assert len(keys) == len(params) == 4
+    for key, p in zip(keys, params, strict=True):
+        entry = state["state"][key]
+        assert tuple(entry["exp_avg"].shape) == tuple(entry["exp_avg_sq"].shape) == p.shape
+        assert float(entry["exp_avg_sq"].min()) >= 0 and float(entry["exp_avg_sq"].max()) > 0
+        assert float(entry["step"]) == SPE
+    assert tok.pad_token_id is not None and runtime.device.type == "cpu"
+
+
+def test_checkpoint_without_optimizer_state_stops(warm, tmp_path) -> None:
+    ckpt = tmp_path / "epoch-1"
+    shutil.copytree(warm[0][0], ckpt)
+    (ckpt / "optimizer.safetensors").unlink()
+    with pytest.raises(SkillmixInputError, match="optimizer state"):
+        load_epoch_checkpoint(ckpt, MODEL, LORA)
+    ckpt2 = tmp_path / "epoch-1b"
+    shutil.copytree(warm[0][0], ckpt2)
+    (ckpt2 / "optimizer.json").unlink()
+    with pytest.raises(SkillmixInputError, match="optimizer state"):
+        load_epoch_checkpoint(ckpt2, MODEL, LORA)
+
+
+def test_warmup_resume_equals_uninterrupted(warm, tmp_path) -> None:
+    dirs = [tmp_path / "epoch-1", tmp_path / "epoch-2"]
+    resume = tmp_path / "resume"
+    first, _, _, _ = run_warmup(dirs, checkpoint_dir=resume, stop_after=SPE)
+    assert not first.completed and len(first.steps) == SPE
+    assert dirs[0].is_dir() and not dirs[1].exists() and resume.is_dir()
+    second, weights, mean_lrs, _ = run_warmup(dirs, checkpoint_dir=resume)
+    assert second.completed and second.resumed_from == SPE
+    ref_dirs, ref_result, ref_weights, ref_lrs, _ = warm
+    for d, ref in zip(dirs, ref_dirs, strict=True):
+        for name in ("adapter.safetensors", "optimizer.safetensors"):
+            got, want = load_file(d / name), load_file(ref / name)
+            assert set(got) == set(want)
+            for k in want:
+                assert torch.equal(got[k], want[k]), (d.name, name, k)
+    assert second.steps["loss"].tolist() == ref_result.steps["loss"].tolist()
+    assert weights == ref_weights and mean_lrs == ref_lrs
+
+
+# --- gradient features --------------------------------------------------------------------------
+
+
+def hand_features(g: torch.Tensor, d: int, seed: int) -> torch.Tensor:
+    proj = RademacherProjector(g.shape[1], d, seed=seed).project(g.to(torch.float32))
+    return unit(proj)
+
+
+def test_adam_feature_equals_hand_computation(warm) -> None:
+    model, tok, runtime, state = load_epoch_checkpoint(warm[0][0], MODEL, LORA)
+    data, groups = encoded_pool(tok, n=5)
+    res = gradient_features(
+        model,
+        runtime,
+        tok.pad_token_id,
+        data,
+        groups,
+        [256],
+        feature="adam",
+        optimizer_state=state,
+        projection_seed=7,
+        batch_size=2,
+    )
+    assert res.kept_ids == data.ids and res.kept_groups == groups and res.excluded_ids == []
+    assert list(res.features) == [256] and res.features[256].shape == (5, 256)
+    # by hand: one-example gradients, the optimizer's moments in parameter order, LESS's formula
+    g, ids, excluded = example_gradients(model, data, runtime, tok.pad_token_id, batch_size=1)
+    assert ids == data.ids and excluded == [] and g.shape[1] == 512
+    params = lora_parameters(model)
+    keys = [k for grp in state["param_groups"] for k in grp["params"]]
+    m = torch.cat([state["state"][k]["exp_avg"].reshape(-1) for k in keys]).to(torch.float64)
+    v = torch.cat([state["state"][k]["exp_avg_sq"].reshape(-1) for k in keys]).to(torch.float64)
+    beta1, beta2 = state["param_groups"][0]["betas"]
+    eps = state["param_groups"][0]["eps"]
+    assert (beta1, beta2, eps) == (0.9, 0.999, 1e-8)
+    m2, v2, b1, b2, e2 = optimizer_moments(state, params)
+    assert torch.equal(m2, m.float()) and torch.equal(v2, v.float()) and (b1, b2, e2) == (beta1, beta2, eps)
+    g64 = g.to(torch.float64)
+    m_new = beta1 * m + (1 - beta1) * g64
+    v_new = beta2 * v + (1 - beta2) * g64**2
+    gamma = m_new / torch.sqrt(v_new + eps)
+    want = hand_features(gamma, 256, seed=7)
+    torch.testing.assert_close(res.features[256].to(torch.float64), want, atol=1e-5, rtol=0)
+    assert res.stats["beta1"] == 0.9 and res.stats["eps"] == 1e-8
+    share = float((v_new > 1e-9).double().mean())
+    assert res.stats["share_v_above_1e-9"] == pytest.approx(share, abs=1e-6)
+    # the torch-Adam eps placement is a different, selectable feature
+    other = gradient_features(
+        model,
+        runtime,
+        tok.pad_token_id,
+        data,
+        groups,
+        [256],
+        feature="adam",
+        optimizer_state=state,
+        adam_variant="adam",
+        projection_seed=7,
+    )
+    want_adam = hand_features(m_new / (torch.sqrt(v_new) + eps), 256, seed=7)
+    torch.testing.assert_close(other.features[256].to(torch.float64), want_adam, atol=1e-5, rtol=0)
+    assert not torch.allclose(other.features[256], res.features[256], atol=1e-3)
+    # sgd: the plain gradient; sign: its sign
+    for feature, x in (("sgd", g64), ("sign", torch.sign(g64))):
+        got = gradient_features(
+            model, runtime, tok.pad_token_id, data, groups, [256], feature=feature, projection_seed=7
+        )
+        torch.testing.assert_close(
+            got.features[256].to(torch.float64), hand_features(x, 256, seed=7), atol=1e-5, rtol=0
+        )
+    with pytest.raises(SkillmixInputError, match="optimizer state"):
+        gradient_features(model, runtime, tok.pad_token_id, data, groups, [128], feature="adam")
+
+
+def test_features_do_not_depend_on_batch_size_and_widths_are_prefixes(warm) -> None:
+    model, tok, runtime, state = load_epoch_checkpoint(warm[0][1], MODEL, LORA)
+    data, groups = encoded_pool(tok, n=6, start=5)
+    kw = dict(feature="adam", optimizer_state=state, projection_seed=0)
+    one = gradient_features(model, runtime, tok.pad_token_id, data, groups, [128, 384], batch_size=1, **kw)
+    four = gradient_features(model, runtime, tok.pad_token_id, data, groups, [384, 128], batch_size=4, **kw)
+    assert sorted(one.features) == sorted(four.features) == [128, 384]
+    for d in (128, 384):
+        torch.testing.assert_close(one.features[d], four.features[d], atol=1e-5, rtol=0)
+        norms = one.features[d].norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-6, rtol=0)
+    wide = one.features[384]
+    torch.testing.assert_close(one.features[128].to(torch.float64), unit(wide[:, :128]), atol=1e-6, rtol=0)
+    alone = gradient_features(model, runtime, tok.pad_token_id, data, groups, [128], batch_size=4, **kw)
+    torch.testing.assert_close(alone.features[128], one.features[128], atol=1e-6, rtol=0)
+    assert not torch.allclose(one.features[128], unit(wide[:, 128:256]).float(), atol=1e-2)
+
+
+# --- sharded datastore --------------------------------------------------------------------------
+
+
+def test_parse_scatteritem_and_shard_range() -> None:
+    assert parse_scatteritem("1-of-1") == (1, 1)
+    assert parse_scatteritem("3-of-8") == (3, 8)
+    for bad in ("0-of-3", "4-of-3", "1-of-0", "1of3", "a-of-b", "-1-of-3", "1-of-3 ", ""):
+        with pytest.raises(SkillmixInputError):
+            parse_scatteritem(bad)
+    for n, count in ((10, 3), (10, 4), (2, 3), (0, 2), (7, 7), (5, 1)):
+        ranges = [shard_range(n, i, count) for i in range(1, count + 1)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # contiguous
+        sizes = [b - a for a, b in ranges]
+        assert sum(sizes) == n and max(sizes) - min(sizes) <= 1
+        covered = [r for a, b in ranges for r in range(a, b)]
+        assert covered == list(range(n))  # every row exactly once, in order
+    assert [shard_range(2, i, 3) for i in (1, 2, 3)] == [(0, 0), (0, 1), (1, 2)]  # an empty shard
+    assert [shard_range(10, i, 3) for i in (1, 2, 3)] == [(0, 3), (3, 6), (6, 10)]
+    for index, count in ((0, 3), (4, 3), (1, 0)):
+        with pytest.raises(SkillmixInputError):
+            shard_range(10, index, count)
+
+
+def build_all(tmp_path, ckpt, examples, feature, count, tag, grads_cfg=None):
+    """build_shard for every shard of `count`; returns (per-width arrays, index frames, results)."""
+    arrays, indexes, results = {128: [], 256: []}, [], []
+    for i in range(1, count + 1):
+        stem = tmp_path / f"{tag}-{i}-of-{count}"
+        paths = {128: f"{stem}.d128.npy", 256: f"{stem}.d256.npy"}
+        res = build_shard(
+            MODEL,
+            LORA,
+            grads_cfg or {"batch_size": 16, "projection_seed": 0},
+            feature,
+            ckpt,
+            examples,
+            f"{i}-of-{count}",
+            paths,
+            f"{stem}.index.parquet",
+            f"{stem}.info.json",
+        )
+        results.append(res)
+        for d in (128, 256):
+            arrays[d].append(read_shard(paths[d], mmap=False))
+        indexes.append(pd.read_parquet(f"{stem}.index.parquet"))
+    return {d: np.concatenate(a) for d, a in arrays.items()}, indexes, results
+
+
+@pytest.mark.parametrize(
+    ("feature", "n", "counts"),
+    [("adam", 10, (3, 4)), ("sgd", 2, (3,))],
+    ids=["candidates-10-rows", "target-2-rows-empty-shard"],
+)
+def test_sharded_equals_unsharded(warm, tmp_path, feature, n, counts) -> None:
+    pool = lego_pool().iloc[:n].reset_index(drop=True)
+    if feature == "sgd":  # a target file: the group column is the subtask
+        pool = pool.rename(columns={"skill": "subtask"})
+    examples = tmp_path / "examples.parquet"
+    pool.to_parquet(examples)
+    ckpt = warm[0][0]
+    full, full_index, full_res = build_all(tmp_path, ckpt, examples, feature, 1, "full")
+    assert full[128].dtype == np.float16 and full[128].shape == (n, 128) and full[256].shape == (n, 256)
+    assert np.isfinite(full[256]).all()
+    np.testing.assert_allclose(np.linalg.norm(full[256].astype(np.float64), axis=1), 1.0, atol=2e-3)
+    group_col = "skill" if feature == "adam" else "subtask"
+    assert full_index[0]["id"].tolist() == pool["id"].tolist()
+    assert full_index[0]["group"].tolist() == pool[group_col].tolist()
+    assert full_index[0]["row"].tolist() == list(range(n))
+    info = json.loads((tmp_path / "full-1-of-1.info.json").read_text())
+    assert info["row_range"] == [0, n] and info["excluded_ids"] == [] and info["rows"] == n
+    assert info["feature"] == feature
+    mismatches = {}
+    for count in counts:
+        parts, indexes, _ = build_all(tmp_path, ckpt, examples, feature, count, f"s{count}")
+        ids = [i for frame in indexes for i in frame["id"]]
+        assert ids == full_index[0]["id"].tolist()
+        assert [len(f) for f in indexes] == [
+            b - a for a, b in (shard_range(n, i, count) for i in range(1, 1 + count))
+        ]
+        for d in (128, 256):
+            assert parts[d].dtype == np.float16 and parts[d].shape == full[d].shape
+            np.testing.assert_allclose(parts[d], full[d], atol=2e-3, rtol=0)  # at most float16 rounding
+            if not np.array_equal(parts[d], full[d]):
+                mismatches[(count, d)] = int((parts[d] != full[d]).sum())
+    # the shards must concatenate to the unsharded float16 rows bit for bit
+    assert mismatches == {}, f"float16 entries differing from the unsharded job: {mismatches}"
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_example_without_answer_tokens_is_excluded(warm) -> None:
+    model, tok, runtime, state = load_epoch_checkpoint(warm[0][0], MODEL, LORA)
+    data, groups = encoded_pool(tok, n=4)
+    data.labels[1] = [IGNORE] * len(data.labels[1])  # the answer truncated away
+    # a label only at position 0 is never predicted (labels shift by one): no answer tokens either
+    data.labels[3] = [data.input_ids[3][0]] + [IGNORE] * (len(data.labels[3]) - 1)
+    res = gradient_features(
+        model, runtime, tok.pad_token_id, data, groups, [128], feature="adam", optimizer_state=state
+    )
+    assert res.excluded_ids == [data.ids[1], data.ids[3]]
+    assert res.kept_ids == [data.ids[0], data.ids[2]] and res.kept_groups == [groups[0], groups[2]]
+    assert res.features[128].shape == (2, 128) and torch.isfinite(res.features[128]).all()
+    assert res.stats["excluded"] == 2 and res.stats["examples"] == 4
+    # the kept rows are the features of those examples alone
+    keep = EncodedSet(
+        "pool",
+        [data.ids[0], data.ids[2]],
+        [data.input_ids[0], data.input_ids[2]],
+        [data.labels[0], data.labels[2]],
+    )
+    alone = gradient_features(
+        model, runtime, tok.pad_token_id, keep, [groups[0], groups[2]], [128], "adam", state
+    )
+    torch.testing.assert_close(res.features[128], alone.features[128], atol=1e-6, rtol=0)
+    # max_length 1 leaves no room for any answer token: everything excluded, no NaN rows
+    short = encode_frame(tok, lego_pool().iloc[:3], "pool", 1)
+    res = gradient_features(model, runtime, tok.pad_token_id, short, groups[:3], [128], "sgd")
+    assert res.excluded_ids == short.ids and res.kept_ids == [] and res.features[128].shape == (0, 128)
+
+
+def test_nan_lora_weight_stops_with_the_example_id(warm) -> None:
+    model, tok, runtime, _ = load_epoch_checkpoint(warm[0][0], MODEL, LORA)
+    data, groups = encoded_pool(tok, n=1, start=4)
+    name = lora_parameters(model)[0].name
+    with torch.no_grad():
+        dict(model.named_parameters())[name][0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=data.ids[0]):
+        gradient_features(model, runtime, tok.pad_token_id, data, groups, [128], feature="sgd")
+
+
+def test_empty_target_sets_stop(tmp_path) -> None:
+    with pytest.raises(SkillmixInputError, match="empty"):
+        targets_from_slices([], [], [])
+    empty_csv = tmp_path / "empty.csv"
+    empty_csv.write_text("input,target\n")
+    with pytest.raises(SkillmixInputError, match="empty.csv: the target file has no rows"):
+        targets_from_files([{"path": str(empty_csv)}])
+    empty_jsonl = tmp_path / "empty.jsonl"
+    empty_jsonl.write_text("")
+    with pytest.raises(SkillmixInputError, match="empty.jsonl: the target file has no rows"):
+        targets_from_files([{"path": str(empty_jsonl)}])
+    # an empty file among non-empty ones is an error too, not a silently missing subtask
+    full = tmp_path / "full.jsonl"
+    full.write_text('{"input": "a", "target": "b"}\n')
+    with pytest.raises(SkillmixInputError, match="empty.jsonl: the target file has no rows"):
+        targets_from_files([{"path": str(full)}, {"path": str(empty_jsonl)}])
+    with pytest.raises(SkillmixInputError, match="no file matches"):
+        targets_from_files([{"path": str(tmp_path / "none" / "*.json")}])
+    with pytest.raises(SkillmixInputError, match="empty"):
+        targets_from_files([])
+
+
+# --- scores and selection -----------------------------------------------------------------------
+
+CKPTS = ["epoch-1", "epoch-2"]
+W = {"epoch-1": 0.7, "epoch-2": 0.3}
+SUB = ["y", "x", "y", "y", "x"]  # target rows' subtasks: two subtasks, unequal, interleaved
+
+
+def synthetic_store(tmp_path, pool_ids, cand_ids, nan_row=None, d=16):
+    gen = torch.Generator().manual_seed(0)
+    cand = {c: torch.randn(len(cand_ids), d, generator=gen) for c in CKPTS}
+    targ = {c: torch.randn(len(SUB), d, generator=gen) for c in CKPTS}
+    if nan_row is not None:
+        cand[CKPTS[1]][nan_row] = float("nan")
+    cuts = {CKPTS[0]: [0, 2, len(cand_ids)], CKPTS[1]: [0, 4, len(cand_ids)]}
+    cs, ci, ts, ti = {}, {}, {}, {}
+    for c in CKPTS:
+        cs[c], ci[c] = [], []
+        for s, (a, b) in enumerate(zip(cuts[c][:-1], cuts[c][1:], strict=True)):
+            write_shard(cand[c][a:b], tmp_path / f"{c}-c{s}.npy")
+            pd.DataFrame({"row": range(b - a), "id": cand_ids[a:b], "group": ["g"] * (b - a)}).to_parquet(
+                tmp_path / f"{c}-c{s}.parquet"
+            )
+            cs[c].append(tmp_path / f"{c}-c{s}.npy")
+            ci[c].append(tmp_path / f"{c}-c{s}.parquet")
+        for s, (a, b) in enumerate(((0, 3), (3, len(SUB)))):
+            write_shard(targ[c][a:b], tmp_path / f"{c}-t{s}.npy")
+            pd.DataFrame(
+                {"row": range(b - a), "id": [f"t{i}" for i in range(a, b)], "group": SUB[a:b]}
+            ).to_parquet(tmp_path / f"{c}-t{s}.parquet")
+        ts[c] = [tmp_path / f"{c}-t0.npy", tmp_path / f"{c}-t1.npy"]
+        ti[c] = [tmp_path / f"{c}-t0.parquet", tmp_path / f"{c}-t1.parquet"]
+    return cs, ci, ts, ti, cand, targ
+
+
+def test_score_datastore_equals_dense(tmp_path) -> None:
+    pool = pd.DataFrame({"id": [f"p{i}" for i in range(8)], "skill": ["a", "b"] * 4})
+    pool["prompt"], pool["answer"], pool["text"] = "q", "a", "q a"
+    cand_ids = ["p5", "p0", "p7", "p2", "p1", "p6", "p3"]  # p4 has no features; not pool order
+    cs, ci, ts, ti, cand, targ = synthetic_store(tmp_path, pool["id"].tolist(), cand_ids)
+    scores = score_datastore(pool, cs, ci, ts, ti, W)
+    assert scores.columns.tolist() == ["id", "skill", "score", "status", "score_y", "score_x"]
+    assert scores["id"].tolist() == pool["id"].tolist() and scores["skill"].tolist() == pool["skill"].tolist()
+    # dense: per checkpoint the cosines of stored rows, mean within subtask, weighted sum, max
+    per = np.zeros((len(cand_ids), 2))
+    for c in CKPTS:
+        cstore = np.concatenate([read_shard(p) for p in cs[c]]).astype(np.float64)
+        tstore = np.concatenate([read_shard(p) for p in ts[c]]).astype(np.float64)
+        np.testing.assert_allclose(np.linalg.norm(cstore, axis=1), 1.0, atol=2e-3)
+        cos = cstore @ tstore.T
+        exact = (unit(cand[c]) @ unit(targ[c]).T).numpy()
+        np.testing.assert_allclose(cos, exact, atol=5e-3)  # float16 storage only
+        for j, s in enumerate(["y", "x"]):
+            per[:, j] += W[c] * cos[:, [k for k, t in enumerate(SUB) if t == s]].mean(axis=1)
+    by_id = scores.set_index("id")
+    for r, i in enumerate(cand_ids):
+        assert by_id.loc[i, "score_y"] == pytest.approx(per[r, 0], abs=1e-5)
+        assert by_id.loc[i, "score_x"] == pytest.approx(per[r, 1], abs=1e-5)
+        assert by_id.loc[i, "score"] == pytest.approx(per[r].max(), abs=1e-5)
+        assert by_id.loc[i, "status"] == STATUS_SCORED
+    assert by_id.loc["p4", "score"] == -np.inf and by_id.loc["p4", "status"] == STATUS_NO_ANSWER
+    assert by_id.loc["p4", "score_x"] == -np.inf
+    picked = select_examples(pool, scores, len(pool))
+    assert "p4" not in picked["id"].tolist() and len(picked) == len(cand_ids)
+    expected = sorted(cand_ids, key=lambda i: (-float(by_id.loc[i, "score"]), i))
+    assert picked["id"].tolist() == expected
+    assert picked["rank"].tolist() == list(range(1, 8))
+    assert (np.diff(picked["score"].to_numpy()) <= 0).all()
+
+
+def test_score_datastore_non_finite_feature_and_bad_targets(tmp_path) -> None:
+    pool = pd.DataFrame({"id": [f"p{i}" for i in range(6)], "skill": "a"})
+    cand_ids = [f"p{i}" for i in range(6)]
+    cs, ci, ts, ti, _, _ = synthetic_store(tmp_path, cand_ids, cand_ids, nan_row=4)
+    scores = score_datastore(pool, cs, ci, ts, ti, W, chunk_rows=2)
+    assert scores.loc[4, "status"] == STATUS_NON_FINITE and scores.loc[4, "score"] == -np.inf
+    assert not scores["score"].isna().any()
+    assert (scores.drop(index=4)["status"] == STATUS_SCORED).all()
+    picked = select_examples(pool, scores, 6)
+    assert len(picked) == 5 and "p4" not in picked["id"].tolist()
+    # a target set whose every example was excluded: nothing to score against
+    empty = tmp_path / "empty.parquet"
+    pd.DataFrame({"row": pd.Series([], dtype=int), "id": pd.Series([], dtype=str), "group": []}).to_parquet(
+        empty
+    )
+    with pytest.raises(SkillmixInputError, match="target set has no examples"):
+        score_datastore(pool, cs, ci, ts, {c: [empty] for c in CKPTS}, W)
+    with pytest.raises(SkillmixInputError, match="not in the pool"):
+        score_datastore(pool.iloc[:3], cs, ci, ts, ti, W)
+
+
+def test_select_examples_descending_ties_by_id() -> None:
+    pool = pd.DataFrame({"id": ["d", "b", "a", "c", "e", "f"], "skill": ["s1", "s2", "s1", "s2", "s1", "s1"]})
+    scores = pd.DataFrame({"id": pool["id"], "score": [0.5, 0.9, 0.5, 0.5, -np.inf, 0.7]})
+    top = select_examples(pool, scores, 4)
+    assert top["id"].tolist() == ["b", "f", "a", "c"]
+    assert top["score"].tolist() == [0.9, 0.7, 0.5, 0.5] and top["rank"].tolist() == [1, 2, 3, 4]
+    assert select_examples(pool, scores, 6)["id"].tolist() == ["b", "f", "a", "c", "d"]  # -inf never
+    with pytest.raises(SkillmixInputError, match="stale"):
+        select_examples(pool, scores.iloc[::-1].reset_index(drop=True), 2)
+
+
+def test_random_examples() -> None:
+    pool = lego_pool(3, 7)  # 21 rows
+    a = random_examples(pool, 5, seed=0)
+    assert len(a) == 5 and a["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert a.drop(columns="rank").equals(random_examples(pool, 5, seed=0).drop(columns="rank"))
+    positions = [pool["id"].tolist().index(i) for i in a["id"]]
+    assert positions == sorted(set(positions))  # distinct, pool order
+    assert a["id"].tolist() != random_examples(pool, 5, seed=1)["id"].tolist()
+    assert random_examples(pool, 21, seed=3)["id"].tolist() == pool["id"].tolist()
+    for bad in (0, 22):
+        with pytest.raises(SkillmixInputError):
+            random_examples(pool, bad, seed=0)
+
+
+def test_selection_size_and_composition() -> None:
+    assert selection_size(100, 7, None) == 7
+    assert selection_size(5, 7, None) == 5
+    assert selection_size(100, 3, 0.5) == 3  # k wins over the fraction
+    assert selection_size(100, None, 0.05) == 5
+    assert selection_size(270679, None, 0.05) == 13533
+    assert selection_size(10, None, 0.05) == 1
+    for k, f in ((0, None), (None, 0.0), (None, 1.5), (None, None)):
+        with pytest.raises(SkillmixInputError):
+            selection_size(100, k, f)
+    pool = lego_pool(3, 6)  # 18 rows, 6 per skill
+    sel = {"less": pool.iloc[[0, 1, 2, 7]], "random": random_examples(pool, 9, seed=0)}
+    comp = composition(pool, sel)
+    assert comp["skill"].tolist() == ["lego-1", "lego-2", "lego-3"]
+    assert comp["pool"].tolist() == [6, 6, 6] and comp["less"].tolist() == [3, 1, 0]
+    assert comp["less_share"].tolist() == [0.75, 0.25, 0.0]
+    for col in ("pool_share", "less_share", "random_share"):
+        assert comp[col].sum() == pytest.approx(1.0, abs=1e-12)
+    assert comp["random"].sum() == 9
+
+
+# --- target sets --------------------------------------------------------------------------------
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("SKILLMIX_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def test_targets_from_bbh_files() -> None:
+    bbh = shared_data() / "bbh"
+    files = sorted(bbh.glob("*.json"))
+    if not files:
+        pytest.skip(f"no BBH task files under {bbh} (set SKILLMIX_SHARED_DATA to the shared data folder)")
+    target, evaluation = targets_from_files([{"path": str(bbh / "*.json")}], per_subtask=3)
+    names = [p.name.split(".")[0] for p in files]
+    assert len(files) == 27
+    assert list(dict.fromkeys(target["subtask"])) == names
+    assert target.columns.tolist() == ["id", "subtask", "prompt", "answer", "text"]
+    assert len(target) == 3 * len(files) == 81
+    assert (target.groupby("subtask", sort=False).size() == 3).all()
+    total = 0
+    for path, name in zip(files, names, strict=True):
+        examples = json.loads(path.read_text())["examples"]
+        total += len(examples)
+        t = target[target["subtask"] == name]
+        assert t["id"].tolist() == [f"{name}/{i}" for i in range(3)]
+        assert t["prompt"].tolist() == [e["input"] for e in examples[:3]]
+        assert t["answer"].tolist() == [e["target"] for e in examples[:3]]
+        ev = evaluation[evaluation["subtask"] == name]
+        assert ev["id"].tolist() == [f"{name}/{i}" for i in range(3, len(examples))]
+        assert ev["prompt"].tolist() == [e["input"] for e in examples[3:]]
+    assert len(evaluation) == total - 81
+    assert not set(target["id"]) & set(evaluation["id"])
+    _, ev2 = targets_from_files([{"path": str(bbh / "*.json")}], per_subtask=3, eval_per_subtask=2)
+    assert len(ev2) == 2 * len(files)
+    with pytest.raises(SkillmixInputError, match="subtask"):  # one name for many files
+        targets_from_files([{"path": str(bbh / "*.json"), "subtask": "bbh"}])
+
+
+def test_targets_from_jsonl_with_custom_keys(tmp_path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    rows = [{"question": f"q{i}?", "solution": f"s{i}", "extra": i} for i in range(5)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"path": str(path), "prompt_key": "question", "answer_key": "solution"}
+    target, evaluation = targets_from_files([cfg], per_subtask=2)
+    assert target["id"].tolist() == ["tasks/0", "tasks/1"] and (target["subtask"] == "tasks").all()
+    assert target["prompt"].tolist() == ["q0?", "q1?"] and target["answer"].tolist() == ["s0", "s1"]
+    assert evaluation["id"].tolist() == ["tasks/2", "tasks/3", "tasks/4"]
+    assert evaluation["answer"].tolist() == ["s2", "s3", "s4"]
+    target, _ = targets_from_files([{**cfg, "subtask": "mine"}], per_subtask=1)
+    assert target["id"].tolist() == ["mine/0"]
+    with pytest.raises(SkillmixInputError, match="'answer'"):
+        targets_from_files([{**cfg, "answer_key": "answer"}])
+    with pytest.raises(SkillmixInputError, match="'input'"):
+        targets_from_files([{"path": str(path)}])  # default keys input / target
+
+
+def test_targets_from_slices(tmp_path) -> None:
+    data = generate_lego(3, 10, 1).examples
+    val_paths, test_paths = [], []
+    for skill, part in data.groupby("skill", sort=True):
+        part = part.reset_index(drop=True)
+        part.iloc[:4].to_parquet(tmp_path / f"{skill}.val.parquet")
+        part.iloc[4:10].to_parquet(tmp_path / f"{skill}.test.parquet")
+        val_paths.append(tmp_path / f"{skill}.val.parquet")
+        test_paths.append(tmp_path / f"{skill}.test.parquet")
+    target, evaluation = targets_from_slices(["lego-3", "lego-1"], val_paths, test_paths)
+    assert (
+        target.columns.tolist()
+        == evaluation.columns.tolist()
+        == ["id", "subtask", "prompt", "answer", "text"]
+    )
+    by = {s: data[data["skill"] == s].reset_index(drop=True) for s in ("lego-1", "lego-3")}
+    assert target["id"].tolist() == by["lego-3"]["id"][:4].tolist() + by["lego-1"]["id"][:4].tolist()
+    assert target["subtask"].tolist() == ["lego-3"] * 4 + ["lego-1"] * 4
+    assert (
+        target["answer"].tolist() == by["lego-3"]["answer"][:4].tolist() + by["lego-1"]["answer"][:4].tolist()
+    )
+    assert evaluation["id"].tolist() == by["lego-3"]["id"][4:].tolist() + by["lego-1"]["id"][4:].tolist()
+    t2, e2 = targets_from_slices(["lego-1"], val_paths, test_paths, per_subtask=2, eval_per_subtask=3)
+    assert t2["id"].tolist() == by["lego-1"]["id"][:2].tolist()
+    assert e2["id"].tolist() == by["lego-1"]["id"][4:7].tolist()
+    with pytest.raises(SkillmixInputError, match="lego-9"):
+        targets_from_slices(["lego-9"], val_paths, test_paths)
