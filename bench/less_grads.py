@@ -4,6 +4,8 @@ Issue 4's engine benchmark. On the same model (the default tiny Llama with LoRA 
 and the same LEGO examples, measures examples/s of
   - the one-example-at-a-time loop (LESS's way: one forward/backward per example, p.grad read),
   - the batched hook engine (`skillmix.gradients.PerExampleGradients`),
+  - the full candidate feature (`skillmix.datastore.gradient_features`: engine, LESS's Adam
+    transform from a real AdamW state, projection to --dims with the portable matrix, normalising),
   - plain batched training steps (forward + backward of the mean loss, no per-example work),
 and the cosine of every engine row with the loop's gradient of the same example.
 
@@ -17,6 +19,7 @@ import time
 
 import torch
 
+from skillmix.datastore import gradient_features
 from skillmix.encoding import collate, encode_frame, per_example_loss
 from skillmix.gradients import PerExampleGradients, lora_parameters
 from skillmix.modeling import load_model, select_runtime
@@ -75,6 +78,30 @@ def training_steps(model, data, runtime, pad_id, batch: int) -> None:
         per_example_loss(logits, b["labels"]).mean().backward()
 
 
+def adam_state(model, data, runtime, pad_id, batch: int, steps: int = 3) -> dict:
+    """A real AdamW state over the LoRA weights after a few steps (the weights are put back)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.detach().clone() for p in params]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    model.train()
+    for step in range(steps):
+        b = collate(
+            data.input_ids[step * batch : (step + 1) * batch],
+            data.labels[step * batch : (step + 1) * batch],
+            pad_id,
+        )
+        b = {k: v.to(runtime.device) for k, v in b.items()}
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        per_example_loss(logits, b["labels"]).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for p, v in zip(params, saved, strict=True):
+            p.copy_(v)
+    model.eval()
+    return optimizer.state_dict()
+
+
 def timed(fn, *args) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn(*args)
@@ -89,6 +116,7 @@ def main() -> None:
     )
     parser.add_argument("--examples", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dims", type=int, default=8192, help="projection width of the feature row")
     args = parser.parse_args()
     runtime = select_runtime("auto", "fp32")
     model, tok = load_model(MODEL)
@@ -101,10 +129,17 @@ def main() -> None:
     frame = generate_lego(5, args.examples // 5, 0).examples
     data = encode_frame(tok, frame, "lego", 128)
     pad = tok.pad_token_id
+    state = adam_state(model, data, runtime, pad, args.batch)
     engine_gradients(model, data, runtime, pad, args.batch)  # warm up
     t_loop, loop = timed(loop_gradients, model, data, runtime, pad)
     t_engine, engine = timed(engine_gradients, model, data, runtime, pad, args.batch)
     t_train, _ = timed(training_steps, model, data, runtime, pad, args.batch)
+    groups = ["lego"] * len(data)
+    t_feat, _ = timed(
+        lambda: gradient_features(
+            model, runtime, pad, data, groups, [args.dims], "adam", state, batch_size=args.batch
+        )
+    )
     cos = torch.nn.functional.cosine_similarity(loop.double(), engine.double(), dim=1)
     n = len(data)
     dim = sum(p.numel for p in lora_parameters(model))
@@ -114,9 +149,11 @@ def main() -> None:
     )
     print("| method | examples/s |\n| --- | --- |")
     print(f"| one-example loop | {n / t_loop:.0f} |\n| batched engine | {n / t_engine:.0f} |")
+    print(f"| features: engine + Adam + projection to {args.dims} | {n / t_feat:.0f} |")
     print(f"| plain training steps (forward + backward) | {n / t_train:.0f} |")
     ratio = t_train / t_engine
     print(f"\nengine vs loop: {t_loop / t_engine:.1f}x faster; engine / training throughput: {ratio:.2f}")
+    print(f"features / training throughput: {t_train / t_feat:.2f}")
     print(f"cosine with the loop: min {cos.min():.6f}, mean {cos.mean():.6f}")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from skillmix import influence
 from skillmix.errors import SkillmixInputError
 from skillmix.influence import (
     checkpoint_weights,
@@ -91,17 +92,22 @@ def test_scores_equal_dense(fixture):
     np.testing.assert_array_equal(scores2, scores)
 
 
-def test_sharding_and_chunking_do_not_change_scores(fixture):
+@pytest.mark.parametrize("read_rows", [3, 4096])
+def test_sharding_and_chunking_do_not_change_scores(fixture, monkeypatch, read_rows):
     tmp_path, cand, _, _, targets = fixture
+    monkeypatch.setattr(influence, "READ_ROWS", read_rows)  # several reads per shard and chunk
     results = []
     for cuts in ([0, N], [0, 30, N], [0, 1, 2, 17, 50, N]):
         tag = len(cuts)
-        shards = {c: write_sharded(tmp_path, f"{c}-{tag}", cand[c], cuts) for c in CKPTS}
+        shards = {c: write_sharded(tmp_path, f"{c}-{tag}-{read_rows}", cand[c], cuts) for c in CKPTS}
         for chunk in (7, 65536):
             results.append(influence_scores(shards, targets, SUBTASKS, WEIGHTS, chunk_rows=chunk))
     for scores, per in results[1:]:
         np.testing.assert_array_equal(scores, results[0][0])
         np.testing.assert_array_equal(per, results[0][1])
+    targ16 = {c: read_shard(targets[c]).astype(np.float32) for c in CKPTS}
+    cand16 = {c: stored(write_sharded(tmp_path, f"{c}-dense-{read_rows}", cand[c], [0, N])) for c in CKPTS}
+    np.testing.assert_allclose(results[0][0], dense(cand16, targ16)[0], atol=1e-5)
 
 
 def test_nan_row_scores_minus_inf_and_is_not_selected(fixture, caplog):

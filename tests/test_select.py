@@ -318,6 +318,27 @@ def test_adam_feature_equals_hand_computation(warm) -> None:
         torch.testing.assert_close(
             got.features[256].to(torch.float64), hand_features(x, 256, seed=7), atol=1e-5, rtol=0
         )
+    # faithful mode: the feature rounded to float16 before the projection (less.md §9.4)
+    half = gradient_features(
+        model,
+        runtime,
+        tok.pad_token_id,
+        data,
+        groups,
+        [256],
+        feature="adam",
+        optimizer_state=state,
+        projection_seed=7,
+        projection_input="float16",
+    )
+    want_half = hand_features(gamma.to(torch.float32).to(torch.float16), 256, seed=7)
+    torch.testing.assert_close(half.features[256].to(torch.float64), want_half, atol=1e-5, rtol=0)
+    assert half.stats["projection_input"] == "float16"
+    rounding = (half.features[256].double() - res.features[256].double()).abs().max()
+    residual = (half.features[256].double() - want_half).abs().max()
+    assert residual < rounding / 10  # the rounding shows, and it is the one computed by hand
+    with pytest.raises(SkillmixInputError, match="projection_input"):
+        gradient_features(model, runtime, tok.pad_token_id, data, groups, [128], projection_input="bf16")
     with pytest.raises(SkillmixInputError, match="optimizer state"):
         gradient_features(model, runtime, tok.pad_token_id, data, groups, [128], feature="adam")
 

@@ -101,6 +101,7 @@ def gradient_features(
     adam_variant: str = "less",
     projection_seed: int = 0,
     batch_size: int = 16,
+    projection_input: str = "float32",
 ) -> FeatureResult:
     """Projected, unit-normalised per-example gradient features of every example of `data`.
 
@@ -108,7 +109,11 @@ def gradient_features(
     "adam" (needs `optimizer_state`, a torch AdamW state_dict over exactly the LoRA
     parameters), "sgd" or "sign". Examples without label tokens are excluded and reported; a
     non-finite loss or gradient raises FloatingPointError naming the example.
+    `projection_input` "float16" rounds the transformed gradient to float16 before projecting,
+    as the original does (less.md §9.4); the product is accumulated in float32 either way.
     """
+    if projection_input not in ("float32", "float16"):
+        raise SkillmixInputError(f"projection_input must be float32 or float16, got {projection_input!r}")
     if feature not in FEATURES:
         raise SkillmixInputError(f"gradient feature must be one of {FEATURES}, got {feature!r}")
     dims = sorted({int(d) for d in dims})
@@ -159,12 +164,15 @@ def gradient_features(
                     g = g_t
                 elif feature == "sign":
                     g = sign_feature(g)
+                if projection_input == "float16":
+                    g = g.to(torch.float16)
                 acc += projection(g, p.offset)
             out[rows] = acc.cpu()
         bar.close()
     if moments is not None and kept:
         stats["share_v_above_1e-9"] = large_v / (len(kept) * engine.dim)
     stats["grad_dim"] = engine.dim
+    stats["projection_input"] = projection_input
     stats["projector"] = projector.identity
     features = {d: normalise_rows(out[:, :d]) for d in dims}
     return FeatureResult(
@@ -247,6 +255,7 @@ def build_shard(
         adam_variant=grads_cfg.get("adam_variant", "less"),
         projection_seed=grads_cfg.get("projection_seed", 0),
         batch_size=grads_cfg.get("batch_size", 16),
+        projection_input=grads_cfg.get("projection_input", "float32"),
     )
     if "share_v_above_1e-9" in result.stats:
         log.info("share of coordinates with v' > 1e-9: %.4f", result.stats["share_v_above_1e-9"])

@@ -29,6 +29,7 @@ from skillmix.projection import normalise_rows
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+READ_ROWS = 4096  # rows per read of a shard
 
 
 def write_shard(features: torch.Tensor, path: PathLike) -> None:
@@ -118,9 +119,14 @@ class _ShardedRows:
         self.d = dims.pop() if dims else None
         self.offsets = np.cumsum([0] + [shape[0] for shape, _, _ in self.layouts])
         self.n = int(self.offsets[-1])
+        self._buf: np.ndarray | None = None
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows start..stop as a float32 array (only these rows are read)."""
+        """Rows start..stop as a float32 array (only these rows are read).
+
+        Reads go through one reused buffer of READ_ROWS rows, so a call holds the float32 result
+        plus that buffer, never a second full-size copy in the stored dtype.
+        """
         out = np.empty((stop - start, self.d or 0), dtype=np.float32)
         first = int(np.searchsorted(self.offsets, start, side="right")) - 1
         for s in range(max(first, 0), len(self.paths)):
@@ -131,13 +137,20 @@ class _ShardedRows:
             if b <= a:
                 continue
             (_, d), dtype, offset = self.layouts[s]
-            raw = np.empty((b - a, d), dtype=dtype)
             with open(self.paths[s], "rb") as f:
                 f.seek(offset + a * d * dtype.itemsize)
-                if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
-                    raise SkillmixInputError(f"{self.paths[s]}: feature shard ended early")
-            out[lo + a - start : lo + b - start] = raw
+                for pos in range(a, b, READ_ROWS):
+                    k = min(READ_ROWS, b - pos)
+                    buf = self._buffer(dtype, d)[:k]
+                    if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+                        raise SkillmixInputError(f"{self.paths[s]}: feature shard ended early")
+                    out[lo + pos - start : lo + pos + k - start] = buf
         return out
+
+    def _buffer(self, dtype: np.dtype, d: int) -> np.ndarray:
+        if self._buf is None or self._buf.dtype != dtype or self._buf.shape[1] != d:
+            self._buf = np.empty((READ_ROWS, d), dtype=dtype)
+        return self._buf
 
 
 def influence_scores(
@@ -145,7 +158,7 @@ def influence_scores(
     target: Mapping[Hashable, np.ndarray | PathLike],
     target_subtasks: Sequence[str],
     weights: Mapping[Hashable, float],
-    chunk_rows: int = 65536,
+    chunk_rows: int = 16384,
 ) -> tuple[np.ndarray, np.ndarray]:
     """LESS scores of every candidate row, streamed shard by shard.
 
@@ -157,7 +170,8 @@ def influence_scores(
     Returns (scores [N] float32, per_subtask [N, n_subtasks] float32); the columns of per_subtask
     follow `subtask_labels(target_subtasks)`. Candidate rows with a non-finite feature in any
     checkpoint (e.g. a NaN loss) get −inf in both and are logged; they are never selected first.
-    Memory: one chunk of chunk_rows candidate rows per checkpoint at a time, plus the targets.
+    Memory: one float32 chunk of chunk_rows × d candidate values at a time (4·chunk_rows·d bytes,
+    512 MiB at the default and d = 8192), a read buffer of READ_ROWS rows, and the targets.
     """
     ckpts = list(candidate_shards)
     if not ckpts:
