@@ -22,7 +22,7 @@ that the peak RSS, the child's VmHWM, belongs to one measurement):
 As root the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before each
 measurement, so both reads are cold; otherwise the plain read runs first and the cache state is
 reported as found (`Cached:` of /proc/meminfo before each measurement is recorded either way).
-GB are 10^9 bytes. Prints a Markdown table and writes JSON to bench/out/influence_scale.json.
+GB are 10^9 bytes, MB 10^6. Prints a Markdown table and writes JSON to bench/out/influence_scale.json.
 
     python bench/influence_scale.py                       # 1M × 8192, 16 shards, 1000 targets
     python bench/influence_scale.py --rows 20000 --dim 512 --shards 3 --targets 50   # quick
@@ -308,7 +308,7 @@ def measure(mode: str, args, chunk_rows: int, cold: bool) -> dict:
 
 
 def mb(x: float) -> str:
-    return f"{x / 2**20:,.0f}"
+    return f"{x / 1e6:,.0f}"
 
 
 def main() -> None:

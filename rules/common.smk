@@ -129,6 +129,20 @@ if SELECT_DIM not in DIMS:
 SELECTIONS = ["less", "random"]
 
 
+def select_base():
+    """The trained model LESS starts from (select.base_run), as an input; none by default."""
+    run = SELECT["base_run"]
+    return [f"results/train/{run}/model"] if run else []
+
+
+def select_model():
+    """The model config of the LESS stages: the configured model, or the base run's saved model."""
+    run = SELECT["base_run"]
+    if not run:
+        return config["model"]
+    return {**config["model"], "kind": "pretrained", "name_or_path": f"results/train/{run}/model"}
+
+
 def target_inputs(wildcards):
     """Input function of the target set: external files, or the slices of the target skills."""
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]

@@ -53,6 +53,7 @@ rule select_target:
 rule warmup:
     input:
         pool=f"{SEL}/pool.parquet",
+        base=select_base(),
     output:
         checkpoints=[directory(f"{SEL}/warmup/{c}") for c in CHECKPOINTS],
         weights=f"{SEL}/warmup/weights.json",
@@ -70,7 +71,7 @@ rule warmup:
         runtime=res("warmup", "runtime"),
         gpu=res("warmup", "gpu"),
     params:
-        model=config["model"],
+        model=select_model(),
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         names=CHECKPOINTS,
@@ -86,6 +87,7 @@ rule grads:
     input:
         checkpoint=f"{SEL}/warmup/{{ckpt}}",
         examples=grads_examples,
+        base=select_base(),
     output:
         features=expand(
             f"{SEL}/grads/{{{{ckpt}}}}/{{{{set}}}}/d{{dim}}/{{{{scatteritem}}}}.npy",
@@ -108,7 +110,7 @@ rule grads:
         runtime=res("grads", "runtime"),
         gpu=res("grads", "gpu"),
     params:
-        model=config["model"],
+        model=select_model(),
         lora=SELECT["lora"],
         grads=SELECT["grads"],
         feature=grads_feature,
@@ -206,6 +208,7 @@ rule train_selected:
     input:
         selected=f"{SEL}/selected/{{selection}}.parquet",
         evaluation=f"{SEL}/target/evaluation.parquet",
+        base=select_base(),
     output:
         model=directory(f"{SEL}/train/{{selection}}/model"),
         steps=f"{SEL}/train/{{selection}}/steps.parquet",
@@ -225,7 +228,7 @@ rule train_selected:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     params:
-        model=config["model"],
+        model=select_model(),
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         train=SELECT["train"],

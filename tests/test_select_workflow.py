@@ -1,10 +1,10 @@
 """End-to-end tests of LESS selection in the workflow (tests/configs/tiny_select.yaml).
 
-The tiny selection run: 3 LEGO skills with 40 training examples each (a pool of 120), the
-target is lego-3's validation slice (6 examples), a 2-epoch LoRA warm-up on 25% of the pool,
-features of width 128 and 256 in 3 shards per checkpoint and set, 10% selected (12 examples),
-training for 2 epochs on the LESS selection and on a random one, evaluated on lego-3's test
-slice.
+The tiny selection run: 3 LEGO skills with 40 training examples each (a pool of 120); LESS
+starts from the model of the tiny `random` run; the target is lego-3's validation slice (6
+examples); a 2-epoch LoRA warm-up on 25% of the pool; features of width 128 and 256 in 3
+shards per checkpoint and set; 10% selected (12 examples); training for 2 epochs on the LESS
+selection and on a random one, evaluated on lego-3's test slice.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def select_run(tmp_path_factory) -> Path:
     assert stats["grads"] == len(CKPTS) * 2 * len(SHARDS), stats
     assert stats["warmup"] == 1 and stats["influence"] == len(DIMS), stats
     assert stats["train_selected"] == 2 and stats["evaluate_selected"] == 2, stats
+    assert stats["train"] == 1, stats  # the base run; nothing else of the Skill-It part
     return workdir
 
 

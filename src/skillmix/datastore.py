@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from skillmix.encoding import EncodedSet
+from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.gradients import (
     PerExampleGradients,
@@ -39,6 +39,7 @@ from skillmix.influence import write_shard
 from skillmix.jobs import write_json, write_parquet
 from skillmix.modeling import Runtime
 from skillmix.projection import RademacherProjector, normalise_rows, single_row_safe_matmul
+from skillmix.warmup import load_epoch_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +224,6 @@ def build_shard(
     The examples file is the candidate pool (group column `skill`) or the target set (group
     column `subtask`). Candidates with feature "adam" use the checkpoint's optimizer moments.
     """
-    from skillmix.encoding import encode_frame
-    from skillmix.warmup import load_epoch_checkpoint
-
     frame = pd.read_parquet(examples_path)
     group_col = "skill" if "skill" in frame.columns else "subtask"
     index, count = parse_scatteritem(scatteritem)
