@@ -175,9 +175,21 @@ def child_plain(root: Path, meta: dict, chunk_rows: int) -> dict:
     }
 
 
+def rows_of(paths: list[Path], start: int, stop: int) -> np.ndarray:
+    """Rows start..stop of the concatenated shards, read independently of skillmix (memory maps)."""
+    parts, offset = [], 0
+    for p in paths:
+        arr = np.load(p, mmap_mode="r")
+        lo, hi = max(start, offset), min(stop, offset + len(arr))
+        if hi > lo:
+            parts.append(np.asarray(arr[lo - offset : hi - offset]))
+        offset += len(arr)
+    return np.concatenate(parts)
+
+
 def dense_scores(root: Path, meta: dict, start: int, stop: int) -> np.ndarray:
     """Scores of rows start..stop computed densely in float64 from the dot products with every target."""
-    from skillmix.influence import _ShardedRows, read_shard
+    from skillmix.influence import read_shard
 
     labels = subtask_of_targets(meta)
     uniq = list(dict.fromkeys(labels))
@@ -185,7 +197,7 @@ def dense_scores(root: Path, meta: dict, start: int, stop: int) -> np.ndarray:
     ckpts = shard_paths(root, meta)
     acc = np.zeros((stop - start, len(uniq)))
     for ckpt, paths in ckpts.items():
-        x = _ShardedRows(paths).rows(start, stop).astype(np.float64)
+        x = rows_of(paths, start, stop).astype(np.float64)
         t = read_shard(target_paths(root, meta)[ckpt], mmap=False).astype(np.float64)
         dots = x @ t.T  # [rows, targets]
         per = np.stack([dots[:, col == j].mean(axis=1) for j in range(len(uniq))], axis=1)
