@@ -140,7 +140,11 @@ def select_model():
     run = SELECT["base_run"]
     if not run:
         return config["model"]
-    return {**config["model"], "kind": "pretrained", "name_or_path": f"results/train/{run}/model"}
+    return {
+        **config["model"],
+        "kind": "pretrained",
+        "name_or_path": f"results/train/{run}/model",
+    }
 
 
 def target_inputs(wildcards):
