@@ -1,0 +1,280 @@
+"""Empirical NTK kernels of fine-tuning and the solvers that predict from them (entk.md §2–§5).
+
+For a model whose outputs on an example x are C logits f(x) (for a language model: the
+next-token logits of the label words at the answer position), g_c(x) = ∇_θ f_c(x) over a chosen
+parameter subset. Kernels between a training set (rows i) and a set X (columns j):
+
+* ``sgd``:               K[i, c, j, c'] = ⟨g_c(x_i), g_c'(x_j)⟩  (the eNTK)
+* ``signgd``:            K[i, c, j, c'] = ⟨sign g_c(x_i), sign g_c'(x_j)⟩  (integer-valued)
+* ``asymmetric_signgd``: K[0] = ⟨sign g(x_i), g(x_j)⟩ and K[1] = ⟨g(x_i), sign g(x_j)⟩, stacked [2, …]
+
+Every kernel is a Gram matrix of per-(example, logit) feature rows, computed here in blocks of
+rows and columns with float64 accumulation, so memory stays bounded and the result does not
+depend on the block sizes (`gram`). The solvers flatten [N, C, M, C] to (N·C) × (M·C) with row
+index i·C + c: kernel regression with a ridge relative to the top eigenvalue, with or without
+the initial model's outputs f0, and logistic regression on the kernel's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from skillmix.errors import SkillmixInputError
+
+log = logging.getLogger(__name__)
+
+FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
+
+
+def select_parameters(
+    named: Mapping[str, torch.Tensor] | Sequence[tuple[str, torch.Tensor]], subset: str = "all"
+) -> dict[str, torch.Tensor]:
+    """The parameters a kernel differentiates: `all`, `no_embeddings` (names without "embed"),
+    `no_head` (without "head"), `bias` (names ending in "bias"), `lora` (names with "lora_"), or
+    a comma-separated list of name substrings. Only parameters that require grad count."""
+    items = list(named.items()) if isinstance(named, Mapping) else list(named)
+    items = [(n, p) for n, p in items if p.requires_grad]
+    rules: dict[str, Callable[[str], bool]] = {
+        "all": lambda n: True,
+        "no_embeddings": lambda n: "embed" not in n,
+        "no_head": lambda n: "head" not in n,
+        "bias": lambda n: n.endswith("bias"),
+        "lora": lambda n: "lora_" in n,
+    }
+    if subset in rules:
+        keep = rules[subset]
+    else:
+        parts = [s.strip() for s in subset.split(",") if s.strip()]
+        if not parts:
+            raise SkillmixInputError(f"parameter subset {subset!r} names nothing")
+
+        def keep(n: str) -> bool:
+            return any(s in n for s in parts)
+
+    chosen = {n: p for n, p in items if keep(n)}
+    if not chosen:
+        raise SkillmixInputError(f"parameter subset {subset!r} selects no trainable parameter")
+    return chosen
+
+
+def per_logit_jacobians(
+    model: torch.nn.Module,
+    outputs: Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    subset: str = "all",
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Flat per-example, per-logit Jacobians [N, C, P] of the selected parameters.
+
+    `outputs(model, params, x)` returns the C logits of ONE example x (a row of `inputs`) with
+    the selected parameters replaced by `params` (use `torch.func.functional_call`). Computed
+    with `torch.func.jacrev` under `vmap`, `batch_size` examples at a time; parameters are
+    flattened in `named_parameters()` order. The model is put in eval mode.
+    """
+    from torch.func import jacrev, vmap
+
+    model.eval()
+    params = {n: p.detach() for n, p in select_parameters(model.named_parameters(), subset).items()}
+
+    def f(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return outputs(model, p, x)
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))
+    rows = []
+    for start in range(0, len(inputs), batch_size):
+        j = jac(params, inputs[start : start + batch_size])
+        n = next(iter(j.values())).shape[0]
+        c = next(iter(j.values())).shape[1]
+        rows.append(torch.cat([j[name].reshape(n, c, -1) for name in params], dim=2))
+    return torch.cat(rows)
+
+
+def _transform(x: torch.Tensor, signed: bool) -> torch.Tensor:
+    return torch.sign(x) if signed else x
+
+
+def gram(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    sign_rows: bool = False,
+    sign_cols: bool = False,
+    row_block: int = 256,
+    col_block: int = 256,
+) -> torch.Tensor:
+    """G[i, c, j, c'] = ⟨T(rows[i, c]), T(cols[j, c'])⟩ in float64, computed block by block.
+
+    rows [N, C, P] and cols [M, C', P] are feature rows (e.g. per-logit Jacobians); T is sign()
+    where asked (sign(0) = 0). Blocks of row_block × col_block examples are multiplied in
+    float64 in a fixed order, so any block sizes give the same result.
+    """
+    if rows.ndim != 3 or cols.ndim != 3 or rows.shape[2] != cols.shape[2]:
+        raise SkillmixInputError(
+            "gram: need [N, C, P] and [M, C', P] with the same P, "
+            f"got {tuple(rows.shape)} and {tuple(cols.shape)}"
+        )
+    if row_block < 1 or col_block < 1:
+        raise SkillmixInputError("gram: block sizes must be >= 1")
+    n, c, p = rows.shape
+    m, c2, _ = cols.shape
+    out = torch.empty((n, c, m, c2), dtype=torch.float64)
+    for i in range(0, n, row_block):
+        a = _transform(rows[i : i + row_block].to(torch.float64), sign_rows).reshape(-1, p)
+        for j in range(0, m, col_block):
+            b = _transform(cols[j : j + col_block].to(torch.float64), sign_cols).reshape(-1, p)
+            block = (a @ b.T).reshape(-1, c, min(col_block, m - j), c2)
+            out[i : i + row_block, :, j : j + col_block, :] = block.cpu()
+    return out
+
+
+def kernel(
+    train: torch.Tensor, other: torch.Tensor, formula: str = "sgd", row_block: int = 256, col_block: int = 256
+) -> torch.Tensor:
+    """The kernel of one formula between training Jacobians [N, C, P] and X's [M, C, P].
+
+    `sgd` and `signgd` give [N, C, M, C]; `asymmetric_signgd` gives [2, N, C, M, C] with [0] =
+    ⟨sign g(x_i), g(x_j)⟩ and [1] = ⟨g(x_i), sign g(x_j)⟩ (the "flipped" kernel).
+    """
+    kw = {"row_block": row_block, "col_block": col_block}
+    if formula == "sgd":
+        return gram(train, other, **kw)
+    if formula == "signgd":
+        return gram(train, other, True, True, **kw)
+    if formula == "asymmetric_signgd":
+        return torch.stack([gram(train, other, True, False, **kw), gram(train, other, False, True, **kw)])
+    raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
+
+
+def flatten_kernel(k: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[N, C, M, C'] → (N·C) × (M·C') with row index i·C + c, as float64 numpy."""
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim != 4:
+        raise SkillmixInputError(f"kernel must be [N, C, M, C], got shape {k.shape}")
+    n, c, m, c2 = k.shape
+    return k.reshape(n * c, m * c2)
+
+
+def targets_matrix(labels: Sequence[int] | np.ndarray, n_logits: int) -> np.ndarray:
+    """Regression targets of the flattened kernel: one-hot [N·C] for C > 1, ±1 [N] for C = 1 (labels 0/1)."""
+    y = np.asarray(labels, dtype=np.int64)
+    if n_logits == 1:
+        if not np.isin(y, [0, 1]).all():
+            raise SkillmixInputError("binary targets must be 0 or 1")
+        return (2.0 * y - 1.0).astype(np.float64)
+    if y.min(initial=0) < 0 or y.max(initial=0) >= n_logits:
+        raise SkillmixInputError(f"labels must lie in 0..{n_logits - 1}")
+    return np.eye(n_logits)[y].reshape(-1)
+
+
+def predictions_to_labels(pred: np.ndarray, n_logits: int) -> np.ndarray:
+    """Argmax labels from flattened predictions ([M·C], or [M] binary scores: > 0 is label 1)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if n_logits == 1:
+        return (pred > 0).astype(np.int64)
+    return pred.reshape(-1, n_logits).argmax(axis=1)
+
+
+@dataclass
+class SolverResult:
+    """Predictions of a solver on X (flattened like the targets) and what was used."""
+
+    predictions: np.ndarray
+    labels: np.ndarray
+    settings: dict
+
+
+def ridge(k_train: np.ndarray, reg: float) -> np.ndarray:
+    """K + λ·σ_max(K)·I: the ridge relative to the top singular value (entk.md §5)."""
+    if reg < 0:
+        raise SkillmixInputError(f"kernel regularisation must be >= 0, got {reg}")
+    if reg == 0:
+        return k_train
+    top = float(np.linalg.norm(k_train, 2))
+    return k_train + reg * top * np.eye(k_train.shape[0])
+
+
+def solve_lstsq(
+    k_train: torch.Tensor | np.ndarray,
+    y_train: np.ndarray,
+    k_test: torch.Tensor | np.ndarray,
+    reg: float = 0.0,
+    f0_train: np.ndarray | None = None,
+    f0_test: np.ndarray | None = None,
+    f0_scaling: float = 1.0,
+) -> SolverResult:
+    """Kernel regression: α = lstsq(K_λ, Y − f0(X)/s), ŷ = K*ᵀα + f0(X*)/s (f0 only if given).
+
+    k_train [N, C, N, C], k_test [N, C, M, C]; y_train flattened like `targets_matrix`; f0
+    flattened the same way (the initial model's logits). With f0 and reg = 0 this is the
+    infinite-time limit of gradient flow on ½·MSE of the linearised model.
+    """
+    kt = flatten_kernel(k_train)
+    ks = flatten_kernel(k_test)
+    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    if kt.shape[0] != kt.shape[1] or kt.shape[0] != y.shape[0] or ks.shape[0] != kt.shape[0]:
+        raise SkillmixInputError(
+            f"lstsq: shapes do not fit: train kernel {kt.shape}, targets {y.shape}, test kernel {ks.shape}"
+        )
+    use_f0 = f0_train is not None and f0_test is not None
+    if (f0_train is None) != (f0_test is None):
+        raise SkillmixInputError("lstsq: give both f0_train and f0_test, or neither")
+    base_train = np.asarray(f0_train, dtype=np.float64).reshape(-1) / f0_scaling if use_f0 else 0.0
+    base_test = np.asarray(f0_test, dtype=np.float64).reshape(-1) / f0_scaling if use_f0 else 0.0
+    alpha = np.linalg.lstsq(ridge(kt, reg), y - base_train, rcond=None)[0]
+    pred = ks.T @ alpha + base_test
+    c = np.asarray(k_train).shape[1]
+    return SolverResult(
+        pred,
+        predictions_to_labels(pred, c),
+        {"solver": "lstsq", "reg": reg, "f0": use_f0, "f0_scaling": f0_scaling},
+    )
+
+
+def solve_logistic(
+    k_train: torch.Tensor | np.ndarray,
+    y_train: np.ndarray,
+    k_test: torch.Tensor | np.ndarray,
+    reg: float = 0.0,
+    seed: int = 0,
+) -> SolverResult:
+    """Logistic regression (scikit-learn LogisticRegressionCV, L2, lbfgs) on the rows of K_λ.
+
+    Each (example, logit) row is one sample with label (y + 1)/2 of the flattened ±1 / one-hot
+    targets; a test column's score is log p1 − log p0. f0 is not used (as in the original).
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+
+    kt = ridge(flatten_kernel(k_train), reg)
+    ks = flatten_kernel(k_test)
+    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    labels = (y > 0).astype(np.int64)
+    if len(np.unique(labels)) < 2:
+        raise SkillmixInputError("logistic solver: the training targets hold a single class")
+    folds = int(min(5, np.bincount(labels).min()))
+    if folds < 2:
+        raise SkillmixInputError("logistic solver: need at least 2 rows of each class")
+    clf = LogisticRegressionCV(max_iter=10000, random_state=seed, cv=folds, scoring="accuracy")
+    with warnings.catch_warnings():  # scikit-learn's notices of future default changes
+        warnings.simplefilter("ignore", FutureWarning)
+        clf.fit(kt, labels)
+    logp = clf.predict_log_proba(ks.T)
+    score = logp[:, 1] - logp[:, 0]
+    c = np.asarray(k_train).shape[1]
+    return SolverResult(
+        score,
+        predictions_to_labels(score, c),
+        {"solver": "logistic", "reg": reg, "folds": folds, "seed": seed},
+    )
+
+
+def accuracy(labels: np.ndarray, truth: Sequence[int] | np.ndarray) -> float:
+    """Share of equal labels."""
+    labels, truth = np.asarray(labels), np.asarray(truth)
+    if labels.shape != truth.shape:
+        raise SkillmixInputError(f"accuracy: {labels.shape} predictions for {truth.shape} labels")
+    return float((labels == truth).mean()) if len(truth) else float("nan")
