@@ -212,3 +212,128 @@ def test_parameter_subsets():
     assert list(select_parameters(model.named_parameters(), "b1,b2")) == ["b1", "b2"]
     with pytest.raises(SkillmixInputError, match="selects no trainable parameter"):
         select_parameters(model.named_parameters(), "lora")
+
+
+# --- causal LMs: label-word logits at the answer position ---------------------------------------
+
+TINY = {
+    "architecture": "llama",
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_layers": 1,
+    "num_heads": 2,
+    "max_positions": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from skillmix.modeling import build_tiny_model
+
+    model, tok = build_tiny_model(TINY, seed=0)
+    return model.double(), tok
+
+
+def test_label_words_on_a_byte_tokenizer(tiny_lm):
+    from skillmix.kernels import label_words
+
+    _, tok = tiny_lm
+    lw = label_words(tok, ["terrible", "great"])
+    space = tok(" ", add_special_tokens=False)["input_ids"]
+    assert lw.prefix == space and len(lw.ids) == 2 and lw.ids[0] != lw.ids[1]
+    assert lw.ids == [
+        tok("t", add_special_tokens=False)["input_ids"][0],
+        tok("g", add_special_tokens=False)["input_ids"][0],
+    ]
+    shared = label_words(tok, ["ab", "ac"])
+    assert shared.prefix == tok(" a", add_special_tokens=False)["input_ids"]
+    for bad in (["a", "a"], ["a", "ab"], ["only"]):
+        with pytest.raises(SkillmixInputError):
+            label_words(tok, bad)
+
+
+def test_prompt_ids_end_at_the_answer_position(tiny_lm):
+    from skillmix.kernels import label_words, prompt_ids
+
+    _, tok = tiny_lm
+    lw = label_words(tok, ["0", "1"])
+    ids = prompt_ids(tok, ["short", "x" * 100], lw, max_length=20)
+    assert all(x[-len(lw.prefix) :] == lw.prefix for x in ids)
+    assert len(ids[1]) == 20 and len(ids[0]) < 20
+    assert ids[1][-len(lw.prefix) - 1] == tok("x", add_special_tokens=False)["input_ids"][0]
+
+
+def test_lm_kernel_predicts_one_sgd_step(tiny_lm):
+    """One ½·MSE gradient step on the label-word logits of the training prompts moves the logits of
+    other prompts by −η·K·r to first order: the eNTK of the language model."""
+    import copy
+
+    from skillmix.kernels import label_words, lm_jacobians, lm_label_logits, prompt_ids
+
+    model, tok = tiny_lm
+    model = copy.deepcopy(model)
+    lw = label_words(tok, ["0", "1"])
+    train = prompt_ids(tok, ["a = 1 ; a =", "b = 0 ; b =", "c = 1 ; c ="], lw, 32)
+    other = prompt_ids(tok, ["d = 0 ; d =", "e = 1 ; e ="], lw, 32)
+    jt, jo = lm_jacobians(model, train, lw), lm_jacobians(model, other, lw)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert jt.shape == (3, 2, n_params) and jo.shape == (2, 2, n_params)
+    k = kernel(jo, jt, "sgd")
+    y = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    before = lm_label_logits(model, other, lw)
+    r = lm_label_logits(model, train, lw) - y
+    model.train(False)
+    loss = 0.5 * sum(((_logits(model, x, lw) - y[i]) ** 2).sum() for i, x in enumerate(train))
+    loss.backward()
+    eta = 1e-5  # Llama's RMSNorm computes in float32: its rounding (~1e-8) must stay small
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= eta * p.grad
+    after = lm_label_logits(model, other, lw)
+    predicted = -eta * torch.einsum("jcid,id->jc", k, r)
+    scale = float(predicted.abs().max())
+    assert scale > 1e-5
+    torch.testing.assert_close(after - before, predicted, rtol=0, atol=1e-3 * scale)
+    sign = kernel(jt, jo, "signgd")
+    assert torch.equal(sign, sign.round())
+
+
+def _logits(model, ids, lw):
+    x = torch.tensor([ids])
+    return model(input_ids=x, use_cache=False).logits[0, -1][lw.ids]
+
+
+def test_t8_adam_first_step_is_signgd_and_the_less_feature_regimes():
+    from skillmix.gradients import adam_feature
+
+    g = torch.tensor([0.5, -2.0, 1e-3, -7.0], dtype=torch.float64)
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = torch.optim.Adam([p], lr=0.1, eps=1e-300)
+    p.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(p.detach(), -0.1 * g.sign(), atol=1e-15, rtol=0)
+    # LESS's feature from a zero state: sign-like only where v' = (1 − β2)·g² ≫ ε
+    zero = torch.zeros(2, dtype=torch.float64)
+    big, small = (
+        torch.tensor([0.5, -0.2], dtype=torch.float64),
+        torch.tensor([1e-4, -1e-4], dtype=torch.float64),
+    )
+    feat_big = adam_feature(big, zero, zero, 0.9, 0.999, 1e-8, "less")
+    # (1 − β1)·g / sqrt((1 − β2)·g² + ε), which is (1 − β1)/sqrt(1 − β2)·sign g up to ε's share
+    torch.testing.assert_close(feat_big, 0.1 * big / (0.001 * big**2 + 1e-8).sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(feat_big, (0.1 / 0.001**0.5) * big.sign(), rtol=2e-4, atol=0)
+    feat_small = adam_feature(small, zero, zero, 0.9, 0.999, 1e-8, "less")
+    assert torch.all(feat_small.abs() < 0.05 * (0.1 / 0.001**0.5))  # far from the sign regime
+
+
+def test_t12_rademacher_projection_keeps_the_gram_matrix():
+    from skillmix.projection import RademacherProjector
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 20000, generator=g)
+    exact = x @ x.T
+    proj = RademacherProjector(20000, 4096, seed=0).project(x) / 4096**0.5
+    approx = proj @ proj.T
+    rel = (approx - exact).abs().max() / exact.diagonal().mean()
+    assert rel < 0.06

@@ -278,3 +278,91 @@ def accuracy(labels: np.ndarray, truth: Sequence[int] | np.ndarray) -> float:
     if labels.shape != truth.shape:
         raise SkillmixInputError(f"accuracy: {labels.shape} predictions for {truth.shape} labels")
     return float((labels == truth).mean()) if len(truth) else float("nan")
+
+
+@dataclass
+class LabelWords:
+    """How label words are read off a causal LM: tokens appended to every prompt (the label
+    words' shared leading tokens, e.g. a space byte), then one distinct token per label whose
+    next-token logit is that label's output."""
+
+    words: list[str]
+    prefix: list[int]
+    ids: list[int]
+
+
+def label_words(tokenizer, words: Sequence[str]) -> LabelWords:
+    """The answer position and label tokens of `words` (each encoded as " word", as answers are).
+
+    The words' common leading tokens become the prompt suffix; the next token must then differ
+    between all words (SkillmixInputError otherwise).
+    """
+    if len(words) < 2:
+        raise SkillmixInputError(f"need at least two label words, got {list(words)}")
+    encoded = [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in words]
+    k = 0
+    while all(len(e) > k for e in encoded) and len({e[k] for e in encoded}) == 1:
+        k += 1
+    if any(len(e) <= k for e in encoded) or len({e[k] for e in encoded}) != len(words):
+        raise SkillmixInputError(
+            f"label words {list(words)} are not told apart by one token after their shared prefix "
+            f"(token ids {encoded})"
+        )
+    return LabelWords(list(words), encoded[0][:k], [e[k] for e in encoded])
+
+
+def prompt_ids(tokenizer, prompts: Sequence[str], lw: LabelWords, max_length: int) -> list[list[int]]:
+    """Token ids of each prompt, ending at the answer position (too-long prompts lose their start)."""
+    from skillmix.encoding import _prefix
+
+    special = _prefix(tokenizer)
+    room = max_length - len(special) - len(lw.prefix)
+    if room < 1:
+        raise SkillmixInputError(f"max_length {max_length} leaves no room for a prompt")
+    out = []
+    for p in prompts:
+        body = tokenizer(p, add_special_tokens=False)["input_ids"]
+        out.append(special + body[max(0, len(body) - room) :] + lw.prefix)
+    return out
+
+
+def _label_logits_one(model: torch.nn.Module, ids: list[int], label_ids: list[int]) -> torch.Tensor:
+    device = next(model.parameters()).device
+    x = torch.tensor([ids], device=device)
+    logits = model(input_ids=x, use_cache=False).logits[0, -1]
+    return logits[label_ids]
+
+
+def lm_label_logits(model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords) -> torch.Tensor:
+    """f0: the label-word logits [N, C] of every prompt (float64, eval mode, no gradient)."""
+    model.eval()
+    with torch.no_grad():
+        return torch.stack([_label_logits_one(model, x, lw.ids).double().cpu() for x in ids])
+
+
+def lm_jacobians(
+    model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
+) -> torch.Tensor:
+    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU).
+
+    One forward per example (no padding) and one backward per label word; parameters in
+    `named_parameters()` order (tied weights once, with the sum of both uses' gradients).
+    """
+    model.eval()
+    params = list(select_parameters(model.named_parameters(), subset).values())
+    rows = []
+    for x in ids:
+        f = _label_logits_one(model, x, lw.ids)
+        per_logit = []
+        for c in range(len(lw.ids)):
+            grads = torch.autograd.grad(f[c], params, retain_graph=c + 1 < len(lw.ids), allow_unused=True)
+            per_logit.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1).double().cpu()
+                        for g, p in zip(grads, params, strict=True)
+                    ]
+                )
+            )
+        rows.append(torch.stack(per_logit))
+    return torch.stack(rows)
