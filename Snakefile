@@ -24,6 +24,7 @@ include: "rules/graph.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/select.smk"
+include: "rules/kernel.smk"
 
 
 rule all:

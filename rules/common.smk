@@ -207,6 +207,16 @@ def select_targets():
     return targets
 
 
+# The eNTK stage (rules/kernel.smk).
+KERNEL = config["kernel"]
+KER = "results/kernel"
+# what the task table depends on (not the formulas or solvers)
+KERNEL_TASK = {
+    k: KERNEL[k]
+    for k in ("skills", "label_split", "label_words", "k_shot", "seed", "max_eval")
+}
+
+
 def all_targets():
     """The default targets: metrics and plots of every training strategy."""
     targets = expand(
@@ -222,4 +232,6 @@ def all_targets():
         targets.append(graph_outputs(graph_dir())["heatmap"])
     if SELECT["enabled"]:
         targets += select_targets()
+    if KERNEL["enabled"]:
+        targets += [f"{KER}/solutions.parquet", f"{KER}/solutions.png"]
     return targets

@@ -144,3 +144,28 @@ def plot_target_comparison(summary: pd.DataFrame, path: str | os.PathLike, title
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_kernel_solutions(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Test (and val) accuracy of every (formula, solver) pair, with the initial model as a line.
+
+    `table` has columns formula, solver, split, accuracy.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True, sharey=True)
+    for ax, split in zip(axes, ["val", "test"], strict=True):
+        rows = table[(table["split"] == split) & (table["solver"] != "initial_model")]
+        pivot = rows.pivot_table(index="formula", columns="solver", values="accuracy", sort=False)
+        width = 0.8 / max(1, len(pivot.columns))
+        xs = range(len(pivot))
+        for k, solver in enumerate(pivot.columns):
+            ax.bar([x + k * width for x in xs], pivot[solver], width, label=str(solver))
+        base = table[(table["split"] == split) & (table["solver"] == "initial_model")]["accuracy"]
+        if len(base):
+            ax.axhline(float(base.iloc[0]), color="black", linestyle="--", label="initial model")
+        ax.set_xticks([x + 0.4 - width / 2 for x in xs], [str(f) for f in pivot.index])
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{split} accuracy")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,84 @@
+# The eNTK stage: a k-shot classification task from the slices, its kernels (every formula from
+# one pass of Jacobians), and the kernel solvers' accuracy on val and test.
+
+
+rule kernel_task:
+    input:
+        train=split_slices("train"),
+        val=split_slices("val"),
+        test=split_slices("test"),
+        manifest=MANIFEST,
+    output:
+        task=f"{KER}/task.parquet",
+        words=f"{KER}/words.json",
+    log:
+        "logs/kernel/task.log",
+    benchmark:
+        "benchmarks/kernel/task.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    params:
+        kernel=KERNEL_TASK,
+        code=code_version("kernel_task"),
+    script:
+        "../workflow/scripts/kernel_task.py"
+
+
+rule kernel:
+    input:
+        task=f"{KER}/task.parquet",
+        words=f"{KER}/words.json",
+    output:
+        kernels=expand(f"{KER}/{{formula}}/kernels.npz", formula=KERNEL["formulas"]),
+    log:
+        "logs/kernel/kernel.log",
+    benchmark:
+        "benchmarks/kernel/kernel.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("kernel", "threads")
+    resources:
+        mem_mb=res("kernel", "mem_mb"),
+        runtime=res("kernel", "runtime"),
+        gpu=res("kernel", "gpu"),
+    params:
+        model=config["model"],
+        formulas=KERNEL["formulas"],
+        subset=KERNEL["subset"],
+        row_block=KERNEL["row_block"],
+        col_block=KERNEL["col_block"],
+        code=code_version("modeling", "kernels", "kernel_task"),
+    script:
+        "../workflow/scripts/kernel.py"
+
+
+rule kernel_solve:
+    input:
+        kernels=expand(f"{KER}/{{formula}}/kernels.npz", formula=KERNEL["formulas"]),
+    output:
+        table=f"{KER}/solutions.parquet",
+        plot=f"{KER}/solutions.png",
+    log:
+        "logs/kernel/solve.log",
+    benchmark:
+        "benchmarks/kernel/solve.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    params:
+        formulas=KERNEL["formulas"],
+        solvers=KERNEL["solvers"],
+        reg=KERNEL["reg"],
+        f0=KERNEL["f0"],
+        code=code_version("kernels", "kernel_task", "plotting"),
+    script:
+        "../workflow/scripts/kernel_solve.py"

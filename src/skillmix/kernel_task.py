@@ -1,0 +1,230 @@
+"""A prompt-based classification task for the eNTK stage, and the kernel and solver jobs on it.
+
+The task comes from the sliced data: the examples of `kernel.skills`, whose answers end in a
+label word. With `label_split: last_word`, an answer such as "b = val 1" puts "b = val" at the
+end of the prompt and makes "1" the label word; with `whole`, the answer is the label word.
+Training uses `k_shot` examples per label drawn (seeded) from the training slices; the
+validation and test slices are the sets X that the kernels and solvers are evaluated on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skillmix.errors import SkillmixInputError
+from skillmix.jobs import atomic_file
+from skillmix.kernels import (
+    FORMULAS,
+    accuracy,
+    kernel,
+    label_words,
+    lm_jacobians,
+    lm_label_logits,
+    prompt_ids,
+    solve_logistic,
+    solve_lstsq,
+    targets_matrix,
+)
+from skillmix.modeling import load_model
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SOLVERS = ("lstsq", "logistic")
+
+
+def split_answer(prompt: str, answer: str, how: str) -> tuple[str, str]:
+    """(prompt ending at the answer position, label word) of one example."""
+    if how == "whole":
+        return prompt, answer.strip()
+    if how == "last_word":
+        head, _, word = answer.strip().rpartition(" ")
+        return (f"{prompt} {head}" if head else prompt), word
+    raise SkillmixInputError(f"kernel.label_split must be whole or last_word, got {how!r}")
+
+
+def build_task(
+    frames: dict[str, pd.DataFrame],
+    label_split: str = "whole",
+    words: Sequence[str] | None = None,
+    k_shot: int = 16,
+    seed: int = 0,
+    max_eval: int | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The task table (split, id, skill, prompt, word, label) and the label words in label order.
+
+    `frames` maps each split to the rows of the kernel skills. Label words are `words` when
+    given (rows with another word are an error), else the sorted distinct words of the training
+    rows. Training keeps `k_shot` rows per label (all if fewer, with a warning); val and test
+    keep their first `max_eval` rows.
+    """
+    parts = []
+    for split in SPLITS:
+        frame = frames.get(split)
+        if frame is None or frame.empty:
+            raise SkillmixInputError(f"kernel task: the {split} split of the kernel skills has no rows")
+        pairs = [
+            split_answer(p, a, label_split) for p, a in zip(frame["prompt"], frame["answer"], strict=True)
+        ]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "id": frame["id"].astype(str).to_numpy(),
+                    "skill": frame["skill"].astype(str).to_numpy(),
+                    "prompt": [p for p, _ in pairs],
+                    "word": [w for _, w in pairs],
+                }
+            )
+        )
+    table = pd.concat(parts, ignore_index=True)
+    labels = list(words) if words else sorted(table.loc[table["split"] == "train", "word"].unique())
+    if len(labels) < 2:
+        raise SkillmixInputError(f"kernel task: need at least two label words, found {labels}")
+    unknown = sorted(set(table["word"]) - set(labels))
+    if unknown:
+        raise SkillmixInputError(
+            f"kernel task: answers end in words {unknown[:5]} that are not label words {labels}; "
+            "set kernel.label_words or choose kernel.skills with a fixed label set"
+        )
+    table["label"] = table["word"].map({w: i for i, w in enumerate(labels)}).astype(int)
+    train = table[table["split"] == "train"]
+    rng = np.random.default_rng([seed, 13])
+    keep = []
+    for label in range(len(labels)):
+        rows = train.index[train["label"] == label].to_numpy()
+        if len(rows) < k_shot:
+            log.warning(
+                "kernel task: label %r has only %d training rows (k_shot %d)",
+                labels[label],
+                len(rows),
+                k_shot,
+            )
+        keep.extend(sorted(rng.permutation(rows)[:k_shot].tolist()))
+    evals = [
+        table[table["split"] == s].head(max_eval) if max_eval else table[table["split"] == s]
+        for s in SPLITS[1:]
+    ]
+    return pd.concat([table.loc[sorted(keep)], *evals], ignore_index=True), labels
+
+
+def compute_kernels(
+    model_cfg: dict[str, Any],
+    task: pd.DataFrame,
+    words: Sequence[str],
+    formulas: Sequence[str],
+    subset: str = "all",
+    row_block: int = 256,
+    col_block: int = 256,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per formula, the arrays of one kernel file: K_<split> (train × split), f0_<split>, y_<split>.
+
+    Jacobians of the label-word logits are computed once per example and shared by all formulas.
+    """
+    bad = [f for f in formulas if f not in FORMULAS]
+    if bad:
+        raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {FORMULAS}")
+    model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
+    model = model.double()
+    lw = label_words(tokenizer, words)
+    max_length = model_cfg.get("max_length", 128)
+    jac, f0, y = {}, {}, {}
+    for split in SPLITS:
+        rows = task[task["split"] == split]
+        ids = prompt_ids(tokenizer, rows["prompt"].tolist(), lw, max_length)
+        jac[split] = lm_jacobians(model, ids, lw, subset)
+        f0[split] = lm_label_logits(model, ids, lw).numpy()
+        y[split] = rows["label"].to_numpy()
+        log.info("%s: %d examples, Jacobians %s", split, len(rows), tuple(jac[split].shape))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for formula in formulas:
+        arrays: dict[str, np.ndarray] = {"words": np.array(list(words))}
+        for split in SPLITS:
+            arrays[f"K_{split}"] = kernel(jac["train"], jac[split], formula, row_block, col_block).numpy()
+            arrays[f"f0_{split}"] = f0[split]
+            arrays[f"y_{split}"] = y[split]
+        out[formula] = arrays
+    return out
+
+
+def write_kernel_file(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Save one formula's arrays as an `.npz`; the file appears only when complete."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def solve_kernel_file(
+    path: str | os.PathLike, formula: str, solvers: Sequence[str], reg: float = 0.0, f0: bool = False
+) -> pd.DataFrame:
+    """Accuracy and mean squared error of every solver on val and test from one kernel file.
+
+    Rows: formula, solver, split, accuracy, mse, reg, f0. Asymmetric kernels use their first
+    matrix ⟨sign g(train), g(x)⟩ (the direction a SignGD step on a training example moves x).
+    """
+    data = np.load(path)
+    words = [str(w) for w in data["words"]]
+    c = len(words)
+
+    def k(split: str) -> np.ndarray:
+        arr = data[f"K_{split}"]
+        return arr[0] if formula == "asymmetric_signgd" else arr
+
+    y_train = targets_matrix(data["y_train"], c)
+    rows = []
+    for solver in solvers:
+        for split in SPLITS[1:]:
+            if solver == "lstsq":
+                res = solve_lstsq(
+                    k("train"),
+                    y_train,
+                    k(split),
+                    reg=reg,
+                    f0_train=data["f0_train"] if f0 else None,
+                    f0_test=data[f"f0_{split}"] if f0 else None,
+                )
+            elif solver == "logistic":
+                res = solve_logistic(k("train"), y_train, k(split), reg=reg)
+            else:
+                raise SkillmixInputError(f"kernel.solvers: unknown {solver!r}; expected some of {SOLVERS}")
+            truth = data[f"y_{split}"]
+            target = targets_matrix(truth, c)
+            mse = float(np.mean((res.predictions - target) ** 2)) if solver == "lstsq" else float("nan")
+            rows.append(
+                {
+                    "formula": formula,
+                    "solver": solver,
+                    "split": split,
+                    "accuracy": accuracy(res.labels, truth),
+                    "mse": mse,
+                    "reg": reg,
+                    "f0": bool(f0 and solver == "lstsq"),
+                    "n": int(len(truth)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
+    """Accuracy of the initial model's label-word logits (argmax of f0) on val and test."""
+    data = np.load(path)
+    return pd.DataFrame(
+        [
+            {
+                "formula": "none",
+                "solver": "initial_model",
+                "split": s,
+                "accuracy": accuracy(data[f"f0_{s}"].argmax(axis=1), data[f"y_{s}"]),
+                "mse": float("nan"),
+                "reg": 0.0,
+                "f0": True,
+                "n": int(len(data[f"y_{s}"])),
+            }
+            for s in SPLITS[1:]
+        ]
+    )

@@ -1,0 +1,90 @@
+"""The eNTK stage in the workflow (tests/configs/tiny_kernel.yaml): task, kernels, solvers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, job_stats, run_ok, snakemake, write_yaml
+
+TINY_KERNEL_CONFIG = REPO / "tests" / "configs" / "tiny_kernel.yaml"
+CONFIGS = (MAIN_CONFIG, TINY_CONFIG, TINY_KERNEL_CONFIG)
+KERNEL = yaml.safe_load(TINY_KERNEL_CONFIG.read_text())["kernel"]
+TARGETS = ["results/kernel/solutions.parquet", "results/kernel/solutions.png"]
+FORMULAS = ["sgd", "signgd", "asymmetric_signgd"]
+N_TRAIN = 2 * KERNEL["k_shot"]
+N_EVAL = KERNEL["max_eval"]
+
+
+@pytest.fixture(scope="module")
+def kernel_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("kernel_run")
+    result = run_ok(workdir, *TARGETS, configs=CONFIGS)
+    assert job_stats(result.output) == {"slice": 1, "kernel_task": 1, "kernel": 1, "kernel_solve": 1}, (
+        result.output
+    )
+    return workdir
+
+
+def test_task_table(kernel_run):
+    task = pd.read_parquet(kernel_run / "results/kernel/task.parquet")
+    assert json.loads((kernel_run / "results/kernel/words.json").read_text()) == ["0", "1"]
+    assert task["split"].value_counts().to_dict() == {"train": N_TRAIN, "val": N_EVAL, "test": N_EVAL}
+    train = task[task["split"] == "train"]
+    assert train["label"].value_counts().to_dict() == {0: KERNEL["k_shot"], 1: KERNEL["k_shot"]}
+    assert set(task["skill"]) == {"lego-1"}
+    # "b = val 1" → prompt ends in "b = val", label word "1"
+    assert all(p.endswith("= val") for p in task["prompt"])
+    assert (task["word"] == task["label"].astype(str)).all()
+
+
+def test_kernel_files(kernel_run):
+    for formula in FORMULAS:
+        data = np.load(kernel_run / f"results/kernel/{formula}/kernels.npz")
+        lead = (2,) if formula == "asymmetric_signgd" else ()
+        for split, m in (("train", N_TRAIN), ("val", N_EVAL), ("test", N_EVAL)):
+            assert data[f"K_{split}"].shape == (*lead, N_TRAIN, 2, m, 2)
+            assert data[f"K_{split}"].dtype == np.float64
+            assert data[f"f0_{split}"].shape == (m, 2) and data[f"y_{split}"].shape == (m,)
+        k = data["K_train"]
+        if formula == "sgd":
+            flat = k.reshape(N_TRAIN * 2, N_TRAIN * 2)
+            np.testing.assert_allclose(flat, flat.T, atol=1e-12)
+            assert np.linalg.eigvalsh(flat).min() > -1e-8 * np.abs(flat).max()  # PSD
+        if formula == "signgd":
+            assert np.array_equal(k, np.round(k))
+        if formula == "asymmetric_signgd":
+            np.testing.assert_allclose(k[1], k[0].transpose(2, 3, 0, 1), atol=1e-12)
+
+
+def test_solutions_table_and_plot(kernel_run):
+    table = pd.read_parquet(kernel_run / "results/kernel/solutions.parquet")
+    solved = table[table["solver"] != "initial_model"]
+    assert len(solved) == len(FORMULAS) * 2 * 2  # formulas × solvers × (val, test)
+    assert set(solved["formula"]) == set(FORMULAS)
+    assert table["accuracy"].between(0, 1).all() and (table["n"] == N_EVAL).all()
+    assert (kernel_run / "results/kernel/solutions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_solver_change_reruns_only_the_solvers(kernel_run, tmp_path):
+    override = write_yaml(tmp_path / "solve.yaml", {"kernel": {"solvers": ["lstsq"], "reg": 0.01}})
+    result = run_ok(kernel_run, "-n", *TARGETS, configs=(*CONFIGS, override))
+    assert job_stats(result.output) == {"kernel_solve": 1}, result.output
+
+
+def test_k_shot_change_reruns_task_kernels_and_solvers(kernel_run, tmp_path):
+    override = write_yaml(tmp_path / "k.yaml", {"kernel": {"k_shot": 3}})
+    result = run_ok(kernel_run, "-n", *TARGETS, configs=(*CONFIGS, override))
+    assert job_stats(result.output) == {"kernel_task": 1, "kernel": 1, "kernel_solve": 1}, result.output
+
+
+def test_answers_outside_the_label_words_stop_the_task(tmp_path):
+    override = write_yaml(tmp_path / "bad.yaml", {"kernel": {"label_split": "whole"}})
+    result = snakemake(tmp_path, *TARGETS, configs=(*CONFIGS, override))
+    assert result.returncode != 0
+    log = (tmp_path / "logs/kernel/task.log").read_text()
+    assert "need at least two label words" in log or "not label words" in log, log

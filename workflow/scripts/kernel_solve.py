@@ -1,0 +1,22 @@
+"""Kernel solvers on every formula's kernels: accuracy on val and test, next to the initial model."""
+
+import pandas as pd
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0])
+
+from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.kernel_task import initial_accuracy, solve_kernel_file  # noqa: E402
+from skillmix.plotting import plot_kernel_solutions  # noqa: E402
+
+p = snakemake.params
+tables = [initial_accuracy(snakemake.input.kernels[0])]
+tables += [
+    solve_kernel_file(path, formula, p.solvers, p.reg, p.f0)
+    for formula, path in zip(p.formulas, snakemake.input.kernels, strict=True)
+]
+table = pd.concat(tables, ignore_index=True)
+log.info("kernel solutions:\n%s", table.to_string(index=False))
+write_parquet(table, snakemake.output.table)
+plot_kernel_solutions(table, snakemake.output.plot)
