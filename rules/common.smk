@@ -129,15 +129,13 @@ if SELECT_DIM not in DIMS:
 SELECTIONS = ["less", "random"]
 
 
-def select_base():
-    """The trained model LESS starts from (select.base_run), as an input; none by default."""
-    run = SELECT["base_run"]
+def base_input(run):
+    """The trained model a stage starts from (a `base_run`), as an input; none by default."""
     return [f"results/train/{run}/model"] if run else []
 
 
-def select_model():
-    """The model config of the LESS stages: the configured model, or the base run's saved model."""
-    run = SELECT["base_run"]
+def base_model(run):
+    """The model config of a stage: the configured model, or the base run's saved model."""
     if not run:
         return config["model"]
     return {
@@ -145,6 +143,16 @@ def select_model():
         "kind": "pretrained",
         "name_or_path": f"results/train/{run}/model",
     }
+
+
+def select_base():
+    """The trained model LESS starts from (select.base_run), as an input; none by default."""
+    return base_input(SELECT["base_run"])
+
+
+def select_model():
+    """The model config of the LESS stages."""
+    return base_model(SELECT["base_run"])
 
 
 def target_inputs(wildcards):

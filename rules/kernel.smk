@@ -33,6 +33,7 @@ rule kernel:
     input:
         task=f"{KER}/task.parquet",
         words=f"{KER}/words.json",
+        base=base_input(KERNEL["base_run"]),
     output:
         kernels=expand(f"{KER}/{{formula}}/kernels.npz", formula=KERNEL["formulas"]),
     log:
@@ -47,7 +48,7 @@ rule kernel:
         runtime=res("kernel", "runtime"),
         gpu=res("kernel", "gpu"),
     params:
-        model=config["model"],
+        model=base_model(KERNEL["base_run"]),
         formulas=KERNEL["formulas"],
         subset=KERNEL["subset"],
         row_block=KERNEL["row_block"],

@@ -88,3 +88,17 @@ def test_answers_outside_the_label_words_stop_the_task(tmp_path):
     assert result.returncode != 0
     log = (tmp_path / "logs/kernel/task.log").read_text()
     assert "need at least two label words" in log or "not label words" in log, log
+
+
+def test_kernel_of_a_trained_run_waits_for_that_run(tmp_path):
+    override = write_yaml(tmp_path / "base.yaml", {"kernel": {"base_run": "stratified"}})
+    result = run_ok(tmp_path, "-n", *TARGETS, configs=(*CONFIGS, override))
+    stats = job_stats(result.output)
+    assert stats.get("train") == 1 and stats.get("kernel") == 1, result.output
+
+
+def test_kernel_example_config_is_a_valid_override(tmp_path):
+    example = REPO / "examples" / "kernel_lego" / "config.yaml"
+    result = run_ok(tmp_path, "-n", configs=(MAIN_CONFIG, example))
+    stats = job_stats(result.output)
+    assert stats.get("kernel") == 1 and stats.get("kernel_solve") == 1, result.output
