@@ -53,6 +53,7 @@ rule kernel:
         subset=KERNEL["subset"],
         row_block=KERNEL["row_block"],
         col_block=KERNEL["col_block"],
+        binary=KERNEL["binary"],
         code=code_version("modeling", "kernels", "kernel_task"),
     script:
         "../workflow/scripts/kernel.py"
@@ -80,6 +81,8 @@ rule kernel_solve:
         solvers=KERNEL["solvers"],
         reg=KERNEL["reg"],
         f0=KERNEL["f0"],
+        gamma=KERNEL["gamma"],
+        asym_mix=KERNEL["asym_mix"],
         code=code_version("kernels", "kernel_task", "plotting"),
     script:
         "../workflow/scripts/kernel_solve.py"

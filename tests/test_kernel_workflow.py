@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,20 @@ def test_kernel_example_config_is_a_valid_override(tmp_path):
     result = run_ok(tmp_path, "-n", configs=(MAIN_CONFIG, example))
     stats = job_stats(result.output)
     assert stats.get("kernel") == 1 and stats.get("kernel_solve") == 1, result.output
+
+
+def test_binary_kernels_and_the_asym_solver(kernel_run, tmp_path):
+    """kernel.binary collapses the two label words to f1 − f0; the asym solver then runs."""
+    work = tmp_path / "copy"
+    shutil.copytree(kernel_run, work, symlinks=True)
+    override = write_yaml(
+        tmp_path / "binary.yaml", {"kernel": {"binary": True, "solvers": ["lstsq", "asym"]}}
+    )
+    run_ok(work, *TARGETS, configs=(*CONFIGS, override))
+    data = np.load(work / "results/kernel/asymmetric_signgd/kernels.npz")
+    assert data["K_test"].shape == (2, N_TRAIN, 1, N_EVAL, 1) and data["f0_test"].shape == (N_EVAL, 1)
+    table = pd.read_parquet(work / "results/kernel/solutions.parquet")
+    asym = table[table["solver"] == "asym"]
+    assert list(asym["formula"]) == ["asymmetric_signgd"] * 2 and list(asym["split"]) == ["val", "test"]
+    assert asym["accuracy"].between(0, 1).all()
+    assert len(table[table["solver"] == "lstsq"]) == 3 * 2

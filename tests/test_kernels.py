@@ -337,3 +337,28 @@ def test_t12_rademacher_projection_keeps_the_gram_matrix():
     approx = proj @ proj.T
     rel = (approx - exact).abs().max() / exact.diagonal().mean()
     assert rel < 0.06
+
+
+def test_binary_collapse_and_the_asym_solver_on_a_separable_problem():
+    from skillmix.kernels import binary_collapse, solve_asym
+
+    g = torch.Generator().manual_seed(8)
+    labels = torch.tensor([0, 1] * 15)
+    xs = torch.randn(30, 3, generator=g, dtype=torch.float64) * 0.5 + 5.0 * (2 * labels[:, None] - 1)
+    xt_labels = torch.tensor([0, 1] * 10)
+    xt = torch.randn(20, 3, generator=g, dtype=torch.float64) * 0.5 + 5.0 * (2 * xt_labels[:, None] - 1)
+    # two logits (a linear model); the binary output f1 − f0 has Jacobian J1 − J0
+    two = torch.nn.Linear(3, 2, dtype=torch.float64)
+    jt2, jo2 = per_logit_jacobians(two, outputs, xs), per_logit_jacobians(two, outputs, xt)
+    jt, jo = binary_collapse(jt2), binary_collapse(jo2)
+    assert jt.shape == (30, 1, jt2.shape[2])
+    torch.testing.assert_close(jt[:, 0], jt2[:, 1] - jt2[:, 0])
+    with pytest.raises(SkillmixInputError):
+        binary_collapse(torch.zeros(2, 3, 4))
+    k_tt, k_to = kernel(jt, jt, "asymmetric_signgd"), kernel(jt, jo, "asymmetric_signgd")
+    y = targets_matrix(labels.numpy(), 1)
+    result = solve_asym(k_tt, y, k_to, gamma=1.0, mix=0.5)
+    assert accuracy(result.labels, xt_labels.numpy()) == 1.0
+    assert result.settings == {"solver": "asym", "gamma": 1.0, "mix": 0.5}
+    with pytest.raises(SkillmixInputError):
+        solve_asym(kernel(jt, jt, "sgd"), y, kernel(jt, jo, "sgd"))  # not an asymmetric pair

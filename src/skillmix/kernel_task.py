@@ -22,11 +22,14 @@ from skillmix.jobs import atomic_file
 from skillmix.kernels import (
     FORMULAS,
     accuracy,
+    binary_collapse,
     kernel,
     label_words,
     lm_jacobians,
     lm_label_logits,
+    predictions_to_labels,
     prompt_ids,
+    solve_asym,
     solve_logistic,
     solve_lstsq,
     targets_matrix,
@@ -36,7 +39,7 @@ from skillmix.modeling import load_model
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SOLVERS = ("lstsq", "logistic")
+SOLVERS = ("lstsq", "logistic", "asym")
 
 
 def split_answer(prompt: str, answer: str, how: str) -> tuple[str, str]:
@@ -122,11 +125,15 @@ def compute_kernels(
     subset: str = "all",
     row_block: int = 256,
     col_block: int = 256,
+    binary: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per formula, the arrays of one kernel file: K_<split> (train × split), f0_<split>, y_<split>.
 
     Jacobians of the label-word logits are computed once per example and shared by all formulas.
+    With `binary` (two label words) the output is the one logit difference f_1 − f_0.
     """
+    if binary and len(words) != 2:
+        raise SkillmixInputError(f"kernel.binary needs exactly two label words, got {list(words)}")
     bad = [f for f in formulas if f not in FORMULAS]
     if bad:
         raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {FORMULAS}")
@@ -140,6 +147,8 @@ def compute_kernels(
         ids = prompt_ids(tokenizer, rows["prompt"].tolist(), lw, max_length)
         jac[split] = lm_jacobians(model, ids, lw, subset)
         f0[split] = lm_label_logits(model, ids, lw).numpy()
+        if binary:
+            jac[split], f0[split] = binary_collapse(jac[split]), binary_collapse(f0[split])
         y[split] = rows["label"].to_numpy()
         log.info("%s: %d examples, Jacobians %s", split, len(rows), tuple(jac[split].shape))
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -160,16 +169,23 @@ def write_kernel_file(arrays: dict[str, np.ndarray], path: str | os.PathLike) ->
 
 
 def solve_kernel_file(
-    path: str | os.PathLike, formula: str, solvers: Sequence[str], reg: float = 0.0, f0: bool = False
+    path: str | os.PathLike,
+    formula: str,
+    solvers: Sequence[str],
+    reg: float = 0.0,
+    f0: bool = False,
+    gamma: float = 1.0,
+    asym_mix: float = 0.5,
 ) -> pd.DataFrame:
     """Accuracy and mean squared error of every solver on val and test from one kernel file.
 
     Rows: formula, solver, split, accuracy, mse, reg, f0. Asymmetric kernels use their first
-    matrix ⟨sign g(train), g(x)⟩ (the direction a SignGD step on a training example moves x).
+    matrix ⟨sign g(train), g(x)⟩ (the direction a SignGD step on a training example moves x),
+    except `asym`, which uses both and runs only on binary asymmetric kernels (skipped, with a
+    log line, for other formulas).
     """
     data = np.load(path)
-    words = [str(w) for w in data["words"]]
-    c = len(words)
+    c = int(data["K_train"].shape[-1])  # outputs: the label words, or 1 when binary
 
     def k(split: str) -> np.ndarray:
         arr = data[f"K_{split}"]
@@ -190,6 +206,11 @@ def solve_kernel_file(
                 )
             elif solver == "logistic":
                 res = solve_logistic(k("train"), y_train, k(split), reg=reg)
+            elif solver == "asym":
+                if formula != "asymmetric_signgd" or c != 1:
+                    log.info("asym solver skipped for %s (it needs binary asymmetric kernels)", formula)
+                    continue
+                res = solve_asym(data["K_train"], y_train, data[f"K_{split}"], gamma, asym_mix)
             else:
                 raise SkillmixInputError(f"kernel.solvers: unknown {solver!r}; expected some of {SOLVERS}")
             truth = data[f"y_{split}"]
@@ -219,7 +240,10 @@ def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
                 "formula": "none",
                 "solver": "initial_model",
                 "split": s,
-                "accuracy": accuracy(data[f"f0_{s}"].argmax(axis=1), data[f"y_{s}"]),
+                "accuracy": accuracy(
+                    predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
+                    data[f"y_{s}"],
+                ),
                 "mse": float("nan"),
                 "reg": 0.0,
                 "f0": True,

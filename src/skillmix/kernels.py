@@ -235,6 +235,53 @@ def solve_lstsq(
     )
 
 
+def binary_collapse(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Two-logit outputs or Jacobians [N, 2, …] → the one output f = f_1 − f_0, [N, 1, …].
+
+    Needed for the asymmetric SignGD kernel (a sign does not split over logits) and its solver.
+    """
+    if x.shape[1] != 2:
+        raise SkillmixInputError(f"binary collapse needs exactly two labels, got {x.shape[1]}")
+    return x[:, 1:2] - x[:, 0:1]
+
+
+def solve_asym(
+    k_train: torch.Tensor | np.ndarray,
+    y_train: np.ndarray,
+    k_test: torch.Tensor | np.ndarray,
+    gamma: float = 1.0,
+    mix: float = 0.5,
+) -> SolverResult:
+    """AsK-LS (He et al. 2022) on an asymmetric kernel pair, binary and without bias.
+
+    k_train [2, N, 1, N, 1] and k_test [2, N, 1, M, 1] hold K[0] = ⟨sign g(train), g(x)⟩ and its
+    flip K[1]; y_train ±1 [N]. With H_ij = y_i·K[0]_ij·y_j, solve
+    [[I/γ, H], [Hᵀ, I/γ]]·[α; β] = 1; then ω(x) = Σ_i α_i y_i K[0](x_i, x),
+    ν(x) = Σ_i β_i y_i K[1](x_i, x) and the score is mix·ω + (1 − mix)·ν.
+    """
+    kt, ks = np.asarray(k_train, dtype=np.float64), np.asarray(k_test, dtype=np.float64)
+    if kt.ndim != 5 or kt.shape[0] != 2 or kt.shape[2] != 1 or ks.ndim != 5 or ks.shape[0] != 2:
+        raise SkillmixInputError(
+            f"asym solver: needs binary asymmetric kernels [2, N, 1, M, 1], got {kt.shape} and {ks.shape}"
+        )
+    if gamma <= 0:
+        raise SkillmixInputError(f"asym solver: gamma must be positive, got {gamma}")
+    y = np.asarray(y_train, dtype=np.float64).reshape(-1)
+    n = kt.shape[1]
+    k0 = kt[0].reshape(n, n)  # the spec: H from K[0] alone (K[1] of train is its transpose)
+    h = y[:, None] * k0 * y[None, :]
+    system = np.block([[np.eye(n) / gamma, h], [h.T, np.eye(n) / gamma]])
+    coef = np.linalg.lstsq(system, np.ones(2 * n), rcond=None)[0]
+    alpha, beta = coef[:n], coef[n:]
+    m = ks.shape[3]
+    omega = (alpha * y) @ ks[0].reshape(n, m)
+    nu = (beta * y) @ ks[1].reshape(n, m)
+    score = mix * omega + (1 - mix) * nu
+    return SolverResult(
+        score, predictions_to_labels(score, 1), {"solver": "asym", "gamma": gamma, "mix": mix}
+    )
+
+
 def solve_logistic(
     k_train: torch.Tensor | np.ndarray,
     y_train: np.ndarray,

@@ -13,7 +13,14 @@ from skillmix.kernel_task import compute_kernels, write_kernel_file  # noqa: E40
 p = snakemake.params
 words = json.loads(open(snakemake.input.words).read())
 kernels = compute_kernels(
-    p.model, pd.read_parquet(snakemake.input.task), words, p.formulas, p.subset, p.row_block, p.col_block
+    p.model,
+    pd.read_parquet(snakemake.input.task),
+    words,
+    p.formulas,
+    p.subset,
+    p.row_block,
+    p.col_block,
+    p.binary,
 )
 for formula, path in zip(p.formulas, snakemake.output.kernels, strict=True):
     write_kernel_file(kernels[formula], path)

@@ -13,7 +13,7 @@ from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 p = snakemake.params
 tables = [initial_accuracy(snakemake.input.kernels[0])]
 tables += [
-    solve_kernel_file(path, formula, p.solvers, p.reg, p.f0)
+    solve_kernel_file(path, formula, p.solvers, p.reg, p.f0, p.gamma, p.asym_mix)
     for formula, path in zip(p.formulas, snakemake.input.kernels, strict=True)
 ]
 table = pd.concat(tables, ignore_index=True)
