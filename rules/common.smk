@@ -241,5 +241,9 @@ def all_targets():
     if SELECT["enabled"]:
         targets += select_targets()
     if KERNEL["enabled"]:
-        targets += [f"{KER}/solutions.parquet", f"{KER}/solutions.png"]
+        targets += [
+            f"{KER}/solutions.parquet",
+            f"{KER}/comparison.parquet",
+            f"{KER}/solutions.png",
+        ]
     return targets

@@ -59,11 +59,47 @@ rule kernel:
         "../workflow/scripts/kernel.py"
 
 
+rule kernel_finetune:
+    input:
+        task=f"{KER}/task.parquet",
+        words=f"{KER}/words.json",
+        base=base_input(KERNEL["base_run"]),
+    output:
+        metrics=f"{KER}/finetune/{{optimizer}}.parquet",
+        steps=f"{KER}/finetune/{{optimizer}}_steps.parquet",
+    log:
+        "logs/kernel/finetune_{optimizer}.log",
+    benchmark:
+        "benchmarks/kernel/finetune_{optimizer}.tsv"
+    wildcard_constraints:
+        optimizer="sgd|adam",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("kernel", "threads")
+    resources:
+        mem_mb=res("kernel", "mem_mb"),
+        runtime=res("kernel", "runtime"),
+        gpu=res("kernel", "gpu"),
+    params:
+        model=base_model(KERNEL["base_run"]),
+        optimizer="{optimizer}",
+        finetune=KERNEL["finetune"],
+        subset=KERNEL["subset"],
+        code=code_version("modeling", "kernels", "kernel_task"),
+    script:
+        "../workflow/scripts/kernel_finetune.py"
+
+
 rule kernel_solve:
     input:
         kernels=expand(f"{KER}/{{formula}}/kernels.npz", formula=KERNEL["formulas"]),
+        finetune=expand(
+            f"{KER}/finetune/{{optimizer}}.parquet",
+            optimizer=KERNEL["finetune"]["optimizers"],
+        ),
     output:
         table=f"{KER}/solutions.parquet",
+        comparison=f"{KER}/comparison.parquet",
         plot=f"{KER}/solutions.png",
     log:
         "logs/kernel/solve.log",

@@ -15,7 +15,11 @@ from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, job_stats, run_ok, 
 TINY_KERNEL_CONFIG = REPO / "tests" / "configs" / "tiny_kernel.yaml"
 CONFIGS = (MAIN_CONFIG, TINY_CONFIG, TINY_KERNEL_CONFIG)
 KERNEL = yaml.safe_load(TINY_KERNEL_CONFIG.read_text())["kernel"]
-TARGETS = ["results/kernel/solutions.parquet", "results/kernel/solutions.png"]
+TARGETS = [
+    "results/kernel/solutions.parquet",
+    "results/kernel/comparison.parquet",
+    "results/kernel/solutions.png",
+]
 FORMULAS = ["sgd", "signgd", "asymmetric_signgd"]
 N_TRAIN = 2 * KERNEL["k_shot"]
 N_EVAL = KERNEL["max_eval"]
@@ -25,9 +29,8 @@ N_EVAL = KERNEL["max_eval"]
 def kernel_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("kernel_run")
     result = run_ok(workdir, *TARGETS, configs=CONFIGS)
-    assert job_stats(result.output) == {"slice": 1, "kernel_task": 1, "kernel": 1, "kernel_solve": 1}, (
-        result.output
-    )
+    expected = {"slice": 1, "kernel_task": 1, "kernel": 1, "kernel_finetune": 2, "kernel_solve": 1}
+    assert job_stats(result.output) == expected, result.output
     return workdir
 
 
@@ -71,6 +74,24 @@ def test_solutions_table_and_plot(kernel_run):
     assert (kernel_run / "results/kernel/solutions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_finetuning_next_to_the_solvers(kernel_run):
+    comparison = pd.read_parquet(kernel_run / "results/kernel/comparison.parquet")
+    assert len(comparison) == len(FORMULAS) * 2
+    assert dict(zip(comparison["formula"], comparison["finetune_optimizer"], strict=True)) == {
+        "sgd": "sgd",
+        "signgd": "adam",
+        "asymmetric_signgd": "adam",
+    }
+    assert {"lstsq_accuracy", "logistic_accuracy", "finetune_accuracy"} <= set(comparison.columns)
+    assert comparison["finetune_accuracy"].between(0, 1).all()
+    for optimizer in ("sgd", "adam"):
+        steps = pd.read_parquet(kernel_run / f"results/kernel/finetune/{optimizer}_steps.parquet")
+        assert len(steps) == KERNEL["finetune"]["steps"]
+        assert steps["loss"].iloc[-1] < steps["loss"].iloc[0]  # training fits the k-shot split
+        metrics = pd.read_parquet(kernel_run / f"results/kernel/finetune/{optimizer}.parquet")
+        assert list(metrics["split"]) == ["val", "test"] and (metrics["n"] == N_EVAL).all()
+
+
 def test_solver_change_reruns_only_the_solvers(kernel_run, tmp_path):
     override = write_yaml(tmp_path / "solve.yaml", {"kernel": {"solvers": ["lstsq"], "reg": 0.01}})
     result = run_ok(kernel_run, "-n", *TARGETS, configs=(*CONFIGS, override))
@@ -80,7 +101,8 @@ def test_solver_change_reruns_only_the_solvers(kernel_run, tmp_path):
 def test_k_shot_change_reruns_task_kernels_and_solvers(kernel_run, tmp_path):
     override = write_yaml(tmp_path / "k.yaml", {"kernel": {"k_shot": 3}})
     result = run_ok(kernel_run, "-n", *TARGETS, configs=(*CONFIGS, override))
-    assert job_stats(result.output) == {"kernel_task": 1, "kernel": 1, "kernel_solve": 1}, result.output
+    expected = {"kernel_task": 1, "kernel": 1, "kernel_finetune": 2, "kernel_solve": 1}
+    assert job_stats(result.output) == expected, result.output
 
 
 def test_answers_outside_the_label_words_stop_the_task(tmp_path):

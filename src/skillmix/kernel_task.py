@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from skillmix.errors import SkillmixInputError
 from skillmix.jobs import atomic_file
@@ -252,3 +253,97 @@ def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
             for s in SPLITS[1:]
         ]
     )
+
+
+FT_OPTIMIZERS = ("sgd", "adam")
+# the fine-tuning each kernel formula describes: SGD for the eNTK, Adam (≈ SignGD early) for the sign kernels
+FORMULA_OPTIMIZER = {"sgd": "sgd", "signgd": "adam", "asymmetric_signgd": "adam"}
+
+
+def finetune(
+    model_cfg: dict[str, Any],
+    task: pd.DataFrame,
+    words: Sequence[str],
+    optimizer: str,
+    steps: int = 100,
+    lr: float = 1e-3,
+    seed: int = 0,
+    subset: str = "all",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prompt-based fine-tuning on the task's training rows, the comparison for the kernels.
+
+    Full-batch steps of `optimizer` ("sgd" or "adam") on the cross-entropy of the label-word
+    logits at the answer position, over the same parameter subset as the kernel. Returns
+    (accuracy and loss on val and test after training, the training loss per step).
+    """
+    from skillmix.kernels import select_parameters
+
+    if optimizer not in FT_OPTIMIZERS:
+        raise SkillmixInputError(
+            f"kernel.finetune.optimizers: unknown {optimizer!r}; expected {FT_OPTIMIZERS}"
+        )
+    torch.manual_seed(seed)
+    model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
+    lw = label_words(tokenizer, words)
+    max_length = model_cfg.get("max_length", 128)
+    sets = {
+        s: (
+            prompt_ids(tokenizer, task.loc[task["split"] == s, "prompt"].tolist(), lw, max_length),
+            torch.tensor(task.loc[task["split"] == s, "label"].to_numpy()),
+        )
+        for s in SPLITS
+    }
+    params = list(select_parameters(model.named_parameters(), subset).values())
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.Adam(params, lr=lr)
+    model.eval()  # dropout off, as for the kernel
+    ids, y = sets["train"]
+    history = []
+    for step in range(1, steps + 1):
+        logits = torch.stack([_label_logits(model, x, lw.ids) for x in ids])
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append({"optimizer": optimizer, "step": step, "loss": float(loss)})
+    rows = []
+    with torch.no_grad():
+        for s in SPLITS[1:]:
+            ids_s, y_s = sets[s]
+            logits = torch.stack([_label_logits(model, x, lw.ids) for x in ids_s])
+            rows.append(
+                {
+                    "optimizer": optimizer,
+                    "split": s,
+                    "accuracy": accuracy(logits.argmax(dim=1).numpy(), y_s.numpy()),
+                    "loss": float(torch.nn.functional.cross_entropy(logits, y_s)),
+                    "steps": steps,
+                    "lr": lr,
+                    "n": len(y_s),
+                }
+            )
+    return pd.DataFrame(rows), pd.DataFrame(history)
+
+
+def _label_logits(model: torch.nn.Module, ids: list[int], label_ids: list[int]) -> torch.Tensor:
+    device = next(model.parameters()).device
+    logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1]
+    return logits[label_ids]
+
+
+def side_by_side(solutions: pd.DataFrame, finetuned: pd.DataFrame) -> pd.DataFrame:
+    """Per formula and split: each solver's accuracy next to fine-tuning with the matching optimizer."""
+    solved = solutions[solutions["solver"] != "initial_model"]
+    table = solved.pivot_table(index=["formula", "split"], columns="solver", values="accuracy", sort=False)
+    table.columns = [f"{c}_accuracy" for c in table.columns]
+    table = table.reset_index()
+    ft = finetuned.set_index(["optimizer", "split"])["accuracy"]
+    table["finetune_optimizer"] = table["formula"].map(FORMULA_OPTIMIZER)
+    table["finetune_accuracy"] = [
+        float(ft.get((o, s), float("nan")))
+        for o, s in zip(table["finetune_optimizer"], table["split"], strict=True)
+    ]
+    return table

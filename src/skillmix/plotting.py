@@ -146,15 +146,21 @@ def plot_target_comparison(summary: pd.DataFrame, path: str | os.PathLike, title
     plt.close(fig)
 
 
-def plot_kernel_solutions(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Test (and val) accuracy of every (formula, solver) pair, with the initial model as a line.
+def plot_kernel_solutions(
+    table: pd.DataFrame, path: str | os.PathLike, comparison: pd.DataFrame | None = None
+) -> None:
+    """Val and test accuracy of every (formula, solver) pair, with fine-tuning and the initial model.
 
-    `table` has columns formula, solver, split, accuracy.
+    `table` has columns formula, solver, split, accuracy (solver "initial_model" is drawn as a
+    line); `comparison` (optional) adds each formula's matching fine-tuning accuracy as a bar.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True, sharey=True)
     for ax, split in zip(axes, ["val", "test"], strict=True):
         rows = table[(table["split"] == split) & (table["solver"] != "initial_model")]
         pivot = rows.pivot_table(index="formula", columns="solver", values="accuracy", sort=False)
+        if comparison is not None:
+            ft = comparison[comparison["split"] == split].set_index("formula")["finetune_accuracy"]
+            pivot["fine-tuning"] = ft.reindex(pivot.index)
         width = 0.8 / max(1, len(pivot.columns))
         xs = range(len(pivot))
         for k, solver in enumerate(pivot.columns):

@@ -7,7 +7,7 @@ from skillmix.jobs import start_log
 log = start_log(snakemake.log[0])
 
 from skillmix.jobs import write_parquet  # noqa: E402
-from skillmix.kernel_task import initial_accuracy, solve_kernel_file  # noqa: E402
+from skillmix.kernel_task import initial_accuracy, side_by_side, solve_kernel_file  # noqa: E402
 from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 
 p = snakemake.params
@@ -18,5 +18,9 @@ tables += [
 ]
 table = pd.concat(tables, ignore_index=True)
 log.info("kernel solutions:\n%s", table.to_string(index=False))
+finetuned = pd.concat([pd.read_parquet(p) for p in snakemake.input.finetune], ignore_index=True)
+comparison = side_by_side(table, finetuned)
+log.info("kernel solvers next to fine-tuning:\n%s", comparison.to_string(index=False))
 write_parquet(table, snakemake.output.table)
-plot_kernel_solutions(table, snakemake.output.plot)
+write_parquet(comparison, snakemake.output.comparison)
+plot_kernel_solutions(table, snakemake.output.plot, comparison)
