@@ -145,16 +145,6 @@ def base_model(run):
     }
 
 
-def select_base():
-    """The trained model LESS starts from (select.base_run), as an input; none by default."""
-    return base_input(SELECT["base_run"])
-
-
-def select_model():
-    """The model config of the LESS stages."""
-    return base_model(SELECT["base_run"])
-
-
 def target_inputs(wildcards):
     """Input function of the target set: external files, or the slices of the target skills."""
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]

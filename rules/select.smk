@@ -53,7 +53,7 @@ rule select_target:
 rule warmup:
     input:
         pool=f"{SEL}/pool.parquet",
-        base=select_base(),
+        base=base_input(SELECT["base_run"]),
     output:
         checkpoints=[directory(f"{SEL}/warmup/{c}") for c in CHECKPOINTS],
         weights=f"{SEL}/warmup/weights.json",
@@ -71,7 +71,7 @@ rule warmup:
         runtime=res("warmup", "runtime"),
         gpu=res("warmup", "gpu"),
     params:
-        model=select_model(),
+        model=base_model(SELECT["base_run"]),
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         names=CHECKPOINTS,
@@ -87,7 +87,7 @@ rule grads:
     input:
         checkpoint=f"{SEL}/warmup/{{ckpt}}",
         examples=grads_examples,
-        base=select_base(),
+        base=base_input(SELECT["base_run"]),
     output:
         features=expand(
             f"{SEL}/grads/{{{{ckpt}}}}/{{{{set}}}}/d{{dim}}/{{{{scatteritem}}}}.npy",
@@ -110,7 +110,7 @@ rule grads:
         runtime=res("grads", "runtime"),
         gpu=res("grads", "gpu"),
     params:
-        model=select_model(),
+        model=base_model(SELECT["base_run"]),
         lora=SELECT["lora"],
         grads=SELECT["grads"],
         feature=grads_feature,
@@ -208,7 +208,7 @@ rule train_selected:
     input:
         selected=f"{SEL}/selected/{{selection}}.parquet",
         evaluation=f"{SEL}/target/evaluation.parquet",
-        base=select_base(),
+        base=base_input(SELECT["base_run"]),
     output:
         model=directory(f"{SEL}/train/{{selection}}/model"),
         steps=f"{SEL}/train/{{selection}}/steps.parquet",
@@ -228,7 +228,7 @@ rule train_selected:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     params:
-        model=select_model(),
+        model=base_model(SELECT["base_run"]),
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         train=SELECT["train"],

@@ -30,8 +30,9 @@ from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.gradients import (
     PerExampleGradients,
-    adam_feature,
-    has_labels,
+    adam_direction,
+    adam_moments,
+    labelled_examples,
     optimizer_moments,
     sign_feature,
 )
@@ -122,15 +123,7 @@ def gradient_features(
         raise SkillmixInputError("select.grads.dims is empty")
     if len(groups) != len(data):
         raise ValueError("one group label per example is needed")
-    kept = [i for i in range(len(data)) if has_labels(data.labels[i])]
-    kept_set = set(kept)
-    excluded = [data.ids[i] for i in range(len(data)) if i not in kept_set]
-    if excluded:
-        log.warning(
-            "%d example(s) have no answer tokens left (truncated away?) and are excluded: %s",
-            len(excluded),
-            ", ".join(excluded[:10]) + (" ..." if len(excluded) > 10 else ""),
-        )
+    kept, excluded = labelled_examples(data)
     model.to(runtime.device)
     stats: dict[str, Any] = {"feature": feature, "examples": len(data), "excluded": len(excluded)}
     with PerExampleGradients(model, runtime, pad_id) as engine:
@@ -159,10 +152,9 @@ def gradient_features(
                 if moments is not None:
                     m, v, beta1, beta2, eps = moments
                     sl = slice(p.offset, p.offset + p.numel)
-                    g_t = adam_feature(g, m[sl], v[sl], beta1, beta2, eps, adam_variant)
-                    v_new = beta2 * v[sl] + (1 - beta2) * g.to(torch.float32) ** 2
+                    m_new, v_new = adam_moments(g, m[sl], v[sl], beta1, beta2)
                     large_v += int((v_new > 1e-9).sum())
-                    g = g_t
+                    g = adam_direction(m_new, v_new, eps, adam_variant)
                 elif feature == "sign":
                     g = sign_feature(g)
                 if projection_input == "float16":

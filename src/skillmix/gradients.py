@@ -127,6 +127,24 @@ def has_labels(labels: list[int]) -> bool:
     return any(t != IGNORE for t in labels[1:])
 
 
+def labelled_examples(data: EncodedSet) -> tuple[list[int], list[str]]:
+    """(indices of the examples with label tokens, ids of the others), the others logged.
+
+    An example whose answer was truncated away has no loss; it is excluded, never given NaN.
+    """
+    kept = [i for i in range(len(data)) if has_labels(data.labels[i])]
+    kept_set = set(kept)
+    excluded = [data.ids[i] for i in range(len(data)) if i not in kept_set]
+    if excluded:
+        log.warning(
+            "%s: %d example(s) without label tokens (answer truncated away?) excluded from the gradients: %s",
+            data.skill,
+            len(excluded),
+            ", ".join(excluded[:10]) + (" ..." if len(excluded) > 10 else ""),
+        )
+    return kept, excluded
+
+
 class PerExampleGradients:
     """Batched per-example gradients of each example's mean label-token loss w.r.t. the LoRA weights.
 
@@ -277,15 +295,7 @@ def example_gradients(
     """
     if batch_size < 1:
         raise SkillmixInputError(f"batch_size must be >= 1, got {batch_size}")
-    kept = [i for i in range(len(data)) if has_labels(data.labels[i])]
-    excluded = [data.ids[i] for i in range(len(data)) if not has_labels(data.labels[i])]
-    if excluded:
-        log.warning(
-            "%s: %d example(s) without label tokens excluded from the gradients: %s",
-            data.skill,
-            len(excluded),
-            ", ".join(excluded[:10]) + (" ..." if len(excluded) > 10 else ""),
-        )
+    kept, excluded = labelled_examples(data)
     with PerExampleGradients(model, runtime, pad_id) as engine:
         dtype = torch.float64 if engine.params and _lora_dtype(model) == torch.float64 else torch.float32
         out = torch.empty((len(kept), engine.dim), dtype=dtype)
@@ -302,6 +312,26 @@ def example_gradients(
 
 def _lora_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(p.dtype for p in model.parameters() if p.requires_grad)
+
+
+def adam_moments(
+    g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, beta1: float, beta2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """m' = β1·m + (1−β1)·g and v' = β2·v + (1−β2)·g² (no bias correction), float32 or wider."""
+    dtype = torch.promote_types(g.dtype, torch.float32)
+    g = g.to(dtype)
+    m = beta1 * exp_avg.to(device=g.device, dtype=dtype) + (1 - beta1) * g
+    v = beta2 * exp_avg_sq.to(device=g.device, dtype=dtype) + (1 - beta2) * g * g
+    return m, v
+
+
+def adam_direction(m: torch.Tensor, v: torch.Tensor, eps: float, variant: str = "less") -> torch.Tensor:
+    """Γ from updated moments: "less" m'/sqrt(v' + ε) (ε inside the root), "adam" m'/(sqrt(v') + ε)."""
+    if variant not in ADAM_VARIANTS:
+        raise SkillmixInputError(f"Adam feature variant must be one of {ADAM_VARIANTS}, got {variant!r}")
+    if variant == "less":
+        return m / torch.sqrt(v + eps)
+    return m / (torch.sqrt(v) + eps)
 
 
 def adam_feature(
@@ -321,13 +351,8 @@ def adam_feature(
     """
     if variant not in ADAM_VARIANTS:
         raise SkillmixInputError(f"Adam feature variant must be one of {ADAM_VARIANTS}, got {variant!r}")
-    dtype = torch.promote_types(g.dtype, torch.float32)
-    g = g.to(dtype)
-    m = beta1 * exp_avg.to(device=g.device, dtype=dtype) + (1 - beta1) * g
-    v = beta2 * exp_avg_sq.to(device=g.device, dtype=dtype) + (1 - beta2) * g * g
-    if variant == "less":
-        return m / torch.sqrt(v + eps)
-    return m / (torch.sqrt(v) + eps)
+    m, v = adam_moments(g, exp_avg, exp_avg_sq, beta1, beta2)
+    return adam_direction(m, v, eps, variant)
 
 
 def sign_feature(g: torch.Tensor) -> torch.Tensor:

@@ -25,11 +25,12 @@ from skillmix.kernels import (
     accuracy,
     binary_collapse,
     kernel,
+    label_logits,
     label_words,
-    lm_jacobians,
-    lm_label_logits,
+    lm_jacobians_with_logits,
     predictions_to_labels,
     prompt_ids,
+    select_parameters,
     solve_asym,
     solve_logistic,
     solve_lstsq,
@@ -146,8 +147,8 @@ def compute_kernels(
     for split in SPLITS:
         rows = task[task["split"] == split]
         ids = prompt_ids(tokenizer, rows["prompt"].tolist(), lw, max_length)
-        jac[split] = lm_jacobians(model, ids, lw, subset)
-        f0[split] = lm_label_logits(model, ids, lw).numpy()
+        jac[split], logits = lm_jacobians_with_logits(model, ids, lw, subset)
+        f0[split] = logits.numpy()
         if binary:
             jac[split], f0[split] = binary_collapse(jac[split]), binary_collapse(f0[split])
         y[split] = rows["label"].to_numpy()
@@ -276,8 +277,6 @@ def finetune(
     logits at the answer position, over the same parameter subset as the kernel. Returns
     (accuracy and loss on val and test after training, the training loss per step).
     """
-    from skillmix.kernels import select_parameters
-
     if optimizer not in FT_OPTIMIZERS:
         raise SkillmixInputError(
             f"kernel.finetune.optimizers: unknown {optimizer!r}; expected {FT_OPTIMIZERS}"
@@ -303,7 +302,7 @@ def finetune(
     ids, y = sets["train"]
     history = []
     for step in range(1, steps + 1):
-        logits = torch.stack([_label_logits(model, x, lw.ids) for x in ids])
+        logits = torch.stack([label_logits(model, x, lw.ids) for x in ids])
         loss = torch.nn.functional.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -313,7 +312,7 @@ def finetune(
     with torch.no_grad():
         for s in SPLITS[1:]:
             ids_s, y_s = sets[s]
-            logits = torch.stack([_label_logits(model, x, lw.ids) for x in ids_s])
+            logits = torch.stack([label_logits(model, x, lw.ids) for x in ids_s])
             rows.append(
                 {
                     "optimizer": optimizer,
@@ -326,12 +325,6 @@ def finetune(
                 }
             )
     return pd.DataFrame(rows), pd.DataFrame(history)
-
-
-def _label_logits(model: torch.nn.Module, ids: list[int], label_ids: list[int]) -> torch.Tensor:
-    device = next(model.parameters()).device
-    logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1]
-    return logits[label_ids]
 
 
 def side_by_side(solutions: pd.DataFrame, finetuned: pd.DataFrame) -> pd.DataFrame:

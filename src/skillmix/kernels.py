@@ -373,7 +373,8 @@ def prompt_ids(tokenizer, prompts: Sequence[str], lw: LabelWords, max_length: in
     return out
 
 
-def _label_logits_one(model: torch.nn.Module, ids: list[int], label_ids: list[int]) -> torch.Tensor:
+def label_logits(model: torch.nn.Module, ids: list[int], label_ids: list[int]) -> torch.Tensor:
+    """The label-word logits [C] of one prompt: next-token logits at its last position."""
     device = next(model.parameters()).device
     x = torch.tensor([ids], device=device)
     logits = model(input_ids=x, use_cache=False).logits[0, -1]
@@ -384,22 +385,24 @@ def lm_label_logits(model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelW
     """f0: the label-word logits [N, C] of every prompt (float64, eval mode, no gradient)."""
     model.eval()
     with torch.no_grad():
-        return torch.stack([_label_logits_one(model, x, lw.ids).double().cpu() for x in ids])
+        return torch.stack([label_logits(model, x, lw.ids).double().cpu() for x in ids])
 
 
-def lm_jacobians(
+def lm_jacobians_with_logits(
     model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
-) -> torch.Tensor:
-    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example, per-label-word Jacobians [N, C, P] and the logits [N, C] of the same forward
+    passes (both float64 on the CPU).
 
     One forward per example (no padding) and one backward per label word; parameters in
     `named_parameters()` order (tied weights once, with the sum of both uses' gradients).
     """
     model.eval()
     params = list(select_parameters(model.named_parameters(), subset).values())
-    rows = []
+    rows, logits = [], []
     for x in ids:
-        f = _label_logits_one(model, x, lw.ids)
+        f = label_logits(model, x, lw.ids)
+        logits.append(f.detach().double().cpu())
         per_logit = []
         for c in range(len(lw.ids)):
             grads = torch.autograd.grad(f[c], params, retain_graph=c + 1 < len(lw.ids), allow_unused=True)
@@ -412,4 +415,11 @@ def lm_jacobians(
                 )
             )
         rows.append(torch.stack(per_logit))
-    return torch.stack(rows)
+    return torch.stack(rows), torch.stack(logits)
+
+
+def lm_jacobians(
+    model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
+) -> torch.Tensor:
+    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU)."""
+    return lm_jacobians_with_logits(model, ids, lw, subset)[0]

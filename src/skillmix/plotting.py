@@ -79,6 +79,15 @@ def plot_comparison(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def _grouped_bars(ax, table: pd.DataFrame, rotate: bool) -> None:
+    """One group of bars per row of `table`, one bar (and legend entry) per column."""
+    table.plot.bar(ax=ax, width=0.8, rot=45 if rotate else 0, legend=False)
+    if rotate:
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    ax.set_xlabel("")
+
+
 def plot_composition(composition: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
     """Bars per skill: its share of the candidate pool and of each selection.
 
@@ -86,13 +95,8 @@ def plot_composition(composition: pd.DataFrame, path: str | os.PathLike, title: 
     """
     shares = [c for c in composition.columns if c.endswith("_share")]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(composition) + 3), 4), constrained_layout=True)
-    width = 0.8 / len(shares)
-    xs = range(len(composition))
-    for k, col in enumerate(shares):
-        ax.bar([x + k * width for x in xs], composition[col], width, label=col.removesuffix("_share"))
-    ax.set_xticks(
-        [x + 0.4 - width / 2 for x in xs], [str(s) for s in composition["skill"]], rotation=45, ha="right"
-    )
+    table = composition.set_index("skill")[shares].rename(columns=lambda c: c.removesuffix("_share"))
+    _grouped_bars(ax, table, rotate=True)
     ax.set_ylabel("share of examples")
     ax.legend(fontsize=8)
     ax.set_title(title)
@@ -131,13 +135,7 @@ def plot_target_comparison(summary: pd.DataFrame, path: str | os.PathLike, title
     for ax, metric in zip(axes, ["accuracy", "loss"], strict=True):
         table = table_of[metric]
         table.loc["mean"] = table.mean()
-        width = 0.8 / max(1, len(table.columns))
-        xs = range(len(table))
-        for k, sel in enumerate(table.columns):
-            ax.bar([x + k * width for x in xs], table[sel], width, label=str(sel))
-        ax.set_xticks(
-            [x + 0.4 - width / 2 for x in xs], [str(s) for s in table.index], rotation=45, ha="right"
-        )
+        _grouped_bars(ax, table, rotate=True)
         ax.set_ylabel(f"target {metric}")
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
@@ -161,14 +159,10 @@ def plot_kernel_solutions(
         if comparison is not None:
             ft = comparison[comparison["split"] == split].set_index("formula")["finetune_accuracy"]
             pivot["fine-tuning"] = ft.reindex(pivot.index)
-        width = 0.8 / max(1, len(pivot.columns))
-        xs = range(len(pivot))
-        for k, solver in enumerate(pivot.columns):
-            ax.bar([x + k * width for x in xs], pivot[solver], width, label=str(solver))
+        _grouped_bars(ax, pivot, rotate=False)
         base = table[(table["split"] == split) & (table["solver"] == "initial_model")]["accuracy"]
         if len(base):
             ax.axhline(float(base.iloc[0]), color="black", linestyle="--", label="initial model")
-        ax.set_xticks([x + 0.4 - width / 2 for x in xs], [str(f) for f in pivot.index])
         ax.set_ylim(0, 1)
         ax.set_title(f"{split} accuracy")
         ax.grid(alpha=0.3, axis="y")

@@ -160,16 +160,13 @@ def evaluate_target(
     model_cfg: dict[str, Any],
     evaluation: pd.DataFrame,
     batch_size: int = 64,
-    limit: int | None = None,
 ) -> pd.DataFrame:
     """Loss and exact-match accuracy of a saved model on each evaluation subtask.
 
-    Columns subtask, loss, accuracy, n; `limit` keeps the first examples of each subtask.
+    Columns subtask, loss, accuracy, n.
     """
     if evaluation.empty:
         raise SkillmixInputError("the target has no evaluation examples")
-    if limit is not None:
-        evaluation = evaluation.groupby("subtask", sort=False).head(limit)
     model, tokenizer = load_saved(model_dir)
     runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
     model.to(runtime.device)

@@ -171,6 +171,11 @@ def build_targets(
     return targets_from_slices(target_cfg.get("skills") or [], val_paths, test_paths, per, per_eval)
 
 
+def first_per_subtask(frame: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """The first `limit` rows of every subtask (all rows when limit is None)."""
+    return frame if limit is None else frame.groupby("subtask", sort=False).head(limit)
+
+
 def subtask_sets(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The frame split by subtask, in order of first appearance."""
     return [(str(s), frame[frame["subtask"] == s]) for s in dict.fromkeys(frame["subtask"])]

@@ -221,16 +221,17 @@ def save_epoch_checkpoint(
 ) -> None:
     """Write an epoch checkpoint (adapter, optimizer state, metadata) atomically."""
     tensors, rest = split_optimizer_state(optimizer.state_dict())
+    adapter = trainable_state(model)
     meta = {
         "epoch": epoch,
         "step": step,
         "mean_lr": float(np.mean(lrs)),
         "steps_in_epoch": len(lrs),
         "lora": lora_cfg,
-        "trainable": list(trainable_state(model)),
+        "trainable": list(adapter),
     }
     with atomic_directory(path) as tmp:
-        save_file(trainable_state(model), tmp / "adapter.safetensors")
+        save_file(adapter, tmp / "adapter.safetensors")
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(rest))
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))

@@ -1,14 +1,12 @@
 """The k-shot classification task of the eNTK stage, from the slices of the kernel skills."""
 
-import json
-
 import pandas as pd
 
 from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0])
 
-from skillmix.jobs import atomic_file, write_parquet  # noqa: E402
+from skillmix.jobs import write_json, write_parquet  # noqa: E402
 from skillmix.kernel_task import build_task  # noqa: E402
 
 k = snakemake.params.kernel
@@ -21,5 +19,4 @@ for split in ("train", "val", "test"):
 task, words = build_task(frames, k["label_split"], k["label_words"], k["k_shot"], k["seed"], k["max_eval"])
 log.info("kernel task: label words %s; rows per split %s", words, task["split"].value_counts().to_dict())
 write_parquet(task, snakemake.output.task)
-with atomic_file(snakemake.output.words) as tmp:
-    tmp.write_text(json.dumps(words))
+write_json(words, snakemake.output.words)

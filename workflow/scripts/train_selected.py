@@ -8,13 +8,11 @@ log = start_log(snakemake.log[0], snakemake.threads)
 
 from skillmix.jobs import write_json, write_parquet  # noqa: E402
 from skillmix.modeling import save_model  # noqa: E402
+from skillmix.targets import first_per_subtask  # noqa: E402
 from skillmix.warmup import prepare_epochs  # noqa: E402
 
 p = snakemake.params
-evaluation = pd.read_parquet(snakemake.input.evaluation)
-limit = p.eval["max_examples_per_skill"]
-if limit is not None:
-    evaluation = evaluation.groupby("subtask", sort=False).head(limit)
+evaluation = first_per_subtask(pd.read_parquet(snakemake.input.evaluation), p.eval["max_examples_per_skill"])
 recipe = dict(p.warmup, eval_every=p.train["eval_every"])
 run = prepare_epochs(
     p.model,
