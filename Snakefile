@@ -12,6 +12,7 @@ include: "rules/common.smk"
 
 scattergather:
     grads=config["select"]["grads"]["shards"],
+    kernel=config["kernel"]["shards"],
 
 
 wildcard_constraints:

@@ -116,6 +116,24 @@ def given_graph_files(wildcards):
     return files
 
 
+# The gradient skills graph (graph.method: gradient) reads existing checkpoints only.
+GRADIENT_CHECKPOINTS = config["graph"]["gradient"]["checkpoints"]
+if config["graph"]["method"] == "gradient" and "skillit" in GRADIENT_CHECKPOINTS:
+    raise ValueError(
+        "graph.gradient.checkpoints names skillit, whose training needs the graph itself; "
+        "use initial or another strategy's model"
+    )
+
+
+def gradient_graph_models(wildcards):
+    """Input function of the gradient graph: the trained models among its checkpoints."""
+    return [
+        f"results/train/{name}/model"
+        for name in GRADIENT_CHECKPOINTS
+        if name != "initial"
+    ]
+
+
 # LESS data selection (rules/select.smk).
 SELECT = config["select"]
 SEL = "results/select"

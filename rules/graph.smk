@@ -57,6 +57,40 @@ rule graph_assemble:
         "../workflow/scripts/graph_assemble.py"
 
 
+rule graph_gradient:
+    input:
+        train=split_slices("train"),
+        val=split_slices("val"),
+        manifest=MANIFEST,
+        models=gradient_graph_models,
+    output:
+        **graph_outputs("results/graph/{method}"),
+    log:
+        "logs/graph_assemble/{method}.log",
+    benchmark:
+        "benchmarks/graph_assemble/{method}.tsv"
+    wildcard_constraints:
+        method="gradient",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("graph_run", "threads")
+    resources:
+        mem_mb=res("graph_run", "mem_mb"),
+        runtime=res("graph_run", "runtime"),
+        gpu=res("graph_run", "gpu"),
+    params:
+        model=config["model"],
+        gradient=config["graph"]["gradient"],
+        assemble=config["graph"]["assemble"],
+        val_examples=config["graph"]["runs"]["eval_examples"],
+        runs_lr=config["graph"]["runs"]["lr"],
+        code=code_version(
+            "modeling", "encoding", "features", "gradients", "graph", "gradient_graph"
+        ),
+    script:
+        "../workflow/scripts/graph_gradient.py"
+
+
 rule graph_given:
     input:
         unpack(given_graph_files),

@@ -1,5 +1,6 @@
-# The eNTK stage: a k-shot classification task from the slices, its kernels (every formula from
-# one pass of Jacobians), and the kernel solvers' accuracy on val and test.
+# The eNTK stage: a k-shot classification task from the slices, its label-word gradient features
+# (scattered in shards of rows, one pass for every formula), the kernels (blocked Gram matrices of
+# the gathered features), and the kernel solvers' accuracy on val and test.
 
 
 rule kernel_task:
@@ -29,11 +30,41 @@ rule kernel_task:
         "../workflow/scripts/kernel_task.py"
 
 
-rule kernel:
+rule kernel_features:
     input:
         task=f"{KER}/task.parquet",
         words=f"{KER}/words.json",
         base=base_input(KERNEL["base_run"]),
+    output:
+        features=f"{KER}/features/{{scatteritem}}.npz",
+    log:
+        "logs/kernel/features/{scatteritem}.log",
+    benchmark:
+        "benchmarks/kernel/features/{scatteritem}.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("kernel", "threads")
+    resources:
+        mem_mb=res("kernel", "mem_mb"),
+        runtime=res("kernel", "runtime"),
+        gpu=res("kernel", "gpu"),
+    params:
+        model=base_model(KERNEL["base_run"]),
+        formulas=KERNEL["formulas"],
+        subset=KERNEL["subset"],
+        binary=KERNEL["binary"],
+        projection=KERNEL["projection"],
+        shard="{scatteritem}",
+        code=code_version("modeling", "features", "kernels", "kernel_task"),
+    script:
+        "../workflow/scripts/kernel_features.py"
+
+
+rule kernel:
+    input:
+        task=f"{KER}/task.parquet",
+        words=f"{KER}/words.json",
+        features=gather.kernel(f"{KER}/features/{{scatteritem}}.npz"),
     output:
         kernels=expand(f"{KER}/{{formula}}/kernels.npz", formula=KERNEL["formulas"]),
     log:
@@ -46,15 +77,12 @@ rule kernel:
     resources:
         mem_mb=res("kernel", "mem_mb"),
         runtime=res("kernel", "runtime"),
-        gpu=res("kernel", "gpu"),
+        gpu=0,
     params:
-        model=base_model(KERNEL["base_run"]),
         formulas=KERNEL["formulas"],
-        subset=KERNEL["subset"],
         row_block=KERNEL["row_block"],
         col_block=KERNEL["col_block"],
-        binary=KERNEL["binary"],
-        code=code_version("modeling", "kernels", "kernel_task"),
+        code=code_version("features", "kernels", "kernel_task"),
     script:
         "../workflow/scripts/kernel.py"
 
@@ -85,7 +113,7 @@ rule kernel_finetune:
         optimizer="{optimizer}",
         finetune=KERNEL["finetune"],
         subset=KERNEL["subset"],
-        code=code_version("modeling", "kernels", "kernel_task"),
+        code=code_version("modeling", "features", "kernels", "kernel_task"),
     script:
         "../workflow/scripts/kernel_finetune.py"
 

@@ -117,7 +117,13 @@ rule grads:
         dims=DIMS,
         shard="{scatteritem}",
         code=code_version(
-            "modeling", "encoding", "gradients", "projection", "datastore", "warmup"
+            "modeling",
+            "encoding",
+            "gradients",
+            "features",
+            "projection",
+            "datastore",
+            "warmup",
         ),
     script:
         "../workflow/scripts/grads.py"

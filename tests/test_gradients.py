@@ -10,14 +10,8 @@ import torch
 
 from skillmix.encoding import IGNORE, EncodedSet, collate, encode_row, per_example_loss
 from skillmix.errors import SkillmixInputError
-from skillmix.gradients import (
-    PerExampleGradients,
-    adam_feature,
-    example_gradients,
-    lora_parameters,
-    optimizer_moments,
-    sign_feature,
-)
+from skillmix.features import AdamState, Transform, example_gradients
+from skillmix.gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
 from skillmix.modeling import load_model, select_runtime
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4, "max_positions": 64}
@@ -168,6 +162,11 @@ def _optimizer_after_steps(model, tok, data, two_groups: bool):
     return opt, named, betas, eps
 
 
+def adam_feature(g, m, v, b1, b2, e, variant):
+    """The engine's Adam transform of gradient rows g over one flat parameter of len(m) entries."""
+    return Transform("adam", AdamState(m, v, b1, b2, e, variant))(g, ParamSlice("flat", (len(m),), 0))
+
+
 @pytest.mark.parametrize("two_groups", [False, True])
 def test_adam_feature_from_real_optimizer_state(two_groups: bool) -> None:
     model, tok = make_model()
@@ -197,7 +196,7 @@ def test_adam_feature_from_real_optimizer_state(two_groups: bool) -> None:
     torch.testing.assert_close(less, m2 / torch.sqrt(v2 + e))
     torch.testing.assert_close(adam, m2 / (torch.sqrt(v2) + e))
     assert not torch.allclose(less, adam)
-    assert torch.equal(sign_feature(g), torch.sign(g))
+    assert torch.equal(Transform("sign")(g), torch.sign(g))
     with pytest.raises(SkillmixInputError, match="variant"):
         adam_feature(g, m, v, b1, b2, e, variant="adamw")
 

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, job_stats, run_ok, snakemake, write_yaml
 
+from skillmix.jobs import shard_range
+
 TINY_KERNEL_CONFIG = REPO / "tests" / "configs" / "tiny_kernel.yaml"
 CONFIGS = (MAIN_CONFIG, TINY_CONFIG, TINY_KERNEL_CONFIG)
 KERNEL = yaml.safe_load(TINY_KERNEL_CONFIG.read_text())["kernel"]
@@ -23,13 +25,21 @@ TARGETS = [
 FORMULAS = ["sgd", "signgd", "asymmetric_signgd"]
 N_TRAIN = 2 * KERNEL["k_shot"]
 N_EVAL = KERNEL["max_eval"]
+SHARDS = KERNEL["shards"]
 
 
 @pytest.fixture(scope="module")
 def kernel_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("kernel_run")
     result = run_ok(workdir, *TARGETS, configs=CONFIGS)
-    expected = {"slice": 1, "kernel_task": 1, "kernel": 1, "kernel_finetune": 2, "kernel_solve": 1}
+    expected = {
+        "slice": 1,
+        "kernel_task": 1,
+        "kernel_features": SHARDS,
+        "kernel": 1,
+        "kernel_finetune": 2,
+        "kernel_solve": 1,
+    }
     assert job_stats(result.output) == expected, result.output
     return workdir
 
@@ -101,7 +111,13 @@ def test_solver_change_reruns_only_the_solvers(kernel_run, tmp_path):
 def test_k_shot_change_reruns_task_kernels_and_solvers(kernel_run, tmp_path):
     override = write_yaml(tmp_path / "k.yaml", {"kernel": {"k_shot": 3}})
     result = run_ok(kernel_run, "-n", *TARGETS, configs=(*CONFIGS, override))
-    expected = {"kernel_task": 1, "kernel": 1, "kernel_finetune": 2, "kernel_solve": 1}
+    expected = {
+        "kernel_task": 1,
+        "kernel_features": SHARDS,
+        "kernel": 1,
+        "kernel_finetune": 2,
+        "kernel_solve": 1,
+    }
     assert job_stats(result.output) == expected, result.output
 
 
@@ -142,3 +158,39 @@ def test_binary_kernels_and_the_asym_solver(kernel_run, tmp_path):
     assert list(asym["formula"]) == ["asymmetric_signgd"] * 2 and list(asym["split"]) == ["val", "test"]
     assert asym["accuracy"].between(0, 1).all()
     assert len(table[table["solver"] == "lstsq"]) == 3 * 2
+
+
+def test_kernels_do_not_depend_on_the_shard_count(kernel_run, tmp_path):
+    """--set-scatter kernel=3 (uneven row ranges) reruns only the features and the kernels, and
+    gives the same kernels, bit for bit."""
+    work = tmp_path / "copy"
+    shutil.copytree(kernel_run, work, symlinks=True)
+    result = run_ok(work, *TARGETS, "--set-scatter", "kernel=3", configs=CONFIGS)
+    assert job_stats(result.output) == {"kernel_features": 3, "kernel": 1, "kernel_solve": 1}, result.output
+    shards = sorted((work / "results/kernel/features").glob("*-of-3.npz"))
+    rows = [np.load(path)["rows"] for path in shards]
+    n = N_TRAIN + 2 * N_EVAL
+    assert [r.tolist() for r in rows] == [list(range(*shard_range(n, i, 3))) for i in (1, 2, 3)]
+    for formula in FORMULAS:
+        ref = np.load(kernel_run / f"results/kernel/{formula}/kernels.npz")
+        new = np.load(work / f"results/kernel/{formula}/kernels.npz")
+        for split in ("train", "val", "test"):
+            assert np.array_equal(ref[f"K_{split}"], new[f"K_{split}"]), (formula, split)
+            assert np.array_equal(ref[f"f0_{split}"], new[f"f0_{split}"])
+
+
+def test_projected_kernels_approximate_the_exact_ones(kernel_run, tmp_path):
+    """kernel.projection.dim: the SGD kernel of JL-projected features stays close to the exact one."""
+    work = tmp_path / "copy"
+    shutil.copytree(kernel_run, work, symlinks=True)
+    override = write_yaml(tmp_path / "proj.yaml", {"kernel": {"projection": {"dim": 4096}}})
+    result = run_ok(work, *TARGETS, configs=(*CONFIGS, override))
+    assert job_stats(result.output) == {"kernel_features": SHARDS, "kernel": 1, "kernel_solve": 1}, (
+        result.output
+    )
+    features = np.load(work / "results/kernel/features/1-of-2.npz")
+    assert features["identity"].shape[-1] == 4096 and features["sign"].dtype == np.float32
+    exact = np.load(kernel_run / "results/kernel/sgd/kernels.npz")["K_test"]
+    projected = np.load(work / "results/kernel/sgd/kernels.npz")["K_test"] / 4096
+    err = np.linalg.norm(projected - exact) / np.linalg.norm(exact)
+    assert err < 0.1, err

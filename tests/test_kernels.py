@@ -8,14 +8,12 @@ import torch
 from torch.func import functional_call
 
 from skillmix.errors import SkillmixInputError
+from skillmix.features import gram, per_logit_jacobians, select_parameters
 from skillmix.kernels import (
     accuracy,
-    gram,
     kernel,
-    per_logit_jacobians,
     predictions_to_labels,
     ridge,
-    select_parameters,
     solve_logistic,
     solve_lstsq,
     targets_matrix,
@@ -305,7 +303,11 @@ def _logits(model, ids, lw):
 
 
 def test_t8_adam_first_step_is_signgd_and_the_less_feature_regimes():
-    from skillmix.gradients import adam_feature
+    from skillmix.features import AdamState, Transform
+    from skillmix.gradients import ParamSlice
+
+    def adam_feature(g, m, v, b1, b2, e, variant):
+        return Transform("adam", AdamState(m, v, b1, b2, e, variant))(g, ParamSlice("p", (len(m),), 0))
 
     g = torch.tensor([0.5, -2.0, 1e-3, -7.0], dtype=torch.float64)
     p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))

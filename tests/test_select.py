@@ -14,11 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skillmix.datastore import build_shard, gradient_features, parse_scatteritem, shard_range
+from skillmix.datastore import build_shard, gradient_features
 from skillmix.encoding import IGNORE, EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.gradients import example_gradients, lora_parameters, optimizer_moments
+from skillmix.features import example_gradients
+from skillmix.gradients import lora_parameters, optimizer_moments
 from skillmix.influence import read_shard, write_shard
+from skillmix.jobs import parse_scatteritem, shard_range
 from skillmix.projection import RademacherProjector
 from skillmix.sampling import EpochSampler
 from skillmix.selection import (

@@ -1,11 +1,11 @@
 """The LESS gradient datastore: projected, normalised per-example gradient features in shards.
 
 For one warm-up checkpoint and one example set (candidates or target), a shard job takes its
-contiguous range of rows, computes batched per-example LoRA gradients (`skillmix.gradients`),
-transforms them (candidates: LESS's Adam feature from the checkpoint's optimizer moments;
-targets: the plain gradient, or its sign), projects each parameter's slice with the matching
-rows of the portable Rademacher matrix (`skillmix.projection`, so the full gradient vector is
-never formed), and normalises each row. Several output widths come from one pass: the d-wide
+contiguous range of rows and computes its features with the gradient-feature engine
+(`skillmix.features`): batched per-example LoRA loss gradients, transformed (candidates: LESS's
+Adam feature from the checkpoint's optimizer moments; targets: the plain gradient, or its sign),
+projected per parameter slice with the portable Rademacher matrix (so the full gradient vector is
+never formed), then each row normalised. Several output widths come from one pass: the d-wide
 projection is the first d columns of the widest one (less.md §6). Rows are then written as
 float16 `.npy` shards (`skillmix.influence.write_shard`) with a Parquet index of example ids.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,56 +27,17 @@ from tqdm import tqdm
 
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.gradients import (
-    PerExampleGradients,
-    adam_direction,
-    adam_moments,
-    labelled_examples,
-    optimizer_moments,
-    sign_feature,
-)
+from skillmix.features import AdamState, FeatureMap, Projection, Transform, example_loss_gradients
+from skillmix.gradients import labelled_examples
 from skillmix.influence import write_shard
-from skillmix.jobs import write_json, write_parquet
+from skillmix.jobs import parse_scatteritem, shard_range, write_json, write_parquet
 from skillmix.modeling import Runtime
-from skillmix.projection import RademacherProjector, normalise_rows, single_row_safe_matmul
+from skillmix.projection import normalise_rows
 from skillmix.warmup import load_epoch_checkpoint
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("adam", "sgd", "sign")
-DENSE_MATRIX_BYTES = 512 * 2**20  # materialise the projection matrix when it is at most this big
-
-
-def parse_scatteritem(item: str) -> tuple[int, int]:
-    """(index, count) of a Snakemake scatter item such as "3-of-8" (index 1-based)."""
-    m = re.fullmatch(r"(\d+)-of-(\d+)", str(item))
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise SkillmixInputError(f"shard {item!r}: expected '<i>-of-<n>' with 1 <= i <= n")
-    return int(m.group(1)), int(m.group(2))
-
-
-def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:
-    """Rows [start, stop) of shard `index` (1-based) of `count` equal contiguous shards."""
-    if count < 1 or not 1 <= index <= count:
-        raise SkillmixInputError(f"shard {index} of {count} is out of range")
-    return n_rows * (index - 1) // count, n_rows * index // count
-
-
-class _Projection:
-    """x ↦ x @ P[rows] for the portable matrix, materialised once when small enough."""
-
-    def __init__(self, projector: RademacherProjector, device: torch.device) -> None:
-        self.projector = projector
-        self.dense: torch.Tensor | None = None
-        if projector.input_dim * projector.output_dim * 4 <= DENSE_MATRIX_BYTES:
-            self.dense = torch.cat(
-                [projector.block(i, device=device) for i in range(projector.n_blocks)], dim=1
-            )
-
-    def __call__(self, x: torch.Tensor, row_offset: int) -> torch.Tensor:
-        if self.dense is None:
-            return self.projector.project(x, row_offset)
-        return single_row_safe_matmul(x.to(torch.float32), self.dense[row_offset : row_offset + x.shape[1]])
 
 
 @dataclass
@@ -126,47 +86,28 @@ def gradient_features(
     kept, excluded = labelled_examples(data)
     model.to(runtime.device)
     stats: dict[str, Any] = {"feature": feature, "examples": len(data), "excluded": len(excluded)}
-    with PerExampleGradients(model, runtime, pad_id) as engine:
-        projector = RademacherProjector(engine.dim, dims[-1], seed=projection_seed)
-        projection = _Projection(projector, runtime.device)
-        moments = None
-        if feature == "adam":
-            if optimizer_state is None:
-                raise SkillmixInputError("the Adam feature needs the checkpoint's optimizer state")
-            m, v, beta1, beta2, eps = optimizer_moments(optimizer_state, engine.params)
-            moments = (m.to(runtime.device), v.to(runtime.device), beta1, beta2, eps)
-            stats.update(beta1=beta1, beta2=beta2, eps=eps, adam_variant=adam_variant)
-        out = torch.zeros((len(kept), dims[-1]), dtype=torch.float32)
-        order = sorted(range(len(kept)), key=lambda j: len(data.input_ids[kept[j]]))
-        large_v = 0
-        bar = tqdm(range(0, len(order), batch_size), mininterval=5.0, desc="gradients", disable=None)
-        for start in bar:
-            rows = order[start : start + batch_size]
-            idx = [kept[j] for j in rows]
-            grads = engine(
-                [data.input_ids[i] for i in idx], [data.labels[i] for i in idx], [data.ids[i] for i in idx]
-            )
-            acc = torch.zeros((len(idx), dims[-1]), dtype=torch.float32, device=runtime.device)
-            for p in engine.params:
-                g = grads[p.name].reshape(len(idx), -1)
-                if moments is not None:
-                    m, v, beta1, beta2, eps = moments
-                    sl = slice(p.offset, p.offset + p.numel)
-                    m_new, v_new = adam_moments(g, m[sl], v[sl], beta1, beta2)
-                    large_v += int((v_new > 1e-9).sum())
-                    g = adam_direction(m_new, v_new, eps, adam_variant)
-                elif feature == "sign":
-                    g = sign_feature(g)
-                if projection_input == "float16":
-                    g = g.to(torch.float16)
-                acc += projection(g, p.offset)
-            out[rows] = acc.cpu()
-        bar.close()
-    if moments is not None and kept:
-        stats["share_v_above_1e-9"] = large_v / (len(kept) * engine.dim)
-    stats["grad_dim"] = engine.dim
+    layout, batches = example_loss_gradients(model, runtime, pad_id, data, kept, "lora", batch_size)
+    if feature == "adam":
+        if optimizer_state is None:
+            raise SkillmixInputError("the Adam feature needs the checkpoint's optimizer state")
+        adam = AdamState.from_optimizer(optimizer_state, layout, adam_variant)
+        transform = Transform("adam", adam.to(runtime.device))
+        stats.update(beta1=adam.beta1, beta2=adam.beta2, eps=adam.eps, adam_variant=adam_variant)
+    else:
+        transform = Transform("sign" if feature == "sign" else "identity")
+    grad_dim = sum(p.numel for p in layout)
+    projection = Projection(grad_dim, dims[-1], projection_seed, runtime.device)
+    fmap = FeatureMap(layout, [transform], projection, projection_input)
+    out = torch.zeros((len(kept), dims[-1]), dtype=torch.float32)
+    for pos, grads in tqdm(
+        batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients", disable=None
+    ):
+        out[pos] = fmap(grads)[0].cpu()
+    if feature == "adam" and kept:
+        stats["share_v_above_1e-9"] = transform.large_v / (len(kept) * grad_dim)
+    stats["grad_dim"] = grad_dim
     stats["projection_input"] = projection_input
-    stats["projector"] = projector.identity
+    stats["projector"] = projection.identity
     features = {d: normalise_rows(out[:, :d]) for d in dims}
     return FeatureResult(
         features,

@@ -128,9 +128,10 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token next-token cross-entropy and the label mask, both [batch, seq-1].
 
-    Positions whose label is ignored get loss 0 and mask 0.
+    Positions whose label is ignored get loss 0 and mask 0. Computed in float32, or float64
+    for a float64 model.
     """
-    shift_logits = logits[:, :-1, :].float()
+    shift_logits = logits[:, :-1, :].to(torch.promote_types(logits.dtype, torch.float32))
     shift_labels = labels[:, 1:]
     mask = shift_labels != IGNORE
     loss = torch.nn.functional.cross_entropy(

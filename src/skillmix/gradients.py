@@ -15,8 +15,9 @@ exact because ℓ_b depends only on row b of the batch and padded positions carr
 Feature order: trainable parameters in `named_parameters()` order, each flattened row-major
 (A is r×d_in, B is d_out×r).
 
-Also here: the Adam and sign feature transforms of LESS (§4, both eps placements kept and named,
-§9.5) and the mapping of a torch AdamW state dict onto the flat feature order (§9.3).
+Also here: the Adam update direction of LESS (§4, both eps placements kept and named, §9.5) and
+the mapping of a torch AdamW state dict onto the flat feature order (§9.3). Transforms,
+projection and Gram matrices over these gradients are in `skillmix.features`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ ADAM_VARIANTS = ("less", "adam")
 
 
 @dataclass
-class LoraParam:
-    """One trainable LoRA tensor, in `model.named_parameters()` order."""
+class ParamSlice:
+    """One parameter's place in a flat feature vector (parameters in `named_parameters()` order)."""
 
     name: str
     shape: tuple[int, ...]
@@ -96,7 +97,7 @@ def _lora_adapters(model: torch.nn.Module) -> list[_Adapter]:
     return found
 
 
-def lora_parameters(model: torch.nn.Module) -> list[LoraParam]:
+def lora_parameters(model: torch.nn.Module) -> list[ParamSlice]:
     """The trainable parameters of `model` in `named_parameters()` order, with flat offsets.
 
     Every trainable parameter must be the A or B weight of a peft LoRA Linear layer (no
@@ -105,7 +106,7 @@ def lora_parameters(model: torch.nn.Module) -> list[LoraParam]:
     known = set()
     for ad in _lora_adapters(model):
         known.update((ad.a_name, ad.b_name))
-    params: list[LoraParam] = []
+    params: list[ParamSlice] = []
     offset = 0
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -115,7 +116,7 @@ def lora_parameters(model: torch.nn.Module) -> list[LoraParam]:
                 f"trainable parameter {name!r} is not a LoRA A/B weight; per-example LoRA gradients "
                 "need a peft model whose only trainable parameters are its LoRA adapters"
             )
-        params.append(LoraParam(name, tuple(p.shape), offset))
+        params.append(ParamSlice(name, tuple(p.shape), offset))
         offset += p.numel()
     if not params:
         raise SkillmixInputError("the model has no trainable LoRA parameters (is LoRA enabled?)")
@@ -284,36 +285,6 @@ class PerExampleGradients:
         return torch.cat([grads[p.name].reshape(n, -1) for p in self.params], dim=1)
 
 
-def example_gradients(
-    model: torch.nn.Module, data: EncodedSet, runtime: Runtime, pad_id: int, batch_size: int = 16
-) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Flat per-example LoRA gradients of an encoded set: ([N_kept, D], kept ids, excluded ids).
-
-    Examples without label tokens (answer truncated away) are excluded and reported (returned
-    and logged), never given a NaN row. Batches group examples of similar length; rows come
-    back in the data's order.
-    """
-    if batch_size < 1:
-        raise SkillmixInputError(f"batch_size must be >= 1, got {batch_size}")
-    kept, excluded = labelled_examples(data)
-    with PerExampleGradients(model, runtime, pad_id) as engine:
-        dtype = torch.float64 if engine.params and _lora_dtype(model) == torch.float64 else torch.float32
-        out = torch.empty((len(kept), engine.dim), dtype=dtype)
-        order = sorted(range(len(kept)), key=lambda j: len(data.input_ids[kept[j]]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            idx = [kept[j] for j in rows]
-            flat = engine.flat(
-                [data.input_ids[i] for i in idx], [data.labels[i] for i in idx], [data.ids[i] for i in idx]
-            )
-            out[rows] = flat.to(device="cpu", dtype=dtype)
-    return out, [data.ids[i] for i in kept], excluded
-
-
-def _lora_dtype(model: torch.nn.Module) -> torch.dtype:
-    return next(p.dtype for p in model.parameters() if p.requires_grad)
-
-
 def adam_moments(
     g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, beta1: float, beta2: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -334,34 +305,8 @@ def adam_direction(m: torch.Tensor, v: torch.Tensor, eps: float, variant: str = 
     return m / (torch.sqrt(v) + eps)
 
 
-def adam_feature(
-    g: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    variant: str = "less",
-) -> torch.Tensor:
-    """The Adam update direction of gradient(s) `g` ([D] or [B, D]) from the optimizer moments.
-
-    m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², no bias correction; then
-    variant "less": Γ = m' / sqrt(v' + ε)  (LESS's formula, ε inside the root), or
-    variant "adam": Γ = m' / (sqrt(v') + ε) (torch Adam's placement). Float32 or wider.
-    """
-    if variant not in ADAM_VARIANTS:
-        raise SkillmixInputError(f"Adam feature variant must be one of {ADAM_VARIANTS}, got {variant!r}")
-    m, v = adam_moments(g, exp_avg, exp_avg_sq, beta1, beta2)
-    return adam_direction(m, v, eps, variant)
-
-
-def sign_feature(g: torch.Tensor) -> torch.Tensor:
-    """The sign of the gradient (−1, 0, +1), same shape and dtype."""
-    return torch.sign(g)
-
-
 def optimizer_moments(
-    optimizer_state: dict[str, Any], params: list[LoraParam]
+    optimizer_state: dict[str, Any], params: list[ParamSlice]
 ) -> tuple[torch.Tensor, torch.Tensor, float, float, float]:
     """Flat float32 [D] exp_avg and exp_avg_sq in `params` order, plus β1, β2, ε of the optimizer.
 

@@ -11,6 +11,8 @@ initial model). Units are named by skill slugs: ``slug_i`` trains on skill ``i``
 
 - ``brute_force`` (Alg. 2): k single runs and k(k-1)/2 pair runs.
 - ``linear`` (Alg. 3): k single runs.
+- ``gradient`` (entk.md §8): inner products of mean skill gradients at existing checkpoints, no
+  runs (``skillmix.gradient_graph``).
 - ``given``: a ``.npy`` matrix with its skill order; values are used exactly as stored (a user's
   graph is never rescaled; scaling a binary graph is the explicit ``binary_edge_weight`` option of
   learned graphs only).
@@ -39,7 +41,8 @@ from skillmix.errors import SkillmixInputError  # noqa: E402
 from skillmix.jobs import atomic_file, write_json, write_parquet  # noqa: E402
 from skillmix.slicing import SLUG_PATTERN  # noqa: E402
 
-METHODS = ("brute_force", "linear", "given")
+METHODS = ("brute_force", "linear", "gradient", "given")
+LEARNED_FROM_RUNS = ("brute_force", "linear")
 PAIR_SEPARATOR = "__"
 UNIT_PATTERN = rf"{SLUG_PATTERN}(?:{PAIR_SEPARATOR}{SLUG_PATTERN})?"
 """Regex for a unit name: ``SLUG`` or ``SLUG__SLUG`` (no capturing groups; for wildcard_constraints)."""
@@ -91,12 +94,13 @@ def graph_units(method: str, slugs: list[str]) -> list[str]:
     """Return the training units a graph method needs, in a fixed order.
 
     ``brute_force``: the k single units (``slug``) then the k(k-1)/2 pair units
-    (``slug_i__slug_j``, i < j in the given order); ``linear``: the k single units; ``given``: none.
+    (``slug_i__slug_j``, i < j in the given order); ``linear``: the k single units; ``gradient``
+    and ``given``: none.
     """
     _check_method(method)
     slugs = list(slugs)
     _check_slugs(slugs)
-    if method == "given":
+    if method not in LEARNED_FROM_RUNS:
         return []
     units = list(slugs)
     if method == "brute_force":
@@ -331,7 +335,8 @@ def _relative(delta: float, reference: float, unit: str, skill: str) -> float:
 # Assembly
 
 
-def _postprocess(A: np.ndarray, options: GraphOptions) -> np.ndarray:
+def postprocess(A: np.ndarray, options: GraphOptions) -> np.ndarray:
+    """Apply clip_negative, threshold, binary_edge_weight and diagonal, in that order."""
     A = A.copy()
     off = ~np.eye(A.shape[0], A.shape[1], dtype=bool)
     if options.clip_negative:
@@ -370,8 +375,8 @@ def assemble(
     :class:`GraphOptions`), in that order.
     """
     _check_method(method)
-    if method == "given":
-        raise SkillmixInputError("graph.method 'given': the graph is loaded with load_given, not assembled")
+    if method not in LEARNED_FROM_RUNS:
+        raise SkillmixInputError(f"graph.method {method!r}: the graph is not assembled from training runs")
     skills, slugs = list(skills), list(slugs)
     if len(skills) != len(slugs):
         raise SkillmixInputError(f"graph skills: {len(skills)} skill names but {len(slugs)} slugs")
@@ -415,7 +420,7 @@ def assemble(
 
     if not np.isfinite(A).all():  # pragma: no cover - every input value was checked finite
         raise SkillmixInputError(f"graph.method {method!r}: the assembled graph has non-finite entries")
-    A = _postprocess(A, options)
+    A = postprocess(A, options)
     raw = pd.concat([curves[unit].loc[:, list(CURVE_COLUMNS)] for unit in units], ignore_index=True)
     raw = raw.astype({"unit": str, "step": "int64", "skill": str, "loss": "float64"})
     return A, raw

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from skillmix.errors import SkillmixInputError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that writing files does not need it
     import torch
@@ -88,3 +91,18 @@ class JobClock:
             out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         out.update(extra)
         return out
+
+
+def parse_scatteritem(item: str) -> tuple[int, int]:
+    """(index, count) of a Snakemake scatter item such as "3-of-8" (index 1-based)."""
+    m = re.fullmatch(r"(\d+)-of-(\d+)", str(item))
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise SkillmixInputError(f"shard {item!r}: expected '<i>-of-<n>' with 1 <= i <= n")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_range(n_rows: int, index: int, count: int) -> tuple[int, int]:
+    """Rows [start, stop) of shard `index` (1-based) of `count` equal contiguous shards."""
+    if count < 1 or not 1 <= index <= count:
+        raise SkillmixInputError(f"shard {index} of {count} is out of range")
+    return n_rows * (index - 1) // count, n_rows * index // count

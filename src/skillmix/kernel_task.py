@@ -19,18 +19,18 @@ import pandas as pd
 import torch
 
 from skillmix.errors import SkillmixInputError
+from skillmix.features import select_parameters
 from skillmix.jobs import atomic_file
 from skillmix.kernels import (
+    FORMULA_TRANSFORMS,
     FORMULAS,
     accuracy,
-    binary_collapse,
-    kernel,
+    kernel_from_features,
     label_logits,
     label_words,
-    lm_jacobians_with_logits,
+    lm_label_features,
     predictions_to_labels,
     prompt_ids,
-    select_parameters,
     solve_asym,
     solve_logistic,
     solve_lstsq,
@@ -119,6 +119,90 @@ def build_task(
     return pd.concat([table.loc[sorted(keep)], *evals], ignore_index=True), labels
 
 
+def formula_transforms(formulas: Sequence[str]) -> list[str]:
+    """The feature transforms the kernels of `formulas` need (identity and/or sign), checked."""
+    bad = [f for f in formulas if f not in FORMULAS]
+    if bad:
+        raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {FORMULAS}")
+    return [t for t in ("identity", "sign") if any(t in FORMULA_TRANSFORMS[f] for f in formulas)]
+
+
+def task_features(
+    model_cfg: dict[str, Any],
+    task: pd.DataFrame,
+    words: Sequence[str],
+    formulas: Sequence[str],
+    subset: str = "all",
+    binary: bool = False,
+    rows: tuple[int, int] | None = None,
+    projection_dim: int | None = None,
+    projection_seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Label-word gradient features of the task rows [start, stop) (all rows when None).
+
+    Arrays: `rows` (task row numbers), `f0` (initial logits [n, C]), and one feature array
+    [n, C, d] per transform the formulas need: `identity` (float64, or float32 projected) and
+    `sign` (int8, or float32 projected). With `binary` (two label words) C = 1 (f_1 − f_0).
+    """
+    if binary and len(words) != 2:
+        raise SkillmixInputError(f"kernel.binary needs exactly two label words, got {list(words)}")
+    transforms = formula_transforms(formulas)
+    start, stop = rows if rows is not None else (0, len(task))
+    model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
+    model = model.double()
+    lw = label_words(tokenizer, words)
+    part = task.iloc[start:stop]
+    ids = prompt_ids(tokenizer, part["prompt"].tolist(), lw, model_cfg.get("max_length", 128))
+    feats, logits = lm_label_features(
+        model, ids, lw, subset, transforms, projection_dim, projection_seed, binary
+    )
+    out = {"rows": np.arange(start, stop, dtype=np.int64), "f0": logits.numpy()}
+    for t, x in feats.items():
+        out[t] = x.to(torch.int8).numpy() if t == "sign" and projection_dim is None else x.numpy()
+    log.info("task rows %d..%d: features %s", start, stop, {t: x.shape for t, x in out.items()})
+    return out
+
+
+def kernels_from_features(
+    task: pd.DataFrame,
+    words: Sequence[str],
+    parts: Sequence[dict[str, np.ndarray]],
+    formulas: Sequence[str],
+    row_block: int = 256,
+    col_block: int = 256,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per formula, the arrays of one kernel file: K_<split> (train × split), f0_<split>, y_<split>.
+
+    `parts` are `task_features` of consecutive row ranges that together cover the task, in
+    order (shards of any sizes give the same kernels).
+    """
+    transforms = formula_transforms(formulas)
+    rows = np.concatenate([p["rows"] for p in parts]) if parts else np.empty(0, dtype=np.int64)
+    if not np.array_equal(rows, np.arange(len(task))):
+        raise SkillmixInputError(
+            f"kernel: the feature shards cover rows {rows[:3].tolist()}... ({len(rows)} rows), "
+            f"expected 0..{len(task) - 1} in order; re-run the kernel_features jobs"
+        )
+    missing = [t for t in transforms if any(t not in p for p in parts)]
+    if missing:
+        raise SkillmixInputError(f"kernel: the feature shards lack the {missing} features the formulas need")
+    feats = {t: torch.from_numpy(np.concatenate([p[t] for p in parts])) for t in transforms}
+    f0 = np.concatenate([p["f0"] for p in parts])
+    where = {s: np.flatnonzero(task["split"].to_numpy() == s) for s in SPLITS}
+    y = {s: task["label"].to_numpy()[where[s]] for s in SPLITS}
+    train = {t: x[where["train"]] for t, x in feats.items()}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for formula in formulas:
+        arrays: dict[str, np.ndarray] = {"words": np.array(list(words))}
+        for split in SPLITS:
+            other = {t: x[where[split]] for t, x in feats.items()}
+            arrays[f"K_{split}"] = kernel_from_features(train, other, formula, row_block, col_block).numpy()
+            arrays[f"f0_{split}"] = f0[where[split]]
+            arrays[f"y_{split}"] = y[split]
+        out[formula] = arrays
+    return out
+
+
 def compute_kernels(
     model_cfg: dict[str, Any],
     task: pd.DataFrame,
@@ -128,46 +212,27 @@ def compute_kernels(
     row_block: int = 256,
     col_block: int = 256,
     binary: bool = False,
+    projection_dim: int | None = None,
+    projection_seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per formula, the arrays of one kernel file: K_<split> (train × split), f0_<split>, y_<split>.
-
-    Jacobians of the label-word logits are computed once per example and shared by all formulas.
-    With `binary` (two label words) the output is the one logit difference f_1 − f_0.
-    """
-    if binary and len(words) != 2:
-        raise SkillmixInputError(f"kernel.binary needs exactly two label words, got {list(words)}")
-    bad = [f for f in formulas if f not in FORMULAS]
-    if bad:
-        raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {FORMULAS}")
-    model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
-    model = model.double()
-    lw = label_words(tokenizer, words)
-    max_length = model_cfg.get("max_length", 128)
-    jac, f0, y = {}, {}, {}
-    for split in SPLITS:
-        rows = task[task["split"] == split]
-        ids = prompt_ids(tokenizer, rows["prompt"].tolist(), lw, max_length)
-        jac[split], logits = lm_jacobians_with_logits(model, ids, lw, subset)
-        f0[split] = logits.numpy()
-        if binary:
-            jac[split], f0[split] = binary_collapse(jac[split]), binary_collapse(f0[split])
-        y[split] = rows["label"].to_numpy()
-        log.info("%s: %d examples, Jacobians %s", split, len(rows), tuple(jac[split].shape))
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for formula in formulas:
-        arrays: dict[str, np.ndarray] = {"words": np.array(list(words))}
-        for split in SPLITS:
-            arrays[f"K_{split}"] = kernel(jac["train"], jac[split], formula, row_block, col_block).numpy()
-            arrays[f"f0_{split}"] = f0[split]
-            arrays[f"y_{split}"] = y[split]
-        out[formula] = arrays
-    return out
+    """The kernel files of every formula in one process (`task_features` of all rows, then
+    `kernels_from_features`)."""
+    part = task_features(
+        model_cfg, task, words, formulas, subset, binary, None, projection_dim, projection_seed
+    )
+    return kernels_from_features(task, words, [part], formulas, row_block, col_block)
 
 
-def write_kernel_file(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Save one formula's arrays as an `.npz`; the file appears only when complete."""
+def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Save named arrays as an `.npz`; the file appears only when complete."""
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
+
+
+def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The named arrays of an `.npz` written by `write_arrays`."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
 
 
 def solve_kernel_file(

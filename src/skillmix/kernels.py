@@ -8,146 +8,73 @@ parameter subset. Kernels between a training set (rows i) and a set X (columns j
 * ``signgd``:            K[i, c, j, c'] = ⟨sign g_c(x_i), sign g_c'(x_j)⟩  (integer-valued)
 * ``asymmetric_signgd``: K[0] = ⟨sign g(x_i), g(x_j)⟩ and K[1] = ⟨g(x_i), sign g(x_j)⟩, stacked [2, …]
 
-Every kernel is a Gram matrix of per-(example, logit) feature rows, computed here in blocks of
-rows and columns with float64 accumulation, so memory stays bounded and the result does not
-depend on the block sizes (`gram`). The solvers flatten [N, C, M, C] to (N·C) × (M·C) with row
-index i·C + c: kernel regression with a ridge relative to the top eigenvalue, with or without
-the initial model's outputs f0, and logistic regression on the kernel's rows.
+Every kernel is a Gram matrix of per-(example, logit) feature rows of the gradient-feature
+engine (`skillmix.features`: transform, optional projection, blocked float64 Gram), so memory
+stays bounded and the result does not depend on the block sizes. The solvers flatten
+[N, C, M, C] to (N·C) × (M·C) with row index i·C + c: kernel regression with a ridge relative
+to the top eigenvalue, with or without the initial model's outputs f0, and logistic regression
+on the kernel's rows.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from skillmix.errors import SkillmixInputError
+from skillmix.features import FeatureMap, Projection, Transform, gram, logit_gradients
 
 log = logging.getLogger(__name__)
 
 FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
 
 
-def select_parameters(
-    named: Mapping[str, torch.Tensor] | Sequence[tuple[str, torch.Tensor]], subset: str = "all"
-) -> dict[str, torch.Tensor]:
-    """The parameters a kernel differentiates: `all`, `no_embeddings` (names without "embed"),
-    `no_head` (without "head"), `bias` (names ending in "bias"), `lora` (names with "lora_"), or
-    a comma-separated list of name substrings. Only parameters that require grad count."""
-    items = list(named.items()) if isinstance(named, Mapping) else list(named)
-    items = [(n, p) for n, p in items if p.requires_grad]
-    rules: dict[str, Callable[[str], bool]] = {
-        "all": lambda n: True,
-        "no_embeddings": lambda n: "embed" not in n,
-        "no_head": lambda n: "head" not in n,
-        "bias": lambda n: n.endswith("bias"),
-        "lora": lambda n: "lora_" in n,
-    }
-    if subset in rules:
-        keep = rules[subset]
-    else:
-        parts = [s.strip() for s in subset.split(",") if s.strip()]
-        if not parts:
-            raise SkillmixInputError(f"parameter subset {subset!r} names nothing")
-
-        def keep(n: str) -> bool:
-            return any(s in n for s in parts)
-
-    chosen = {n: p for n, p in items if keep(n)}
-    if not chosen:
-        raise SkillmixInputError(f"parameter subset {subset!r} selects no trainable parameter")
-    return chosen
+FORMULA_TRANSFORMS = {
+    "sgd": ("identity",),
+    "signgd": ("sign",),
+    "asymmetric_signgd": ("identity", "sign"),
+}
+"""The feature transforms each formula's kernel is built from."""
 
 
-def per_logit_jacobians(
-    model: torch.nn.Module,
-    outputs: Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
-    inputs: torch.Tensor,
-    subset: str = "all",
-    batch_size: int = 16,
-) -> torch.Tensor:
-    """Flat per-example, per-logit Jacobians [N, C, P] of the selected parameters.
-
-    `outputs(model, params, x)` returns the C logits of ONE example x (a row of `inputs`) with
-    the selected parameters replaced by `params` (use `torch.func.functional_call`). Computed
-    with `torch.func.jacrev` under `vmap`, `batch_size` examples at a time; parameters are
-    flattened in `named_parameters()` order. The model is put in eval mode.
-    """
-    from torch.func import jacrev, vmap
-
-    model.eval()
-    params = {n: p.detach() for n, p in select_parameters(model.named_parameters(), subset).items()}
-
-    def f(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return outputs(model, p, x)
-
-    jac = vmap(jacrev(f), in_dims=(None, 0))
-    rows = []
-    for start in range(0, len(inputs), batch_size):
-        j = jac(params, inputs[start : start + batch_size])
-        n = next(iter(j.values())).shape[0]
-        c = next(iter(j.values())).shape[1]
-        rows.append(torch.cat([j[name].reshape(n, c, -1) for name in params], dim=2))
-    return torch.cat(rows)
-
-
-def _transform(x: torch.Tensor, signed: bool) -> torch.Tensor:
-    return torch.sign(x) if signed else x
-
-
-def gram(
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    sign_rows: bool = False,
-    sign_cols: bool = False,
+def kernel_from_features(
+    train: Mapping[str, torch.Tensor],
+    other: Mapping[str, torch.Tensor],
+    formula: str = "sgd",
     row_block: int = 256,
     col_block: int = 256,
 ) -> torch.Tensor:
-    """G[i, c, j, c'] = ⟨T(rows[i, c]), T(cols[j, c'])⟩ in float64, computed block by block.
+    """The kernel of one formula from per-logit features [N, C, d] and [M, C, d] keyed by transform.
 
-    rows [N, C, P] and cols [M, C', P] are feature rows (e.g. per-logit Jacobians); T is sign()
-    where asked (sign(0) = 0). Blocks of row_block × col_block examples are multiplied in
-    float64 in a fixed order, so any block sizes give the same result.
+    `sgd` and `signgd` give [N, C, M, C]; `asymmetric_signgd` gives [2, N, C, M, C] with [0] =
+    ⟨sign g(x_i), g(x_j)⟩ and [1] = ⟨g(x_i), sign g(x_j)⟩ (the "flipped" kernel).
     """
-    if rows.ndim != 3 or cols.ndim != 3 or rows.shape[2] != cols.shape[2]:
-        raise SkillmixInputError(
-            "gram: need [N, C, P] and [M, C', P] with the same P, "
-            f"got {tuple(rows.shape)} and {tuple(cols.shape)}"
-        )
-    if row_block < 1 or col_block < 1:
-        raise SkillmixInputError("gram: block sizes must be >= 1")
-    n, c, p = rows.shape
-    m, c2, _ = cols.shape
-    out = torch.empty((n, c, m, c2), dtype=torch.float64)
-    for i in range(0, n, row_block):
-        a = _transform(rows[i : i + row_block].to(torch.float64), sign_rows).reshape(-1, p)
-        for j in range(0, m, col_block):
-            b = _transform(cols[j : j + col_block].to(torch.float64), sign_cols).reshape(-1, p)
-            block = (a @ b.T).reshape(-1, c, min(col_block, m - j), c2)
-            out[i : i + row_block, :, j : j + col_block, :] = block.cpu()
-    return out
+    if formula not in FORMULAS:
+        raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
+    kw = {"row_block": row_block, "col_block": col_block}
+    if formula == "sgd":
+        return gram(train["identity"], other["identity"], **kw)
+    if formula == "signgd":
+        return gram(train["sign"], other["sign"], **kw)
+    return torch.stack(
+        [gram(train["sign"], other["identity"], **kw), gram(train["identity"], other["sign"], **kw)]
+    )
 
 
 def kernel(
     train: torch.Tensor, other: torch.Tensor, formula: str = "sgd", row_block: int = 256, col_block: int = 256
 ) -> torch.Tensor:
-    """The kernel of one formula between training Jacobians [N, C, P] and X's [M, C, P].
-
-    `sgd` and `signgd` give [N, C, M, C]; `asymmetric_signgd` gives [2, N, C, M, C] with [0] =
-    ⟨sign g(x_i), g(x_j)⟩ and [1] = ⟨g(x_i), sign g(x_j)⟩ (the "flipped" kernel).
-    """
-    kw = {"row_block": row_block, "col_block": col_block}
-    if formula == "sgd":
-        return gram(train, other, **kw)
-    if formula == "signgd":
-        return gram(train, other, True, True, **kw)
-    if formula == "asymmetric_signgd":
-        return torch.stack([gram(train, other, True, False, **kw), gram(train, other, False, True, **kw)])
-    raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
+    """The kernel of one formula between training Jacobians [N, C, P] and X's [M, C, P]."""
+    if formula not in FORMULAS:
+        raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
+    names = FORMULA_TRANSFORMS[formula]
+    feats = [{t: Transform(t)(x) for t in names} for x in (train, other)]
+    return kernel_from_features(feats[0], feats[1], formula, row_block, col_block)
 
 
 def flatten_kernel(k: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -388,34 +315,53 @@ def lm_label_logits(model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelW
         return torch.stack([label_logits(model, x, lw.ids).double().cpu() for x in ids])
 
 
+def lm_label_features(
+    model: torch.nn.Module,
+    ids: Sequence[list[int]],
+    lw: LabelWords,
+    subset: str = "all",
+    transforms: Sequence[str] = ("identity",),
+    projection_dim: int | None = None,
+    projection_seed: int = 0,
+    binary: bool = False,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-(example, label word) gradient features of a causal LM and its label-word logits.
+
+    Returns ({transform: [N, C, d]}, logits [N, C]), float64 on the CPU (float32 when
+    projected). d is the number of parameters of `subset`, or `projection_dim` with the
+    portable Rademacher projection of seed `projection_seed` (T is applied before projecting).
+    With `binary` (two label words) the one output f_1 − f_0 is used: C = 1, collapsed before
+    the transform, since a sign does not split over logits.
+    """
+    layout, items = logit_gradients(model, ids, lambda m, x: label_logits(m, x, lw.ids), subset)
+    projection = None
+    if projection_dim is not None:
+        device = next(model.parameters()).device
+        projection = Projection(sum(p.numel for p in layout), projection_dim, projection_seed, device)
+    dtype = torch.float64 if projection is None else torch.float32
+    fmap = FeatureMap(layout, [Transform(t) for t in transforms], projection, dtype=torch.float64)
+    rows: dict[str, list[torch.Tensor]] = {t: [] for t in transforms}
+    logits = []
+    for _, grads, f in items:
+        if binary:
+            grads = {name: binary_collapse(g[None])[0] for name, g in grads.items()}
+            f = binary_collapse(f[None])[0]
+        for t, feat in zip(transforms, fmap(grads), strict=True):
+            rows[t].append(feat.to(device="cpu", dtype=dtype))
+        logits.append(f)
+    if not logits:
+        raise SkillmixInputError("kernel: no prompts to compute features of")
+    return {t: torch.stack(r) for t, r in rows.items()}, torch.stack(logits)
+
+
 def lm_jacobians_with_logits(
     model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example, per-label-word Jacobians [N, C, P] and the logits [N, C] of the same forward
-    passes (both float64 on the CPU).
-
-    One forward per example (no padding) and one backward per label word; parameters in
-    `named_parameters()` order (tied weights once, with the sum of both uses' gradients).
-    """
-    model.eval()
-    params = list(select_parameters(model.named_parameters(), subset).values())
-    rows, logits = [], []
-    for x in ids:
-        f = label_logits(model, x, lw.ids)
-        logits.append(f.detach().double().cpu())
-        per_logit = []
-        for c in range(len(lw.ids)):
-            grads = torch.autograd.grad(f[c], params, retain_graph=c + 1 < len(lw.ids), allow_unused=True)
-            per_logit.append(
-                torch.cat(
-                    [
-                        (g if g is not None else torch.zeros_like(p)).reshape(-1).double().cpu()
-                        for g, p in zip(grads, params, strict=True)
-                    ]
-                )
-            )
-        rows.append(torch.stack(per_logit))
-    return torch.stack(rows), torch.stack(logits)
+    passes (both float64 on the CPU; parameters in `named_parameters()` order, a tied weight
+    once with the sum of both uses' gradients)."""
+    feats, logits = lm_label_features(model, ids, lw, subset)
+    return feats["identity"], logits
 
 
 def lm_jacobians(

@@ -1,4 +1,4 @@
-"""The eNTK kernels of the task for every configured formula (one pass of Jacobians)."""
+"""The eNTK kernels of every configured formula from the gathered feature shards."""
 
 import json
 
@@ -8,19 +8,16 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads)
 
-from skillmix.kernel_task import compute_kernels, write_kernel_file  # noqa: E402
+from skillmix.kernel_task import kernels_from_features, read_arrays, write_arrays  # noqa: E402
 
 p = snakemake.params
-words = json.loads(open(snakemake.input.words).read())
-kernels = compute_kernels(
-    p.model,
+kernels = kernels_from_features(
     pd.read_parquet(snakemake.input.task),
-    words,
+    json.loads(open(snakemake.input.words).read()),
+    [read_arrays(path) for path in snakemake.input.features],
     p.formulas,
-    p.subset,
     p.row_block,
     p.col_block,
-    p.binary,
 )
 for formula, path in zip(p.formulas, snakemake.output.kernels, strict=True):
-    write_kernel_file(kernels[formula], path)
+    write_arrays(kernels[formula], path)

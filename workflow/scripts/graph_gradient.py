@@ -1,0 +1,20 @@
+"""The gradient skills graph: inner products of mean skill gradients at existing checkpoints."""
+
+from skillmix.jobs import start_log
+
+log = start_log(snakemake.log[0], snakemake.threads)
+
+from skillmix.gradient_graph import gradient_graph_from_files  # noqa: E402
+
+p = snakemake.params
+gradient_graph_from_files(
+    p.model,
+    p.gradient,
+    p.assemble,
+    p.val_examples,
+    p.runs_lr,
+    snakemake.input.manifest,
+    snakemake.input.train,
+    snakemake.input.val,
+    snakemake.output.adjacency,
+)
