@@ -131,13 +131,14 @@ def test_unit_pattern_rejects_bad_units() -> None:
 
 
 def test_graph_units_errors() -> None:
-    with pytest.raises(SkillmixInputError, match=r"graph\.method.*brute_force, linear, given"):
+    with pytest.raises(SkillmixInputError, match=r"graph\.method.*brute_force, linear, gradient, given"):
         graph_units("pairwise", ["a"])
     with pytest.raises(SkillmixInputError, match="more than once"):
         graph_units("linear", ["a", "a"])
     with pytest.raises(SkillmixInputError, match="slug"):
         graph_units("linear", ["Not A Slug"])
-    assert METHODS == ("brute_force", "linear", "given")
+    assert METHODS == ("brute_force", "linear", "gradient", "given")
+    assert graph_units("gradient", ["a", "b"]) == []  # no training runs
 
 
 # ------------------------------------------------------------------------------------------
@@ -345,6 +346,8 @@ def test_assemble_input_errors() -> None:
         assemble("magic", SKILLS, SLUGS, curves, GraphOptions())
     with pytest.raises(SkillmixInputError, match="load_given"):
         assemble("given", SKILLS, SLUGS, curves, GraphOptions())
+    with pytest.raises(SkillmixInputError, match="gradient_graph"):
+        assemble("gradient", SKILLS, SLUGS, curves, GraphOptions())
     wrong = dict(curves)
     wrong[a] = make_curve(b, LOSSES[a])  # curve of another unit under a's key
     with pytest.raises(SkillmixInputError, match="unit column"):

@@ -123,6 +123,32 @@ def test_t6_one_sgd_step_moves_outputs_by_the_kernel(setup):
     torch.testing.assert_close(after - before, predicted, rtol=0, atol=1e-5 * scale)
 
 
+def test_t7_one_signgd_step_follows_the_asymmetric_kernel(setup):
+    """One output, batch 1: a SignGD step on ½(f(x_i) − y)² moves f(x_j) by
+    −η·sign(r)·⟨g(x_j), sign g(x_i)⟩, i.e. by the asymmetric kernel [0] read from i to j."""
+    model, xs, xo = setup
+
+    def first(model, params, x):
+        return functional_call(model, params, (x,))[:1]
+
+    k = kernel(
+        per_logit_jacobians(model, first, xs[:1]), per_logit_jacobians(model, first, xo), "asymmetric_signgd"
+    )
+    before = torch.stack([model(x)[0] for x in xo]).detach()
+    r = float(model(xs[0])[0]) - 0.3
+    (0.5 * (model(xs[0])[0] - 0.3) ** 2).backward()
+    eta = 1e-6
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= eta * torch.sign(p.grad)
+    after = torch.stack([model(x)[0] for x in xo]).detach()
+    predicted = -eta * np.sign(r) * k[0, 0, 0, :, 0]
+    scale = float(predicted.abs().max())
+    assert scale > 1e-8
+    torch.testing.assert_close(after - before, predicted, rtol=0, atol=1e-5 * scale)
+
+
 def test_t9_t10_linear_model_gradient_descent_equals_kernel_regression_with_f0():
     g = torch.Generator().manual_seed(3)
     w0 = torch.randn(C, D + 1, generator=g, dtype=torch.float64)

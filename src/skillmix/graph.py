@@ -376,7 +376,8 @@ def assemble(
     """
     _check_method(method)
     if method not in LEARNED_FROM_RUNS:
-        raise SkillmixInputError(f"graph.method {method!r}: the graph is not assembled from training runs")
+        how = "read with load_given" if method == "given" else "computed by skillmix.gradient_graph"
+        raise SkillmixInputError(f"graph.method {method!r}: the graph is {how}, not assembled from runs")
     skills, slugs = list(skills), list(slugs)
     if len(skills) != len(slugs):
         raise SkillmixInputError(f"graph skills: {len(skills)} skill names but {len(slugs)} slugs")
