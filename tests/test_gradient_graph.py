@@ -192,3 +192,12 @@ def test_gradient_graph_in_the_workflow(tmp_path):
     change = write_yaml(tmp_path / "t.yaml", {"graph": {"gradient": {"transform": "identity"}}})
     again = run_ok(tmp_path, "-n", "results/train/skillit/steps.parquet", configs=(*configs, change))
     assert job_stats(again.output) == {"graph_gradient": 1, "train": 1}, again.output
+
+
+def test_gradient_graph_example_config_is_a_valid_override(tmp_path):
+    from workflow_helpers import MAIN_CONFIG, REPO, job_stats, run_ok
+
+    example = REPO / "examples" / "gradient_graph" / "config.yaml"
+    result = run_ok(tmp_path, "-n", configs=(MAIN_CONFIG, example))
+    stats = job_stats(result.output)
+    assert stats.get("graph_gradient") == 1 and "graph_run" not in stats, result.output
