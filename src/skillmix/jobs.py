@@ -21,11 +21,17 @@ if TYPE_CHECKING:  # torch is imported where it is used, so that writing files d
     import torch
 
 
-def start_log(path: str | os.PathLike, threads: int | None = None) -> logging.Logger:
+_GPU_LEASE = None  # the job's GPU lease, held until the process ends
+
+
+def start_log(path: str | os.PathLike, threads: int | None = None, gpus: int | None = None) -> logging.Logger:
     """Send stderr (warnings, tracebacks, progress bars) and logging to the job's log file.
 
-    Also caps torch's CPU threads at the job's `threads`.
+    With `gpus` (the job's `resources.gpu`), leases that many free GPUs of the machine and sets
+    `CUDA_VISIBLE_DEVICES` before torch starts (`skillmix.gpus`; none for 0). Also caps
+    torch's CPU threads at the job's `threads`.
     """
+    global _GPU_LEASE
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the job
     sys.stderr = stream
@@ -35,6 +41,10 @@ def start_log(path: str | os.PathLike, threads: int | None = None) -> logging.Lo
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
         force=True,
     )
+    if gpus is not None:
+        from skillmix.gpus import lease_gpus
+
+        _GPU_LEASE = lease_gpus(int(gpus))
     if threads:
         import torch
 

@@ -2,7 +2,7 @@
 
 from skillmix.jobs import start_log
 
-log = start_log(snakemake.log[0])
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.graph import assemble_from_files
 

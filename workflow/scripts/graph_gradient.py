@@ -2,7 +2,7 @@
 
 from skillmix.jobs import start_log
 
-log = start_log(snakemake.log[0], snakemake.threads)
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.gradient_graph import gradient_graph_from_files  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 from skillmix.jobs import start_log, write_parquet
 
-log = start_log(snakemake.log[0], snakemake.threads)
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.runs import prepare_graph_unit
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from skillmix.jobs import start_log
 
-log = start_log(snakemake.log[0], snakemake.threads)
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import parse_scatteritem, shard_range  # noqa: E402
 from skillmix.kernel_task import task_features, write_arrays  # noqa: E402

@@ -4,7 +4,7 @@ import pandas as pd
 
 from skillmix.jobs import start_log
 
-log = start_log(snakemake.log[0])
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import write_parquet  # noqa: E402
 from skillmix.plotting import plot_composition, plot_scores  # noqa: E402

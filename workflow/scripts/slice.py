@@ -5,7 +5,7 @@ from pathlib import Path
 from skillmix.jobs import start_log
 from skillmix.slicing import make_slices
 
-log = start_log(snakemake.log[0], snakemake.threads)
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 manifest = make_slices(
     snakemake.params.source, snakemake.params.split, Path(snakemake.output.manifest).parent
 )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from skillmix.jobs import JobClock, start_log, write_json, write_parquet
 
-log = start_log(snakemake.log[0], snakemake.threads)
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.modeling import save_model
 from skillmix.runs import prepare_run
