@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -52,17 +54,48 @@ def start_log(path: str | os.PathLike, threads: int | None = None, gpus: int | N
     return logging.getLogger("skillmix")
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """`.<name>.tmp-<pid>` beside `path`, after removing what earlier attempts left there.
+
+    A job killed with SIGKILL cannot clean up; Snakemake never runs two jobs that write the same
+    output at once, so any other temporary sibling of `path` is debris of a dead attempt.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    for old in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path that replaces `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temporary_sibling(path)
     try:
         yield tmp
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces `path` only if the block succeeds."""
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:

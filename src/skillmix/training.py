@@ -28,7 +28,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from skillmix.encoding import EncodedSet, collate, token_losses
 from skillmix.evaluation import evaluate_skills
-from skillmix.modeling import Runtime, atomic_directory
+from skillmix.jobs import atomic_directory
+from skillmix.modeling import Runtime
 from skillmix.sampling import SkillSampler
 
 log = logging.getLogger(__name__)

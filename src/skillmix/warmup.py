@@ -31,7 +31,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.influence import checkpoint_weights
-from skillmix.modeling import Runtime, apply_lora, atomic_directory, load_model, select_runtime
+from skillmix.jobs import atomic_directory
+from skillmix.modeling import Runtime, apply_lora, load_model, select_runtime
 from skillmix.sampling import EpochSampler
 from skillmix.targets import subtask_sets
 from skillmix.training import (
