@@ -189,7 +189,7 @@ def rows_of(paths: list[Path], start: int, stop: int) -> np.ndarray:
 
 def dense_scores(root: Path, meta: dict, start: int, stop: int) -> np.ndarray:
     """Scores of rows start..stop computed densely in float64 from the dot products with every target."""
-    from skillmix.influence import read_shard
+    from skillmix.shards import read_shard
 
     labels = subtask_of_targets(meta)
     uniq = list(dict.fromkeys(labels))
@@ -242,7 +242,7 @@ def child_influence(root: Path, meta: dict, chunk_rows: int) -> dict:
 
 def child_compute(root: Path, meta: dict, chunk_rows: int, repeats: int = 3) -> dict:
     """float16 → float32 and the product with the subtask means, on one in-memory chunk, scaled up."""
-    from skillmix.influence import read_shard
+    from skillmix.shards import read_shard
 
     rows = min(chunk_rows, shard_rows(meta["rows"], meta["shards"])[0])
     ckpt, paths = next(iter(shard_paths(root, meta).items()))

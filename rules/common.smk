@@ -64,6 +64,18 @@ def graph_dir():
     return f"results/graph/{config['graph']['method']}"
 
 
+def graph_report_outputs(folder):
+    """The files of an assembled skills graph as rule outputs, the heatmap in the report."""
+    outputs = graph_outputs(folder)
+    outputs["heatmap"] = report(
+        outputs["heatmap"],
+        caption="../workflow/report/heatmap.rst",
+        category="Skills graph",
+        labels={"method": "{method}"},
+    )
+    return outputs
+
+
 def graph_outputs(folder):
     """The files of an assembled skills graph."""
     return {
@@ -253,5 +265,6 @@ def all_targets():
             f"{KER}/solutions.parquet",
             f"{KER}/comparison.parquet",
             f"{KER}/solutions.png",
+            f"{KER}/comparison.html",
         ]
     return targets

@@ -8,8 +8,20 @@ rule evaluate:
         manifest=MANIFEST,
     output:
         metrics="results/eval/{run}/metrics.parquet",
-        plot="results/eval/{run}/curves.png",
-        mixture_plot="results/eval/{run}/mixture.png",
+        plot=report(
+            "results/eval/{run}/curves.png",
+            caption="../workflow/report/curves.rst",
+            category="Training",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "curves"},
+        ),
+        mixture_plot=report(
+            "results/eval/{run}/mixture.png",
+            caption="../workflow/report/mixture.rst",
+            category="Training",
+            subcategory="{run}",
+            labels={"run": "{run}", "figure": "mixture"},
+        ),
     log:
         "logs/evaluate/{run}.log",
     benchmark:
@@ -35,7 +47,12 @@ rule compare:
         metrics=expand("results/eval/{run}/metrics.parquet", run=STRATEGIES),
     output:
         summary="results/eval/summary.parquet",
-        plot="results/eval/comparison.png",
+        plot=report(
+            "results/eval/comparison.png",
+            caption="../workflow/report/comparison.rst",
+            category="Training",
+            labels={"figure": "comparison of strategies"},
+        ),
     log:
         "logs/compare/compare.log",
     benchmark:

@@ -35,7 +35,7 @@ rule graph_assemble:
         curves=graph_curves,
         manifest=MANIFEST,
     output:
-        **graph_outputs("results/graph/{method}"),
+        **graph_report_outputs("results/graph/{method}"),
     log:
         "logs/graph_assemble/{method}.log",
     benchmark:
@@ -64,7 +64,7 @@ rule graph_gradient:
         manifest=MANIFEST,
         models=gradient_graph_models,
     output:
-        **graph_outputs("results/graph/{method}"),
+        **graph_report_outputs("results/graph/{method}"),
     log:
         "logs/graph_assemble/{method}.log",
     benchmark:
@@ -96,7 +96,7 @@ rule graph_given:
         unpack(given_graph_files),
         manifest=MANIFEST,
     output:
-        **graph_outputs("results/graph/{method}"),
+        **graph_report_outputs("results/graph/{method}"),
     log:
         "logs/graph_assemble/{method}.log",
     benchmark:

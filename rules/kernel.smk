@@ -128,7 +128,18 @@ rule kernel_solve:
     output:
         table=f"{KER}/solutions.parquet",
         comparison=f"{KER}/comparison.parquet",
-        plot=f"{KER}/solutions.png",
+        plot=report(
+            f"{KER}/solutions.png",
+            caption="../workflow/report/kernel_plot.rst",
+            category="eNTK",
+            labels={"figure": "solver accuracy"},
+        ),
+        table_html=report(
+            f"{KER}/comparison.html",
+            caption="../workflow/report/kernel_table.rst",
+            category="eNTK",
+            labels={"figure": "solvers next to fine-tuning"},
+        ),
     log:
         "logs/kernel/solve.log",
     benchmark:

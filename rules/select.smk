@@ -76,9 +76,7 @@ rule warmup:
         warmup=SELECT["warmup"],
         names=CHECKPOINTS,
         resume=f"results/checkpoints/select/warmup",
-        code=code_version(
-            "modeling", "encoding", "sampling", "training", "warmup", "influence"
-        ),
+        code=code_version("warmup"),
     script:
         "../workflow/scripts/warmup.py"
 
@@ -190,8 +188,18 @@ rule select_top:
         parquet=f"{SEL}/selected/less.parquet",
         jsonl=f"{SEL}/selected/less.jsonl",
         composition=f"{SEL}/selected/composition.parquet",
-        composition_plot=f"{SEL}/selected/composition.png",
-        scores_plot=f"{SEL}/selected/scores.png",
+        composition_plot=report(
+            f"{SEL}/selected/composition.png",
+            caption="../workflow/report/composition.rst",
+            category="LESS",
+            labels={"figure": "composition"},
+        ),
+        scores_plot=report(
+            f"{SEL}/selected/scores.png",
+            caption="../workflow/report/scores.rst",
+            category="LESS",
+            labels={"figure": "influence scores"},
+        ),
     log:
         "logs/select/top.log",
     benchmark:
@@ -284,7 +292,12 @@ rule compare_selected:
         ),
     output:
         summary=f"{SEL}/eval/summary.parquet",
-        plot=f"{SEL}/eval/comparison.png",
+        plot=report(
+            f"{SEL}/eval/comparison.png",
+            caption="../workflow/report/less_comparison.rst",
+            category="LESS",
+            labels={"figure": "selections compared"},
+        ),
     log:
         "logs/select/compare.log",
     benchmark:

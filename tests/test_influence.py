@@ -10,14 +10,9 @@ import torch
 
 from skillmix import influence
 from skillmix.errors import SkillmixInputError
-from skillmix.influence import (
-    checkpoint_weights,
-    influence_scores,
-    read_shard,
-    select_top,
-    subtask_labels,
-    write_shard,
-)
+from skillmix.influence import influence_scores, select_top, subtask_labels
+from skillmix.shards import read_shard, write_shard
+from skillmix.warmup import checkpoint_weights
 
 N, D = 53, 24
 CKPTS = ["ckpt-105", "ckpt-211"]

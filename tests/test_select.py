@@ -19,7 +19,6 @@ from skillmix.encoding import IGNORE, EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.features import example_gradients
 from skillmix.gradients import lora_parameters, optimizer_moments
-from skillmix.influence import read_shard, write_shard
 from skillmix.jobs import parse_scatteritem, shard_range
 from skillmix.projection import RademacherProjector
 from skillmix.sampling import EpochSampler
@@ -33,6 +32,7 @@ from skillmix.selection import (
     select_examples,
     selection_size,
 )
+from skillmix.shards import read_shard, write_shard
 from skillmix.sources.lego import generate_lego
 from skillmix.targets import targets_from_files, targets_from_slices
 from skillmix.training import trainable_state

@@ -23,54 +23,12 @@ import numpy as np
 import torch
 
 from skillmix.errors import SkillmixInputError
-from skillmix.jobs import atomic_file
-from skillmix.projection import normalise_rows
+from skillmix.shards import read_shard
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 READ_ROWS = 4096  # rows per read of a shard
-
-
-def write_shard(features: torch.Tensor, path: PathLike) -> None:
-    """Normalise rows (eps 1e-12), cast to float16 and save as `.npy`; the file appears only when complete.
-
-    NaN rows stay NaN, so that scoring can find and report them.
-    """
-    if features.ndim != 2:
-        raise SkillmixInputError(f"{path}: shard features must be 2-D [rows, d], got {tuple(features.shape)}")
-    arr = normalise_rows(features.detach()).cpu().numpy().astype(np.float16)
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, arr)
-
-
-def read_shard(path: PathLike, mmap: bool = True) -> np.ndarray:
-    """A shard as a [rows, d] array, memory-mapped read-only unless mmap=False."""
-    try:
-        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise SkillmixInputError(f"{path}: cannot read feature shard ({e})") from e
-    if arr.ndim != 2:
-        raise SkillmixInputError(f"{path}: feature shard must be 2-D [rows, d], got shape {arr.shape}")
-    return arr
-
-
-def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
-    """Mean learning rate of each epoch (LESS Def. 3.1), renormalised to sum 1."""
-    means = []
-    for e, lrs in enumerate(lrs_per_epoch):
-        lrs = [float(v) for v in lrs]
-        if not lrs:
-            raise SkillmixInputError(f"checkpoint weights: epoch {e} has no learning rates")
-        if not all(math.isfinite(v) and v >= 0 for v in lrs):
-            raise SkillmixInputError(
-                f"checkpoint weights: epoch {e} has a negative or non-finite learning rate"
-            )
-        means.append(sum(lrs) / len(lrs))
-    total = sum(means)
-    if not means or total <= 0:
-        raise SkillmixInputError("checkpoint weights: need at least one epoch with a positive learning rate")
-    return [m / total for m in means]
 
 
 def subtask_labels(target_subtasks: Sequence[str]) -> list[str]:

@@ -110,6 +110,19 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_html_table(frame: pd.DataFrame, path: str | os.PathLike, title: str, digits: int = 3) -> None:
+    """Write a table as a small standalone HTML page (for the report); it appears only when complete."""
+    body = frame.to_html(index=False, float_format=lambda x: f"{x:.{digits}f}", border=0)
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{title}</title><style>table{{border-collapse:collapse;font-family:sans-serif}}"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}</style></head>"
+        f"<body><h3>{title}</h3>\n{body}\n</body></html>\n"
+    )
+    with atomic_file(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+
+
 class JobClock:
     """Wall time, device and peak GPU memory of a job, for its metrics JSON."""
 

@@ -21,9 +21,10 @@ import pandas as pd
 
 from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import evaluate_skills
-from skillmix.influence import influence_scores, read_shard, select_top
+from skillmix.influence import influence_scores, select_top
 from skillmix.jobs import atomic_file
 from skillmix.modeling import load_saved, select_runtime
+from skillmix.shards import read_shard
 from skillmix.warmup import encode_groups
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.influence import checkpoint_weights
 from skillmix.jobs import atomic_directory
 from skillmix.modeling import Runtime, apply_lora, load_model, select_runtime
 from skillmix.sampling import EpochSampler
@@ -48,6 +47,24 @@ from skillmix.training import (
 log = logging.getLogger(__name__)
 
 POOL_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
+
+
+def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
+    """Mean learning rate of each epoch (LESS Def. 3.1), renormalised to sum 1."""
+    means = []
+    for e, lrs in enumerate(lrs_per_epoch):
+        lrs = [float(v) for v in lrs]
+        if not lrs:
+            raise SkillmixInputError(f"checkpoint weights: epoch {e} has no learning rates")
+        if not all(math.isfinite(v) and v >= 0 for v in lrs):
+            raise SkillmixInputError(
+                f"checkpoint weights: epoch {e} has a negative or non-finite learning rate"
+            )
+        means.append(sum(lrs) / len(lrs))
+    total = sum(means)
+    if not means or total <= 0:
+        raise SkillmixInputError("checkpoint weights: need at least one epoch with a positive learning rate")
+    return [m / total for m in means]
 
 
 def pool_frame(

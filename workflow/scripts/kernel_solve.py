@@ -6,7 +6,7 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.jobs import write_html_table, write_parquet  # noqa: E402
 from skillmix.kernel_task import initial_accuracy, side_by_side, solve_kernel_file  # noqa: E402
 from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 
@@ -24,3 +24,4 @@ log.info("kernel solvers next to fine-tuning:\n%s", comparison.to_string(index=F
 write_parquet(table, snakemake.output.table)
 write_parquet(comparison, snakemake.output.comparison)
 plot_kernel_solutions(table, snakemake.output.plot, comparison)
+write_html_table(comparison, snakemake.output.table_html, "Kernel solvers next to fine-tuning (accuracy)")
