@@ -1,7 +1,7 @@
 rule graph_run:
     input:
         train=unit_train_slices,
-        val=split_slices("val"),
+        val=f"{SLICES}/val",
         manifest=MANIFEST,
     output:
         curve="results/graph/{method}/runs/{unit}.parquet",

@@ -220,14 +220,17 @@ def prepare_graph_unit(
     unit: str,
     manifest_path: str | os.PathLike,
     train_paths: Sequence[str | os.PathLike],
-    val_paths: Sequence[str | os.PathLike],
+    val_dir: str | os.PathLike,
 ) -> TrainingRun:
     """One graph-learning run: train on the unit's skills (equal mix) from the initial model.
 
     Every skill's validation loss is measured (loss only, no generation) before training,
-    every `eval_every` steps and at the end.
+    every `eval_every` steps and at the end, from the slices in `val_dir` (one
+    `{slug}.parquet` per skill of the manifest: the folder is the job's one input, which keeps
+    the DAG of thousands of pair runs small).
     """
     manifest = json.loads(Path(manifest_path).read_text())
+    val_paths = [Path(val_dir) / f"{s['slug']}.parquet" for s in manifest["skills"]]
     by_slug = {s["slug"]: s["name"] for s in manifest["skills"]}
     skills = [s["name"] for s in manifest["skills"]]
     unknown = [slug for slug in unit_slugs(unit) if slug not in by_slug]
