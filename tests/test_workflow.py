@@ -192,7 +192,9 @@ def test_logs_and_benchmarks_exist_for_every_job(tiny_run):
         assert log.is_file(), log
     assert f"sliced {N_SKILLS} skills" in (tiny_run / "logs/slice/slice.log").read_text()
     for run in RUNS:
-        assert f"step {STEPS}: mean val loss" in (tiny_run / f"logs/train/{run}.log").read_text()
+        text = (tiny_run / f"logs/train/{run}.log").read_text()
+        assert f"step {STEPS}: mean val loss" in text
+        assert "train: 100%|" in text and f"{STEPS}/{STEPS}" in text  # tqdm's progress bar, in the log
     benchmarks = ["slice/slice.tsv"] + [f"{rule}/{run}.tsv" for rule in ("train", "evaluate") for run in RUNS]
     for name in benchmarks:
         path = tiny_run / "benchmarks" / name

@@ -99,9 +99,7 @@ def gradient_features(
     projection = Projection(grad_dim, dims[-1], projection_seed, runtime.device)
     fmap = FeatureMap(layout, [transform], projection, projection_input)
     out = torch.zeros((len(kept), dims[-1]), dtype=torch.float32)
-    for pos, grads in tqdm(
-        batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients", disable=None
-    ):
+    for pos, grads in tqdm(batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients"):
         out[pos] = fmap(grads)[0].cpu()
     if feature == "adam" and kept:
         stats["share_v_above_1e-9"] = transform.large_v / (len(kept) * grad_dim)

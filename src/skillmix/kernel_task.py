@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from skillmix.errors import SkillmixInputError
 from skillmix.features import select_parameters
@@ -366,7 +367,7 @@ def finetune(
     model.eval()  # dropout off, as for the kernel
     ids, y = sets["train"]
     history = []
-    for step in range(1, steps + 1):
+    for step in tqdm(range(1, steps + 1), mininterval=5.0, desc=f"fine-tuning ({optimizer})"):
         logits = torch.stack([label_logits(model, x, lw.ids) for x in ids])
         loss = torch.nn.functional.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)

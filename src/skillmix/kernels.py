@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from skillmix.errors import SkillmixInputError
 from skillmix.features import FeatureMap, Projection, Transform, gram, logit_gradients
@@ -342,7 +343,7 @@ def lm_label_features(
     fmap = FeatureMap(layout, [Transform(t) for t in transforms], projection, dtype=torch.float64)
     rows: dict[str, list[torch.Tensor]] = {t: [] for t in transforms}
     logits = []
-    for _, grads, f in items:
+    for _, grads, f in tqdm(items, total=len(ids), mininterval=5.0, desc="label-word gradients"):
         if binary:
             grads = {name: binary_collapse(g[None])[0] for name, g in grads.items()}
             f = binary_collapse(f[None])[0]
