@@ -19,44 +19,19 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
+from snakemake.utils import update_config
 
 from skillmix.gradient_graph import gradient_graph_from_files
-from skillmix.graph import read_graph
+from skillmix.graph import graph_agreement, read_graph
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two vectors (average ranks for ties)."""
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def off_diagonal(a: np.ndarray) -> np.ndarray:
-    return a[~np.eye(a.shape[0], dtype=bool)]
 
 
 def job_seconds(folder: Path) -> float:
     """Summed wall time of the jobs whose benchmark files are in `folder`."""
     return float(sum(pd.read_csv(f, sep="\t")["s"].iloc[0] for f in folder.glob("*.tsv")))
-
-
-def merged_config(*paths: Path) -> dict:
-    """config.yaml with overrides applied key by key (as Snakemake does)."""
-
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    cfg: dict = {}
-    for path in paths:
-        cfg = merge(cfg, yaml.safe_load(path.read_text()) or {})
-    return cfg
 
 
 def main() -> None:
@@ -73,7 +48,8 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         run = args.out / f"seed{seed}"
-        cfg = merged_config(REPO / "config.yaml", run / "seed.yaml")
+        cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+        update_config(cfg, yaml.safe_load((run / "seed.yaml").read_text()))  # as --configfile does
         manifest = json.loads((run / "results/slices/manifest.json").read_text())
         slugs = [s["slug"] for s in manifest["skills"]]
         paths = {sp: [run / f"results/slices/{sp}/{s}.parquet" for s in slugs] for sp in ("train", "val")}
@@ -102,8 +78,8 @@ def main() -> None:
                     "emulate": emulate,
                     "transform": transform,
                     "train_examples": n,
-                    "spearman_brute_force": spearman(off_diagonal(A), off_diagonal(brute)),
-                    "spearman_linear": spearman(off_diagonal(A), off_diagonal(linear)),
+                    "spearman_brute_force": graph_agreement(A, brute),
+                    "spearman_linear": graph_agreement(A, linear),
                     "seconds": seconds,
                     "brute_force_seconds": bf_seconds,
                     "time_ratio": seconds / bf_seconds,
@@ -128,7 +104,7 @@ def main() -> None:
         b = read_graph(args.rerun / "results/graph/brute_force")[0]
         print(
             "\nbrute force, seed0 vs the same data and model with another run seed: "
-            f"{spearman(off_diagonal(a), off_diagonal(b)):+.2f}"
+            f"{graph_agreement(a, b):+.2f}"
         )
         for s1 in args.seeds:
             for s2 in args.seeds:
@@ -137,7 +113,7 @@ def main() -> None:
                     y = read_graph(args.out / f"seed{s2}/results/graph/brute_force")[0]
                     print(
                         f"brute force, seed{s1} vs seed{s2} (other data and model): "
-                        f"{spearman(off_diagonal(x), off_diagonal(y)):+.2f}"
+                        f"{graph_agreement(x, y):+.2f}"
                     )
 
 

@@ -25,14 +25,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from skillmix.graph import graph_agreement
+
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ["random", "stratified", "curriculum", "skillit"]
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two vectors (average ranks for ties)."""
-    ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def run_seed(seed: int, override: Path | None, out: Path, cores: int) -> dict:
@@ -118,7 +114,7 @@ def report(results: list[dict], override: Path | None) -> str:
         f"{k - 1} columns (chance: 1 of {k - 1}).",
     ]
     rhos = [
-        spearman(np.array(r["graphs"]["linear"])[off], np.array(r["graphs"]["brute_force"])[off])
+        graph_agreement(np.array(r["graphs"]["linear"]), np.array(r["graphs"]["brute_force"]))
         for r in results
     ]
     bf_s = np.mean([r["graph_job_seconds"]["brute_force"] for r in results])

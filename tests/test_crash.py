@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
-from workflow_helpers import MAIN_CONFIG, REPO, SNAKEFILE, TINY_CONFIG, run_ok, write_yaml
+from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, run_ok, snakemake_command, write_yaml
 
 from skillmix.jobs import write_parquet
 
@@ -37,10 +36,7 @@ def test_a_killed_attempt_leaves_no_debris(tmp_path):
 
 
 def start(workdir: Path, *targets: str, configs) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-        "--cores", "1", *targets, "--configfile", *map(str, configs),
-    ]  # fmt: skip
+    command = snakemake_command(workdir, *targets, configs=configs, cores=1)
     return subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

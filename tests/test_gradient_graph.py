@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
+from workflow_helpers import TINY_CONFIG
 
 from skillmix.encoding import IGNORE, collate, encode_frame
 from skillmix.errors import SkillmixInputError
@@ -14,18 +16,7 @@ from skillmix.graph import GraphOptions
 from skillmix.modeling import load_model, select_runtime
 from skillmix.sources.lego import generate_lego
 
-MODEL = {
-    "kind": "tiny",
-    "seed": 0,
-    "tiny": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_layers": 1,
-        "num_heads": 2,
-        "max_positions": 96,
-    },
-    "max_length": 96,
-}
+MODEL = yaml.safe_load(TINY_CONFIG.read_text())["model"]  # the workflow tests' tiny model
 RUNTIME = select_runtime("cpu", "fp32")
 K = 3
 
@@ -162,7 +153,7 @@ def test_gradient_graph_in_the_workflow(tmp_path):
     import json
 
     import pandas as pd
-    from workflow_helpers import MAIN_CONFIG, TINY_CONFIG, job_stats, run_ok, write_yaml
+    from workflow_helpers import MAIN_CONFIG, job_stats, run_ok, write_yaml
 
     override = write_yaml(
         tmp_path / "g.yaml", {"graph": {"method": "gradient", "gradient": {"train_examples": 16}}}

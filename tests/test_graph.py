@@ -561,3 +561,16 @@ def test_plot_heatmap_large_and_constant(tmp_path: Path) -> None:
     plot_heatmap(np.zeros((2, 1)), ["x", "y"], ["x"], tmp_path / "zero.png", "zeros")
     for name in ("big.png", "zero.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_graph_agreement_ranks_off_diagonal_entries() -> None:
+    from skillmix.graph import graph_agreement
+
+    a = np.array([[9.0, 1.0, 2.0], [3.0, 9.0, 4.0], [5.0, 6.0, 9.0]])
+    assert graph_agreement(a, a * 10 - 1) == pytest.approx(1.0)  # monotone: same ranks
+    b = a.copy()
+    np.fill_diagonal(b, -100.0)  # the diagonal does not count
+    assert graph_agreement(a, b) == pytest.approx(1.0)
+    assert graph_agreement(a, -a) == pytest.approx(-1.0)
+    with pytest.raises(SkillmixInputError, match="k × k"):
+        graph_agreement(a, a[:2])

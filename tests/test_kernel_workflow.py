@@ -26,21 +26,21 @@ FORMULAS = ["sgd", "signgd", "asymmetric_signgd"]
 N_TRAIN = 2 * KERNEL["k_shot"]
 N_EVAL = KERNEL["max_eval"]
 SHARDS = KERNEL["shards"]
+# every job of the kernel stage after slicing
+KERNEL_JOBS = {
+    "kernel_task": 1,
+    "kernel_features": SHARDS,
+    "kernel": 1,
+    "kernel_finetune": 2,
+    "kernel_solve": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def kernel_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("kernel_run")
     result = run_ok(workdir, *TARGETS, configs=CONFIGS)
-    expected = {
-        "slice": 1,
-        "kernel_task": 1,
-        "kernel_features": SHARDS,
-        "kernel": 1,
-        "kernel_finetune": 2,
-        "kernel_solve": 1,
-    }
-    assert job_stats(result.output) == expected, result.output
+    assert job_stats(result.output) == {"slice": 1, **KERNEL_JOBS}, result.output
     return workdir
 
 
@@ -111,14 +111,7 @@ def test_solver_change_reruns_only_the_solvers(kernel_run, tmp_path):
 def test_k_shot_change_reruns_task_kernels_and_solvers(kernel_run, tmp_path):
     override = write_yaml(tmp_path / "k.yaml", {"kernel": {"k_shot": 3}})
     result = run_ok(kernel_run, "-n", *TARGETS, configs=(*CONFIGS, override))
-    expected = {
-        "kernel_task": 1,
-        "kernel_features": SHARDS,
-        "kernel": 1,
-        "kernel_finetune": 2,
-        "kernel_solve": 1,
-    }
-    assert job_stats(result.output) == expected, result.output
+    assert job_stats(result.output) == KERNEL_JOBS, result.output
 
 
 def test_answers_outside_the_label_words_stop_the_task(tmp_path):

@@ -292,8 +292,6 @@ def test_editing_the_influence_code_reruns_influence_and_what_follows_only(selec
     project with one edited line in skillmix/influence.py re-plans influence and its downstream,
     never the warm-up, the gradient datastore or the training before it."""
     import os
-    import subprocess
-    import sys
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -305,18 +303,10 @@ def test_editing_the_influence_code_reruns_influence_and_what_follows_only(selec
             shutil.copy2(source, repo / part)
     influence = repo / "src" / "skillmix" / "influence.py"
     influence.write_text(influence.read_text() + "\n# an edit of the influence code\n")
-    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
 
-    def plan(snakefile):
-        command = [
-            sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(select_run),
-            "-n", "--scheduler", "greedy", *SELECT_TARGETS, "--configfile", *map(str, CONFIGS),
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return job_stats(done.stdout + done.stderr), done.stdout + done.stderr
-
-    stats, output = plan(repo / "Snakefile")
+    done = run_ok(select_run, "-n", *SELECT_TARGETS, configs=CONFIGS, snakefile=repo / "Snakefile", env=env)
+    stats, output = job_stats(done.output), done.output
     assert "influence" in stats and stats["influence"] == len(DIMS), output[-3000:]
     assert not {"warmup", "grads", "select_pool", "select_target", "train", "slice"} & set(stats), stats
     assert {"select_top", "train_selected", "evaluate_selected", "compare_selected"} <= set(stats), stats

@@ -12,14 +12,13 @@ import importlib.util
 import os
 import re
 import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 from slurm_cluster import LoopbackSlurm, missing_requirements
-from workflow_helpers import MAIN_CONFIG, REPO, SNAKEFILE, TINY_CONFIG, run_ok
+from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, run_ok, snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -43,20 +42,16 @@ def cluster(tmp_path_factory):
 
 
 def run_on_slurm(workdir, *args):
-    command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES" and not k.startswith("SLURM_")}
+    return snakemake(
+        workdir,
         "--workflow-profile", str(REPO / "profiles" / "slurm"),
         # the test cluster: no accounting (squeue status checks, no account), quick first check
         "--slurm-status-command", "squeue", "--slurm-no-account",
         "--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs",
         *args,
-        "--configfile", str(MAIN_CONFIG), str(TINY_CONFIG),
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES" and not k.startswith("SLURM_")}
-    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning"
-    return subprocess.run(
-        command, cwd=workdir, capture_output=True, text=True, env=env, timeout=1500, check=False
-    )
+        configs=(MAIN_CONFIG, TINY_CONFIG), cores=None, env=env, timeout=1500,
+    )  # fmt: skip
 
 
 def test_tiny_workflow_runs_on_slurm_like_locally(cluster, tmp_path):

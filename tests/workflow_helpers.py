@@ -53,36 +53,42 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+def snakemake_command(
+    workdir: Path,
+    *args: str | os.PathLike,
+    configs: Sequence[str | os.PathLike] = (MAIN_CONFIG, TINY_CONFIG),
+    snakefile: Path = SNAKEFILE,
+    cores: int | None = 2,
+) -> list[str]:
+    """The ``python -m snakemake`` command line for ``workdir`` (``cores`` None: not given).
+
+    ``configs`` are passed to ``--configfile`` in order (later files override earlier ones).
+    The workflow profile (profiles/default) is picked up from the Snakefile's folder.
+    """
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir)]
+    if cores is not None:
+        command += ["--cores", str(cores)]
+    command += ["--scheduler", "greedy"]
+    # Targets and flags first: anything after --configfile's files would be read as a config file.
+    command += [str(arg) for arg in args]
+    if configs:
+        command += ["--configfile", *map(str, configs)]
+    return command
+
+
 def snakemake(
     workdir: Path,
     *args: str | os.PathLike,
     configs: Sequence[str | os.PathLike] = (MAIN_CONFIG, TINY_CONFIG),
     cwd: Path | None = None,
     timeout: float = 900,
+    snakefile: Path = SNAKEFILE,
+    cores: int | None = 2,
+    env: dict[str, str] | None = None,
 ) -> Result:
-    """Run ``python -m snakemake`` on the repository's Snakefile with ``workdir`` as working dir.
-
-    ``configs`` are passed to ``--configfile`` in order (later files override earlier ones).
-    The workflow profile (profiles/default) is picked up from the Snakefile's folder.
-    """
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        "--scheduler",
-        "greedy",
-    ]
-    # Targets and flags first: anything after --configfile's files would be read as a config file.
-    command += [str(arg) for arg in args]
-    if configs:
-        command += ["--configfile", *map(str, configs)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    """Run `snakemake_command` with ``workdir`` as working dir (``env``: default the process's)."""
+    command = snakemake_command(workdir, *args, configs=configs, snakefile=snakefile, cores=cores)
+    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     done = subprocess.run(
         command,
         cwd=cwd or workdir,

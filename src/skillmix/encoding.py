@@ -37,7 +37,7 @@ class EncodedSet:
         return bool(self.answers) and all(a != "" for a in self.answers)
 
 
-def _prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def special_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The special tokens the tokenizer itself puts before a text (e.g. BOS), often none."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -61,7 +61,7 @@ def encode_row(
     answer loses tokens from its end. Returns (input_ids, labels, prompt_ids, truncated).
     """
     if prefix is None:
-        prefix = _prefix(tokenizer)
+        prefix = special_prefix(tokenizer)
     eos = [tokenizer.eos_token_id]
     if prompt == "" and answer == "":
         body = tokenizer(text, add_special_tokens=False)["input_ids"] + eos
@@ -86,7 +86,7 @@ def encode_frame(
 ) -> EncodedSet:
     """Encode the rows of one skill's slice (columns id, prompt, answer, text)."""
     out = EncodedSet(skill=skill, ids=[], input_ids=[], labels=[])
-    prefix = _prefix(tokenizer)
+    prefix = special_prefix(tokenizer)
     for row in frame.itertuples(index=False):
         ids, labels, prompt_ids, cut = encode_row(
             tokenizer, row.prompt, row.answer, row.text, max_length, prefix

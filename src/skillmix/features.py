@@ -250,6 +250,29 @@ class FeatureMap:
 # Gradient sources (units)
 
 
+def _loss_gradient(
+    model: torch.nn.Module,
+    runtime: Runtime,
+    pad_id: int,
+    data: EncodedSet,
+    idx: Sequence[int],
+    params: Mapping[str, torch.Tensor],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    what: str,
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """(gradients w.r.t. `params`, loss) of `loss_of(logits, labels)` on examples `idx` of `data`,
+    one padded batch; a non-finite loss raises FloatingPointError naming `what`."""
+    batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], pad_id)
+    batch = {k: v.to(runtime.device) for k, v in batch.items()}
+    with torch.enable_grad(), runtime.autocast():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = loss_of(logits, batch["labels"])
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss for {what}")
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, materialize_grads=True)
+    return grads, loss.detach()
+
+
 def example_loss_gradients(
     model: torch.nn.Module,
     runtime: Runtime,
@@ -297,15 +320,15 @@ def example_loss_gradients(
 
     def loop_batches() -> Iterator[tuple[list[int], Gradients]]:
         for j, i in enumerate(rows):
-            batch = collate([data.input_ids[i]], [data.labels[i]], pad_id)
-            batch = {k: v.to(runtime.device) for k, v in batch.items()}
-            with torch.enable_grad(), runtime.autocast():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = per_example_loss(logits, batch["labels"])[0]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss for example {data.ids[i]}")
-            grads = torch.autograd.grad(
-                loss, list(params.values()), allow_unused=True, materialize_grads=True
+            grads, _ = _loss_gradient(
+                model,
+                runtime,
+                pad_id,
+                data,
+                [i],
+                params,
+                lambda logits, labels: per_example_loss(logits, labels)[0],
+                f"example {data.ids[i]}",
             )
             yield [j], {name: g.detach()[None] for name, g in zip(params, grads, strict=True)}
 
@@ -339,26 +362,28 @@ def mean_loss_gradient(
     params = select_parameters(model.named_parameters(), subset)
     tokens = sum(sum(t != IGNORE for t in data.labels[i][1:]) for i in kept)
     total = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
+
+    def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if reduction == "tokens":
+            return token_losses(logits, labels)[0].sum() / tokens
+        return per_example_loss(logits, labels).sum() / len(kept)
+
     loss_sum = 0.0
     for start in range(0, len(kept), batch_size):
         idx = kept[start : start + batch_size]
-        batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], pad_id)
-        batch = {k: v.to(runtime.device) for k, v in batch.items()}
-        with torch.enable_grad(), runtime.autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        if reduction == "tokens":
-            losses, _ = token_losses(logits, batch["labels"])
-            part = losses.sum() / tokens
-        else:
-            part = per_example_loss(logits, batch["labels"]).sum() / len(kept)
-        if not torch.isfinite(part):
-            raise FloatingPointError(
-                f"{data.skill}: non-finite loss in the batch starting at example {start}"
-            )
-        grads = torch.autograd.grad(part, list(params.values()), allow_unused=True, materialize_grads=True)
+        grads, part = _loss_gradient(
+            model,
+            runtime,
+            pad_id,
+            data,
+            idx,
+            params,
+            loss_of,
+            f"{data.skill}, the batch from example {start}",
+        )
         for name, g in zip(params, grads, strict=True):
             total[name] += g.detach().to(torch.float64)
-        loss_sum += float(part.detach())
+        loss_sum += float(part)
     return param_slices(params), {n: g[None] for n, g in total.items()}, loss_sum
 
 

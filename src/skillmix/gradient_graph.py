@@ -85,24 +85,24 @@ def checkpoint_graph(
         raise SkillmixInputError("gradient graph: need one training and one validation set per skill")
     start = time.perf_counter()
     model.to(runtime.device)
-    rows, cols, losses = [], [], []
-    fmap_t = fmap_v = None
-    for data in train_sets:
-        layout, grads, _ = mean_loss_gradient(
-            model, runtime, pad_id, data, subset, "tokens", train_examples, batch_size
-        )
-        fmap_t = fmap_t or FeatureMap(layout, [Transform("identity")], dtype=torch.float64)
-        rows.append(fmap_t(grads)[0].cpu())
-    for data in val_sets:
-        layout, grads, loss = mean_loss_gradient(
-            model, runtime, pad_id, data, subset, "examples", val_examples, batch_size
-        )
-        fmap_v = fmap_v or FeatureMap(layout, [Transform("identity")], dtype=torch.float64)
-        cols.append(fmap_v(grads)[0].cpu())
-        losses.append(loss)
-    products = _products(torch.cat(rows), torch.cat(cols), Transform(transform), emulate)
+
+    def mean_gradients(sets: Sequence[EncodedSet], reduction: str, limit: int | None):
+        """Flat mean-loss gradients [k, D] (float64, CPU) and the mean losses of `sets`."""
+        flat, out, losses = None, [], []
+        for data in sets:
+            layout, grads, loss = mean_loss_gradient(
+                model, runtime, pad_id, data, subset, reduction, limit, batch_size
+            )
+            flat = flat or FeatureMap(layout, [Transform("identity")], dtype=torch.float64)
+            out.append(flat(grads)[0].cpu())
+            losses.append(loss)
+        return torch.cat(out), losses
+
+    rows, _ = mean_gradients(train_sets, "tokens", train_examples)
+    cols, losses = mean_gradients(val_sets, "examples", val_examples)
+    products = _products(rows, cols, Transform(transform), emulate)
     seconds = time.perf_counter() - start
-    log.info("checkpoint %s: %d skills, %d parameters, %.1f s", name, len(rows), rows[0].shape[1], seconds)
+    log.info("checkpoint %s: %d skills, %d parameters, %.1f s", name, rows.shape[0], rows.shape[1], seconds)
     return CheckpointGraph(name, products, np.asarray(losses, dtype=np.float64), seconds)
 
 
@@ -188,7 +188,6 @@ def gradient_graph_from_files(
     max_length = model_cfg.get("max_length", 128)
     terms = []
     for name in gradient_cfg.get("checkpoints", ["initial"]):
-        torch.manual_seed(int(model_cfg.get("seed", 0)))
         model, tokenizer = load_checkpoint(name, model_cfg, runs_dir)
         train_sets = load_sets(tokenizer, skills, train_paths, max_length)
         val_sets = load_sets(tokenizer, skills, val_paths, max_length)

@@ -654,6 +654,17 @@ def write_graph(
     write_json(meta, out / META_FILE)
 
 
+def graph_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of the off-diagonal entries of two k × k graphs (average ranks
+    for ties): how alike two ways of learning a graph order the transfer between skills."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise SkillmixInputError(f"graph agreement: need two k × k graphs, got {a.shape} and {b.shape}")
+    off = ~np.eye(a.shape[0], dtype=bool)
+    ra, rb = pd.Series(a[off]).rank().to_numpy(), pd.Series(b[off]).rank().to_numpy()
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def read_graph(out_dir: str | os.PathLike) -> tuple[np.ndarray, list[str], list[str]]:
     """Return ``(A, rows, columns)`` from a folder written by :func:`write_graph`."""
     out = Path(out_dir)

@@ -204,26 +204,6 @@ def kernels_from_features(
     return out
 
 
-def compute_kernels(
-    model_cfg: dict[str, Any],
-    task: pd.DataFrame,
-    words: Sequence[str],
-    formulas: Sequence[str],
-    subset: str = "all",
-    row_block: int = 256,
-    col_block: int = 256,
-    binary: bool = False,
-    projection_dim: int | None = None,
-    projection_seed: int = 0,
-) -> dict[str, dict[str, np.ndarray]]:
-    """The kernel files of every formula in one process (`task_features` of all rows, then
-    `kernels_from_features`)."""
-    part = task_features(
-        model_cfg, task, words, formulas, subset, binary, None, projection_dim, projection_seed
-    )
-    return kernels_from_features(task, words, [part], formulas, row_block, col_block)
-
-
 def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
     """Save named arrays as an `.npz`; the file appears only when complete."""
     with atomic_file(path) as tmp, open(tmp, "wb") as f:

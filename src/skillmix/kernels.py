@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from skillmix.encoding import special_prefix
 from skillmix.errors import SkillmixInputError
 from skillmix.features import FeatureMap, Projection, Transform, gram, logit_gradients
 
@@ -288,9 +289,7 @@ def label_words(tokenizer, words: Sequence[str]) -> LabelWords:
 
 def prompt_ids(tokenizer, prompts: Sequence[str], lw: LabelWords, max_length: int) -> list[list[int]]:
     """Token ids of each prompt, ending at the answer position (too-long prompts lose their start)."""
-    from skillmix.encoding import _prefix
-
-    special = _prefix(tokenizer)
+    special = special_prefix(tokenizer)
     room = max_length - len(special) - len(lw.prefix)
     if room < 1:
         raise SkillmixInputError(f"max_length {max_length} leaves no room for a prompt")
@@ -355,18 +354,10 @@ def lm_label_features(
     return {t: torch.stack(r) for t, r in rows.items()}, torch.stack(logits)
 
 
-def lm_jacobians_with_logits(
-    model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-example, per-label-word Jacobians [N, C, P] and the logits [N, C] of the same forward
-    passes (both float64 on the CPU; parameters in `named_parameters()` order, a tied weight
-    once with the sum of both uses' gradients)."""
-    feats, logits = lm_label_features(model, ids, lw, subset)
-    return feats["identity"], logits
-
-
 def lm_jacobians(
     model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
 ) -> torch.Tensor:
-    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU)."""
-    return lm_jacobians_with_logits(model, ids, lw, subset)[0]
+    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU;
+    parameters in `named_parameters()` order, a tied weight once with the sum of both uses'
+    gradients)."""
+    return lm_label_features(model, ids, lw, subset)[0]["identity"]

@@ -23,6 +23,12 @@ def module_path(module: str) -> Path:
     return Path(spec.origin)
 
 
+@cache
+def _package_root() -> Path:
+    """The folder of the `skillmix` package."""
+    return module_path("__init__").parent
+
+
 def _module_files(module: str) -> list[Path]:
     path = module_path(module)
     return sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
@@ -30,7 +36,7 @@ def _module_files(module: str) -> list[Path]:
 
 def _is_module(name: str) -> bool:
     """Whether `skillmix.<name>` is a module or subpackage of the package (not, e.g., a function)."""
-    root = module_path("__init__").parent
+    root = _package_root()
     return (root / f"{name}.py").is_file() or (root / name / "__init__.py").is_file()
 
 
@@ -39,7 +45,7 @@ def _direct_imports(module: str) -> frozenset[str]:
     """The top-level `skillmix` modules that `module`'s source imports (anywhere in its code)."""
     found: set[str] = set()
     for file in _module_files(module):
-        package = file.relative_to(module_path("__init__").parent).with_suffix("").parts[:-1]
+        package = file.relative_to(_package_root()).with_suffix("").parts[:-1]
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             names: list[str] = []
             if isinstance(node, ast.Import):
