@@ -5,9 +5,31 @@ from snakemake.utils import validate
 
 from skillmix.graph import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.provenance import code_version
+from skillmix.sources import source_vocabulary
 from skillmix.targets import expand_target_files
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
+
+
+def fill_word_vocabulary(config):
+    """A tiny model with the word tokenizer gets the synthetic source's words as its vocabulary."""
+    tiny = config["model"]["tiny"]
+    if (
+        config["model"]["kind"] != "tiny"
+        or tiny["tokenizer"] != "word"
+        or tiny["vocabulary"]
+    ):
+        return
+    words = source_vocabulary(config["source"])
+    if words is None:
+        raise ValueError(
+            f"model.tiny.tokenizer is word, but source.kind {config['source']['kind']!r} has no fixed "
+            "vocabulary: list the words in model.tiny.vocabulary, or use model.tiny.tokenizer: byte"
+        )
+    tiny["vocabulary"] = words
+
+
+fill_word_vocabulary(config)
 
 
 STRATEGIES = config["train"]["strategies"]

@@ -574,3 +574,49 @@ def test_graph_agreement_ranks_off_diagonal_entries() -> None:
     assert graph_agreement(a, -a) == pytest.approx(-1.0)
     with pytest.raises(SkillmixInputError, match="k × k"):
         graph_agreement(a, a[:2])
+
+
+# ------------------------------------------------------------------------------------------
+# steps to a target loss (Skill-It's LEGO/Addition rule)
+
+
+def test_steps_to_target_edges() -> None:
+    """An edge i -> j exactly when the mix reaches the target on j at an earlier evaluation."""
+    skills, slugs = ["x", "y", "z"], ["x", "y", "z"]
+    steps = [0, 10, 20, 30]
+    losses = {
+        "x": {"x": [3, 0.04, 0.01, 0.01], "y": [3, 2, 2, 2], "z": [3, 2, 2, 2]},
+        "y": {"x": [3, 2, 2, 2], "y": [3, 0.7, 0.7, 0.7], "z": [3, 2, 2, 2]},  # y alone never
+        "z": {"x": [3, 2, 2, 2], "y": [3, 2, 2, 2], "z": [3, 0.5, 0.04, 0.01]},  # z alone at 20
+        "x__y": {"x": [3, 0.3, 0.04, 0.01], "y": [3, 0.6, 0.04, 0.01], "z": [3, 2, 2, 2]},
+        "x__z": {"x": [3, 0.04, 0.02, 0.01], "y": [3, 2, 2, 2], "z": [3, 0.5, 0.05, 0.01]},
+        "y__z": {"x": [3, 2, 2, 2], "y": [3, 0.7, 0.7, 0.7], "z": [3, 0.04, 0.01, 0.01]},
+    }
+    curves = {unit: make_curve(unit, values, steps) for unit, values in losses.items()}
+    options = GraphOptions(measure="steps_to_target", target_loss=0.05)
+    A, _ = assemble("brute_force", skills, slugs, curves, options)
+    # x helps y (y alone never reaches 0.05, with x at step 20); the x, z mix reaches z at 20
+    # like z alone (not sooner: no edge); y with z reaches z at 10 < 20 (edge y -> z); the
+    # mixes reach x no sooner than x alone (10) and y not at all with z.
+    assert A.tolist() == [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    weighted = GraphOptions(measure="steps_to_target", target_loss=0.05, binary_edge_weight=0.5)
+    A, _ = assemble("brute_force", skills, slugs, curves, weighted)
+    assert A.tolist() == [[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]
+    with pytest.raises(SkillmixInputError, match="needs graph.method brute_force"):
+        assemble("linear", skills, slugs, {u: curves[u] for u in skills}, options)
+    with pytest.raises(SkillmixInputError, match="graph.target_loss"):
+        GraphOptions(measure="steps_to_target", target_loss=0)
+
+
+def test_edge_agreement() -> None:
+    from skillmix.graph import edge_agreement
+
+    known = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]])
+    assert edge_agreement(known * 0.5, known) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    learned = np.array([[1, 0.4, 0.3], [0, 1, 0], [0.01, 0, 1]])
+    result = edge_agreement(learned, known, threshold=0.05)
+    assert result["precision"] == pytest.approx(0.5)  # x->y right, x->z wrong (0.01 is below)
+    assert result["recall"] == pytest.approx(0.5)  # y->z missed
+    assert result["f1"] == pytest.approx(0.5)
+    assert edge_agreement(np.eye(3), known)["precision"] == 1.0  # nothing predicted
+    assert edge_agreement(np.eye(3), known)["recall"] == 0.0

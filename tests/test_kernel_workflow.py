@@ -51,7 +51,7 @@ def test_task_table(kernel_run):
     train = task[task["split"] == "train"]
     assert train["label"].value_counts().to_dict() == {0: KERNEL["k_shot"], 1: KERNEL["k_shot"]}
     assert set(task["skill"]) == {"lego-1"}
-    # "b = val 1" → prompt ends in "b = val", label word "1"
+    # LEGO prompts end in "b = val" and the answer is the label word "1"
     assert all(p.endswith("= val") for p in task["prompt"])
     assert (task["word"] == task["label"].astype(str)).all()
 
@@ -115,7 +115,7 @@ def test_k_shot_change_reruns_task_kernels_and_solvers(kernel_run, tmp_path):
 
 
 def test_answers_outside_the_label_words_stop_the_task(tmp_path):
-    override = write_yaml(tmp_path / "bad.yaml", {"kernel": {"label_split": "whole"}})
+    override = write_yaml(tmp_path / "bad.yaml", {"kernel": {"label_words": ["0", "yes"]}})
     result = snakemake(tmp_path, *TARGETS, configs=(*CONFIGS, override))
     assert result.returncode != 0
     log = (tmp_path / "logs/kernel/task.log").read_text()

@@ -24,9 +24,8 @@ SHARED_DATA = Path(
 )
 NI_SUBSET = SHARED_DATA / "ni_task_subset"
 
-CLAUSE = r"[a-z] = (?:val|not) (?:[a-z]|[01])"
-LEGO_PROMPT = re.compile(rf"Input: {CLAUSE}(?: , {CLAUSE})*\. Output:")
-LEGO_ANSWER = re.compile(r"([a-z]) = val ([01])")
+CLAUSE = r" ?[a-z] = (?:val|not) (?:[a-z]|[01])"
+LEGO_PROMPT = re.compile(rf"Input: {CLAUSE}(?: , {CLAUSE})*\. Output: ([a-z]) = val")
 
 
 def assert_data_model(data: SourceData) -> None:
@@ -46,10 +45,16 @@ def assert_data_model(data: SourceData) -> None:
 # --------------------------------------------------------------------------- LEGO
 
 
+def lego_clauses(prompt: str) -> list[str]:
+    """The clauses of a LEGO prompt, stripped of their spaces."""
+    body = prompt[len("Input: ") : prompt.index(". Output:")]
+    return [clause.strip() for clause in body.split(",")]
+
+
 def chain_depth(prompt: str, name: str) -> int:
     """Return the chain position (0 = root) of variable ``name`` in a LEGO prompt."""
     parents = {}
-    for clause in prompt[len("Input: ") : -len(". Output:")].split(" , "):
+    for clause in lego_clauses(prompt):
         var, _, _, arg = clause.split(" ")
         parents[var] = arg
     depth = 0
@@ -67,36 +72,48 @@ def test_lego_format_answers_and_chain() -> None:
     assert data.origin == "lego generator"
     assert frame.groupby("skill").size().to_dict() == {skill: 200 for skill in data.skills}
     for row in frame.itertuples():
-        assert LEGO_PROMPT.fullmatch(row.prompt), row.prompt
-        answer = LEGO_ANSWER.fullmatch(row.answer)
-        assert answer, row.answer
-        assert "  " not in row.text
-        clauses = row.prompt[len("Input: ") : -len(". Output:")].split(" , ")
+        match = LEGO_PROMPT.fullmatch(row.prompt)
+        assert match, row.prompt
+        assert row.answer in ("0", "1")
+        clauses = lego_clauses(row.prompt)
         assert len(clauses) == 5
         names = [clause[0] for clause in clauses]
         assert len(set(names)) == 5
         assert sum(clause[-1] in "01" for clause in clauses) == 1  # exactly one root clause
-        name, value = answer.group(1), int(answer.group(2))
-        assert resolve_lego(row.prompt, name) == value
+        name = match.group(1)  # the queried variable is named in the prompt
+        assert resolve_lego(row.prompt, name) == int(row.answer) == resolve_lego(row.prompt)
         skill_index = int(row.skill.split("-")[1])
         assert chain_depth(row.prompt, name) == skill_index - 1
         assert re.fullmatch(rf"{row.skill}-\d{{6}}", row.id)
     assert frame.groupby("skill")["text"].apply(lambda texts: texts.is_unique).all()
     assert frame["id"].tolist()[:2] == ["lego-1-000000", "lego-1-000001"]
+    # every skill asks for a different chain position, so the prompts differ by skill
+    assert frame.groupby("skill")["answer"].apply(lambda a: (a == "1").mean()).between(0.4, 0.6).all()
+
+
+def test_lego_text_is_the_originals() -> None:
+    """The spec's example (chain x -> d -> q -> m -> b, bits 1 1 0 0 1, skill 3), spaces and all."""
+    from skillmix.sources.lego import _lego_prompt
+
+    prompt = _lego_prompt(list("xdqmb"), [1, 1, 0, 0, 1], [2, 0, 4, 1, 3], 3)
+    assert prompt == "Input:  q = not d , x = val 1 ,  b = not m ,  d = val x ,  m = val q. Output: m = val"
+    assert resolve_lego(prompt) == 0
 
 
 def test_lego_exact_example_resolution() -> None:
-    prompt = "Input: k = not n , c = val 0 , n = val c. Output:"
+    prompt = "Input:  k = not n , c = val 0 ,  n = val c. Output: k = val"
     assert LEGO_PROMPT.fullmatch(prompt)
+    assert resolve_lego(prompt) == 1
     assert resolve_lego(prompt, "c") == 0
     assert resolve_lego(prompt, "n") == 0
-    assert resolve_lego(prompt, "k") == 1
     with pytest.raises(SkillmixInputError, match="'z' is not defined"):
         resolve_lego(prompt, "z")
     with pytest.raises(SkillmixInputError, match="clause"):
-        resolve_lego("Input: k = maybe n. Output:", "k")
+        resolve_lego("Input: k = maybe n. Output: k = val", "k")
     with pytest.raises(SkillmixInputError, match="cyclic"):
-        resolve_lego("Input: a = not b , b = val a. Output:", "a")
+        resolve_lego("Input: a = not b , b = val a. Output: a = val")
+    with pytest.raises(SkillmixInputError, match="expected 'Input"):
+        resolve_lego("Input: a = val 1. Output:")
 
 
 def test_lego_determinism_and_speed() -> None:
@@ -115,6 +132,73 @@ def test_lego_small_chain_exhausts_distinct_examples() -> None:
         generate_lego(n_vars=1, examples_per_skill=53, seed=0)
     with pytest.raises(SkillmixInputError, match="source.lego.n_vars"):
         generate_lego(n_vars=27, examples_per_skill=5, seed=0)
+
+
+# --------------------------------------------------------------------------- XOR skills
+
+
+def test_xor_generator_against_its_ground_truth() -> None:
+    from skillmix.sources.xor import generate_xor, xor_answer, xor_bit_maps, xor_ground_truth
+
+    maps, composites = ["f", "g", "h"], [["f"], ["g", "h"]]
+    counts = [50, 50, 50, 400, 300]
+    data = generate_xor(16, maps, composites, counts, seed=0)
+    assert_data_model(data)
+    assert data.skills == ["map-f", "map-g", "map-h", "xor-f", "xor-g-h"]
+    frame = data.examples
+    assert frame.groupby("skill").size().to_dict() == dict(zip(data.skills, counts, strict=True))
+    bit_maps = xor_bit_maps(maps, 16, 0)
+    for name, bits in bit_maps.items():
+        assert sorted(bits.tolist()) == [0] * 8 + [1] * 8, name  # balanced
+    for row in frame.itertuples():
+        words = row.prompt.split()
+        assert words[-1] == "="
+        is_map = row.skill.startswith("map-")
+        symbols = words[:-1] if is_map else words[:-3]
+        assert [w.rstrip("0123456789") for w in symbols] == row.skill.split("-")[1:]
+        expected = 0 if is_map else int(words[-2])
+        if not is_map:
+            assert words[-3] == "^"
+        for symbol in symbols:
+            expected ^= int(bit_maps[symbol[0]][int(symbol[1:])])
+        assert row.answer == str(expected) == str(xor_answer(row.prompt, bit_maps))
+    # a composite's answer carries no first-order information about its map's bit
+    xor = frame[frame["skill"] == "xor-f"]
+    f_bits = [str(bit_maps["f"][int(p.split()[0][1:])]) for p in xor["prompt"]]
+    assert 0.4 < (pd.Series(f_bits, index=xor.index) == xor["answer"]).mean() < 0.6
+    assert xor_ground_truth(maps, composites).tolist() == [
+        [1, 0, 0, 1, 1],
+        [0, 1, 0, 1, 1],
+        [0, 0, 1, 1, 1],
+        [0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
+    pd.testing.assert_frame_equal(frame, generate_xor(16, maps, composites, counts, 0).examples)
+    assert xor_bit_maps(maps, 16, 1)["f"].tolist() != bit_maps["f"].tolist()
+    with pytest.raises(SkillmixInputError, match="no symbol of the maps"):
+        xor_answer("k3 =", bit_maps)
+    with pytest.raises(SkillmixInputError, match="written bit"):
+        xor_answer("f3 ^ 2 =", bit_maps)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((16, [], [], 5), r"source\.xor\.maps"),
+        ((16, ["f", "f"], [], 5), r"distinct"),
+        ((16, ["f", "G"], [], 5), r"lower-case"),
+        ((16, ["f", "g"], [[]], 5), r">= 1 distinct maps"),
+        ((16, ["f", "g"], [["f", "f"]], 5), r">= 1 distinct maps"),
+        ((16, ["f", "g"], [["f", "k"]], 5), r"not in source\.xor\.maps"),
+        ((15, ["f", "g"], [["f", "g"]], 5), r"n_symbols.*even"),
+        ((16, ["f", "g"], [["f", "g"]], [5, 5]), r"3 counts"),
+    ],
+)
+def test_xor_bad_config(args: tuple, message: str) -> None:
+    from skillmix.sources.xor import generate_xor
+
+    with pytest.raises(SkillmixInputError, match=message):
+        generate_xor(*args, seed=0)
 
 
 # --------------------------------------------------------------------------- Addition
@@ -169,6 +253,9 @@ def test_addition_determinism_and_speed() -> None:
 
 
 def test_load_source_dispatches_synthetics() -> None:
+    xor = load_source({"kind": "xor", "xor": {"examples_per_skill": 4}})
+    assert xor.skills == ["map-f", "map-g", "map-h", "xor-f", "xor-g"]
+    assert len(xor.examples) == 20
     lego = load_source({"kind": "lego", "seed": 2, "lego": {"n_vars": 3, "examples_per_skill": 10}})
     pd.testing.assert_frame_equal(lego.examples, generate_lego(3, 10, 2).examples)
     addition = load_source({"kind": "addition", "addition": {"n_digits": 2}})

@@ -1,8 +1,10 @@
 """Turning slice rows into token ids, label masks and padded batches.
 
-Prompt/answer rows: the loss covers the answer tokens and the end-of-sequence token; the
-answer region is `" " + answer`, matching `text = prompt + " " + answer`. Plain-text rows
-(empty prompt and answer): the loss covers every token.
+Prompt/answer rows: the loss covers the answer tokens and, unless `eos_label` is False, the
+end-of-sequence token (`loss_on="sequence"` covers the prompt tokens too, as the original
+Skill-It trains); the answer region is `" " + answer`, matching
+`text = prompt + " " + answer`. Plain-text rows (empty prompt and answer): the loss covers
+every token.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from skillmix.errors import SkillmixInputError
 
 IGNORE = -100
 
@@ -54,8 +58,13 @@ def encode_row(
     text: str,
     max_length: int,
     prefix: list[int] | None = None,
+    loss_on: str = "answer",
+    eos_label: bool = True,
 ) -> tuple[list[int], list[int], list[int], bool]:
     """Token ids, labels and generation prompt of one row, cut to `max_length` tokens.
+
+    `loss_on`: "answer" (labels on the answer) or "sequence" (on prompt and answer);
+    `eos_label`: whether the end-of-sequence token is a label.
 
     Too-long prompts lose tokens from their start (the answer is kept); a too-long text or
     answer loses tokens from its end. Returns (input_ids, labels, prompt_ids, truncated).
@@ -77,19 +86,31 @@ def encode_row(
         a = a[: room - 1]
     p = p[len(p) - (room - len(a)) :] if len(p) > room - len(a) else p
     input_ids = prefix + p + a
-    labels = [IGNORE] * (len(prefix) + len(p)) + a
+    answer_labels = a if eos_label else [*a[:-1], IGNORE]
+    prompt_labels = p if loss_on == "sequence" else [IGNORE] * len(p)
+    labels = [IGNORE] * len(prefix) + prompt_labels + answer_labels
     return input_ids, labels, prefix + p, truncated
 
 
 def encode_frame(
-    tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, skill: str, max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    frame: pd.DataFrame,
+    skill: str,
+    max_length: int,
+    loss_on: str = "answer",
+    eos_label: bool = True,
 ) -> EncodedSet:
-    """Encode the rows of one skill's slice (columns id, prompt, answer, text)."""
+    """Encode the rows of one skill's slice (columns id, prompt, answer, text).
+
+    `loss_on` and `eos_label` choose the label tokens, as in :func:`encode_row`.
+    """
+    if loss_on not in ("answer", "sequence"):
+        raise SkillmixInputError(f"loss_on must be answer or sequence, got {loss_on!r}")
     out = EncodedSet(skill=skill, ids=[], input_ids=[], labels=[])
     prefix = special_prefix(tokenizer)
     for row in frame.itertuples(index=False):
         ids, labels, prompt_ids, cut = encode_row(
-            tokenizer, row.prompt, row.answer, row.text, max_length, prefix
+            tokenizer, row.prompt, row.answer, row.text, max_length, prefix, loss_on, eos_label
         )
         out.ids.append(str(row.id))
         out.input_ids.append(ids)

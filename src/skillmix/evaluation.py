@@ -1,4 +1,10 @@
-"""Per-skill evaluation: mean answer-token loss and greedy exact-match accuracy."""
+"""Per-skill evaluation: mean answer-token loss and greedy-answer accuracy.
+
+Accuracy scores a greedy answer by its first character (`first_char`: the bit of LEGO and
+XOR, the digit of Addition, read as Skill-It reads them) or as a whole (`exact`); `auto`
+takes first_char for a skill whose answers are all one character. Exact match is reported
+beside it in every case.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,32 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from skillmix.encoding import EncodedSet, collate, left_pad, per_example_loss
+from skillmix.errors import SkillmixInputError
 from skillmix.modeling import Runtime
 
-METRIC_COLUMNS = ["skill", "loss", "accuracy", "n"]
+METRIC_COLUMNS = ["skill", "loss", "accuracy", "exact", "n"]
+SCORES = ("auto", "exact", "first_char")
+_STRIP = " \t\n.,;:!?"
+
+
+def first_char(text: str) -> str:
+    """The first character of `text` after leading spaces and punctuation ("" if none)."""
+    stripped = text.lstrip(_STRIP)
+    return stripped[:1]
+
+
+def score_answers(predicted: list[str], answers: list[str], score: str = "auto") -> tuple[float, float]:
+    """(accuracy under `score`, exact-match accuracy) of predicted against reference answers."""
+    if score not in SCORES:
+        raise SkillmixInputError(f"eval.score must be one of {list(SCORES)}, got {score!r}")
+    refs = [a.strip() for a in answers]
+    exact = sum(p == a for p, a in zip(predicted, refs, strict=True)) / len(refs)
+    if score == "auto":
+        score = "first_char" if all(len(a) == 1 for a in refs) else "exact"
+    if score == "exact":
+        return exact, exact
+    hits = sum(first_char(p) == first_char(a) != "" for p, a in zip(predicted, refs, strict=True))
+    return hits / len(refs), exact
 
 
 @torch.no_grad()
@@ -102,25 +131,28 @@ def evaluate_skills(
     runtime: Runtime,
     batch_size: int = 64,
     accuracy: bool = True,
+    score: str = "auto",
 ) -> pd.DataFrame:
-    """One row per skill: mean over examples of the mean answer-token loss, exact-match accuracy.
+    """One row per skill: mean over examples of the mean label-token loss, accuracy, exact match.
 
-    Accuracy is NaN for plain-text skills (no answers) or when `accuracy` is False.
+    `score` is how `accuracy` reads an answer (see :func:`score_answers`). Accuracy and exact
+    are NaN for plain-text skills (no answers) or when `accuracy` is False.
     """
     was_training = model.training
     model.eval()
     rows = []
     for data in sets:
         losses = example_losses(model, data, tokenizer.pad_token_id, runtime, batch_size)
-        acc = math.nan
+        acc = exact = math.nan
         if accuracy and data.has_answers:
             predicted = greedy_answers(model, tokenizer, data, runtime, batch_size)
-            acc = sum(p == a.strip() for p, a in zip(predicted, data.answers, strict=True)) / len(data)
+            acc, exact = score_answers(predicted, data.answers, score)
         rows.append(
             {
                 "skill": data.skill,
                 "loss": sum(losses) / len(losses),
                 "accuracy": acc,
+                "exact": exact,
                 "n": len(data),
             }
         )

@@ -48,7 +48,7 @@ UNIT_PATTERN = rf"{SLUG_PATTERN}(?:{PAIR_SEPARATOR}{SLUG_PATTERN})?"
 """Regex for a unit name: ``SLUG`` or ``SLUG__SLUG`` (no capturing groups; for wildcard_constraints)."""
 
 CURVE_COLUMNS = ("unit", "step", "skill", "loss")
-MEASURES = ("end", "window")
+MEASURES = ("end", "window", "steps_to_target")
 NORMALISATIONS = ("raw", "relative")
 
 ADJACENCY_FILE = "adjacency.npy"
@@ -158,6 +158,8 @@ class GraphOptions:
     """If set: off-diagonal entries > 0 become this weight, the other off-diagonal entries 0."""
     diagonal: float | str = "measured"
     """``measured`` keeps the measured diagonal; a number replaces it."""
+    target_loss: float = 0.01
+    """``measure: steps_to_target``: the validation loss a run must reach on a skill."""
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
@@ -166,6 +168,11 @@ class GraphOptions:
             )
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise SkillmixInputError(f"graph.window: got {self.window!r}, expected an integer >= 1")
+        if not _is_number(self.target_loss) or float(self.target_loss) <= 0:
+            raise SkillmixInputError(
+                f"graph.target_loss: got {self.target_loss!r}, expected a finite number > 0"
+            )
+        self.target_loss = float(self.target_loss)
         if self.normalise not in NORMALISATIONS:
             raise SkillmixInputError(
                 f"graph.normalise: got {self.normalise!r}, expected one of {', '.join(NORMALISATIONS)}"
@@ -321,6 +328,12 @@ class _Unit:
     def before(self, skill: str) -> float:
         return _initial(*self._rows(skill), self.unit, skill)
 
+    def steps_to(self, skill: str, target: float) -> float:
+        """The first evaluated step at which the skill's loss is <= target (inf if never)."""
+        steps, losses = self._rows(skill)
+        reached = steps[losses <= target]
+        return float(reached.min()) if len(reached) else math.inf
+
 
 def _relative(delta: float, reference: float, unit: str, skill: str) -> float:
     if reference <= 0:
@@ -371,6 +384,11 @@ def assemble(
       relative: divided by ``L_j(after j alone)``; diagonal ``delta[j, j] = L_j(before) -
       L_j(after j alone)`` (unit ``slug_j``), relative: divided by ``L_j(before)``.
 
+    - brute_force with ``measure: steps_to_target`` (Skill-It's LEGO/Addition rule):
+      ``A[i, j] = 1`` when the i, j mix reaches ``target_loss`` on j at an earlier evaluation
+      than j alone (a run that never reaches it counts as infinitely late), else 0; diagonal 1.
+      ``binary_edge_weight`` then sets the edge weight (the paper's 0.5).
+
     Then ``clip_negative``, ``threshold``, ``binary_edge_weight`` and ``diagonal`` (see
     :class:`GraphOptions`), in that order.
     """
@@ -397,7 +415,24 @@ def assemble(
     k = len(skills)
     A = np.zeros((k, k), dtype=np.float64)
 
-    if method == "linear":
+    if options.measure == "steps_to_target":
+        if method != "brute_force":
+            raise SkillmixInputError(
+                "graph.assemble.measure steps_to_target compares a pair run with a single run: "
+                f"it needs graph.method brute_force, got {method!r}"
+            )
+        target = options.target_loss
+        alone_steps = [
+            loaded[slug].steps_to(skill, target) for slug, skill in zip(slugs, skills, strict=True)
+        ]
+        np.fill_diagonal(A, 1.0)
+        for i in range(k):
+            for j in range(i + 1, k):
+                pair = loaded[pair_unit(slugs[i], slugs[j])]
+                for source, target_skill in ((i, j), (j, i)):
+                    sooner = pair.steps_to(skills[target_skill], target) < alone_steps[target_skill]
+                    A[source, target_skill] = 1.0 if sooner else 0.0
+    elif method == "linear":
         for i, slug in enumerate(slugs):
             run = loaded[slug]
             for j, skill in enumerate(skills):
@@ -663,6 +698,24 @@ def graph_agreement(a: np.ndarray, b: np.ndarray) -> float:
     off = ~np.eye(a.shape[0], dtype=bool)
     ra, rb = pd.Series(a[off]).rank().to_numpy(), pd.Series(b[off]).rank().to_numpy()
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def edge_agreement(learned: np.ndarray, known: np.ndarray, threshold: float = 0.0) -> dict[str, float]:
+    """Off-diagonal edge precision, recall and F1 of a learned graph against a known one.
+
+    A learned edge is an off-diagonal entry > `threshold`; a known edge is one > 0. Precision
+    is 1 when nothing is predicted and recall 1 when nothing is known (nothing was missed).
+    """
+    learned, known = np.asarray(learned, dtype=float), np.asarray(known, dtype=float)
+    if learned.shape != known.shape:
+        raise ValueError(f"graphs differ in shape: {learned.shape} vs {known.shape}")
+    off = ~np.eye(*learned.shape, dtype=bool)
+    predicted, truth = (learned > threshold) & off, (known > 0) & off
+    hits = int((predicted & truth).sum())
+    precision = hits / predicted.sum() if predicted.any() else 1.0
+    recall = hits / truth.sum() if truth.any() else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
 def read_graph(out_dir: str | os.PathLike) -> tuple[np.ndarray, list[str], list[str]]:

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
+from tokenizers.decoders import WordPiece as WordPieceDecoder
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -22,6 +26,7 @@ from transformers import (
     LlamaConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
 )
 
 from skillmix.errors import SkillmixInputError
@@ -72,6 +77,49 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
     return ByT5Tokenizer(extra_ids=0)
 
 
+WORD_SPECIALS = ("<pad>", "<eos>", "<unk>")
+
+
+def word_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over `vocabulary` (whitespace-separated words), built offline.
+
+    Ids: 0 = pad, 1 = eos, 2 = unk, then the words in the given order (duplicates dropped).
+    It is a `tokenizers` WordLevel model inside a `PreTrainedTokenizerFast`, so it saves and
+    loads like any Hugging Face tokenizer; decoding joins words with single spaces.
+    """
+    words = [w for w in dict.fromkeys(vocabulary) if w not in WORD_SPECIALS]
+    if not words:
+        raise SkillmixInputError("model.tiny.vocabulary: the word tokenizer needs at least one word")
+    bad = [w for w in words if not isinstance(w, str) or w == "" or any(c.isspace() for c in w)]
+    if bad:
+        raise SkillmixInputError(
+            f"model.tiny.vocabulary: words must be non-empty strings without whitespace, got {bad[:5]}"
+        )
+    vocab = {w: i for i, w in enumerate([*WORD_SPECIALS, *words])}
+    core = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = WhitespaceSplit()
+    core.decoder = WordPieceDecoder(prefix="##", cleanup=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def tiny_tokenizer(tiny: dict[str, Any]) -> PreTrainedTokenizerBase:
+    """The tokenizer named by `model.tiny.tokenizer`: bytes, or words of `model.tiny.vocabulary`."""
+    kind = tiny.get("tokenizer", "byte")
+    if kind == "byte":
+        return byte_tokenizer()
+    if kind == "word":
+        vocabulary = tiny.get("vocabulary")
+        if not vocabulary:
+            raise SkillmixInputError(
+                "model.tiny.vocabulary: tokenizer 'word' needs a vocabulary; the workflow fills it "
+                "from a synthetic source (lego, addition, xor), other sources must list the words"
+            )
+        return word_tokenizer(list(vocabulary))
+    raise SkillmixInputError(f"model.tiny.tokenizer must be byte or word, got {kind!r}")
+
+
 def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int):
     """A transformers config for the tiny model (`architecture`: llama or gpt2)."""
     arch = tiny.get("architecture", "llama")
@@ -103,8 +151,8 @@ def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int)
 
 
 def build_tiny_model(tiny: dict[str, Any], seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A freshly initialised tiny causal LM and its byte tokenizer; same seed, same weights."""
-    tokenizer = byte_tokenizer()
+    """A freshly initialised tiny causal LM and its tokenizer; same seed, same weights."""
+    tokenizer = tiny_tokenizer(tiny)
     config = tiny_config(tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

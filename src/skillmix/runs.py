@@ -36,10 +36,13 @@ def load_sets(
     paths: Sequence[str | os.PathLike],
     max_length: int,
     limit: int | None = None,
+    loss_on: str = "answer",
+    eos: bool = True,
 ) -> list[EncodedSet]:
     """Encode one split's slice files, in the order of `skills` (the manifest's order).
 
-    `limit` keeps the first rows of each slice (evaluation caps).
+    `limit` keeps the first rows of each slice (evaluation caps); `loss_on` and `eos` choose
+    the label tokens (see :func:`skillmix.encoding.encode_row`).
     """
     frames: dict[str, pd.DataFrame] = {}
     for path in paths:
@@ -51,7 +54,9 @@ def load_sets(
     if missing:
         raise SkillmixInputError(f"no slice file given for skills {missing}")
     return [
-        encode_frame(tokenizer, frames[s] if limit is None else frames[s].head(limit), s, max_length)
+        encode_frame(
+            tokenizer, frames[s] if limit is None else frames[s].head(limit), s, max_length, loss_on, eos
+        )
         for s in skills
     ]
 
@@ -128,13 +133,19 @@ def _load(
     train_paths: Sequence[str | os.PathLike],
     val_paths: Sequence[str | os.PathLike],
     val_limit: int | None,
+    loss_on: str = "answer",
+    val_eos: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, list[EncodedSet], list[EncodedSet]]:
-    """The model, its runtime, and the encoded training and validation sets of a run."""
+    """The model, its runtime, and the encoded training and validation sets of a run.
+
+    Training labels follow `loss_on` (with end-of-sequence); validation labels are the answer
+    tokens, with end-of-sequence when `val_eos`.
+    """
     model, tokenizer = load_model(model_cfg)
     runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
     max_length = model_cfg.get("max_length", 128)
-    train_sets = load_sets(tokenizer, train_skills, train_paths, max_length)
-    val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit)
+    train_sets = load_sets(tokenizer, train_skills, train_paths, max_length, loss_on=loss_on)
+    val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit, eos=val_eos)
     return model, tokenizer, runtime, train_sets, val_sets
 
 
@@ -162,9 +173,16 @@ def prepare_run(
     named_targets = train_cfg.get("target_skills")
     targets = _skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
     model, tokenizer, runtime, train_sets, val_sets = _load(
-        model_cfg, train_skills, skills, train_paths, val_paths, eval_cfg.get("max_examples_per_skill")
+        model_cfg,
+        train_skills,
+        skills,
+        train_paths,
+        val_paths,
+        eval_cfg.get("max_examples_per_skill"),
+        train_cfg.get("loss_on", "answer"),
+        eval_cfg.get("eos_in_loss", False),
     )
-    settings = TrainSettings.from_config(train_cfg)
+    settings = TrainSettings.from_config({**train_cfg, "eval_score": eval_cfg.get("score", "auto")})
     strategy_cfg = dict(strategy_cfg or {})
     graph = None
     eval_skills = targets or train_skills
@@ -238,7 +256,13 @@ def prepare_graph_unit(
         raise SkillmixInputError(f"graph unit {unit!r}: no skill with slug {unknown} in {manifest_path}")
     unit_skills = [by_slug[slug] for slug in unit_slugs(unit)]
     model, tokenizer, runtime, train_sets, val_sets = _load(
-        model_cfg, unit_skills, skills, train_paths, val_paths, runs_cfg.get("eval_examples")
+        model_cfg,
+        unit_skills,
+        skills,
+        train_paths,
+        val_paths,
+        runs_cfg.get("eval_examples"),
+        val_eos=eval_cfg.get("eos_in_loss", False),
     )
     settings = TrainSettings.from_config({**runs_cfg, "eval_accuracy": False, "checkpoint_every": 0})
     sampler = SkillSampler(
@@ -258,7 +282,7 @@ def prepare_graph_unit(
     )
 
 
-METRICS_COLUMNS = ["run", "split", "step", "skill", "loss", "accuracy", "n"]
+METRICS_COLUMNS = ["run", "split", "step", "skill", "loss", "accuracy", "exact", "n"]
 
 
 def evaluate_run(
@@ -291,8 +315,16 @@ def evaluate_run(
         test_paths,
         model_cfg.get("max_length", 128),
         eval_cfg.get("max_examples_per_skill"),
+        eos=eval_cfg.get("eos_in_loss", False),
     )
-    test = evaluate_skills(model, tokenizer, test_sets, runtime, eval_cfg.get("batch_size", 64))
+    test = evaluate_skills(
+        model,
+        tokenizer,
+        test_sets,
+        runtime,
+        eval_cfg.get("batch_size", 64),
+        score=eval_cfg.get("score", "auto"),
+    )
     final_step = int(pd.read_parquet(steps_path)["step"].max())
     test.insert(0, "step", final_step)
     test.insert(0, "split", "test")
@@ -320,7 +352,12 @@ def compare_runs(
     metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
     summary = (
         metrics.groupby(["run", "split", "step"], sort=False)
-        .agg(loss=("loss", "mean"), accuracy=("accuracy", "mean"), skills=("skill", "nunique"))
+        .agg(
+            loss=("loss", "mean"),
+            accuracy=("accuracy", "mean"),
+            exact=("exact", "mean"),
+            skills=("skill", "nunique"),
+        )
         .reset_index()
     )
     write_parquet(summary, summary_path)

@@ -51,6 +51,7 @@ class TrainSettings:
     seed: int = 0
     eval_every: int = 50
     eval_accuracy: bool = True
+    eval_score: str = "auto"
     update_steps: int = 100
     checkpoint_every: int = 100
     keep_checkpoints: bool = False
@@ -212,8 +213,11 @@ def _evaluate(
     sampler: SkillSampler,
     history: _History,
     accuracy: bool = True,
+    score: str = "auto",
 ) -> None:
-    metrics = evaluate_skills(model, tokenizer, val_sets, runtime, batch_size, accuracy=accuracy)
+    metrics = evaluate_skills(
+        model, tokenizer, val_sets, runtime, batch_size, accuracy=accuracy, score=score
+    )
     metrics.insert(0, "step", step)
     history.curve.extend(metrics.to_dict("records"))
     sampler.observe(step, dict(zip(metrics["skill"], metrics["loss"], strict=True)))
@@ -277,6 +281,7 @@ def train(
             sampler,
             history,
             settings.eval_accuracy,
+            settings.eval_score,
         )
         model.train()
 
@@ -354,7 +359,7 @@ def train(
     return TrainResult(
         steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
         skill_counts=pd.DataFrame(history.counts, columns=["step", "skill", "count"]),
-        val_curve=pd.DataFrame(history.curve, columns=["step", "skill", "loss", "accuracy", "n"]),
+        val_curve=pd.DataFrame(history.curve, columns=["step", "skill", "loss", "accuracy", "exact", "n"]),
         mixtures=pd.DataFrame(sampler.mixture_rows(), columns=["round", "step", "skill", "weight"]),
         resumed_from=resumed_from,
         completed=completed,

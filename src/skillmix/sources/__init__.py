@@ -18,11 +18,12 @@ import pandas as pd
 from skillmix.errors import SkillmixInputError
 
 COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text"]
-KINDS: tuple[str, ...] = ("lego", "addition", "table", "natural_instructions")
+KINDS: tuple[str, ...] = ("xor", "lego", "addition", "table", "natural_instructions")
 
 SOURCE_DEFAULTS: dict[str, Any] = {
     "kind": None,
     "seed": 0,
+    "xor": {},
     "lego": {},
     "addition": {},
     "table": {},
@@ -116,6 +117,13 @@ def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> Sour
     if kind not in KINDS:
         raise SkillmixInputError(f"config source.kind: expected one of {list(KINDS)}, got {kind!r}")
     seed = require_int(cfg["seed"], "source.seed", 0)
+    if kind == "xor":
+        from skillmix.sources.xor import XOR_DEFAULTS, generate_xor
+
+        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
+        return generate_xor(
+            block["n_symbols"], block["maps"], block["composites"], block["examples_per_skill"], seed
+        )
     if kind == "lego":
         from skillmix.sources.lego import LEGO_DEFAULTS, generate_lego
 
@@ -135,6 +143,30 @@ def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> Sour
     return load_natural_instructions(cfg["natural_instructions"], base_dir, seed=seed)
 
 
+def source_vocabulary(cfg: dict[str, Any]) -> list[str] | None:
+    """Every word the examples of a synthetic source can contain; None for other kinds.
+
+    It depends on the config alone (no examples are generated), so a word-level tokenizer
+    built from it is the same in every job.
+    """
+    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    kind = cfg["kind"]
+    if kind == "xor":
+        from skillmix.sources.xor import XOR_DEFAULTS, xor_vocabulary
+
+        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
+        return xor_vocabulary(block["maps"], block["n_symbols"])
+    if kind == "lego":
+        from skillmix.sources.lego import lego_vocabulary
+
+        return lego_vocabulary()
+    if kind == "addition":
+        from skillmix.sources.addition import addition_vocabulary
+
+        return addition_vocabulary()
+    return None
+
+
 __all__ = [
     "COLUMNS",
     "KINDS",
@@ -145,5 +177,6 @@ __all__ = [
     "per_skill_counts",
     "require_int",
     "resolve_path",
+    "source_vocabulary",
     "stable_seed",
 ]

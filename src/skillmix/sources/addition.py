@@ -23,6 +23,11 @@ def addition_skill_names(n_digits: int) -> list[str]:
     return [f"digit-{d}" for d in range(n_digits)]
 
 
+def addition_vocabulary() -> list[str]:
+    """Every whitespace-separated word an Addition text can contain (for a word-level tokenizer)."""
+    return ["Input:", "A", "=", "+", ",", "?", "Output:", *[str(d) for d in range(10)]]
+
+
 def spaced_digits(value: int, n_digits: int) -> str:
     """Return ``value`` zero-padded to ``n_digits`` with its digits separated by spaces."""
     return " ".join(f"{value:0{n_digits}d}")

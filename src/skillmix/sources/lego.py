@@ -3,10 +3,16 @@
 A chain of ``n_vars`` variables x_0 -> x_1 -> ... with independent random bits b_i; variable i
 has value b_i. The root clause is ``"{x0} = val {b0}"``; every other clause is
 ``"{xi} = val {x(i-1)}"`` when b_i == b_(i-1), else ``"{xi} = not {x(i-1)}"``. Skill ``lego-i``
-asks for the value of chain position i (1-indexed)::
+asks for the value of chain position i (1-indexed). The text is the original's, character for
+character: the clauses are shuffled and joined as ``"Input: "`` + ``"{x0} = val {b0} , "`` /
+``" {xi} = val|not {x(i-1)} , "`` with the last 3 characters cut, then ``". Output: {x} = val "``
+and the bit. The prompt names the queried variable and the answer is the bit alone::
 
-    prompt: "Input: k = not n , c = val 0 , n = val c. Output:"
-    answer: "n = val 0"
+    prompt: "Input:  q = not d , x = val 1 ,  d = val x. Output: q = val"
+    answer: "0"
+
+(The original follows the bit with ``", "``; skillmix's answer is the bit, which is what the
+original scores.)
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from skillmix.sources import SourceData, examples_frame, per_skill_counts, requi
 
 LEGO_DEFAULTS: dict[str, int | list[int]] = {"n_vars": 5, "examples_per_skill": 700}
 
-_PROMPT_RE = re.compile(r"Input: (.+)\. Output:")
+_PROMPT_RE = re.compile(r"Input: (.+)\. Output: ([a-z]) = val")
 _CLAUSE_RE = re.compile(r"([a-z]) = (val|not) ([a-z]|[01])")
 _LETTERS = list(string.ascii_lowercase)
 
@@ -32,13 +38,21 @@ def lego_skill_names(n_vars: int) -> list[str]:
     return [f"lego-{i}" for i in range(1, n_vars + 1)]
 
 
-def _lego_prompt(names: list[str], bits: list[int], order: list[int]) -> str:
-    """Return the prompt for one chain, its clauses listed in ``order``."""
-    clauses = [f"{names[0]} = val {bits[0]}"]
+def lego_vocabulary() -> list[str]:
+    """Every whitespace-separated word a LEGO text can contain (for a word-level tokenizer)."""
+    return ["Input:", "Output:", "=", "val", "not", ",", "0", "1", "0.", "1.", *_LETTERS] + [
+        f"{x}." for x in _LETTERS
+    ]
+
+
+def _lego_prompt(names: list[str], bits: list[int], order: list[int], query: int) -> str:
+    """The prompt for one chain, its clauses listed in ``order``, asking for variable ``query``."""
+    clauses = [f"{names[0]} = val {bits[0]} , "]
     for k in range(1, len(names)):
         op = "val" if bits[k] == bits[k - 1] else "not"
-        clauses.append(f"{names[k]} = {op} {names[k - 1]}")
-    return "Input: " + " , ".join(clauses[o] for o in order) + ". Output:"
+        clauses.append(f" {names[k]} = {op} {names[k - 1]} , ")
+    body = ("Input: " + "".join(clauses[o] for o in order))[:-3]
+    return f"{body}. Output: {names[query]} = val"
 
 
 def generate_lego(n_vars: int, examples_per_skill: int | list[int], seed: int) -> SourceData:
@@ -74,8 +88,8 @@ def generate_lego(n_vars: int, examples_per_skill: int | list[int], seed: int) -
                 names.tolist(), bits.tolist(), orders.tolist(), strict=True
             ):
                 letters = [_LETTERS[n] for n in row_names]
-                prompt = _lego_prompt(letters, row_bits, order)
-                answer = f"{letters[i - 1]} = val {row_bits[i - 1]}"
+                prompt = _lego_prompt(letters, row_bits, order, i - 1)
+                answer = str(row_bits[i - 1])
                 text = f"{prompt} {answer}"
                 if text in seen:
                     continue
@@ -88,14 +102,21 @@ def generate_lego(n_vars: int, examples_per_skill: int | list[int], seed: int) -
     return SourceData(examples=examples_frame(records), skills=skills, origin="lego generator")
 
 
-def resolve_lego(prompt: str, name: str) -> int:
-    """Parse the clauses of a LEGO ``prompt`` and return the value (0 or 1) of variable ``name``."""
+def resolve_lego(prompt: str, name: str | None = None) -> int:
+    """Parse the clauses of a LEGO ``prompt`` and return the value (0 or 1) of variable ``name``.
+
+    ``name`` defaults to the variable the prompt asks for (``… Output: <x> = val``).
+    """
     match = _PROMPT_RE.fullmatch(prompt)
     if match is None:
-        raise SkillmixInputError(f"LEGO prompt {prompt!r}: expected 'Input: <clauses>. Output:'")
+        raise SkillmixInputError(
+            f"LEGO prompt {prompt!r}: expected 'Input: <clauses>. Output: <x> = val'"
+        )
+    if name is None:
+        name = match.group(2)
     definitions: dict[str, tuple[str, str]] = {}
-    for clause in match.group(1).split(" , "):
-        parts = _CLAUSE_RE.fullmatch(clause)
+    for clause in match.group(1).split(","):
+        parts = _CLAUSE_RE.fullmatch(clause.strip())
         if parts is None:
             raise SkillmixInputError(
                 f"LEGO prompt {prompt!r}: clause {clause!r} is not '<x> = val|not <y|0|1>'"

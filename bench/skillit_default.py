@@ -1,0 +1,187 @@
+"""Skill-It on the embedded default (XOR skills, issue 11): graphs against the known graph, and
+the paper's Table-5 strategies.
+
+For every seed, runs the real workflow in its own folder with every seed of the config set to
+that seed: the brute-force, linear and gradient skills graphs, and random, stratified,
+curriculum, anticurriculum, skill-curriculum and Skill-It at equal steps; skill-anticurriculum
+(skill_curriculum with curriculum.reverse) runs in a second folder. Writes a Markdown report and
+the raw numbers as JSON:
+
+- per strategy: test accuracy at the end, validation accuracy halfway (the validation curve
+  at train.steps / 2; val and test come from the same distribution), mean test loss; mean ± sd
+  over seeds;
+- per graph method: off-diagonal edge precision / recall / F1 against the known graph
+  (`skillmix.sources.xor.xor_ground_truth`; an edge is an entry > 0), Spearman of the
+  off-diagonal entries against the known graph and against brute force, and job seconds.
+
+    python bench/skillit_default.py --seeds 0 1 2 --out bench/out/xor
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from skillmix.graph import edge_agreement, graph_agreement
+from skillmix.sources.xor import XOR_DEFAULTS, xor_ground_truth
+
+REPO = Path(__file__).resolve().parents[1]
+STRATEGIES = ["random", "curriculum", "anticurriculum", "stratified", "skill_curriculum", "skillit"]
+ROWS = [*STRATEGIES[:5], "skill_anticurriculum", "skillit"]
+METHODS = ["brute_force", "linear", "gradient"]
+
+
+def _snakemake(workdir: Path, configs: list[Path], targets: list[str], cores: int) -> float:
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", str(cores), "--quiet=all",
+        *targets, "--configfile", *map(str, configs),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - t0
+
+
+def _seed_config(workdir: Path, seed: int, extra: dict) -> Path:
+    path = workdir / "seed.yaml"
+    settings = {
+        "source": {"seed": seed},
+        "split": {"seed": seed},
+        "model": {"seed": seed},
+        "graph": {"runs": {"seed": seed}},
+        "train": {"seed": seed},
+    }
+    for key, value in extra.items():
+        settings[key] = {**settings.get(key, {}), **value}
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _strategy_numbers(workdir: Path, run: str, half: int) -> dict:
+    metrics = pd.read_parquet(workdir / f"results/eval/{run}/metrics.parquet")
+    test = metrics[metrics["split"] == "test"]
+    val = metrics[metrics["split"] == "val"]
+    return {
+        "accuracy": float(test["accuracy"].mean()),
+        "exact": float(test["exact"].mean()),
+        "loss": float(test["loss"].mean()),
+        "half_accuracy": float(val[val["step"] == half]["accuracy"].mean()),
+        "half_loss": float(val[val["step"] == half]["loss"].mean()),
+    }
+
+
+def _job_seconds(workdir: Path, pattern: str) -> float:
+    return float(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in workdir.glob(pattern)))
+
+
+def run_seed(seed: int, out: Path, cores: int) -> dict:
+    """One seed end to end; returns its numbers."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    steps = int(config["train"]["steps"])
+    main = out / f"seed{seed}"
+    main.mkdir(parents=True, exist_ok=True)
+    cfg = _seed_config(main, seed, {"train": {"strategies": STRATEGIES}})
+    targets = ["all", *(f"results/graph/{m}/adjacency.npy" for m in METHODS if m != "brute_force")]
+    wall = _snakemake(main, [REPO / "config.yaml", cfg], targets, cores)
+    anti = out / f"seed{seed}_skill_anticurriculum"
+    anti.mkdir(parents=True, exist_ok=True)
+    cfg = _seed_config(
+        anti, seed, {"train": {"strategies": ["skill_curriculum"]}, "curriculum": {"reverse": True}}
+    )
+    _snakemake(anti, [REPO / "config.yaml", cfg], ["all"], cores)
+
+    numbers = {run: _strategy_numbers(main, run, steps // 2) for run in STRATEGIES}
+    numbers["skill_anticurriculum"] = _strategy_numbers(anti, "skill_curriculum", steps // 2)
+    xor = {**XOR_DEFAULTS, **config["source"].get("xor", {})}
+    known = xor_ground_truth(xor["maps"], xor["composites"])
+    graphs = {m: np.load(main / f"results/graph/{m}/adjacency.npy") for m in METHODS}
+    seconds = {
+        "brute_force": _job_seconds(main, "benchmarks/graph_run/brute_force/*.tsv"),
+        "linear": _job_seconds(main, "benchmarks/graph_run/linear/*.tsv"),
+        "gradient": _job_seconds(main, "benchmarks/graph_gradient/*.tsv"),
+    }
+    return {
+        "seed": seed,
+        "wall_seconds": wall,
+        "strategies": numbers,
+        "graphs": {m: g.tolist() for m, g in graphs.items()},
+        "known": known.tolist(),
+        "edges": {m: edge_agreement(g, known) for m, g in graphs.items()},
+        "spearman_known": {m: graph_agreement(g, known) for m, g in graphs.items()},
+        "spearman_brute_force": {m: graph_agreement(g, graphs["brute_force"]) for m, g in graphs.items()},
+        "graph_job_seconds": seconds,
+    }
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    arr = np.asarray(values, dtype=float)
+    sd = arr.std(ddof=1) if len(arr) > 1 else 0.0
+    return f"{arr.mean():.{digits}f} ± {sd:.{digits}f}"
+
+
+def report(results: list[dict]) -> str:
+    """The Markdown report of all seeds."""
+    steps = yaml.safe_load((REPO / "config.yaml").read_text())["train"]["steps"]
+    wall = np.mean([r["wall_seconds"] for r in results])
+    lines = [
+        f"Seeds {[r['seed'] for r in results]}; mean wall time of the main workflow per seed {wall:.0f} s.",
+        "",
+        f"| strategy | test accuracy, step {steps} | val accuracy, step {steps // 2} | test loss | val loss, step {steps // 2} |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in ROWS:
+        cells = [
+            _mean_sd([r["strategies"][s]["accuracy"] for r in results], 3),
+            _mean_sd([r["strategies"][s]["half_accuracy"] for r in results], 3),
+            _mean_sd([r["strategies"][s]["loss"] for r in results], 4),
+            _mean_sd([r["strategies"][s]["half_loss"] for r in results], 4),
+        ]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| graph | edge precision (per seed) | edge recall (per seed) | edge F1 | Spearman vs known | Spearman vs brute force | job seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in METHODS:
+        per = lambda key: ", ".join(f"{r['edges'][m][key]:.2f}" for r in results)  # noqa: E731
+        lines.append(
+            f"| {m} | {per('precision')} | {per('recall')} | "
+            f"{_mean_sd([r['edges'][m]['f1'] for r in results], 2)} | "
+            f"{_mean_sd([r['spearman_known'][m] for r in results], 2)} | "
+            f"{_mean_sd([r['spearman_brute_force'][m] for r in results], 2) if m != 'brute_force' else '–'} | "
+            f"{np.mean([r['graph_job_seconds'][m] for r in results]):.0f} |"
+        )
+    bf = np.mean([np.array(r["graphs"]["brute_force"]) for r in results], axis=0)
+    lines += ["", "Brute-force graph, mean over seeds (rows: trained on, columns: evaluated on):", ""]
+    lines.append("```")
+    lines.append(np.array2string(bf, precision=2, suppress_small=True))
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=REPO / "bench/out/xor")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args()
+    out = args.out.resolve()
+    results = [run_seed(s, out, args.cores) for s in args.seeds]
+    text = report(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
