@@ -11,7 +11,8 @@ the raw numbers as JSON:
   at train.steps / 2; val and test come from the same distribution), mean test loss; mean ± sd
   over seeds;
 - per graph method: off-diagonal edge precision / recall / F1 against the known graph
-  (`skillmix.sources.xor.xor_ground_truth`; an edge is an entry > 0), Spearman of the
+  (`skillmix.sources.xor.xor_ground_truth`; an edge is an entry > 0; the linear and gradient
+  graphs are assembled as relative loss changes, the brute-force one by steps to target), Spearman of the
   off-diagonal entries against the known graph and against brute force, and job seconds.
 
     python bench/skillit_default.py --seeds 0 1 2 --out bench/out/xor
@@ -78,6 +79,32 @@ def _strategy_numbers(workdir: Path, run: str, half: int) -> dict:
     }
 
 
+def learned_at(workdir: Path, run: str, level: float = 0.95) -> dict[str, float]:
+    """The first validation step at which each skill's accuracy reaches `level` (nan if never)."""
+    metrics = pd.read_parquet(workdir / f"results/eval/{run}/metrics.parquet")
+    val = metrics[metrics["split"] == "val"]
+    out = {}
+    for skill, rows in val.groupby("skill", sort=False):
+        hit = rows[rows["accuracy"] >= level]["step"]
+        out[str(skill)] = float(hit.min()) if len(hit) else float("nan")
+    return out
+
+
+def pair_steps(workdir: Path, target: float) -> dict[str, dict[str, float]]:
+    """For every skill j: the first evaluated step at which each brute-force run that trains on j
+    (alone, or with another skill i) reaches `target` loss on j; keyed by j, then by i (j: alone)."""
+    raw = pd.read_parquet(workdir / "results/graph/brute_force/raw.parquet")
+    out: dict[str, dict[str, float]] = {}
+    for unit, rows in raw.groupby("unit", sort=False):
+        parts = str(unit).split("__")
+        for j in parts:
+            other = j if len(parts) == 1 else next(p for p in parts if p != j)
+            mine = rows[rows["skill"] == j]
+            hit = mine[mine["loss"] <= target]["step"]
+            out.setdefault(j, {})[other] = float(hit.min()) if len(hit) else float("nan")
+    return out
+
+
 def _job_seconds(workdir: Path, pattern: str) -> float:
     return float(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in workdir.glob(pattern)))
 
@@ -89,8 +116,14 @@ def run_seed(seed: int, out: Path, cores: int) -> dict:
     main = out / f"seed{seed}"
     main.mkdir(parents=True, exist_ok=True)
     cfg = _seed_config(main, seed, {"train": {"strategies": STRATEGIES}})
-    targets = ["all", *(f"results/graph/{m}/adjacency.npy" for m in METHODS if m != "brute_force")]
-    wall = _snakemake(main, [REPO / "config.yaml", cfg], targets, cores)
+    wall = _snakemake(main, [REPO / "config.yaml", cfg], ["all"], cores)
+    # the linear and gradient graphs measure loss changes (steps_to_target needs pair runs)
+    other = out / f"seed{seed}_graphs"
+    other.mkdir(parents=True, exist_ok=True)
+    assemble = {"measure": "window", "normalise": "relative", "binary_edge_weight": None}
+    cfg = _seed_config(other, seed, {"graph": {"runs": {"seed": seed}, "assemble": assemble}})
+    targets = [f"results/graph/{m}/adjacency.npy" for m in METHODS if m != "brute_force"]
+    _snakemake(other, [REPO / "config.yaml", cfg], targets, cores)
     anti = out / f"seed{seed}_skill_anticurriculum"
     anti.mkdir(parents=True, exist_ok=True)
     cfg = _seed_config(
@@ -102,15 +135,17 @@ def run_seed(seed: int, out: Path, cores: int) -> dict:
     numbers["skill_anticurriculum"] = _strategy_numbers(anti, "skill_curriculum", steps // 2)
     xor = {**XOR_DEFAULTS, **config["source"].get("xor", {})}
     known = xor_ground_truth(xor["maps"], xor["composites"])
-    graphs = {m: np.load(main / f"results/graph/{m}/adjacency.npy") for m in METHODS}
+    graphs = {m: np.load((main if m == "brute_force" else other) / f"results/graph/{m}/adjacency.npy") for m in METHODS}
     seconds = {
         "brute_force": _job_seconds(main, "benchmarks/graph_run/brute_force/*.tsv"),
-        "linear": _job_seconds(main, "benchmarks/graph_run/linear/*.tsv"),
-        "gradient": _job_seconds(main, "benchmarks/graph_gradient/*.tsv"),
+        "linear": _job_seconds(other, "benchmarks/graph_run/linear/*.tsv"),
+        "gradient": _job_seconds(other, "benchmarks/graph_gradient/*.tsv"),
     }
     return {
         "seed": seed,
         "wall_seconds": wall,
+        "learned_at": {run: learned_at(main, run) for run in ("random", "stratified", "skillit")},
+        "pair_steps": pair_steps(main, config["graph"]["assemble"]["target_loss"]),
         "strategies": numbers,
         "graphs": {m: g.tolist() for m, g in graphs.items()},
         "known": known.tolist(),
@@ -159,6 +194,32 @@ def report(results: list[dict]) -> str:
             f"{_mean_sd([r['spearman_brute_force'][m] for r in results], 2) if m != 'brute_force' else '–'} | "
             f"{np.mean([r['graph_job_seconds'][m] for r in results]):.0f} |"
         )
+    lines += [
+        "",
+        "First validation step at which a skill's accuracy reaches 0.95 (per seed; – never):",
+        "",
+        "| strategy | seed | " + " | ".join(results[0]["learned_at"]["stratified"]) + " |",
+        "| --- | --- |" + " --- |" * len(results[0]["learned_at"]["stratified"]),
+    ]
+    for run in ("random", "stratified", "skillit"):
+        for r in results:
+            cells = ["–" if np.isnan(v) else f"{v:.0f}" for v in r["learned_at"][run].values()]
+            lines.append(f"| {run} | {r['seed']} | " + " | ".join(cells) + " |")
+    skills = list(results[0]["pair_steps"])
+    lines += [
+        "",
+        "Brute-force runs: first evaluation step at which skill j's validation loss reaches the target,",
+        "trained alone or beside skill i (per seed, – never within graph.runs.steps):",
+        "",
+        "| j (evaluated) | " + " | ".join(f"beside {i}" if i != "x" else i for i in skills) + " |",
+        "| --- |" + " --- |" * len(skills),
+    ]
+    for j in skills:
+        cells = []
+        for i in skills:
+            values = [r["pair_steps"][j].get(i, float("nan")) for r in results]
+            cells.append(", ".join("–" if np.isnan(v) else f"{v:.0f}" for v in values))
+        lines.append(f"| {j} | " + " | ".join(c if i != j else f"alone: {c}" for i, c in zip(skills, cells)) + " |")
     bf = np.mean([np.array(r["graphs"]["brute_force"]) for r in results], axis=0)
     lines += ["", "Brute-force graph, mean over seeds (rows: trained on, columns: evaluated on):", ""]
     lines.append("```")
@@ -174,9 +235,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/xor")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from results.json")
     args = parser.parse_args()
     out = args.out.resolve()
-    results = [run_seed(s, out, args.cores) for s in args.seeds]
+    if args.report_only:
+        results = json.loads((out / "results.json").read_text())
+        for r in results:
+            r["learned_at"] = {
+                run: learned_at(out / f"seed{r['seed']}", run) for run in ("random", "stratified", "skillit")
+            }
+            target = yaml.safe_load((REPO / "config.yaml").read_text())["graph"]["assemble"]["target_loss"]
+            r["pair_steps"] = pair_steps(out / f"seed{r['seed']}", target)
+    else:
+        results = [run_seed(s, out, args.cores) for s in args.seeds]
     text = report(results)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "report.md").write_text(text + "\n")

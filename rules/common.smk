@@ -12,20 +12,20 @@ validate(config, schema="../workflow/schemas/config.schema.yaml")
 
 
 def fill_word_vocabulary(config):
-    """A tiny model with the word tokenizer gets the synthetic source's words as its vocabulary."""
+    """Resolve the tiny model's tokenizer: the words of a synthetic source, or bytes.
+
+    `auto` is `word` when a vocabulary is given or the source has a fixed one, else `byte`.
+    """
     tiny = config["model"]["tiny"]
-    if (
-        config["model"]["kind"] != "tiny"
-        or tiny["tokenizer"] != "word"
-        or tiny["vocabulary"]
-    ):
+    if config["model"]["kind"] != "tiny" or tiny["tokenizer"] == "byte":
         return
-    words = source_vocabulary(config["source"])
-    if words is None:
+    words = tiny["vocabulary"] or source_vocabulary(config["source"])
+    if words is None and tiny["tokenizer"] == "word":
         raise ValueError(
             f"model.tiny.tokenizer is word, but source.kind {config['source']['kind']!r} has no fixed "
             "vocabulary: list the words in model.tiny.vocabulary, or use model.tiny.tokenizer: byte"
         )
+    tiny["tokenizer"] = "byte" if words is None else "word"
     tiny["vocabulary"] = words
 
 

@@ -167,9 +167,9 @@ def test_xor_generator_against_its_ground_truth() -> None:
     f_bits = [str(bit_maps["f"][int(p.split()[0][1:])]) for p in xor["prompt"]]
     assert 0.4 < (pd.Series(f_bits, index=xor.index) == xor["answer"]).mean() < 0.6
     assert xor_ground_truth(maps, composites).tolist() == [
-        [1, 0, 0, 1, 1],
-        [0, 1, 0, 1, 1],
-        [0, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0],
+        [0, 1, 0, 0, 1],
+        [0, 0, 1, 0, 1],
         [0, 0, 0, 1, 0],
         [0, 0, 0, 0, 1],
     ]

@@ -180,14 +180,14 @@ def test_exact_match_equals_teacher_forced_greedy(toy, trained) -> None:
     tok, _, _, va = toy
     model, _ = trained
     table = evaluate_skills(model, tok, va, CPU, batch_size=16)
-    assert list(table.columns) == ["skill", "loss", "accuracy", "n"]
+    assert list(table.columns) == ["skill", "loss", "accuracy", "exact", "n"]
     for data, row in zip(va, table.itertuples(), strict=True):
         batch = collate(data.input_ids, data.labels, tok.pad_token_id)
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         labels = batch["labels"][:, 1:]
         hit = ((logits[:, :-1].argmax(-1) == labels) | (labels == IGNORE)).all(1)
-        assert row.accuracy == pytest.approx(hit.float().mean().item())
+        assert row.exact == pytest.approx(hit.float().mean().item())
         assert row.loss == pytest.approx(per_example_loss(logits, batch["labels"]).mean().item(), rel=1e-5)
         assert row.n == len(data)
     assert 0 < table.accuracy.mean()

@@ -45,7 +45,7 @@ N_VAL, N_TEST = TINY["split"]["val"], TINY["split"]["test"]
 EVAL_CAP = TINY["eval"]["max_examples_per_skill"]
 BATCH = TINY["train"]["batch_size"]
 
-METRICS_COLUMNS = ["run", "split", "step", "skill", "loss", "accuracy", "n"]
+METRICS_COLUMNS = ["run", "split", "step", "skill", "loss", "accuracy", "exact", "n"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_GRAPH_RUNS = 6  # brute force on 3 skills: 3 singles + 3 pairs
 FULL_DAG = {

@@ -48,6 +48,9 @@ def seed_config(workdir: Path, seed: int, args: argparse.Namespace) -> Path:
     graph = workdir / "paper_graph.npy"
     np.save(graph, np.asarray(PAPER_GRAPH, dtype=np.float64), allow_pickle=False)
     (workdir / "paper_graph_skills.json").write_text(json.dumps([f"lego-{i}" for i in range(1, 6)]))
+    shipped = np.load(EXAMPLE.parent / "paper_graph.npy")
+    if not np.array_equal(shipped, np.asarray(PAPER_GRAPH)):
+        raise SystemExit(f"{EXAMPLE.parent / 'paper_graph.npy'} differs from the paper's LEGO graph")
     cfg: dict = {
         "source": {"seed": seed},
         "split": {"seed": seed},
@@ -63,6 +66,7 @@ def seed_config(workdir: Path, seed: int, args: argparse.Namespace) -> Path:
         name = args.gguf_file or sorted(p.name for p in folder.glob("*.gguf"))[0]
         cfg["model"].update({"kind": "gguf", "name_or_path": str(folder), "gguf_file": name})
     if args.tiny:
+        cfg["source"]["lego"] = {"examples_per_skill": [60, 60, 60, 100, 140]}
         cfg["model"]["tiny"] = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2}
         cfg["split"].update({"val": 20, "test": 20})
         cfg["eval"] = {"max_examples_per_skill": 20}

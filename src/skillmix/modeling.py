@@ -105,8 +105,13 @@ def word_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:
 
 
 def tiny_tokenizer(tiny: dict[str, Any]) -> PreTrainedTokenizerBase:
-    """The tokenizer named by `model.tiny.tokenizer`: bytes, or words of `model.tiny.vocabulary`."""
-    kind = tiny.get("tokenizer", "byte")
+    """The tokenizer named by `model.tiny.tokenizer`: bytes, or words of `model.tiny.vocabulary`.
+
+    `auto` means words when a vocabulary is given, else bytes.
+    """
+    kind = tiny.get("tokenizer", "auto")
+    if kind == "auto":
+        kind = "word" if tiny.get("vocabulary") else "byte"
     if kind == "byte":
         return byte_tokenizer()
     if kind == "word":

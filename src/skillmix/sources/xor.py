@@ -1,7 +1,7 @@
 """XOR skills: a synthetic task with a known skills graph that a tiny model learns in minutes.
 
 There are a few secret bit maps (``f``, ``g``, ``h``); each has its own symbols (``f0`` …
-``f15``) and sends half of them to 0 and half to 1. Two kinds of skill:
+``f255``) and sends half of them to 0 and half to 1. Two kinds of skill:
 
 - a *map skill* ``map-f`` asks for one symbol's bit: prompt ``"f3 ="``, answer ``f(3)``;
 - a *composite skill* ``xor-f`` asks for the XOR of the bits of its maps' symbols and of a bit
@@ -9,14 +9,15 @@ There are a few secret bit maps (``f``, ``g``, ``h``); each has its own symbols 
 
 Why the graph is known (measured, see docs/benchmarks.md): a composite's answer is uncorrelated
 with each of its inputs (the maps are balanced and the written bit is uniform), so a model
-trained on composites alone gets no first-order signal and stays at chance for a thousand steps
-and more. Trained beside a map skill it learns a one-map composite within 100–200 steps: the
-map skill teaches the model to read a symbol's bit, which the composite then XORs. Its own
-map helps most (the composite's bits are then known), another map helps too (the way of reading
-a bit carries over), composites help neither maps nor each other, and maps, learned in a few
-dozen steps alone, need no help. So every map skill is a prerequisite of every composite and
-there are no other edges; :func:`xor_ground_truth` writes this graph (rows = training skill,
-columns = evaluated skill).
+trained on a composite alone gets no first-order signal and stays at chance for a thousand steps
+and more. Trained beside the map skill of its own map, it learns the composite within a few
+hundred steps: the map skill teaches the bits, which the composite then XORs with the written
+one. Another map's skill does not help within that time (its symbols are others; with few
+symbols per map it does help, by teaching the model how to read out a bit), composites help
+neither maps nor each other, and a map skill, learned alone in a few hundred steps, needs no
+help. So the map skill of each of a composite's maps is a prerequisite of that composite and
+there are no other edges; a map that no composite uses (``h`` by default) is a distractor.
+:func:`xor_ground_truth` writes this graph (rows = training skill, columns = evaluated skill).
 
 The inputs are few (``n_symbols`` per map, twice as many per one-map composite), so examples
 are drawn with replacement and validation/test prompts also occur in training: accuracy says
@@ -33,7 +34,7 @@ from skillmix.errors import SkillmixInputError
 from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
 
 XOR_DEFAULTS: dict = {
-    "n_symbols": 64,
+    "n_symbols": 256,
     "maps": ["f", "g", "h"],
     "composites": [["f"], ["g"]],
     "examples_per_skill": 1000,
@@ -128,13 +129,15 @@ def xor_answer(prompt: str, bit_maps: dict[str, np.ndarray]) -> int:
 
 
 def xor_ground_truth(maps: list[str], composites: list[list[str]]) -> np.ndarray:
-    """The known skills graph: 1 on the diagonal and from every map skill to every composite.
+    """The known skills graph: 1 on the diagonal and from each map skill to the composites using it.
 
     Rows are training skills, columns evaluated skills, both in :func:`xor_skill_names` order.
     """
     names = xor_skill_names(maps, composites)
     graph = np.eye(len(names))
-    graph[: len(maps), len(maps) :] = 1.0
+    for c, combo in enumerate(composites):
+        for m in combo:
+            graph[maps.index(m), len(maps) + c] = 1.0
     return graph
 
 
