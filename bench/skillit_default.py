@@ -139,7 +139,7 @@ def run_seed(seed: int, out: Path, cores: int) -> dict:
     seconds = {
         "brute_force": _job_seconds(main, "benchmarks/graph_run/brute_force/*.tsv"),
         "linear": _job_seconds(other, "benchmarks/graph_run/linear/*.tsv"),
-        "gradient": _job_seconds(other, "benchmarks/graph_gradient/*.tsv"),
+        "gradient": _job_seconds(other, "benchmarks/graph_assemble/gradient.tsv"),
     }
     return {
         "seed": seed,
@@ -246,6 +246,9 @@ def main() -> None:
             }
             target = yaml.safe_load((REPO / "config.yaml").read_text())["graph"]["assemble"]["target_loss"]
             r["pair_steps"] = pair_steps(out / f"seed{r['seed']}", target)
+            r["graph_job_seconds"]["gradient"] = _job_seconds(
+                out / f"seed{r['seed']}_graphs", "benchmarks/graph_assemble/gradient.tsv"
+            )
     else:
         results = [run_seed(s, out, args.cores) for s in args.seeds]
     text = report(results)

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workflow_helpers import MAIN_CONFIG, run_ok
 
 from skillmix.graph import edge_agreement, read_graph
 from skillmix.sources.xor import XOR_DEFAULTS, xor_ground_truth
-from workflow_helpers import MAIN_CONFIG, run_ok
 
 pytestmark = pytest.mark.slow
 

@@ -194,6 +194,15 @@ def prepare_run(
             fine_tuning = bool(targets) and set(targets) <= set(train_skills)
             strategy_cfg["aggregate"] = "mean" if fine_tuning else "sum"
     losses = None
+    if strategy in ("curriculum", "anticurriculum"):
+        pool, budget = sum(len(s) for s in train_sets), settings.steps * settings.batch_size
+        if pool < budget:
+            raise SkillmixInputError(
+                f"train.strategies {strategy}: the budget of train.steps × train.batch_size = {budget} "
+                f"examples exceeds the pool of {pool} training examples; a curriculum draws each "
+                "example once, so give it a pool at least the budget (more examples per skill in "
+                "the source, or fewer steps)"
+            )
     if strategy in ("curriculum", "anticurriculum", "skill_curriculum"):
         losses = initial_example_losses(model, tokenizer, train_sets, runtime)
     sampler = make_sampler(
