@@ -111,8 +111,6 @@ def _job_seconds(workdir: Path, pattern: str) -> float:
 
 def run_seed(seed: int, out: Path, cores: int) -> dict:
     """One seed end to end; returns its numbers."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    steps = int(config["train"]["steps"])
     main = out / f"seed{seed}"
     main.mkdir(parents=True, exist_ok=True)
     cfg = _seed_config(main, seed, {"train": {"strategies": STRATEGIES}})
@@ -130,12 +128,23 @@ def run_seed(seed: int, out: Path, cores: int) -> dict:
         anti, seed, {"train": {"strategies": ["skill_curriculum"]}, "curriculum": {"reverse": True}}
     )
     _snakemake(anti, [REPO / "config.yaml", cfg], ["all"], cores)
+    return collect(seed, out, wall)
 
+
+def collect(seed: int, out: Path, wall: float) -> dict:
+    """The numbers of one seed, read from its workflow folders."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    steps = int(config["train"]["steps"])
+    main, other = out / f"seed{seed}", out / f"seed{seed}_graphs"
+    anti = out / f"seed{seed}_skill_anticurriculum"
     numbers = {run: _strategy_numbers(main, run, steps // 2) for run in STRATEGIES}
     numbers["skill_anticurriculum"] = _strategy_numbers(anti, "skill_curriculum", steps // 2)
     xor = {**XOR_DEFAULTS, **config["source"].get("xor", {})}
     known = xor_ground_truth(xor["maps"], xor["composites"])
-    graphs = {m: np.load((main if m == "brute_force" else other) / f"results/graph/{m}/adjacency.npy") for m in METHODS}
+    graphs = {
+        m: np.load((main if m == "brute_force" else other) / f"results/graph/{m}/adjacency.npy")
+        for m in METHODS
+    }
     seconds = {
         "brute_force": _job_seconds(main, "benchmarks/graph_run/brute_force/*.tsv"),
         "linear": _job_seconds(other, "benchmarks/graph_run/linear/*.tsv"),
@@ -185,10 +194,12 @@ def report(results: list[dict]) -> str:
         "| graph | edge precision (per seed) | edge recall (per seed) | edge F1 | Spearman vs known | Spearman vs brute force | job seconds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    def per(m: str, key: str) -> str:
+        return ", ".join(f"{r['edges'][m][key]:.2f}" for r in results)
+
     for m in METHODS:
-        per = lambda key: ", ".join(f"{r['edges'][m][key]:.2f}" for r in results)  # noqa: E731
         lines.append(
-            f"| {m} | {per('precision')} | {per('recall')} | "
+            f"| {m} | {per(m, 'precision')} | {per(m, 'recall')} | "
             f"{_mean_sd([r['edges'][m]['f1'] for r in results], 2)} | "
             f"{_mean_sd([r['spearman_known'][m] for r in results], 2)} | "
             f"{_mean_sd([r['spearman_brute_force'][m] for r in results], 2) if m != 'brute_force' else '–'} | "
@@ -211,7 +222,7 @@ def report(results: list[dict]) -> str:
         "Brute-force runs: first evaluation step at which skill j's validation loss reaches the target,",
         "trained alone or beside skill i (per seed, – never within graph.runs.steps):",
         "",
-        "| j (evaluated) | " + " | ".join(f"beside {i}" if i != "x" else i for i in skills) + " |",
+        "| j (evaluated) | " + " | ".join(f"beside {i}" for i in skills) + " |",
         "| --- |" + " --- |" * len(skills),
     ]
     for j in skills:
@@ -219,7 +230,7 @@ def report(results: list[dict]) -> str:
         for i in skills:
             values = [r["pair_steps"][j].get(i, float("nan")) for r in results]
             cells.append(", ".join("–" if np.isnan(v) else f"{v:.0f}" for v in values))
-        lines.append(f"| {j} | " + " | ".join(c if i != j else f"alone: {c}" for i, c in zip(skills, cells)) + " |")
+        lines.append(f"| {j} | " + " | ".join(c if i != j else f"alone: {c}" for i, c in zip(skills, cells, strict=True)) + " |")
     bf = np.mean([np.array(r["graphs"]["brute_force"]) for r in results], axis=0)
     lines += ["", "Brute-force graph, mean over seeds (rows: trained on, columns: evaluated on):", ""]
     lines.append("```")
@@ -235,20 +246,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/xor")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from results.json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the seed folders")
     args = parser.parse_args()
     out = args.out.resolve()
     if args.report_only:
-        results = json.loads((out / "results.json").read_text())
-        for r in results:
-            r["learned_at"] = {
-                run: learned_at(out / f"seed{r['seed']}", run) for run in ("random", "stratified", "skillit")
-            }
-            target = yaml.safe_load((REPO / "config.yaml").read_text())["graph"]["assemble"]["target_loss"]
-            r["pair_steps"] = pair_steps(out / f"seed{r['seed']}", target)
-            r["graph_job_seconds"]["gradient"] = _job_seconds(
-                out / f"seed{r['seed']}_graphs", "benchmarks/graph_assemble/gradient.tsv"
-            )
+        saved = json.loads((out / "results.json").read_text())
+        results = [collect(r["seed"], out, r["wall_seconds"]) for r in saved]
     else:
         results = [run_seed(s, out, args.cores) for s in args.seeds]
     text = report(results)

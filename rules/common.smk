@@ -5,31 +5,13 @@ from snakemake.utils import validate
 
 from skillmix.graph import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.provenance import code_version
-from skillmix.sources import source_vocabulary
+from skillmix.sources import resolve_tiny_tokenizer
 from skillmix.targets import expand_target_files
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
 
-def fill_word_vocabulary(config):
-    """Resolve the tiny model's tokenizer: the words of a synthetic source, or bytes.
-
-    `auto` is `word` when a vocabulary is given or the source has a fixed one, else `byte`.
-    """
-    tiny = config["model"]["tiny"]
-    if config["model"]["kind"] != "tiny" or tiny["tokenizer"] == "byte":
-        return
-    words = tiny["vocabulary"] or source_vocabulary(config["source"])
-    if words is None and tiny["tokenizer"] == "word":
-        raise ValueError(
-            f"model.tiny.tokenizer is word, but source.kind {config['source']['kind']!r} has no fixed "
-            "vocabulary: list the words in model.tiny.vocabulary, or use model.tiny.tokenizer: byte"
-        )
-    tiny["tokenizer"] = "byte" if words is None else "word"
-    tiny["vocabulary"] = words
-
-
-fill_word_vocabulary(config)
+config["model"]["tiny"] = resolve_tiny_tokenizer(config["model"], config["source"])
 
 
 STRATEGIES = config["train"]["strategies"]

@@ -86,3 +86,19 @@ def test_bit_and_digit_accuracy_of_perfect_and_constant_predictors() -> None:
     assert score_answers(["yes please"], ["yes"], "first_char") == (1.0, 0.0)
     with pytest.raises(SkillmixInputError, match="eval.score"):
         score_answers(["1"], ["1"], "bits")
+
+
+def test_resolve_tiny_tokenizer() -> None:
+    from skillmix.sources import resolve_tiny_tokenizer
+
+    xor = {"kind": "xor", "xor": {"n_symbols": 4, "maps": ["f"], "composites": [["f"]]}}
+    auto = resolve_tiny_tokenizer({"kind": "tiny", "tiny": {"tokenizer": "auto"}}, xor)
+    assert auto == {"tokenizer": "word", "vocabulary": ["=", "^", "0", "1", "f0", "f1", "f2", "f3"]}
+    table = {"kind": "table"}
+    assert resolve_tiny_tokenizer({"tiny": {"tokenizer": "auto"}}, table)["tokenizer"] == "byte"
+    given = resolve_tiny_tokenizer({"tiny": {"tokenizer": "auto", "vocabulary": ["a"]}}, table)
+    assert given == {"tokenizer": "word", "vocabulary": ["a"]}
+    assert resolve_tiny_tokenizer({"tiny": {"tokenizer": "byte"}}, xor) == {"tokenizer": "byte"}
+    assert resolve_tiny_tokenizer({"kind": "gguf", "tiny": {}}, xor) == {}
+    with pytest.raises(SkillmixInputError, match="has no fixed vocabulary"):
+        resolve_tiny_tokenizer({"tiny": {"tokenizer": "word"}}, table)

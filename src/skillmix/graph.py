@@ -708,7 +708,7 @@ def edge_agreement(learned: np.ndarray, known: np.ndarray, threshold: float = 0.
     """
     learned, known = np.asarray(learned, dtype=float), np.asarray(known, dtype=float)
     if learned.shape != known.shape:
-        raise ValueError(f"graphs differ in shape: {learned.shape} vs {known.shape}")
+        raise SkillmixInputError(f"edge agreement: graphs differ in shape, {learned.shape} and {known.shape}")
     off = ~np.eye(*learned.shape, dtype=bool)
     predicted, truth = (learned > threshold) & off, (known > 0) & off
     hits = int((predicted & truth).sum())

@@ -122,7 +122,7 @@ def tiny_tokenizer(tiny: dict[str, Any]) -> PreTrainedTokenizerBase:
                 "from a synthetic source (lego, addition, xor), other sources must list the words"
             )
         return word_tokenizer(list(vocabulary))
-    raise SkillmixInputError(f"model.tiny.tokenizer must be byte or word, got {kind!r}")
+    raise SkillmixInputError(f"model.tiny.tokenizer must be auto, byte or word, got {kind!r}")
 
 
 def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int):

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.evaluation import evaluate_skills, example_losses
+from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills, example_losses
 from skillmix.graph import read_graph, unit_slugs
 from skillmix.jobs import write_parquet
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
@@ -37,11 +37,11 @@ def load_sets(
     max_length: int,
     limit: int | None = None,
     loss_on: str = "answer",
-    eos: bool = True,
+    eos_label: bool = True,
 ) -> list[EncodedSet]:
     """Encode one split's slice files, in the order of `skills` (the manifest's order).
 
-    `limit` keeps the first rows of each slice (evaluation caps); `loss_on` and `eos` choose
+    `limit` keeps the first rows of each slice (evaluation caps); `loss_on` and `eos_label` choose
     the label tokens (see :func:`skillmix.encoding.encode_row`).
     """
     frames: dict[str, pd.DataFrame] = {}
@@ -55,7 +55,12 @@ def load_sets(
         raise SkillmixInputError(f"no slice file given for skills {missing}")
     return [
         encode_frame(
-            tokenizer, frames[s] if limit is None else frames[s].head(limit), s, max_length, loss_on, eos
+            tokenizer,
+            frames[s] if limit is None else frames[s].head(limit),
+            s,
+            max_length,
+            loss_on,
+            eos_label,
         )
         for s in skills
     ]
@@ -145,7 +150,7 @@ def _load(
     runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
     max_length = model_cfg.get("max_length", 128)
     train_sets = load_sets(tokenizer, train_skills, train_paths, max_length, loss_on=loss_on)
-    val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit, eos=val_eos)
+    val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit, eos_label=val_eos)
     return model, tokenizer, runtime, train_sets, val_sets
 
 
@@ -291,7 +296,7 @@ def prepare_graph_unit(
     )
 
 
-METRICS_COLUMNS = ["run", "split", "step", "skill", "loss", "accuracy", "exact", "n"]
+METRICS_COLUMNS = ["run", "split", "step", *METRIC_COLUMNS]
 
 
 def evaluate_run(
@@ -324,7 +329,7 @@ def evaluate_run(
         test_paths,
         model_cfg.get("max_length", 128),
         eval_cfg.get("max_examples_per_skill"),
-        eos=eval_cfg.get("eos_in_loss", False),
+        eos_label=eval_cfg.get("eos_in_loss", False),
     )
     test = evaluate_skills(
         model,

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from skillmix.encoding import EncodedSet, collate, token_losses
-from skillmix.evaluation import evaluate_skills
+from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.jobs import atomic_directory
 from skillmix.modeling import Runtime
 from skillmix.sampling import SkillSampler
@@ -359,7 +359,7 @@ def train(
     return TrainResult(
         steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
         skill_counts=pd.DataFrame(history.counts, columns=["step", "skill", "count"]),
-        val_curve=pd.DataFrame(history.curve, columns=["step", "skill", "loss", "accuracy", "exact", "n"]),
+        val_curve=pd.DataFrame(history.curve, columns=["step", *METRIC_COLUMNS]),
         mixtures=pd.DataFrame(sampler.mixture_rows(), columns=["round", "step", "skill", "weight"]),
         resumed_from=resumed_from,
         completed=completed,

@@ -167,6 +167,26 @@ def source_vocabulary(cfg: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def resolve_tiny_tokenizer(model_cfg: dict[str, Any], source_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The `model.tiny` block with its tokenizer resolved: `word` with a vocabulary, or `byte`.
+
+    `auto` is `word` when `model.tiny.vocabulary` is given or the source has a fixed vocabulary
+    (:func:`source_vocabulary`), else `byte`; `word` without either is an error. Other model
+    kinds keep the block as it is.
+    """
+    tiny = dict(model_cfg.get("tiny") or {})
+    kind = tiny.get("tokenizer", "auto")
+    if model_cfg.get("kind", "tiny") != "tiny" or kind == "byte":
+        return tiny
+    words = tiny.get("vocabulary") or source_vocabulary(source_cfg)
+    if words is None and kind == "word":
+        raise SkillmixInputError(
+            f"model.tiny.tokenizer is word, but source.kind {source_cfg.get('kind')!r} has no fixed "
+            "vocabulary: list the words in model.tiny.vocabulary, or use model.tiny.tokenizer: byte"
+        )
+    return {**tiny, "tokenizer": "byte" if words is None else "word", "vocabulary": words}
+
+
 __all__ = [
     "COLUMNS",
     "KINDS",
@@ -177,6 +197,7 @@ __all__ = [
     "per_skill_counts",
     "require_int",
     "resolve_path",
+    "resolve_tiny_tokenizer",
     "source_vocabulary",
     "stable_seed",
 ]
