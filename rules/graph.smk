@@ -20,11 +20,19 @@ rule graph_run:
         gpu=res("graph_run", "gpu"),
     params:
         unit="{unit}",
+        source=config["source"],
         model=config["model"],
         runs=config["graph"]["runs"],
         eval=config["eval"],
         code=code_version(
-            "modeling", "encoding", "sampling", "training", "evaluation", "runs"
+            "modeling",
+            "encoding",
+            "sampling",
+            "training",
+            "evaluation",
+            "runs",
+            "fresh",
+            "sources",
         ),
     script:
         "../workflow/scripts/graph_run.py"

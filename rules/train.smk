@@ -21,6 +21,7 @@ rule train:
         gpu=res("train", "gpu"),
     params:
         strategy="{run}",
+        source=config["source"],
         model=config["model"],
         train=run_settings(),
         strategy_settings=strategy_settings,
@@ -34,6 +35,8 @@ rule train:
             "evaluation",
             "runs",
             "graph",
+            "fresh",
+            "sources",
         ),
     script:
         "../workflow/scripts/train.py"

@@ -17,11 +17,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills, example_losses
+from skillmix.fresh import FreshSets
 from skillmix.graph import read_graph, unit_slugs
 from skillmix.jobs import write_parquet
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
 from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
 from skillmix.sampling import SkillSampler, make_sampler
+from skillmix.sources import SYNTHETIC_KINDS
 from skillmix.training import TrainResult, TrainSettings, fingerprint, train
 
 
@@ -73,7 +75,7 @@ class TrainingRun:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     runtime: Runtime
-    train_sets: list[EncodedSet]
+    train_sets: list[EncodedSet] | FreshSets
     val_sets: list[EncodedSet]
     sampler: SkillSampler
     settings: TrainSettings
@@ -120,6 +122,33 @@ def skillit_graph(
     return matrix[np.ix_([rows.index(s) for s in train_skills], [columns.index(s) for s in eval_skills])]
 
 
+CURRICULA_WITH_POOL = ("curriculum", "anticurriculum")
+
+
+def fresh_training_sets(
+    data: str,
+    key: str,
+    source_cfg: dict[str, Any] | None,
+    skills: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    model_cfg: dict[str, Any],
+    seed: int,
+    loss_on: str = "answer",
+) -> FreshSets | None:
+    """The fresh-example sets of a run whose `key` (e.g. `train.data`) is `fresh`; None for `pool`."""
+    if data == "pool":
+        return None
+    if data != "fresh":
+        raise SkillmixInputError(f"config {key}: expected pool or fresh, got {data!r}")
+    kind = (source_cfg or {}).get("kind")
+    if kind not in SYNTHETIC_KINDS:
+        raise SkillmixInputError(
+            f"config {key}: fresh needs a synthetic source (source.kind one of {list(SYNTHETIC_KINDS)}) "
+            f"that can generate new examples; source.kind is {kind!r}: use {key}: pool"
+        )
+    return FreshSets(source_cfg, skills, tokenizer, model_cfg.get("max_length", 128), seed, loss_on)
+
+
 def initial_example_losses(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: list[EncodedSet], runtime: Runtime
 ) -> list[list[float]]:
@@ -164,6 +193,7 @@ def prepare_run(
     val_paths: Sequence[str | os.PathLike],
     strategy_cfg: dict[str, Any] | None = None,
     graph_dir: str | os.PathLike | None = None,
+    source_cfg: dict[str, Any] | None = None,
 ) -> TrainingRun:
     """Load the model, encode the slices and build the sampler of one strategy.
 
@@ -171,6 +201,9 @@ def prepare_run(
     Skill-It evaluates on `train.target_skills` when given (fine-tuning when they are
     training skills, out-of-domain when they are not), else on the training skills, and
     reads its graph from `graph_dir`. `strategy_cfg` holds the strategy's own settings.
+    With `train.data: fresh` (a synthetic `source_cfg`), every round trains on new examples
+    (:mod:`skillmix.fresh`), except for curriculum and anticurriculum, which order the fixed
+    pool by the initial model's losses. The pool's sizes still define the natural mixture.
     """
     manifest = json.loads(Path(manifest_path).read_text())
     skills = [s["name"] for s in manifest["skills"]]
@@ -199,7 +232,19 @@ def prepare_run(
             fine_tuning = bool(targets) and set(targets) <= set(train_skills)
             strategy_cfg["aggregate"] = "mean" if fine_tuning else "sum"
     losses = None
-    if strategy in ("curriculum", "anticurriculum"):
+    data = train_cfg.get("data", "pool")
+    fresh = fresh_training_sets(
+        data,
+        "train.data",
+        source_cfg,
+        train_skills,
+        tokenizer,
+        model_cfg,
+        settings.seed,
+        train_cfg.get("loss_on", "answer"),
+    )
+    if strategy in CURRICULA_WITH_POOL:
+        fresh = None
         pool, budget = sum(len(s) for s in train_sets), settings.steps * settings.batch_size
         if pool < budget:
             raise SkillmixInputError(
@@ -223,6 +268,8 @@ def prepare_run(
         curriculum=strategy_cfg,
         example_losses=losses,
     )
+    if fresh is not None:
+        sampler.use_fresh()
     digest = fingerprint(
         model_cfg,
         train_cfg,
@@ -231,12 +278,13 @@ def prepare_run(
         strategy_cfg,
         None if graph is None else graph.tolist(),
         [file_digest(p) for p in [*train_paths, *val_paths]],
+        None if fresh is None else source_cfg,
     )
     return TrainingRun(
         model,
         tokenizer,
         runtime,
-        train_sets,
+        train_sets if fresh is None else fresh,
         val_sets,
         sampler,
         settings,
@@ -253,8 +301,12 @@ def prepare_graph_unit(
     manifest_path: str | os.PathLike,
     train_paths: Sequence[str | os.PathLike],
     val_dir: str | os.PathLike,
+    source_cfg: dict[str, Any] | None = None,
 ) -> TrainingRun:
     """One graph-learning run: train on the unit's skills (equal mix) from the initial model.
+
+    With `graph.runs.data: fresh` (a synthetic `source_cfg`) it trains on new examples
+    instead of the unit's training slices (:mod:`skillmix.fresh`).
 
     Every skill's validation loss is measured (loss only, no generation) before training,
     every `eval_every` steps and at the end, from the slices in `val_dir` (one
@@ -282,12 +334,29 @@ def prepare_graph_unit(
     sampler = SkillSampler(
         unit_skills, [len(s) for s in train_sets], np.ones(len(unit_skills)), settings.seed, settings.steps
     )
-    digest = fingerprint(model_cfg, runs_cfg, unit, [file_digest(p) for p in [*train_paths, *val_paths]])
+    fresh = fresh_training_sets(
+        runs_cfg.get("data", "pool"),
+        "graph.runs.data",
+        source_cfg,
+        unit_skills,
+        tokenizer,
+        model_cfg,
+        settings.seed,
+    )
+    if fresh is not None:
+        sampler.use_fresh()
+    digest = fingerprint(
+        model_cfg,
+        runs_cfg,
+        unit,
+        [file_digest(p) for p in [*train_paths, *val_paths]],
+        None if fresh is None else source_cfg,
+    )
     return TrainingRun(
         model,
         tokenizer,
         runtime,
-        train_sets,
+        train_sets if fresh is None else fresh,
         val_sets,
         sampler,
         settings,

@@ -5,7 +5,10 @@ sampler fixes the round's mixture p and draws a plan of update_steps × batch_si
 slots: floor(p_i · n) slots for every skill but the last, which takes the remainder, in a
 seeded shuffle. So the per-round counts are a deterministic function of p, and the order of
 the seed and the round. Within a skill, examples are drawn without replacement, pass after
-pass, each pass a fresh seeded permutation.
+pass, each pass a fresh seeded permutation. With `fresh` set, the examples of a round are
+new ones generated for it (:class:`skillmix.fresh.FreshSets`): the k-th slot of skill s in
+the round's plan takes example k of the round's set of s, and `plan_counts` says how many
+examples of each skill the round needs.
 
 Strategies differ only in the mixture of each round: `random` (proportional to the data),
 `stratified` (uniform), `target_only` (uniform over the target skills), `skill_curriculum`
@@ -58,6 +61,7 @@ class SkillSampler:
     """
 
     name = "fixed"
+    supports_fresh = True
 
     def __init__(
         self, skills: list[str], sizes: list[int], mixture: np.ndarray, seed: int, update_steps: int = 100
@@ -76,7 +80,10 @@ class SkillSampler:
         self.p = normalise(mixture)
         self.draws = [0] * len(skills)
         self.history: list[dict[str, Any]] = []
+        self.fresh = False
         self._plan: tuple[int, np.ndarray] | None = None
+        self._ranks: np.ndarray | None = None
+        self._counts: np.ndarray | None = None
         self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
 
     def mixture(self) -> np.ndarray:
@@ -105,15 +112,39 @@ class SkillSampler:
             self._plan = (r, self._round_plan(r, batch_size, step))
         offset = (step - 1 - r * self.update_steps) * batch_size
         slots = self._plan[1][offset : offset + batch_size]
+        if self.fresh:
+            ranks = self._ranks[offset : offset + batch_size]
+            return [(int(s), int(k)) for s, k in zip(slots, ranks, strict=True)]
         return [(int(s), self._next_example(int(s))) for s in slots]
+
+    def use_fresh(self) -> None:
+        """Index each round's own new examples instead of the fixed pool (see the module doc)."""
+        if not self.supports_fresh:
+            raise SkillmixInputError(
+                f"the {self.name} sampler orders a fixed pool; it cannot use fresh examples"
+            )
+        self.fresh = True
+
+    def plan_counts(self) -> np.ndarray:
+        """Examples of each skill in the current round's plan (after the round's first `sample`)."""
+        if self._counts is None:
+            raise RuntimeError("plan_counts is known once the round's first batch has been sampled")
+        return self._counts.copy()
 
     def _round_plan(self, r: int, batch_size: int, step: int) -> np.ndarray:
         self.p = normalise(self.round_mixture(r))
         if not self.history or self.history[-1]["round"] < r:
             self.history.append({"round": r, "step": step, "weights": self.p.tolist()})
         counts = round_counts(self.p, self.update_steps * batch_size)
-        plan = np.repeat(np.arange(len(self.skills)), counts)
-        return np.random.default_rng([self.seed, 7, r]).permutation(plan)
+        plan = np.random.default_rng([self.seed, 7, r]).permutation(
+            np.repeat(np.arange(len(self.skills)), counts)
+        )
+        ranks = np.empty(len(plan), dtype=np.int64)
+        for s in range(len(self.skills)):
+            where = plan == s
+            ranks[where] = np.arange(int(where.sum()))
+        self._counts, self._ranks = counts, ranks
+        return plan
 
     def _next_example(self, s: int) -> int:
         n = self.sizes[s]
@@ -149,7 +180,7 @@ class SkillSampler:
         self.p = np.asarray(state["p"], dtype=np.float64)
         self.draws = [int(d) for d in state["draws"]]
         self.history = list(state["history"])
-        self._plan = None
+        self._plan = self._ranks = self._counts = None
         self._perm_cache.clear()
 
 
@@ -346,6 +377,7 @@ class CurriculumSampler(SkillSampler):
     """
 
     name = "curriculum"
+    supports_fresh = False
 
     def __init__(
         self,
@@ -389,6 +421,7 @@ class EpochSampler(SkillSampler):
     """
 
     name = "epochs"
+    supports_fresh = False
 
     def __init__(self, skills: list[str], sizes: list[int], seed: int, batch_size: int) -> None:
         if batch_size < 1:

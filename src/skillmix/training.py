@@ -28,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from skillmix.encoding import EncodedSet, collate, token_losses
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
+from skillmix.fresh import FreshSets
 from skillmix.jobs import atomic_directory
 from skillmix.modeling import Runtime
 from skillmix.sampling import SkillSampler
@@ -215,9 +216,7 @@ def _evaluate(
     accuracy: bool = True,
     score: str = "auto",
 ) -> None:
-    metrics = evaluate_skills(
-        model, tokenizer, val_sets, runtime, batch_size, accuracy=accuracy, score=score
-    )
+    metrics = evaluate_skills(model, tokenizer, val_sets, runtime, batch_size, accuracy=accuracy, score=score)
     metrics.insert(0, "step", step)
     history.curve.extend(metrics.to_dict("records"))
     sampler.observe(step, dict(zip(metrics["skill"], metrics["loss"], strict=True)))
@@ -232,7 +231,7 @@ def _evaluate(
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train_sets: list[EncodedSet],
+    train_sets: list[EncodedSet] | FreshSets,
     sampler: SkillSampler,
     settings: TrainSettings,
     runtime: Runtime,
@@ -247,6 +246,8 @@ def train(
 ) -> TrainResult:
     """Train `model` for `settings.steps` optimiser steps on batches drawn by `sampler`.
 
+    `train_sets` is the fixed pool, one set per skill, or :class:`FreshSets` that give every
+    round its own new examples (the sampler must then be in fresh mode).
     The loss is the mean over the batch's label tokens. The validation sets are evaluated
     before the first step, every `eval_every` steps and after the last step; each evaluation
     is passed to `sampler.observe`. With a `checkpoint_dir`, a checkpoint is written every
@@ -306,11 +307,18 @@ def train(
         mininterval=5.0,
         desc="train",
     )
+    if isinstance(train_sets, FreshSets) != sampler.fresh:
+        raise ValueError("fresh training sets need a sampler in fresh mode, and only they do")
     for step in bar:
         pairs = sampler.sample(step, settings.batch_size)
+        sets = (
+            train_sets.for_round(sampler.round_of(step), sampler.plan_counts())
+            if isinstance(train_sets, FreshSets)
+            else train_sets
+        )
         batch = collate(
-            [train_sets[s].input_ids[i] for s, i in pairs],
-            [train_sets[s].labels[i] for s, i in pairs],
+            [sets[s].input_ids[i] for s, i in pairs],
+            [sets[s].labels[i] for s, i in pairs],
             pad,
         )
         batch = {k: v.to(runtime.device) for k, v in batch.items()}
@@ -337,11 +345,12 @@ def train(
                 "n_tokens": n_tokens,
             }
         )
-        counts = [0] * len(train_sets)
+        counts = [0] * len(sampler.skills)
         for s, _ in pairs:
             counts[s] += 1
         history.counts.extend(
-            {"step": step, "skill": d.skill, "count": c} for d, c in zip(train_sets, counts, strict=True)
+            {"step": step, "skill": skill, "count": c}
+            for skill, c in zip(sampler.skills, counts, strict=True)
         )
         if on_step is not None:
             on_step(step, model, optimizer, history.steps)

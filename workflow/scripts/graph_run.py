@@ -8,7 +8,14 @@ from skillmix.runs import prepare_graph_unit
 
 p = snakemake.params
 run = prepare_graph_unit(
-    p.model, p.runs, p.eval, p.unit, snakemake.input.manifest, snakemake.input.train, snakemake.input.val
+    p.model,
+    p.runs,
+    p.eval,
+    p.unit,
+    snakemake.input.manifest,
+    snakemake.input.train,
+    snakemake.input.val,
+    source_cfg=p.source,
 )
 result = run.train()
 curve = result.val_curve[["step", "skill", "loss"]].assign(unit=p.unit)

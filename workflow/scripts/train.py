@@ -21,6 +21,7 @@ run = prepare_run(
     snakemake.input.val,
     strategy_cfg=p.strategy_settings,
     graph_dir=Path(graph).parent if graph else None,
+    source_cfg=p.source,
 )
 clock = JobClock(run.runtime.device)
 result = run.train(checkpoint_dir=p.checkpoints)

@@ -19,6 +19,7 @@ from skillmix.errors import SkillmixInputError
 
 COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text"]
 KINDS: tuple[str, ...] = ("xor", "lego", "addition", "table", "natural_instructions")
+SYNTHETIC_KINDS: tuple[str, ...] = ("xor", "lego", "addition")
 
 SOURCE_DEFAULTS: dict[str, Any] = {
     "kind": None,
@@ -78,18 +79,18 @@ def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) 
     return value
 
 
-def per_skill_counts(value: Any, n_skills: int, key: str) -> list[int]:
+def per_skill_counts(value: Any, n_skills: int, key: str, minimum: int = 1) -> list[int]:
     """Per-skill example counts from one integer (the same for every skill) or a list of them.
 
-    A list must have one positive integer per skill, in skill order.
+    A list must have one integer >= `minimum` per skill, in skill order.
     """
     if isinstance(value, list):
         if len(value) != n_skills:
             raise SkillmixInputError(
                 f"config {key}: expected {n_skills} counts (one per skill), got {len(value)}"
             )
-        return [require_int(v, key, 1) for v in value]
-    return [require_int(value, key, 1)] * n_skills
+        return [require_int(v, key, minimum) for v in value]
+    return [require_int(value, key, minimum)] * n_skills
 
 
 def resolve_path(value: Any, key: str, base_dir: str | Path | None) -> Path:
@@ -107,6 +108,77 @@ def resolve_path(value: Any, key: str, base_dir: str | Path | None) -> Path:
     return Path(os.path.abspath(path))
 
 
+def _generate(cfg: dict[str, Any], counts: list[int] | None, stream: tuple[int, ...]) -> SourceData:
+    """Examples of a synthetic source: the configured counts, or `counts` drawn from `stream`."""
+    seed = require_int(cfg["seed"], "source.seed", 0)
+    kind = cfg["kind"]
+    if kind == "xor":
+        from skillmix.sources.xor import XOR_DEFAULTS, generate_xor
+
+        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
+        wanted = block["examples_per_skill"] if counts is None else counts
+        return generate_xor(block["n_symbols"], block["maps"], block["composites"], wanted, seed, stream)
+    if kind == "lego":
+        from skillmix.sources.lego import LEGO_DEFAULTS, generate_lego
+
+        block = config_block(cfg["lego"], LEGO_DEFAULTS, "source.lego")
+        wanted = block["examples_per_skill"] if counts is None else counts
+        return generate_lego(block["n_vars"], wanted, seed, stream)
+    from skillmix.sources.addition import ADDITION_DEFAULTS, generate_addition
+
+    block = config_block(cfg["addition"], ADDITION_DEFAULTS, "source.addition")
+    wanted = block["examples_per_skill"] if counts is None else counts
+    return generate_addition(block["n_digits"], wanted, seed, stream)
+
+
+def generate_fresh(cfg: dict[str, Any], counts: dict[str, int], stream: tuple[int, ...]) -> SourceData:
+    """New examples of a synthetic source: ``counts[skill]`` of each named skill, none of the others.
+
+    The source's own settings (maps, chain length, digits, ``source.seed``) are kept; the
+    examples come from generators seeded by ``(source.seed, skill, *stream)``, so a non-empty
+    ``stream`` (e.g. training seed and round) gives examples independent of the source's pool
+    and of every other stream, and the same ones every time. Within a skill, LEGO and Addition
+    examples are distinct; XOR draws with replacement (a map skill has only ``n_symbols``
+    distinct prompts).
+    """
+    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    if cfg["kind"] not in SYNTHETIC_KINDS:
+        raise SkillmixInputError(
+            f"config source.kind: fresh examples need a synthetic source {list(SYNTHETIC_KINDS)}, "
+            f"got {cfg['kind']!r}"
+        )
+    if not stream:
+        raise ValueError("generate_fresh needs a non-empty stream (the pool uses the empty one)")
+    skills = source_skills(cfg)
+    unknown = sorted(set(counts) - set(skills))
+    if unknown:
+        raise SkillmixInputError(f"fresh examples asked for skills {unknown}; the source has {skills}")
+    return _generate(cfg, [int(counts.get(s, 0)) for s in skills], tuple(int(x) for x in stream))
+
+
+def source_skills(cfg: dict[str, Any]) -> list[str]:
+    """The skill names of a synthetic source, in its canonical order, from the config alone."""
+    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    kind = cfg["kind"]
+    if kind == "xor":
+        from skillmix.sources.xor import XOR_DEFAULTS, xor_skill_names
+
+        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
+        return xor_skill_names(block["maps"], block["composites"])
+    if kind == "lego":
+        from skillmix.sources.lego import LEGO_DEFAULTS, lego_skill_names
+
+        return lego_skill_names(config_block(cfg["lego"], LEGO_DEFAULTS, "source.lego")["n_vars"])
+    if kind == "addition":
+        from skillmix.sources.addition import ADDITION_DEFAULTS, addition_skill_names
+
+        block = config_block(cfg["addition"], ADDITION_DEFAULTS, "source.addition")
+        return addition_skill_names(block["n_digits"])
+    raise SkillmixInputError(
+        f"config source.kind: {kind!r} is not a synthetic source {list(SYNTHETIC_KINDS)}"
+    )
+
+
 def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> SourceData:
     """Load the examples described by the ``source`` config block, dispatching on ``kind``.
 
@@ -117,23 +189,8 @@ def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> Sour
     if kind not in KINDS:
         raise SkillmixInputError(f"config source.kind: expected one of {list(KINDS)}, got {kind!r}")
     seed = require_int(cfg["seed"], "source.seed", 0)
-    if kind == "xor":
-        from skillmix.sources.xor import XOR_DEFAULTS, generate_xor
-
-        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
-        return generate_xor(
-            block["n_symbols"], block["maps"], block["composites"], block["examples_per_skill"], seed
-        )
-    if kind == "lego":
-        from skillmix.sources.lego import LEGO_DEFAULTS, generate_lego
-
-        block = config_block(cfg["lego"], LEGO_DEFAULTS, "source.lego")
-        return generate_lego(block["n_vars"], block["examples_per_skill"], seed)
-    if kind == "addition":
-        from skillmix.sources.addition import ADDITION_DEFAULTS, generate_addition
-
-        block = config_block(cfg["addition"], ADDITION_DEFAULTS, "source.addition")
-        return generate_addition(block["n_digits"], block["examples_per_skill"], seed)
+    if kind in SYNTHETIC_KINDS:
+        return _generate(cfg, None, ())
     if kind == "table":
         from skillmix.sources.tables import load_table
 
@@ -190,14 +247,17 @@ def resolve_tiny_tokenizer(model_cfg: dict[str, Any], source_cfg: dict[str, Any]
 __all__ = [
     "COLUMNS",
     "KINDS",
+    "SYNTHETIC_KINDS",
     "SourceData",
     "config_block",
     "examples_frame",
+    "generate_fresh",
     "load_source",
     "per_skill_counts",
     "require_int",
     "resolve_path",
     "resolve_tiny_tokenizer",
+    "source_skills",
     "source_vocabulary",
     "stable_seed",
 ]

@@ -33,16 +33,21 @@ def spaced_digits(value: int, n_digits: int) -> str:
     return " ".join(f"{value:0{n_digits}d}")
 
 
-def generate_addition(n_digits: int, examples_per_skill: int | list[int], seed: int) -> SourceData:
+def generate_addition(
+    n_digits: int, examples_per_skill: int | list[int], seed: int, stream: tuple[int, ...] = ()
+) -> SourceData:
     """Generate distinct Addition examples for each of ``n_digits`` skills.
 
     ``examples_per_skill`` is one count for every skill or a list with one count per skill.
 
     Operands are uniform on ``[0, 10**n_digits - 1]``. Skill d draws from its own generator
-    seeded by ``(seed, d)``. Ids are ``digit-{d}-{j:06d}``.
+    seeded by ``(seed, d, *stream)`` (a non-empty ``stream``, for fresh examples, allows
+    counts of 0). Ids are ``digit-{d}-{j:06d}``.
     """
     require_int(n_digits, "source.addition.n_digits", 1, MAX_DIGITS)
-    counts = per_skill_counts(examples_per_skill, n_digits, "source.addition.examples_per_skill")
+    counts = per_skill_counts(
+        examples_per_skill, n_digits, "source.addition.examples_per_skill", 0 if stream else 1
+    )
     require_int(seed, "source.seed", 0)
     capacity = 10 ** (2 * n_digits)
     if max(counts) > capacity:
@@ -53,7 +58,7 @@ def generate_addition(n_digits: int, examples_per_skill: int | list[int], seed: 
     skills = addition_skill_names(n_digits)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
     for d, (skill, wanted) in enumerate(zip(skills, counts, strict=True)):
-        rng = np.random.default_rng([seed, d])
+        rng = np.random.default_rng([seed, d, *stream])
         seen: set[tuple[int, int]] = set()
         while len(seen) < wanted:
             operands = rng.integers(0, 10**n_digits, size=(wanted - len(seen), 2))

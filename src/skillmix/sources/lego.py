@@ -55,18 +55,23 @@ def _lego_prompt(names: list[str], bits: list[int], order: list[int], query: int
     return f"{body}. Output: {names[query]} = val"
 
 
-def generate_lego(n_vars: int, examples_per_skill: int | list[int], seed: int) -> SourceData:
+def generate_lego(
+    n_vars: int, examples_per_skill: int | list[int], seed: int, stream: tuple[int, ...] = ()
+) -> SourceData:
     """Generate distinct LEGO examples for each of the ``n_vars`` skills.
 
     ``examples_per_skill`` is one count for every skill or a list with one count per skill
     (Skill-It's LEGO data is unbalanced, 1:1:1:3:5, so that its natural mixture differs from
     the uniform one).
 
-    Skill i draws from its own generator seeded by ``(seed, i)``, so the output is a pure
-    function of the arguments. Ids are ``lego-{i}-{j:06d}``.
+    Skill i draws from its own generator seeded by ``(seed, i, *stream)``, so the output is a
+    pure function of the arguments (a non-empty ``stream``, for fresh examples, allows counts
+    of 0). Ids are ``lego-{i}-{j:06d}``.
     """
     require_int(n_vars, "source.lego.n_vars", 1, len(_LETTERS))
-    counts = per_skill_counts(examples_per_skill, n_vars, "source.lego.examples_per_skill")
+    counts = per_skill_counts(
+        examples_per_skill, n_vars, "source.lego.examples_per_skill", 0 if stream else 1
+    )
     require_int(seed, "source.seed", 0)
     capacity = math.perm(len(_LETTERS), n_vars) * 2**n_vars * math.factorial(n_vars)
     if max(counts) > capacity:
@@ -77,7 +82,7 @@ def generate_lego(n_vars: int, examples_per_skill: int | list[int], seed: int) -
     skills = lego_skill_names(n_vars)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
     for i, (skill, wanted) in enumerate(zip(skills, counts, strict=True), start=1):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, i, *stream])
         seen: set[str] = set()
         while len(seen) < wanted:
             batch = wanted - len(seen)
@@ -109,9 +114,7 @@ def resolve_lego(prompt: str, name: str | None = None) -> int:
     """
     match = _PROMPT_RE.fullmatch(prompt)
     if match is None:
-        raise SkillmixInputError(
-            f"LEGO prompt {prompt!r}: expected 'Input: <clauses>. Output: <x> = val'"
-        )
+        raise SkillmixInputError(f"LEGO prompt {prompt!r}: expected 'Input: <clauses>. Output: <x> = val'")
     if name is None:
         name = match.group(2)
     definitions: dict[str, tuple[str, str]] = {}

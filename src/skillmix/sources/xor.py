@@ -147,21 +147,25 @@ def generate_xor(
     composites: list[list[str]],
     examples_per_skill: int | list[int],
     seed: int,
+    stream: tuple[int, ...] = (),
 ) -> SourceData:
     """Draw XOR-skills examples (with replacement) for every map and composite skill.
 
     ``examples_per_skill`` is one count or one per skill (maps first, then composites). Skill
-    i draws from a generator seeded by ``(seed, i)``; the maps come from ``seed`` too. Ids
-    are ``<skill>-{j:06d}``.
+    i draws from a generator seeded by ``(seed, i, *stream)``; the maps come from ``seed``
+    alone. A non-empty ``stream`` (fresh examples) allows counts of 0. Ids are
+    ``<skill>-{j:06d}``.
     """
     skills = xor_skill_names(maps, composites)
-    counts = per_skill_counts(examples_per_skill, len(skills), "source.xor.examples_per_skill")
+    counts = per_skill_counts(
+        examples_per_skill, len(skills), "source.xor.examples_per_skill", 0 if stream else 1
+    )
     require_int(seed, "source.seed", 0)
     bit_maps = xor_bit_maps(maps, n_symbols, seed)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
     uses = [[m] for m in maps] + [list(c) for c in composites]
     for i, (skill, used, wanted) in enumerate(zip(skills, uses, counts, strict=True)):
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, i, *stream])
         drawn = rng.integers(0, n_symbols, size=(wanted, len(used)))
         bits = np.zeros(wanted, dtype=np.int64)
         for k, name in enumerate(used):
