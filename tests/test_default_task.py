@@ -35,16 +35,28 @@ def test_brute_force_graph_recovers_the_known_graph(default_run):
 
 
 def test_skillit_and_stratified_beat_random(default_run):
-    """What every seed of bench/skillit_default.py shows (docs/benchmarks.md): stratified beats
-    random by 10 points at the end and halfway, Skill-It halfway (at the end, on seed 0, by 4)."""
+    """What bench/skillit_default.py shows on every seed (docs/benchmarks.md): Skill-It and
+    stratified beat random by 10 points at the end and halfway. On seed 0 (this run) Skill-It
+    and stratified tie (1.000 at the end, 0.980 and 0.988 halfway); over seeds Skill-It is ahead
+    halfway, where stratified's seeds 1 and 2 are still on the chance plateau."""
     summary = pd.read_parquet(default_run / "results/eval/summary.parquet")
     test = summary[summary["split"] == "test"].set_index("run")["accuracy"]
-    assert test["stratified"] >= test["random"] + 0.10, test
-    assert test["skillit"] > test["random"], test
     steps = yaml.safe_load(MAIN_CONFIG.read_text())["train"]["steps"]
     val = summary[(summary["split"] == "val") & (summary["step"] == steps // 2)].set_index("run")["accuracy"]
-    assert val["stratified"] >= val["random"] + 0.10, val
-    assert val["skillit"] >= val["random"] + 0.10, val
+    for accuracy in (test, val):
+        assert accuracy["stratified"] >= accuracy["random"] + 0.10, accuracy
+        assert accuracy["skillit"] >= accuracy["random"] + 0.10, accuracy
+        assert accuracy["skillit"] >= accuracy["stratified"] - 0.02, accuracy
+
+
+def test_skillit_favours_the_prerequisites_first_then_what_is_not_learned(default_run):
+    """Round 1 puts more weight on the maps with an out-edge than on anything else; once the
+    maps are learned (end of round 1), round 2 moves weight to the composites."""
+    mixture = pd.read_parquet(default_run / "results/train/skillit/mixture.parquet")
+    weights = mixture.pivot(index="round", columns="skill", values="weight")
+    first, second = weights.loc[0], weights.loc[1]
+    assert min(first["map-f"], first["map-g"]) > max(first["map-h"], first["xor-f"], first["xor-g"])
+    assert second["xor-f"] + second["xor-g"] > first["xor-f"] + first["xor-g"]
 
 
 def test_stratified_learns_every_skill_maps_first(default_run):
