@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
@@ -28,12 +28,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from skillmix.encoding import EncodedSet, collate, token_losses
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
-from skillmix.fresh import FreshSets
 from skillmix.jobs import atomic_directory
 from skillmix.modeling import Runtime
 from skillmix.sampling import SkillSampler
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class RoundSets(Protocol):
+    """Training sets that change every round (e.g. :class:`skillmix.fresh.FreshSets`)."""
+
+    def for_round(self, round_: int, counts: Any) -> list[EncodedSet]:
+        """The sets of round `round_`, `counts[i]` examples of skill i."""
+        ...
 
 
 @dataclass
@@ -231,7 +239,7 @@ def _evaluate(
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train_sets: list[EncodedSet] | FreshSets,
+    train_sets: list[EncodedSet] | RoundSets,
     sampler: SkillSampler,
     settings: TrainSettings,
     runtime: Runtime,
@@ -246,7 +254,7 @@ def train(
 ) -> TrainResult:
     """Train `model` for `settings.steps` optimiser steps on batches drawn by `sampler`.
 
-    `train_sets` is the fixed pool, one set per skill, or :class:`FreshSets` that give every
+    `train_sets` is the fixed pool, one set per skill, or :class:`RoundSets` that give every
     round its own new examples (the sampler must then be in fresh mode).
     The loss is the mean over the batch's label tokens. The validation sets are evaluated
     before the first step, every `eval_every` steps and after the last step; each evaluation
@@ -307,14 +315,13 @@ def train(
         mininterval=5.0,
         desc="train",
     )
-    if isinstance(train_sets, FreshSets) != sampler.fresh:
+    per_round = isinstance(train_sets, RoundSets)
+    if per_round != sampler.fresh:
         raise ValueError("fresh training sets need a sampler in fresh mode, and only they do")
     for step in bar:
         pairs = sampler.sample(step, settings.batch_size)
         sets = (
-            train_sets.for_round(sampler.round_of(step), sampler.plan_counts())
-            if isinstance(train_sets, FreshSets)
-            else train_sets
+            train_sets.for_round(sampler.round_of(step), sampler.plan_counts()) if per_round else train_sets
         )
         batch = collate(
             [sets[s].input_ids[i] for s, i in pairs],
