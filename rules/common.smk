@@ -4,10 +4,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from skillmix.graph import UNIT_PATTERN, graph_units, unit_slugs
+from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.provenance import script_code_version
 from skillmix.sources import resolve_tiny_tokenizer
-from skillmix.targets import expand_target_files
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
@@ -191,6 +190,8 @@ def base_model(run):
 
 def target_inputs(wildcards):
     """Input function of the target set: external files, or the slices of the target skills."""
+    from skillmix.targets import expand_target_files  # only when LESS reads target files
+
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]
     if files:
         return {"files": files}

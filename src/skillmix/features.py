@@ -12,7 +12,7 @@ A feature is φ(u) = Π(T(∇_θ u)) for a unit u, over a parameter subset S:
   and `gram` computes ⟨φ(rows), φ(cols)⟩ block by block in float64.
 
 The LESS datastore (`skillmix.datastore`), the kernels (`skillmix.kernel_task`) and the gradient
-skills graph (`skillmix.gradient_graph`) all go through these functions.
+skills graph (`skillmix.graph.gradient`) all go through these functions.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills, example_losses
 from skillmix.fresh import FreshSets
-from skillmix.graph import read_graph, unit_slugs
+from skillmix.graph.store import read_graph
+from skillmix.graph.units import unit_slugs
 from skillmix.jobs import write_parquet
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
 from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
