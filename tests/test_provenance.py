@@ -20,15 +20,19 @@ SCRIPTS = REPO / "workflow" / "scripts"
 
 def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
     train = script_modules(SCRIPTS / "train.py")
-    assert {"skillmix.runs", "skillmix.training", "skillmix.sampling", "skillmix.modeling"} <= set(train)
+    assert {"skillmix.skillit.runs", "skillmix.training", "skillmix.sampling"} <= set(train)
     assert "skillmix.jobs" in train  # start_log, write_parquet: what the job writes
     assert not NOT_RESULTS & set(train)  # the GPU lease decides where, not what
+    assert "skillmix.plotting" not in train  # a figure's code never re-runs training
+    drawing = {p.name for p in SCRIPTS.glob("*.py") if "skillmix.plotting" in script_modules(p)}
+    assert drawing == {"evaluate.py", "compare.py", "select_top.py", "evaluate_selected.py",
+                       "compare_selected.py", "kernel_solve.py"}, drawing  # fmt: skip
     # dotted names: the kernel stage never reaches the data sources, the target builder
     # reaches them but no training code
     assert not [m for m in script_modules(SCRIPTS / "kernel_task.py") if m.startswith("skillmix.sources")]
     target = set(script_modules(SCRIPTS / "select_target.py"))
     assert {"skillmix.targets", "skillmix.sources", "skillmix.sources.tables"} <= target
-    assert not {"skillmix.training", "skillmix.runs"} & target
+    assert not {"skillmix.training", "skillmix.skillit.runs"} & target
 
 
 def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:

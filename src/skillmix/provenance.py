@@ -122,7 +122,7 @@ def script_code_version(script: str | os.PathLike) -> str:
 
 
 def code_version(*modules: str) -> str:
-    """A short hash of the named library modules (``"runs"`` or ``"skillmix.runs"``) and of all
+    """A short hash of the named library modules (``"training"`` or ``"skillmix.training"``) and of all
     they import."""
     dotted = [m if m.startswith(f"{PACKAGE}.") or m == PACKAGE else f"{PACKAGE}.{m}" for m in modules]
     return _digest(module_closure(*dotted))

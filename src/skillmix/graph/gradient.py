@@ -35,7 +35,7 @@ from skillmix.features import FeatureMap, Transform, gram, mean_loss_gradient
 from skillmix.graph.learned import GraphOptions, postprocess
 from skillmix.graph.store import write_graph
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
-from skillmix.runs import load_sets
+from skillmix.training_run import load_sets
 
 log = logging.getLogger(__name__)
 
