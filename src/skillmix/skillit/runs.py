@@ -16,7 +16,7 @@ from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import example_losses
 from skillmix.graph.store import read_graph
 from skillmix.modeling import Runtime
-from skillmix.sampling import make_sampler
+from skillmix.skillit.samplers import make_sampler
 from skillmix.training import TrainSettings, fingerprint
 from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data
 
