@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gradient_oracles import per_logit_jacobians
 from torch.func import functional_call
 
 from skillmix.errors import SkillmixInputError
-from skillmix.features import gram, per_logit_jacobians, select_parameters
+from skillmix.features import gram, select_parameters
 from skillmix.kernels import (
     accuracy,
     kernel,

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gradient_oracles import example_gradients
 from safetensors.torch import load_file
 
 from skillmix.datastore import build_shard, gradient_features
 from skillmix.encoding import IGNORE, EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.features import example_gradients
 from skillmix.gradients import lora_parameters, optimizer_moments
 from skillmix.jobs import parse_scatteritem, shard_range
 from skillmix.projection import RademacherProjector
