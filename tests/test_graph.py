@@ -164,7 +164,7 @@ def test_options_from_config() -> None:
     ],
 )
 def test_options_rejects_bad_values(key: str, value) -> None:
-    with pytest.raises(SkillmixInputError, match=rf"graph\.{key}"):
+    with pytest.raises(SkillmixInputError, match=rf"graph\.assemble\.{key}"):
         GraphOptions.from_config({key: value})
 
 
@@ -181,7 +181,7 @@ def test_measure_and_initial_loss() -> None:
         (4.1 + 4.3 + 4.4) / 3
     )
     assert measure_loss(curve, A_, GraphOptions(measure="window", window=1)) == 4.4
-    with pytest.raises(SkillmixInputError, match="graph.window needs 4"):
+    with pytest.raises(SkillmixInputError, match="graph.assemble.window needs 4"):
         measure_loss(curve, A_, GraphOptions(measure="window", window=4))
     with pytest.raises(SkillmixInputError, match=r"no loss for skill 'nope'"):
         measure_loss(curve, "nope", GraphOptions())
@@ -594,7 +594,7 @@ def test_steps_to_target_edges() -> None:
     assert A.tolist() == [[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]
     with pytest.raises(SkillmixInputError, match="needs graph.method brute_force"):
         assemble("linear", skills, slugs, {u: curves[u] for u in skills}, options)
-    with pytest.raises(SkillmixInputError, match="graph.target_loss"):
+    with pytest.raises(SkillmixInputError, match="graph.assemble.target_loss"):
         GraphOptions(measure="steps_to_target", target_loss=0)
 
 

@@ -46,19 +46,23 @@ class RoundSets(Protocol):
 
 @dataclass
 class TrainSettings:
-    """Optimisation and bookkeeping settings of one training run (the `train` config block)."""
+    """Optimisation and bookkeeping settings of one training run (the `train` config block).
 
-    steps: int = 300
+    The defaults are the schema's defaults of the `train` block (a test keeps them equal); the
+    graph runs and LESS's trainings build theirs from their own validated blocks.
+    """
+
+    steps: int = 600
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 0
+    lr: float = 3e-3
+    warmup_steps: int = 30
     schedule: str = "linear"
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     seed: int = 0
-    eval_every: int = 50
+    eval_every: int = 100
     eval_accuracy: bool = True
     eval_score: str = "auto"
     update_steps: int = 100

@@ -74,46 +74,48 @@ def load_given(
     """
     path = Path(adjacency)
     if not path.is_file():
-        raise SkillmixInputError(f"graph.adjacency {path}: file not found")
+        raise SkillmixInputError(f"graph.given.adjacency {path}: file not found")
     try:
         matrix = np.load(path, allow_pickle=False)
     except Exception as error:  # any unreadable file is bad user input
-        raise SkillmixInputError(f"graph.adjacency {path}: not a readable .npy array ({error})") from error
+        raise SkillmixInputError(
+            f"graph.given.adjacency {path}: not a readable .npy array ({error})"
+        ) from error
     if not isinstance(matrix, np.ndarray) or matrix.ndim != 2:
         shape = getattr(matrix, "shape", None)
-        raise SkillmixInputError(f"graph.adjacency {path}: expected a 2-D matrix, got shape {shape}")
+        raise SkillmixInputError(f"graph.given.adjacency {path}: expected a 2-D matrix, got shape {shape}")
     if not (np.issubdtype(matrix.dtype, np.number) or matrix.dtype == bool):
-        raise SkillmixInputError(f"graph.adjacency {path}: expected numbers, got dtype {matrix.dtype}")
+        raise SkillmixInputError(f"graph.given.adjacency {path}: expected numbers, got dtype {matrix.dtype}")
     matrix = matrix.astype(np.float64)
     if not np.isfinite(matrix).all():
         bad = np.argwhere(~np.isfinite(matrix))
         raise SkillmixInputError(
-            f"graph.adjacency {path}: {len(bad)} non-finite entr{'y' if len(bad) == 1 else 'ies'} "
+            f"graph.given.adjacency {path}: {len(bad)} non-finite entr{'y' if len(bad) == 1 else 'ies'} "
             f"(first at row {bad[0][0]}, column {bad[0][1]}); expected finite numbers"
         )
 
     if skills_file is not None and (rows is not None or columns is not None):
         raise SkillmixInputError(
-            f"graph.skills_file {skills_file}: give either a skills file or explicit rows/columns, not both"
+            f"graph.given.skills {skills_file}: give either a skills file or explicit rows/columns, not both"
         )
     if skills_file is not None:
-        origin = f"graph.skills_file {Path(skills_file)}"
+        origin = f"graph.given.skills {Path(skills_file)}"
         row_names, column_names = _read_names_file(Path(skills_file))
     elif rows is not None:
-        origin = "graph.rows/graph.columns"
-        row_names = name_list(rows, "graph.rows")
-        column_names = None if columns is None else name_list(columns, "graph.columns")
+        origin = "graph.given.rows/graph.given.columns"
+        row_names = name_list(rows, "graph.given.rows")
+        column_names = None if columns is None else name_list(columns, "graph.given.columns")
     else:
         raise SkillmixInputError(
-            f"graph.adjacency {path}: the skill order is needed: set graph.skills_file (.txt or .json) "
-            "or graph.rows/graph.columns"
+            f"graph.given.adjacency {path}: the skill order is needed: set graph.given.skills "
+            "(.txt or .json) or graph.given.rows/graph.given.columns"
         )
     same_order = column_names is None or column_names == row_names
     if column_names is None:
         column_names = row_names
     if len(row_names) != matrix.shape[0] or len(column_names) != matrix.shape[1]:
         raise SkillmixInputError(
-            f"graph.adjacency {path}: matrix shape {matrix.shape} does not match {origin} "
+            f"graph.given.adjacency {path}: matrix shape {matrix.shape} does not match {origin} "
             f"({len(row_names)} row names, {len(column_names)} column names)"
         )
     _check_unique(row_names, f"{origin} rows")
@@ -127,7 +129,7 @@ def load_given(
         extra = [name for name in row_names if name not in set(data_skills)]
         where = "rows" if same_order else "rows or columns"
         raise SkillmixInputError(
-            f"graph.adjacency {path}: data skill(s) {named(missing)} are not {where} of the graph "
+            f"graph.given.adjacency {path}: data skill(s) {named(missing)} are not {where} of the graph "
             f"({origin}); graph skills not in the data: {named(extra) if extra else 'none'}"
         )
     row_index = {name: i for i, name in enumerate(row_names)}
@@ -136,7 +138,7 @@ def load_given(
     out_columns = data_skills if same_order else [s for s in data_skills if s in column_index]
     if not out_rows or not out_columns:
         raise SkillmixInputError(
-            f"graph.adjacency {path}: the graph needs at least one data skill among its rows "
+            f"graph.given.adjacency {path}: the graph needs at least one data skill among its rows "
             f"({named(row_names)}) and its columns ({named(column_names)})"
         )
     A = matrix[np.ix_([row_index[s] for s in out_rows], [column_index[s] for s in out_columns])]

@@ -55,40 +55,41 @@ class GraphOptions:
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
             raise SkillmixInputError(
-                f"graph.measure: got {self.measure!r}, expected one of {', '.join(MEASURES)}"
+                f"graph.assemble.measure: got {self.measure!r}, expected one of {', '.join(MEASURES)}"
             )
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise SkillmixInputError(f"graph.window: got {self.window!r}, expected an integer >= 1")
+            raise SkillmixInputError(f"graph.assemble.window: got {self.window!r}, expected an integer >= 1")
         if not _is_number(self.target_loss) or float(self.target_loss) <= 0:
             raise SkillmixInputError(
-                f"graph.target_loss: got {self.target_loss!r}, expected a finite number > 0"
+                f"graph.assemble.target_loss: got {self.target_loss!r}, expected a finite number > 0"
             )
         self.target_loss = float(self.target_loss)
         if self.normalise not in NORMALISATIONS:
             raise SkillmixInputError(
-                f"graph.normalise: got {self.normalise!r}, expected one of {', '.join(NORMALISATIONS)}"
+                f"graph.assemble.normalise: got {self.normalise!r}, "
+                f"expected one of {', '.join(NORMALISATIONS)}"
             )
         if not isinstance(self.clip_negative, bool):
             raise SkillmixInputError(
-                f"graph.clip_negative: got {self.clip_negative!r}, expected true or false"
+                f"graph.assemble.clip_negative: got {self.clip_negative!r}, expected true or false"
             )
         if self.threshold is not None:
             if not _is_number(self.threshold):
                 raise SkillmixInputError(
-                    f"graph.threshold: got {self.threshold!r}, expected a finite number or null"
+                    f"graph.assemble.threshold: got {self.threshold!r}, expected a finite number or null"
                 )
             self.threshold = float(self.threshold)
         if self.binary_edge_weight is not None:
             if not _is_number(self.binary_edge_weight) or float(self.binary_edge_weight) <= 0:
                 raise SkillmixInputError(
-                    f"graph.binary_edge_weight: got {self.binary_edge_weight!r}, "
+                    f"graph.assemble.binary_edge_weight: got {self.binary_edge_weight!r}, "
                     "expected a finite number > 0 or null"
                 )
             self.binary_edge_weight = float(self.binary_edge_weight)
         if self.diagonal != "measured":
             if not _is_number(self.diagonal):
                 raise SkillmixInputError(
-                    f"graph.diagonal: got {self.diagonal!r}, expected 'measured' or a finite number"
+                    f"graph.assemble.diagonal: got {self.diagonal!r}, expected 'measured' or a finite number"
                 )
             self.diagonal = float(self.diagonal)
 
@@ -165,7 +166,8 @@ def _measure(steps: np.ndarray, losses: np.ndarray, options: GraphOptions, unit:
     if len(tail) < options.window:
         raise SkillmixInputError(
             f"graph unit {unit!r}: skill {skill!r} has {len(tail)} evaluation(s) after step 0, "
-            f"graph.window needs {options.window}; lower graph.window or evaluate more often"
+            f"graph.assemble.window needs {options.window}; lower graph.assemble.window or evaluate "
+            "more often"
         )
     values = tail[-options.window :]
     for value in values:
@@ -229,8 +231,9 @@ class _Unit:
 def _relative(delta: float, reference: float, unit: str, skill: str) -> float:
     if reference <= 0:
         raise SkillmixInputError(
-            f"graph unit {unit!r}: graph.normalise 'relative' divides by the loss of skill {skill!r}, "
-            f"which is {reference}; expected a positive loss (use graph.normalise: raw)"
+            f"graph unit {unit!r}: graph.assemble.normalise 'relative' divides by the loss of skill "
+            f"{skill!r}, "
+            f"which is {reference}; expected a positive loss (use graph.assemble.normalise: raw)"
         )
     return delta / reference
 
