@@ -190,7 +190,7 @@ def base_model(run):
 
 def target_inputs(wildcards):
     """Input function of the target set: external files, or the slices of the target skills."""
-    from skillmix.targets import expand_target_files  # only when LESS reads target files
+    from skillmix.less.targets import expand_target_files  # only when LESS reads target files
 
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]
     if files:

@@ -11,7 +11,7 @@ A feature is φ(u) = Π(T(∇_θ u)) for a unit u, over a parameter subset S:
 * `FeatureMap` turns one batch of per-parameter gradients into one feature matrix per transform,
   and `gram` computes ⟨φ(rows), φ(cols)⟩ block by block in float64.
 
-The LESS datastore (`skillmix.datastore`), the kernels (`skillmix.kernel_task`) and the gradient
+The LESS datastore (`skillmix.less.datastore`), the kernels (`skillmix.kernel.task`) and the gradient
 skills graph (`skillmix.graph.gradient`) all go through these functions.
 """
 
