@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from skillmix.graph import edge_agreement, graph_agreement
+from skillmix.graph.agreement import edge_agreement, graph_agreement
 from skillmix.sources.xor import XOR_DEFAULTS, xor_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,12 +1,12 @@
 # Shared helpers: config validation, resources, input functions over the sliced skills.
 import json
+from pathlib import Path
 
 from snakemake.utils import validate
 
-from skillmix.graph import UNIT_PATTERN, graph_units, unit_slugs
-from skillmix.provenance import code_version
+from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
+from skillmix.provenance import script_code_version
 from skillmix.sources import resolve_tiny_tokenizer
-from skillmix.targets import expand_target_files
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
@@ -21,6 +21,15 @@ if "target_only" in STRATEGIES and not config["train"]["target_skills"]:
     )
 SLICES = "results/slices"
 MANIFEST = f"{SLICES}/manifest.json"
+
+
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def script_code(script):
+    """The code version of a job script: a hash of the library modules it runs (its imports and
+    all they import), so that editing one re-runs the rules that use it."""
+    return script_code_version(SCRIPTS / script)
 
 
 def res(rule_name, key):
@@ -181,6 +190,8 @@ def base_model(run):
 
 def target_inputs(wildcards):
     """Input function of the target set: external files, or the slices of the target skills."""
+    from skillmix.less.targets import expand_target_files  # only when LESS reads target files
+
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]
     if files:
         return {"files": files}

@@ -37,7 +37,7 @@ rule evaluate:
         run="{run}",
         model=config["model"],
         eval=config["eval"],
-        code=code_version("modeling", "encoding", "evaluation", "plotting", "runs"),
+        code=script_code("evaluate.py"),
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -65,6 +65,6 @@ rule compare:
         runtime=10,
         gpu=0,
     params:
-        code=code_version("plotting", "runs"),
+        code=script_code("compare.py"),
     script:
         "../workflow/scripts/compare.py"

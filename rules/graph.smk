@@ -24,16 +24,7 @@ rule graph_run:
         model=config["model"],
         runs=config["graph"]["runs"],
         eval=config["eval"],
-        code=code_version(
-            "modeling",
-            "encoding",
-            "sampling",
-            "training",
-            "evaluation",
-            "runs",
-            "fresh",
-            "sources",
-        ),
+        code=script_code("graph_run.py"),
     script:
         "../workflow/scripts/graph_run.py"
 
@@ -60,7 +51,7 @@ rule graph_assemble:
     params:
         method="{method}",
         options=config["graph"]["assemble"],
-        code=code_version("graph"),
+        code=script_code("graph_assemble.py"),
     script:
         "../workflow/scripts/graph_assemble.py"
 
@@ -92,9 +83,7 @@ rule graph_gradient:
         assemble=config["graph"]["assemble"],
         val_examples=config["graph"]["runs"]["eval_examples"],
         runs_lr=config["graph"]["runs"]["lr"],
-        code=code_version(
-            "modeling", "encoding", "features", "gradients", "graph", "gradient_graph"
-        ),
+        code=script_code("graph_gradient.py"),
     script:
         "../workflow/scripts/graph_gradient.py"
 
@@ -120,6 +109,6 @@ rule graph_given:
         gpu=0,
     params:
         given=config["graph"]["given"],
-        code=code_version("graph"),
+        code=script_code("graph_given.py"),
     script:
         "../workflow/scripts/graph_given.py"

@@ -25,7 +25,7 @@ rule kernel_task:
         gpu=0,
     params:
         kernel=KERNEL_TASK,
-        code=code_version("kernel_task"),
+        code=script_code("kernel_task.py"),
     script:
         "../workflow/scripts/kernel_task.py"
 
@@ -55,7 +55,7 @@ rule kernel_features:
         binary=KERNEL["binary"],
         projection=KERNEL["projection"],
         shard="{scatteritem}",
-        code=code_version("modeling", "features", "kernels", "kernel_task"),
+        code=script_code("kernel_features.py"),
     script:
         "../workflow/scripts/kernel_features.py"
 
@@ -82,7 +82,7 @@ rule kernel:
         formulas=KERNEL["formulas"],
         row_block=KERNEL["row_block"],
         col_block=KERNEL["col_block"],
-        code=code_version("features", "kernels", "kernel_task"),
+        code=script_code("kernel.py"),
     script:
         "../workflow/scripts/kernel.py"
 
@@ -113,7 +113,7 @@ rule kernel_finetune:
         optimizer="{optimizer}",
         finetune=KERNEL["finetune"],
         subset=KERNEL["subset"],
-        code=code_version("modeling", "features", "kernels", "kernel_task"),
+        code=script_code("kernel_finetune.py"),
     script:
         "../workflow/scripts/kernel_finetune.py"
 
@@ -158,6 +158,6 @@ rule kernel_solve:
         f0=KERNEL["f0"],
         gamma=KERNEL["gamma"],
         asym_mix=KERNEL["asym_mix"],
-        code=code_version("kernels", "kernel_task", "plotting"),
+        code=script_code("kernel_solve.py"),
     script:
         "../workflow/scripts/kernel_solve.py"

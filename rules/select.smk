@@ -21,7 +21,7 @@ rule select_pool:
         gpu=0,
     params:
         skills=SELECT["pool"]["skills"],
-        code=code_version("warmup"),
+        code=script_code("select_pool.py"),
     script:
         "../workflow/scripts/select_pool.py"
 
@@ -45,7 +45,7 @@ rule select_target:
         gpu=0,
     params:
         target=SELECT["target"],
-        code=code_version("targets", "sources"),
+        code=script_code("select_target.py"),
     script:
         "../workflow/scripts/select_target.py"
 
@@ -76,7 +76,7 @@ rule warmup:
         warmup=SELECT["warmup"],
         names=CHECKPOINTS,
         resume=f"results/checkpoints/select/warmup",
-        code=code_version("warmup"),
+        code=script_code("warmup.py"),
     script:
         "../workflow/scripts/warmup.py"
 
@@ -114,15 +114,7 @@ rule grads:
         feature=grads_feature,
         dims=DIMS,
         shard="{scatteritem}",
-        code=code_version(
-            "modeling",
-            "encoding",
-            "gradients",
-            "features",
-            "projection",
-            "datastore",
-            "warmup",
-        ),
+        code=script_code("grads.py"),
     script:
         "../workflow/scripts/grads.py"
 
@@ -150,7 +142,7 @@ rule influence:
     params:
         checkpoints=CHECKPOINTS,
         chunk_rows=SELECT["influence"]["chunk_rows"],
-        code=code_version("influence", "selection"),
+        code=script_code("influence.py"),
     script:
         "../workflow/scripts/influence.py"
 
@@ -174,7 +166,7 @@ rule select_random:
         gpu=0,
     params:
         selection=SELECT["selection"],
-        code=code_version("selection"),
+        code=script_code("select_random.py"),
     script:
         "../workflow/scripts/select_random.py"
 
@@ -213,7 +205,7 @@ rule select_top:
         gpu=0,
     params:
         selection=SELECT["selection"],
-        code=code_version("selection", "influence", "plotting"),
+        code=script_code("select_top.py"),
     script:
         "../workflow/scripts/select_top.py"
 
@@ -248,9 +240,7 @@ rule train_selected:
         train=SELECT["train"],
         eval=config["eval"],
         resume=f"results/checkpoints/select/train/{{selection}}",
-        code=code_version(
-            "modeling", "encoding", "sampling", "training", "evaluation", "warmup"
-        ),
+        code=script_code("train_selected.py"),
     script:
         "../workflow/scripts/train_selected.py"
 
@@ -280,7 +270,7 @@ rule evaluate_selected:
         selection="{selection}",
         model=config["model"],
         eval=config["eval"],
-        code=code_version("modeling", "encoding", "evaluation", "selection", "plotting"),
+        code=script_code("evaluate_selected.py"),
     script:
         "../workflow/scripts/evaluate_selected.py"
 
@@ -310,6 +300,6 @@ rule compare_selected:
         runtime=10,
         gpu=0,
     params:
-        code=code_version("selection", "plotting"),
+        code=script_code("compare_selected.py"),
     script:
         "../workflow/scripts/compare_selected.py"

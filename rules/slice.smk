@@ -18,6 +18,6 @@ checkpoint slice:
     params:
         source=config["source"],
         split=config["split"],
-        code=code_version("sources", "slicing"),
+        code=script_code("slice.py"),
     script:
         "../workflow/scripts/slice.py"

@@ -27,16 +27,6 @@ rule train:
         strategy_settings=strategy_settings,
         eval=config["eval"],
         checkpoints="results/checkpoints/train/{run}",
-        code=code_version(
-            "modeling",
-            "encoding",
-            "sampling",
-            "training",
-            "evaluation",
-            "runs",
-            "graph",
-            "fresh",
-            "sources",
-        ),
+        code=script_code("train.py"),
     script:
         "../workflow/scripts/train.py"

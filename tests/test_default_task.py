@@ -9,7 +9,8 @@ import pytest
 import yaml
 from workflow_helpers import MAIN_CONFIG, run_ok
 
-from skillmix.graph import edge_agreement, read_graph
+from skillmix.graph.agreement import edge_agreement
+from skillmix.graph.store import read_graph
 from skillmix.sources.xor import XOR_DEFAULTS, xor_ground_truth
 
 pytestmark = pytest.mark.slow

@@ -11,12 +11,13 @@ from skillmix.encoding import encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.fresh import FreshSets
 from skillmix.modeling import build_tiny_model, byte_tokenizer, select_runtime, word_tokenizer
-from skillmix.runs import fresh_training_sets
-from skillmix.sampling import make_sampler, round_counts
+from skillmix.sampling import round_counts
+from skillmix.skillit.samplers import make_sampler
 from skillmix.sources import generate_fresh, load_source, source_vocabulary
 from skillmix.sources.lego import resolve_lego
 from skillmix.sources.xor import xor_answer, xor_bit_maps
 from skillmix.training import TrainSettings, train
+from skillmix.training_run import fresh_training_sets
 
 LEGO = {"kind": "lego", "seed": 3, "lego": {"n_vars": 4, "examples_per_skill": 50}}
 XOR = {"kind": "xor", "seed": 1, "xor": {"n_symbols": 16, "examples_per_skill": 40}}

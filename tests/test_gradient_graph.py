@@ -11,8 +11,8 @@ from workflow_helpers import TINY_CONFIG
 from skillmix.encoding import IGNORE, collate, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.features import mean_loss_gradient
-from skillmix.gradient_graph import CheckpointGraph, checkpoint_graph, combine, losses_table
-from skillmix.graph import GraphOptions
+from skillmix.graph.gradient import CheckpointGraph, checkpoint_graph, combine, losses_table
+from skillmix.graph.learned import GraphOptions
 from skillmix.modeling import load_model, select_runtime
 from skillmix.sources.lego import generate_lego
 

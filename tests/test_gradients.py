@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
+from gradient_oracles import example_gradients
 
 from skillmix.encoding import IGNORE, EncodedSet, collate, encode_row, per_example_loss
 from skillmix.errors import SkillmixInputError
-from skillmix.features import AdamState, Transform, example_gradients
+from skillmix.features import AdamState, Transform
 from skillmix.gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
 from skillmix.modeling import load_model, select_runtime
 

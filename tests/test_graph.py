@@ -12,21 +12,11 @@ import pandas as pd
 import pytest
 
 from skillmix.errors import SkillmixInputError
-from skillmix.graph import (
-    METHODS,
-    UNIT_PATTERN,
-    GraphOptions,
-    assemble,
-    graph_units,
-    initial_loss,
-    load_given,
-    measure_loss,
-    plot_heatmap,
-    read_graph,
-    unit_slugs,
-    write_graph,
-)
-from skillmix.slicing import skill_slug
+from skillmix.graph.given import load_given
+from skillmix.graph.learned import GraphOptions, assemble, initial_loss, measure_loss
+from skillmix.graph.store import plot_heatmap, read_graph, write_graph
+from skillmix.graph.units import METHODS, UNIT_PATTERN, graph_units, unit_slugs
+from skillmix.slugs import skill_slug
 
 SHARED_DATA = Path(
     os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -174,7 +164,7 @@ def test_options_from_config() -> None:
     ],
 )
 def test_options_rejects_bad_values(key: str, value) -> None:
-    with pytest.raises(SkillmixInputError, match=rf"graph\.{key}"):
+    with pytest.raises(SkillmixInputError, match=rf"graph\.assemble\.{key}"):
         GraphOptions.from_config({key: value})
 
 
@@ -191,7 +181,7 @@ def test_measure_and_initial_loss() -> None:
         (4.1 + 4.3 + 4.4) / 3
     )
     assert measure_loss(curve, A_, GraphOptions(measure="window", window=1)) == 4.4
-    with pytest.raises(SkillmixInputError, match="graph.window needs 4"):
+    with pytest.raises(SkillmixInputError, match="graph.assemble.window needs 4"):
         measure_loss(curve, A_, GraphOptions(measure="window", window=4))
     with pytest.raises(SkillmixInputError, match=r"no loss for skill 'nope'"):
         measure_loss(curve, "nope", GraphOptions())
@@ -346,7 +336,7 @@ def test_assemble_input_errors() -> None:
         assemble("magic", SKILLS, SLUGS, curves, GraphOptions())
     with pytest.raises(SkillmixInputError, match="load_given"):
         assemble("given", SKILLS, SLUGS, curves, GraphOptions())
-    with pytest.raises(SkillmixInputError, match="gradient_graph"):
+    with pytest.raises(SkillmixInputError, match="graph.gradient"):
         assemble("gradient", SKILLS, SLUGS, curves, GraphOptions())
     wrong = dict(curves)
     wrong[a] = make_curve(b, LOSSES[a])  # curve of another unit under a's key
@@ -515,7 +505,7 @@ def test_write_read_graph_round_trip(tmp_path: Path) -> None:
     options = GraphOptions(measure="window", binary_edge_weight=0.5, diagonal=1)
     A, raw = assemble("brute_force", SKILLS, SLUGS, curves_for("brute_force"), options)
     out = tmp_path / "graph"
-    write_graph(out, A, SKILLS, SKILLS, raw, "brute_force", options, extra={"steps": 12})
+    write_graph(out, A, SKILLS, SKILLS, raw, "brute_force", options.to_dict(), extra={"steps": 12})
     assert sorted(p.name for p in out.iterdir()) == [
         "adjacency.npy", "graph.json", "heatmap.png", "raw.parquet", "skills.json"
     ]  # fmt: skip
@@ -564,7 +554,7 @@ def test_plot_heatmap_large_and_constant(tmp_path: Path) -> None:
 
 
 def test_graph_agreement_ranks_off_diagonal_entries() -> None:
-    from skillmix.graph import graph_agreement
+    from skillmix.graph.agreement import graph_agreement
 
     a = np.array([[9.0, 1.0, 2.0], [3.0, 9.0, 4.0], [5.0, 6.0, 9.0]])
     assert graph_agreement(a, a * 10 - 1) == pytest.approx(1.0)  # monotone: same ranks
@@ -604,12 +594,12 @@ def test_steps_to_target_edges() -> None:
     assert A.tolist() == [[1.0, 0.5, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]]
     with pytest.raises(SkillmixInputError, match="needs graph.method brute_force"):
         assemble("linear", skills, slugs, {u: curves[u] for u in skills}, options)
-    with pytest.raises(SkillmixInputError, match="graph.target_loss"):
+    with pytest.raises(SkillmixInputError, match="graph.assemble.target_loss"):
         GraphOptions(measure="steps_to_target", target_loss=0)
 
 
 def test_edge_agreement() -> None:
-    from skillmix.graph import edge_agreement
+    from skillmix.graph.agreement import edge_agreement
 
     known = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]])
     assert edge_agreement(known * 0.5, known) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}

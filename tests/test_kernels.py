@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gradient_oracles import per_logit_jacobians
 from torch.func import functional_call
 
 from skillmix.errors import SkillmixInputError
-from skillmix.features import gram, per_logit_jacobians, select_parameters
-from skillmix.kernels import (
+from skillmix.features import gram, select_parameters
+from skillmix.kernel.kernels import (
     accuracy,
     kernel,
     predictions_to_labels,
@@ -259,7 +260,7 @@ def tiny_lm():
 
 
 def test_label_words_on_a_byte_tokenizer(tiny_lm):
-    from skillmix.kernels import label_words
+    from skillmix.kernel.kernels import label_words
 
     _, tok = tiny_lm
     lw = label_words(tok, ["terrible", "great"])
@@ -277,7 +278,7 @@ def test_label_words_on_a_byte_tokenizer(tiny_lm):
 
 
 def test_prompt_ids_end_at_the_answer_position(tiny_lm):
-    from skillmix.kernels import label_words, prompt_ids
+    from skillmix.kernel.kernels import label_words, prompt_ids
 
     _, tok = tiny_lm
     lw = label_words(tok, ["0", "1"])
@@ -292,7 +293,7 @@ def test_lm_kernel_predicts_one_sgd_step(tiny_lm):
     other prompts by −η·K·r to first order: the eNTK of the language model."""
     import copy
 
-    from skillmix.kernels import label_words, lm_jacobians, lm_label_logits, prompt_ids
+    from skillmix.kernel.kernels import label_words, lm_jacobians, lm_label_logits, prompt_ids
 
     model, tok = tiny_lm
     model = copy.deepcopy(model)
@@ -368,7 +369,7 @@ def test_t12_rademacher_projection_keeps_the_gram_matrix():
 
 
 def test_binary_collapse_and_the_asym_solver_on_a_separable_problem():
-    from skillmix.kernels import binary_collapse, solve_asym
+    from skillmix.kernel.kernels import binary_collapse, solve_asym
 
     g = torch.Generator().manual_seed(8)
     labels = torch.tensor([0, 1] * 15)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from skillmix.errors import SkillmixInputError
-from skillmix.sampling import (
+from skillmix.sampling import round_counts
+from skillmix.skillit.samplers import (
     CurriculumSampler,
     SkillCurriculumSampler,
     SkillItSampler,
     make_sampler,
-    round_counts,
 )
 
 SIZES = [50, 50, 50]

@@ -12,31 +12,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gradient_oracles import example_gradients
 from safetensors.torch import load_file
 
-from skillmix.datastore import build_shard, gradient_features
 from skillmix.encoding import IGNORE, EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
-from skillmix.features import example_gradients
 from skillmix.gradients import lora_parameters, optimizer_moments
 from skillmix.jobs import parse_scatteritem, shard_range
+from skillmix.less.datastore import build_shard, gradient_features
+from skillmix.less.influence import STATUS_NO_ANSWER, STATUS_NON_FINITE, STATUS_SCORED, score_datastore
+from skillmix.less.pool import warmup_indices
+from skillmix.less.selection import composition, random_examples, select_examples, selection_size
+from skillmix.less.shards import read_shard, write_shard
+from skillmix.less.targets import targets_from_files, targets_from_slices
+from skillmix.less.warmup import epoch_settings, load_epoch_checkpoint, warmup_from_pool
 from skillmix.projection import RademacherProjector
 from skillmix.sampling import EpochSampler
-from skillmix.selection import (
-    STATUS_NO_ANSWER,
-    STATUS_NON_FINITE,
-    STATUS_SCORED,
-    composition,
-    random_examples,
-    score_datastore,
-    select_examples,
-    selection_size,
-)
-from skillmix.shards import read_shard, write_shard
 from skillmix.sources.lego import generate_lego
-from skillmix.targets import targets_from_files, targets_from_slices
 from skillmix.training import trainable_state
-from skillmix.warmup import epoch_settings, load_epoch_checkpoint, warmup_from_pool, warmup_indices
 
 MODEL = {
     "kind": "tiny",

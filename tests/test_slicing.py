@@ -13,16 +13,15 @@ import pytest
 from skillmix import slicing
 from skillmix.errors import SkillmixInputError
 from skillmix.slicing import (
-    SLUG_PATTERN,
     make_slices,
     read_manifest,
     read_slice,
-    skill_slug,
     slice_paths,
     split_by_skill,
     validate_examples,
     write_slices,
 )
+from skillmix.slugs import SLUG_PATTERN, skill_slug
 from skillmix.sources import COLUMNS, SourceData, examples_frame
 
 LEGO = {"kind": "lego", "seed": 0, "lego": {"n_vars": 3, "examples_per_skill": 60}}

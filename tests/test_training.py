@@ -11,7 +11,8 @@ from skillmix.encoding import IGNORE, collate, encode_frame, encode_row, per_exa
 from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import evaluate_skills
 from skillmix.modeling import build_tiny_model, byte_tokenizer, select_runtime
-from skillmix.sampling import RandomSampler, StratifiedSampler, make_sampler
+from skillmix.sampling import RandomSampler, StratifiedSampler
+from skillmix.skillit.samplers import make_sampler
 from skillmix.training import TrainSettings, train
 
 TINY = {

@@ -3,7 +3,7 @@
 A feature is φ(u) = Π(T(∇_θ u)) for a unit u, over a parameter subset S:
 
 * units: an example's loss (`example_loss_gradients`), an (example, logit) pair
-  (`logit_gradients`, `per_logit_jacobians`), or the mean loss of a whole set such as one skill
+  (`logit_gradients`), or the mean loss of a whole set such as one skill
   (`mean_loss_gradient`). Each yields per-parameter gradient tensors with leading row axes.
 * transforms T (`Transform`): identity, sign, or LESS's Adam direction from optimizer moments.
 * an optional projection Π (`Projection`): the portable Rademacher JL matrix to d dimensions,
@@ -11,8 +11,8 @@ A feature is φ(u) = Π(T(∇_θ u)) for a unit u, over a parameter subset S:
 * `FeatureMap` turns one batch of per-parameter gradients into one feature matrix per transform,
   and `gram` computes ⟨φ(rows), φ(cols)⟩ block by block in float64.
 
-The LESS datastore (`skillmix.datastore`), the kernels (`skillmix.kernel_task`) and the gradient
-skills graph (`skillmix.gradient_graph`) all go through these functions.
+The LESS datastore (`skillmix.less.datastore`), the kernels (`skillmix.kernel.task`) and the gradient
+skills graph (`skillmix.graph.gradient`) all go through these functions.
 """
 
 from __future__ import annotations
@@ -41,14 +41,12 @@ from skillmix.projection import RademacherProjector, single_row_safe_matmul
 log = logging.getLogger(__name__)
 
 TRANSFORMS = ("identity", "sign", "adam")
-SUBSETS = ("all", "no_embeddings", "no_head", "bias", "lora")
 DENSE_MATRIX_BYTES = 512 * 2**20  # materialise the projection matrix when it is at most this big
 
 Gradients = Mapping[str, torch.Tensor]
 """Per-parameter gradients of R rows: parameter name -> [R, *parameter shape]."""
 
 
-# ---------------------------------------------------------------------------------------------
 # Parameter subsets
 
 
@@ -98,7 +96,6 @@ def uses_lora_engine(model: torch.nn.Module, subset: str) -> bool:
     return subset in ("lora", "all") and bool(trainable) and all("lora_" in n for n in trainable)
 
 
-# ---------------------------------------------------------------------------------------------
 # Transforms and projection
 
 
@@ -246,7 +243,6 @@ class FeatureMap:
         return acc
 
 
-# ---------------------------------------------------------------------------------------------
 # Gradient sources (units)
 
 
@@ -387,38 +383,6 @@ def mean_loss_gradient(
     return param_slices(params), {n: g[None] for n, g in total.items()}, loss_sum
 
 
-def per_logit_jacobians(
-    model: torch.nn.Module,
-    outputs: Callable[[torch.nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
-    inputs: torch.Tensor,
-    subset: str = "all",
-    batch_size: int = 16,
-) -> torch.Tensor:
-    """Flat per-example, per-logit Jacobians [N, C, P] of the selected parameters.
-
-    `outputs(model, params, x)` returns the C logits of ONE example x (a row of `inputs`) with
-    the selected parameters replaced by `params` (use `torch.func.functional_call`). Computed
-    with `torch.func.jacrev` under `vmap`, `batch_size` examples at a time; parameters are
-    flattened in `named_parameters()` order. The model is put in eval mode.
-    """
-    from torch.func import jacrev, vmap
-
-    model.eval()
-    params = {n: p.detach() for n, p in select_parameters(model.named_parameters(), subset).items()}
-
-    def f(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return outputs(model, p, x)
-
-    jac = vmap(jacrev(f), in_dims=(None, 0))
-    fmap = FeatureMap(param_slices(params), [Transform()], dtype=next(iter(params.values())).dtype)
-    rows = []
-    for start in range(0, len(inputs), batch_size):
-        j = jac(params, inputs[start : start + batch_size])
-        n, c = next(iter(j.values())).shape[:2]
-        rows.append(fmap({k: v.reshape(n * c, *v.shape[2:]) for k, v in j.items()})[0].reshape(n, c, -1))
-    return torch.cat(rows)
-
-
 def logit_gradients(
     model: torch.nn.Module,
     prompts: Sequence[list[int]],
@@ -452,35 +416,6 @@ def logit_gradients(
     return param_slices(params), items()
 
 
-def example_gradients(
-    model: torch.nn.Module,
-    data: EncodedSet,
-    runtime: Runtime,
-    pad_id: int,
-    batch_size: int = 16,
-    subset: str = "lora",
-) -> tuple[torch.Tensor, list[str], list[str]]:
-    """Flat per-example loss gradients of an encoded set: ([N_kept, D], kept ids, excluded ids).
-
-    Examples without label tokens (answer truncated away) are excluded and reported (returned
-    and logged), never given a NaN row. Rows come back in the data's order; float32, or
-    float64 when the parameters are float64.
-    """
-    kept, excluded = labelled_examples(data)
-    layout, batches = example_loss_gradients(model, runtime, pad_id, data, kept, subset, batch_size)
-    dtype = (
-        torch.float64
-        if next(p for p in model.parameters() if p.requires_grad).dtype == torch.float64
-        else torch.float32
-    )
-    fmap = FeatureMap(layout, [Transform()], dtype=dtype)
-    out = torch.empty((len(kept), fmap.dim), dtype=dtype)
-    for pos, grads in batches:
-        out[pos] = fmap(grads)[0].cpu()
-    return out, [data.ids[i] for i in kept], excluded
-
-
-# ---------------------------------------------------------------------------------------------
 # Gram matrices
 
 

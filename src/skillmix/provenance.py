@@ -1,9 +1,13 @@
-"""Code versions: content hashes of library modules, passed to rules as parameters.
+"""Code versions: content hashes of the library code a job's script runs, passed to rules as params.
 
 Snakemake re-runs a job when its script or params change, but not when a module the script
-imports changes; a hash of the modules a rule uses, and of every `skillmix` module they import
-in turn, given as a param, closes that gap: editing a module re-runs exactly the stages whose
-code reaches it.
+imports changes. :func:`script_code_version` closes that gap: it reads the script's `skillmix`
+imports, follows them through the library (dotted module names: importing
+``skillmix.sources.xor`` counts ``skillmix.sources.xor`` and the packages above it, not the
+package's other modules), and hashes those files. So editing a module re-runs exactly the rules
+whose scripts reach it, and what follows them. Imports anywhere in a file count (also those
+inside functions). Modules that cannot change a result, such as the GPU lease
+(:data:`NOT_RESULTS`), are left out.
 """
 
 from __future__ import annotations
@@ -11,80 +15,114 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import os
 from functools import cache
 from pathlib import Path
 
+PACKAGE = "skillmix"
+NOT_RESULTS: frozenset[str] = frozenset({"skillmix.gpus"})
+"""Modules whose code decides how a job runs, never what it writes."""
+
 
 def module_path(module: str) -> Path:
-    """The source file of `skillmix.<module>` (a package's __init__.py covers its folder)."""
-    spec = importlib.util.find_spec(f"skillmix.{module}")
+    """The source file of a dotted `skillmix` module (a package's ``__init__.py``)."""
+    spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise ModuleNotFoundError(f"skillmix.{module}")
+        raise ModuleNotFoundError(module)
     return Path(spec.origin)
 
 
 @cache
 def _package_root() -> Path:
-    """The folder of the `skillmix` package."""
-    return module_path("__init__").parent
-
-
-def _module_files(module: str) -> list[Path]:
-    path = module_path(module)
-    return sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+    return module_path(PACKAGE).parent
 
 
 def _is_module(name: str) -> bool:
-    """Whether `skillmix.<name>` is a module or subpackage of the package (not, e.g., a function)."""
-    root = _package_root()
-    return (root / f"{name}.py").is_file() or (root / name / "__init__.py").is_file()
+    """Whether the dotted name is a module or package of the library (not, e.g., a function)."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return False
+    base = _package_root().joinpath(*parts[1:])
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def _with_parents(module: str) -> list[str]:
+    """The module and every package above it (importing it runs their ``__init__``)."""
+    parts = module.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
+
+
+def _imports_in(source: str, package: str) -> set[str]:
+    """The library modules a Python source imports; `package` resolves relative imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base]).rstrip(".")
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
+        for name in names:
+            parts = name.split(".")
+            # the longest prefix that is a module: `skillmix.sources.load_source` -> skillmix.sources
+            for n in range(len(parts), 0, -1):
+                if _is_module(".".join(parts[:n])):
+                    found.update(_with_parents(".".join(parts[:n])))
+                    break
+    return found
 
 
 @cache
-def _direct_imports(module: str) -> frozenset[str]:
-    """The top-level `skillmix` modules that `module`'s source imports (anywhere in its code)."""
-    found: set[str] = set()
-    for file in _module_files(module):
-        package = file.relative_to(_package_root()).with_suffix("").parts[:-1]
-        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative import inside a subpackage
-                    base = ".".join(["skillmix", *package[: len(package) - node.level + 1], base]).rstrip(".")
-                names = [f"{base}.{a.name}" for a in node.names] + [base]
-            for name in names:
-                parts = name.split(".")
-                if parts[0] == "skillmix" and len(parts) > 1 and _is_module(parts[1]):
-                    found.add(parts[1])
-    return frozenset(found - {module})
+def direct_imports(module: str) -> frozenset[str]:
+    """The library modules that `module`'s own source imports (with their packages)."""
+    path = module_path(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return frozenset(_imports_in(path.read_text(encoding="utf-8"), package) - {module})
 
 
 def module_closure(*modules: str) -> list[str]:
-    """`modules` and every `skillmix` module they import, directly or not, sorted (top-level
-    names: a subpackage such as `sources` counts as a whole)."""
-    todo, seen = [m.split(".")[0] for m in modules], set()
+    """`modules` (dotted, with their packages) and every library module they import, directly
+    or not, sorted; :data:`NOT_RESULTS` and what only they import are left out."""
+    todo = [m for module in modules for m in _with_parents(module)]
+    seen: set[str] = set()
     while todo:
         m = todo.pop()
-        if m not in seen:
+        if m not in seen and m not in NOT_RESULTS:
             seen.add(m)
-            todo.extend(_direct_imports(m))
+            todo.extend(direct_imports(m))
     return sorted(seen)
 
 
-@cache
-def _code_version(modules: tuple[str, ...]) -> str:
+def script_modules(script: str | os.PathLike) -> list[str]:
+    """The library modules a workflow script runs: its imports and all they import, sorted."""
+    source = Path(script).read_text(encoding="utf-8")
+    return module_closure(*_imports_in(source, PACKAGE))
+
+
+def _digest(modules: list[str]) -> str:
     digest = hashlib.sha256()
-    for module in module_closure(*modules):
-        for file in _module_files(module):
-            digest.update(file.name.encode())
-            digest.update(file.read_bytes())
+    for module in modules:
+        path = module_path(module)
+        digest.update(module.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
+@cache
+def _script_version(script: str) -> str:
+    return _digest(script_modules(script))
+
+
+def script_code_version(script: str | os.PathLike) -> str:
+    """A short hash of the source of every library module `script` runs (see the module doc)."""
+    return _script_version(str(Path(script).resolve()))
+
+
 def code_version(*modules: str) -> str:
-    """A short hash of the source of the named `skillmix` modules and of all they import
-    (packages: every .py inside)."""
-    return _code_version(tuple(sorted(set(modules))))
+    """A short hash of the named library modules (``"training"`` or ``"skillmix.training"``) and of all
+    they import."""
+    dotted = [m if m.startswith(f"{PACKAGE}.") or m == PACKAGE else f"{PACKAGE}.{m}" for m in modules]
+    return _digest(module_closure(*dotted))

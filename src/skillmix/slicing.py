@@ -11,13 +11,10 @@ so adding or removing other skills, or reordering input rows, never changes a sk
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import re
 import shutil
-import unicodedata
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from skillmix.errors import SkillmixInputError
+from skillmix.slugs import skill_slug
 from skillmix.sources import (
     COLUMNS,
     SourceData,
@@ -35,35 +33,11 @@ from skillmix.sources import (
     stable_seed,
 )
 
-SLUG_PATTERN = r"[a-z0-9]+(?:[_-][a-z0-9]+)*"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_DEFAULTS: dict[str, Any] = {"seed": 0, "val": 100, "test": 100, "max_train": None}
 MANIFEST_NAME = "manifest.json"
 
-_SLUG_RE = re.compile(SLUG_PATTERN)
-_MAX_SAFE_LEN = 60
-_MAX_FOLDED_LEN = 40
 _MAX_NAMED = 5  # offending values listed in an error message
-
-
-def skill_slug(name: str) -> str:
-    """Return a filename-safe slug for skill ``name`` that depends only on the name.
-
-    A name that already matches :data:`SLUG_PATTERN` (and has at most 60 characters) is its own
-    slug. Otherwise the name is NFKD-normalised, ASCII-folded and lowercased, runs of other
-    characters become ``-``, the result is cut to 40 characters, and ``-`` plus the first 8 hex
-    digits of the name's SHA-1 is appended (``skill-<hash>`` when nothing survives folding).
-    A slug never contains ``__``.
-    """
-    if not isinstance(name, str):
-        raise SkillmixInputError(f"skill name {name!r}: expected a string")
-    if len(name) <= _MAX_SAFE_LEN and _SLUG_RE.fullmatch(name):
-        return name
-    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
-    folded = re.sub(r"[^a-z0-9]+", lambda m: m.group() if m.group() in ("-", "_") else "-", folded)
-    folded = folded.strip("-_")[:_MAX_FOLDED_LEN].rstrip("-_")
-    return f"{folded}-{digest}" if folded else f"skill-{digest}"
 
 
 def _slugs(skills: list[str], origin: str) -> list[str]:

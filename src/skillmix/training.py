@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
@@ -28,7 +28,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from skillmix.encoding import EncodedSet, collate, token_losses
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
-from skillmix.fresh import FreshSets
 from skillmix.jobs import atomic_directory
 from skillmix.modeling import Runtime
 from skillmix.sampling import SkillSampler
@@ -36,21 +35,34 @@ from skillmix.sampling import SkillSampler
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
+class RoundSets(Protocol):
+    """Training sets that change every round (e.g. :class:`skillmix.fresh.FreshSets`)."""
+
+    def for_round(self, round_: int, counts: Any) -> list[EncodedSet]:
+        """The sets of round `round_`, `counts[i]` examples of skill i."""
+        ...
+
+
 @dataclass
 class TrainSettings:
-    """Optimisation and bookkeeping settings of one training run (the `train` config block)."""
+    """Optimisation and bookkeeping settings of one training run (the `train` config block).
 
-    steps: int = 300
+    The defaults are the schema's defaults of the `train` block (a test keeps them equal); the
+    graph runs and LESS's trainings build theirs from their own validated blocks.
+    """
+
+    steps: int = 600
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 0
+    lr: float = 3e-3
+    warmup_steps: int = 30
     schedule: str = "linear"
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     seed: int = 0
-    eval_every: int = 50
+    eval_every: int = 100
     eval_accuracy: bool = True
     eval_score: str = "auto"
     update_steps: int = 100
@@ -231,7 +243,7 @@ def _evaluate(
 def train(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train_sets: list[EncodedSet] | FreshSets,
+    train_sets: list[EncodedSet] | RoundSets,
     sampler: SkillSampler,
     settings: TrainSettings,
     runtime: Runtime,
@@ -246,7 +258,7 @@ def train(
 ) -> TrainResult:
     """Train `model` for `settings.steps` optimiser steps on batches drawn by `sampler`.
 
-    `train_sets` is the fixed pool, one set per skill, or :class:`FreshSets` that give every
+    `train_sets` is the fixed pool, one set per skill, or :class:`RoundSets` that give every
     round its own new examples (the sampler must then be in fresh mode).
     The loss is the mean over the batch's label tokens. The validation sets are evaluated
     before the first step, every `eval_every` steps and after the last step; each evaluation
@@ -307,14 +319,13 @@ def train(
         mininterval=5.0,
         desc="train",
     )
-    if isinstance(train_sets, FreshSets) != sampler.fresh:
+    per_round = isinstance(train_sets, RoundSets)
+    if per_round != sampler.fresh:
         raise ValueError("fresh training sets need a sampler in fresh mode, and only they do")
     for step in bar:
         pairs = sampler.sample(step, settings.batch_size)
         sets = (
-            train_sets.for_round(sampler.round_of(step), sampler.plan_counts())
-            if isinstance(train_sets, FreshSets)
-            else train_sets
+            train_sets.for_round(sampler.round_of(step), sampler.plan_counts()) if per_round else train_sets
         )
         batch = collate(
             [sets[s].input_ids[i] for s, i in pairs],

@@ -4,6 +4,6 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.runs import compare_runs
+from skillmix.skillit.results import compare_runs
 
 compare_runs(snakemake.input.metrics, snakemake.output.summary, snakemake.output.plot)

@@ -7,8 +7,8 @@ from skillmix.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.less.selection import evaluate_target  # noqa: E402
 from skillmix.plotting import plot_skill_curves  # noqa: E402
-from skillmix.selection import evaluate_target  # noqa: E402
 
 p = snakemake.params
 metrics = evaluate_target(

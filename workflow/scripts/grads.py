@@ -4,7 +4,7 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.datastore import build_shard  # noqa: E402
+from skillmix.less.datastore import build_shard  # noqa: E402
 
 p = snakemake.params
 build_shard(

@@ -4,7 +4,7 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.graph import assemble_from_files
+from skillmix.graph.learned import assemble_from_files
 
 assemble_from_files(
     snakemake.params.method,

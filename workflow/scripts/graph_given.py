@@ -4,7 +4,7 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.graph import given_from_files
+from skillmix.graph.given import given_from_files
 
 given = snakemake.params.given
 given_from_files(

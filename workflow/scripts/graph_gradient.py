@@ -4,7 +4,7 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.gradient_graph import gradient_graph_from_files  # noqa: E402
+from skillmix.graph.gradient import gradient_graph_from_files  # noqa: E402
 
 p = snakemake.params
 gradient_graph_from_files(

@@ -4,7 +4,7 @@ from skillmix.jobs import start_log, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.runs import prepare_graph_unit
+from skillmix.graph.runs import prepare_graph_unit
 
 p = snakemake.params
 run = prepare_graph_unit(

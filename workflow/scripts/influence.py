@@ -7,7 +7,7 @@ from skillmix.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import write_parquet  # noqa: E402
-from skillmix.selection import read_weights, score_datastore  # noqa: E402
+from skillmix.less.influence import read_weights, score_datastore  # noqa: E402
 
 inp, ckpts = snakemake.input, snakemake.params.checkpoints
 scores = score_datastore(

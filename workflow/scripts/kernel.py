@@ -8,7 +8,7 @@ from skillmix.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.kernel_task import kernels_from_features, read_arrays, write_arrays  # noqa: E402
+from skillmix.kernel.task import kernels_from_features, read_arrays, write_arrays  # noqa: E402
 
 p = snakemake.params
 kernels = kernels_from_features(

@@ -9,7 +9,7 @@ from skillmix.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import write_parquet  # noqa: E402
-from skillmix.kernel_task import finetune  # noqa: E402
+from skillmix.kernel.task import finetune  # noqa: E402
 
 p = snakemake.params
 ft = p.finetune

@@ -7,8 +7,8 @@ from skillmix.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.less.selection import composition, select_examples, selection_size, write_jsonl  # noqa: E402
 from skillmix.plotting import plot_composition, plot_scores  # noqa: E402
-from skillmix.selection import composition, select_examples, selection_size, write_jsonl  # noqa: E402
 
 s, out = snakemake.params.selection, snakemake.output
 pool = pd.read_parquet(snakemake.input.pool)

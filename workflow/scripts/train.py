@@ -7,7 +7,7 @@ from skillmix.jobs import JobClock, start_log, write_json, write_parquet
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.modeling import save_model
-from skillmix.runs import prepare_run
+from skillmix.skillit.runs import prepare_run
 
 p = snakemake.params
 graph = snakemake.input.get("graph")

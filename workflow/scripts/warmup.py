@@ -7,7 +7,7 @@ from skillmix.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.jobs import write_json, write_parquet  # noqa: E402
-from skillmix.warmup import warmup_from_pool  # noqa: E402
+from skillmix.less.warmup import warmup_from_pool  # noqa: E402
 
 p = snakemake.params
 result, weights, mean_lrs, subset = warmup_from_pool(

@@ -11,11 +11,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from skillmix.errors import SkillmixInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text"]
 KINDS: tuple[str, ...] = ("xor", "lego", "addition", "table", "natural_instructions")
@@ -43,6 +44,8 @@ class SourceData:
 
 def examples_frame(records: dict[str, list[str]]) -> pd.DataFrame:
     """Build an examples frame with exactly :data:`COLUMNS` (in that order) from column lists."""
+    import pandas as pd  # here, not at the top: the Snakefile imports this package at parse time
+
     return pd.DataFrame({column: pd.Series(records[column], dtype=str) for column in COLUMNS})
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from transformers import PreTrainedTokenizerBase
 
+from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.sources.tables import read_columns
 
@@ -179,3 +181,11 @@ def first_per_subtask(frame: pd.DataFrame, limit: int | None) -> pd.DataFrame:
 def subtask_sets(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The frame split by subtask, in order of first appearance."""
     return [(str(s), frame[frame["subtask"] == s]) for s in dict.fromkeys(frame["subtask"])]
+
+
+def encode_groups(
+    tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, column: str, max_length: int
+) -> list[EncodedSet]:
+    """One encoded set per value of `column` (skill or subtask), in order of first appearance."""
+    renamed = frame.rename(columns={column: "subtask"}) if column != "subtask" else frame
+    return [encode_frame(tokenizer, part, name, max_length) for name, part in subtask_sets(renamed)]

@@ -13,6 +13,7 @@ target row (not renormalised), which is how it is computed here (float32).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,10 +21,11 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from skillmix.errors import SkillmixInputError
-from skillmix.shards import read_shard
+from skillmix.less.shards import read_shard
 
 log = logging.getLogger(__name__)
 
@@ -205,37 +207,81 @@ def influence_scores(
     return scores, per_subtask
 
 
-def select_top(
-    ids: Sequence[str], scores: np.ndarray, k: int | None = None, fraction: float | None = None
-) -> list[int]:
-    """Indices of the top k (or top int(fraction·N), at least 1) rows by score, descending.
+STATUS_SCORED = "scored"
+STATUS_NO_ANSWER = "no_answer_tokens"
+STATUS_NON_FINITE = "non_finite_feature"
 
-    Ties are broken by id ascending (then by index). Rows with a non-finite score (NaN, ±inf; the
-    −inf of rows with NaN features) are excluded: if k exceeds the number of finite scores, fewer
-    than k indices are returned and a warning is logged.
+
+def read_index(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """The shard indexes in shard order, as one frame (columns id, group)."""
+    frames = [pd.read_parquet(p) for p in paths]
+    if not frames:
+        raise SkillmixInputError("no shard index files given")
+    return pd.concat(frames, ignore_index=True)[["id", "group"]]
+
+
+def _same_ids(indexes: Mapping[str, pd.DataFrame], what: str) -> pd.DataFrame:
+    ckpts = list(indexes)
+    first = indexes[ckpts[0]]
+    for c in ckpts[1:]:
+        if not first["id"].equals(indexes[c]["id"]):
+            raise SkillmixInputError(
+                f"{what} features of checkpoints {ckpts[0]} and {c} list different examples; "
+                "were they computed from the same data and shard count?"
+            )
+    return first
+
+
+def score_datastore(
+    pool: pd.DataFrame,
+    candidate_shards: Mapping[str, Sequence[str | os.PathLike]],
+    candidate_index: Mapping[str, Sequence[str | os.PathLike]],
+    target_shards: Mapping[str, Sequence[str | os.PathLike]],
+    target_index: Mapping[str, Sequence[str | os.PathLike]],
+    weights: Mapping[str, float],
+    chunk_rows: int = 16384,
+) -> pd.DataFrame:
+    """LESS scores of every pool row: columns id, skill, score, status, then one score column per subtask.
+
+    Per checkpoint the candidate and target shards are given in shard order with their indexes.
+    Pool rows without features (no answer tokens) and rows with non-finite features get score
+    −inf and a status saying why; they sort last.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    n = len(ids)
-    if scores.shape != (n,):
-        raise SkillmixInputError(f"select_top: {n} ids but scores of shape {scores.shape}")
-    if (k is None) == (fraction is None):
-        raise SkillmixInputError("select_top: give exactly one of k and fraction")
-    if fraction is not None:
-        if not 0 < fraction <= 1:
-            raise SkillmixInputError(f"select_top: fraction must be in (0, 1], got {fraction}")
-        k = max(1, int(fraction * n))
-    if int(k) <= 0:
-        raise SkillmixInputError(f"select_top: k must be positive, got {k}")
-    k = int(k)
-    finite = np.flatnonzero(np.isfinite(scores))
-    if k > finite.size:
-        log.warning(
-            "select_top: asked for %d rows but only %d of %d have a finite score; returning %d",
-            k,
-            finite.size,
-            n,
-            finite.size,
+    ckpts = list(candidate_shards)
+    cand = _same_ids({c: read_index(candidate_index[c]) for c in ckpts}, "candidate")
+    targ = _same_ids({c: read_index(target_index[c]) for c in ckpts}, "target")
+    if targ.empty:
+        raise SkillmixInputError(
+            "the target set has no examples with answer tokens; nothing to score against"
         )
-    id_arr = np.array([str(ids[i]) for i in finite], dtype=str)
-    order = np.lexsort((finite, id_arr, -scores[finite]))  # last key is primary
-    return finite[order[:k]].tolist()
+    unknown = sorted(set(cand["id"]) - set(pool["id"]))
+    if unknown:
+        raise SkillmixInputError(f"candidate features name ids not in the pool, e.g. {unknown[:3]}")
+    targets = {
+        c: np.concatenate([read_shard(p, mmap=False) for p in target_shards[c]]).astype(np.float32)
+        for c in ckpts
+    }
+    scores, per_subtask = influence_scores(
+        candidate_shards, targets, targ["group"].tolist(), weights, chunk_rows=chunk_rows
+    )
+    subtasks = list(dict.fromkeys(targ["group"]))
+    scored = pd.DataFrame({"id": cand["id"].to_numpy(), "score": scores})
+    for j, s in enumerate(subtasks):
+        scored[f"score_{s}"] = per_subtask[:, j]
+    scored["status"] = np.where(np.isfinite(scores), STATUS_SCORED, STATUS_NON_FINITE)
+    out = pool[["id", "skill"]].merge(scored, on="id", how="left", validate="one_to_one")
+    missing = out["status"].isna()
+    out.loc[missing, "status"] = STATUS_NO_ANSWER
+    score_cols = ["score", *[f"score_{s}" for s in subtasks]]
+    out[score_cols] = out[score_cols].fillna(-np.inf).astype(np.float32)
+    if missing.any():
+        log.warning(
+            "%d pool example(s) have no gradient features (no answer tokens); score -inf", int(missing.sum())
+        )
+    return out[["id", "skill", "score", "status", *score_cols[1:]]]
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, float]:
+    """Checkpoint name -> weight from the warm-up's weights JSON."""
+    data = json.loads(Path(path).read_text())
+    return {str(k): float(v) for k, v in data["weights"].items()}

@@ -7,7 +7,7 @@ Adam feature from the checkpoint's optimizer moments; targets: the plain gradien
 projected per parameter slice with the portable Rademacher matrix (so the full gradient vector is
 never formed), then each row normalised. Several output widths come from one pass: the d-wide
 projection is the first d columns of the widest one (less.md §6). Rows are then written as
-float16 `.npy` shards (`skillmix.shards.write_shard`) with a Parquet index of example ids.
+float16 `.npy` shards (`skillmix.less.shards.write_shard`) with a Parquet index of example ids.
 
 Row ranges follow `shard_range`, so the shards of any shard count concatenate to the rows of
 one unsharded job, bit for bit.
@@ -30,10 +30,10 @@ from skillmix.errors import SkillmixInputError
 from skillmix.features import AdamState, FeatureMap, Projection, Transform, example_loss_gradients
 from skillmix.gradients import labelled_examples
 from skillmix.jobs import parse_scatteritem, shard_range, write_json, write_parquet
+from skillmix.less.shards import write_shard
+from skillmix.less.warmup import load_epoch_checkpoint
 from skillmix.modeling import Runtime
 from skillmix.projection import normalise_rows
-from skillmix.shards import write_shard
-from skillmix.warmup import load_epoch_checkpoint
 
 log = logging.getLogger(__name__)
 

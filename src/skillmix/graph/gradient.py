@@ -32,9 +32,10 @@ import torch
 from skillmix.encoding import EncodedSet
 from skillmix.errors import SkillmixInputError
 from skillmix.features import FeatureMap, Transform, gram, mean_loss_gradient
-from skillmix.graph import GraphOptions, postprocess, write_graph
+from skillmix.graph.learned import GraphOptions, postprocess
+from skillmix.graph.store import write_graph
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
-from skillmix.runs import load_sets
+from skillmix.training_run import load_sets
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def gradient_graph_from_files(
         skills,
         losses_table(terms, skills),
         "gradient",
-        options,
+        options.to_dict(),
         extra,
     )
     return A

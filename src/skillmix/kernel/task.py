@@ -22,7 +22,7 @@ from tqdm import tqdm
 from skillmix.errors import SkillmixInputError
 from skillmix.features import select_parameters
 from skillmix.jobs import atomic_file
-from skillmix.kernels import (
+from skillmix.kernel.kernels import (
     FORMULA_TRANSFORMS,
     FORMULAS,
     accuracy,

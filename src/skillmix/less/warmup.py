@@ -1,8 +1,6 @@
 """LESS's LoRA warm-up: LoRA training on a random fraction of the candidate pool, in epochs.
 
-The candidate pool is the training slices of the pool skills, in manifest order and slice row
-order. The warm-up subset is the first int(fraction·N) indices (at least one) of a legacy NumPy
-permutation of the pool under the warm-up seed (less.md §1). Training is AdamW with a linear
+The warm-up subset of the pool is :func:`skillmix.less.pool.warmup_indices`. Training is AdamW with a linear
 schedule and a warm-up ratio over `epochs` passes; at the end of every epoch the adapter and
 the optimizer state are written as an epoch checkpoint, which the gradient datastore reads.
 Checkpoint weights are the mean learning rate of each epoch, renormalised (less.md §2).
@@ -28,12 +26,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.encoding import EncodedSet, encode_frame
+from skillmix.encoding import EncodedSet
 from skillmix.errors import SkillmixInputError
 from skillmix.jobs import atomic_directory
+from skillmix.less.pool import warmup_indices
+from skillmix.less.targets import encode_groups
 from skillmix.modeling import Runtime, apply_lora, load_model, select_runtime
 from skillmix.sampling import EpochSampler
-from skillmix.targets import subtask_sets
 from skillmix.training import (
     TrainResult,
     TrainSettings,
@@ -45,8 +44,6 @@ from skillmix.training import (
 )
 
 log = logging.getLogger(__name__)
-
-POOL_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
 
 
 def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
@@ -65,51 +62,6 @@ def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
     if not means or total <= 0:
         raise SkillmixInputError("checkpoint weights: need at least one epoch with a positive learning rate")
     return [m / total for m in means]
-
-
-def pool_frame(
-    manifest_path: str | os.PathLike,
-    train_paths: Sequence[str | os.PathLike],
-    skills: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """The candidate pool: the training rows of `skills` (all by default), manifest order, row order."""
-    manifest = json.loads(Path(manifest_path).read_text())
-    all_skills = [s["name"] for s in manifest["skills"]]
-    if skills:
-        unknown = [s for s in skills if s not in all_skills]
-        if unknown:
-            raise SkillmixInputError(
-                f"select.pool.skills: {unknown} are not skills of the data: {all_skills}"
-            )
-    wanted = [s for s in all_skills if not skills or s in skills]
-    frames = {}
-    for p in train_paths:
-        frame = pd.read_parquet(p)
-        if len(frame):
-            frames[str(frame["skill"].iloc[0])] = frame
-    missing = [s for s in wanted if s not in frames]
-    if missing:
-        raise SkillmixInputError(f"candidate pool: no training slice given for skills {missing}")
-    pool = pd.concat([frames[s][POOL_COLUMNS] for s in wanted], ignore_index=True)
-    if pool.empty:
-        raise SkillmixInputError("candidate pool: the training slices of the pool skills hold no rows")
-    return pool
-
-
-def warmup_indices(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Pool rows of the warm-up subset: the first max(1, int(fraction·n)) of a seeded permutation."""
-    if not 0 < fraction <= 1:
-        raise SkillmixInputError(f"select.warmup.fraction must be in (0, 1], got {fraction}")
-    k = max(1, int(fraction * n))
-    return np.random.RandomState(seed).permutation(n)[:k]
-
-
-def encode_groups(
-    tokenizer: PreTrainedTokenizerBase, frame: pd.DataFrame, column: str, max_length: int
-) -> list[EncodedSet]:
-    """One encoded set per value of `column` (skill or subtask), in order of first appearance."""
-    renamed = frame.rename(columns={column: "subtask"}) if column != "subtask" else frame
-    return [encode_frame(tokenizer, part, name, max_length) for name, part in subtask_sets(renamed)]
 
 
 def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = None) -> TrainSettings:

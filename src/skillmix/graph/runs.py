@@ -1,0 +1,89 @@
+"""Graph-learning runs: one skill or an equal pair, from the initial model, every skill's loss."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skillmix.errors import SkillmixInputError
+from skillmix.graph.units import unit_slugs
+from skillmix.sampling import SkillSampler
+from skillmix.training import TrainSettings, fingerprint
+from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data
+
+
+def prepare_graph_unit(
+    model_cfg: dict[str, Any],
+    runs_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    unit: str,
+    manifest_path: str | os.PathLike,
+    train_paths: Sequence[str | os.PathLike],
+    val_dir: str | os.PathLike,
+    source_cfg: dict[str, Any] | None = None,
+) -> TrainingRun:
+    """One graph-learning run: train on the unit's skills (equal mix) from the initial model.
+
+    With `graph.runs.data: fresh` (a synthetic `source_cfg`) it trains on new examples
+    instead of the unit's training slices (:mod:`skillmix.fresh`).
+
+    Every skill's validation loss is measured (loss only, no generation) before training,
+    every `eval_every` steps and at the end, from the slices in `val_dir` (one
+    `{slug}.parquet` per skill of the manifest: the folder is the job's one input, which keeps
+    the DAG of thousands of pair runs small).
+    """
+    manifest = json.loads(Path(manifest_path).read_text())
+    val_paths = [Path(val_dir) / f"{s['slug']}.parquet" for s in manifest["skills"]]
+    by_slug = {s["slug"]: s["name"] for s in manifest["skills"]}
+    skills = [s["name"] for s in manifest["skills"]]
+    unknown = [slug for slug in unit_slugs(unit) if slug not in by_slug]
+    if unknown:
+        raise SkillmixInputError(f"graph unit {unit!r}: no skill with slug {unknown} in {manifest_path}")
+    unit_skills = [by_slug[slug] for slug in unit_slugs(unit)]
+    model, tokenizer, runtime, train_sets, val_sets = load_run_data(
+        model_cfg,
+        unit_skills,
+        skills,
+        train_paths,
+        val_paths,
+        runs_cfg.get("eval_examples"),
+        val_eos=eval_cfg.get("eos_in_loss", False),
+    )
+    settings = TrainSettings.from_config({**runs_cfg, "eval_accuracy": False, "checkpoint_every": 0})
+    sampler = SkillSampler(
+        unit_skills, [len(s) for s in train_sets], np.ones(len(unit_skills)), settings.seed, settings.steps
+    )
+    fresh = fresh_training_sets(
+        runs_cfg.get("data", "pool"),
+        "graph.runs.data",
+        source_cfg,
+        unit_skills,
+        tokenizer,
+        model_cfg,
+        settings.seed,
+    )
+    if fresh is not None:
+        sampler.use_fresh()
+    digest = fingerprint(
+        model_cfg,
+        runs_cfg,
+        unit,
+        [file_digest(p) for p in [*train_paths, *val_paths]],
+        None if fresh is None else source_cfg,
+    )
+    return TrainingRun(
+        model,
+        tokenizer,
+        runtime,
+        train_sets if fresh is None else fresh,
+        val_sets,
+        sampler,
+        settings,
+        eval_cfg.get("batch_size", 64),
+        digest,
+    )

@@ -1,0 +1,100 @@
+"""Results of the Skill-It stage: a trained model's test metrics joined to its validation curve, and
+the comparison of all strategies (tables and figures)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
+from skillmix.jobs import write_parquet
+from skillmix.modeling import load_saved, select_runtime
+from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
+from skillmix.training_run import load_sets
+
+METRICS_COLUMNS = ["run", "split", "step", *METRIC_COLUMNS]
+
+
+def evaluate_run(
+    run: str,
+    model_dir: str | os.PathLike,
+    model_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    manifest_path: str | os.PathLike,
+    test_paths: Sequence[str | os.PathLike],
+    val_curve_path: str | os.PathLike,
+    steps_path: str | os.PathLike,
+    metrics_path: str | os.PathLike,
+    plot_path: str | os.PathLike,
+    mixture_path: str | os.PathLike | None = None,
+    mixture_plot_path: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Test-split metrics of a trained model joined to its validation curve; table and plot.
+
+    The metrics table has one row per (split, step, skill): the validation rows come from
+    training, the test rows are measured here at the final step.
+    """
+    manifest = json.loads(Path(manifest_path).read_text())
+    skills = [s["name"] for s in manifest["skills"]]
+    model, tokenizer = load_saved(model_dir)
+    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    model.to(runtime.device)
+    test_sets = load_sets(
+        tokenizer,
+        skills,
+        test_paths,
+        model_cfg.get("max_length", 128),
+        eval_cfg.get("max_examples_per_skill"),
+        eos_label=eval_cfg.get("eos_in_loss", False),
+    )
+    test = evaluate_skills(
+        model,
+        tokenizer,
+        test_sets,
+        runtime,
+        eval_cfg.get("batch_size", 64),
+        score=eval_cfg.get("score", "auto"),
+    )
+    final_step = int(pd.read_parquet(steps_path)["step"].max())
+    test.insert(0, "step", final_step)
+    test.insert(0, "split", "test")
+    val = pd.read_parquet(val_curve_path)
+    val.insert(0, "split", "val")
+    metrics = pd.concat([val, test], ignore_index=True)
+    metrics.insert(0, "run", run)
+    metrics = metrics[METRICS_COLUMNS]
+    write_parquet(metrics, metrics_path)
+    plot_skill_curves(
+        val,
+        plot_path,
+        f"{run}: validation curves (test accuracy {test['accuracy'].mean():.3f}, "
+        f"test loss {test['loss'].mean():.3f} at step {final_step})",
+    )
+    if mixture_path is not None and mixture_plot_path is not None:
+        plot_mixture(pd.read_parquet(mixture_path), mixture_plot_path, f"{run}: training mixture over rounds")
+    return metrics
+
+
+def compare_runs(
+    metrics_paths: Sequence[str | os.PathLike], summary_path: str | os.PathLike, plot_path: str | os.PathLike
+) -> pd.DataFrame:
+    """Mean loss and accuracy over skills for every run, split and step; table and plot."""
+    metrics = pd.concat([pd.read_parquet(p) for p in metrics_paths], ignore_index=True)
+    summary = (
+        metrics.groupby(["run", "split", "step"], sort=False)
+        .agg(
+            loss=("loss", "mean"),
+            accuracy=("accuracy", "mean"),
+            exact=("exact", "mean"),
+            skills=("skill", "nunique"),
+        )
+        .reset_index()
+    )
+    write_parquet(summary, summary_path)
+    plot_comparison(summary, plot_path)
+    return summary

@@ -1,0 +1,166 @@
+"""A Skill-It-stage training job: one strategy (Skill-It or a baseline) on the sliced skills."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from skillmix.encoding import EncodedSet
+from skillmix.errors import SkillmixInputError
+from skillmix.evaluation import example_losses
+from skillmix.graph.store import read_graph
+from skillmix.modeling import Runtime
+from skillmix.skillit.samplers import make_sampler
+from skillmix.training import TrainSettings, fingerprint
+from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data
+
+
+def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
+    """Named skills in manifest order (all of them when `names` is empty); unknown names are errors."""
+    if not names:
+        return list(skills)
+    unknown = [n for n in names if n not in skills]
+    if unknown:
+        raise SkillmixInputError(f"{key}: {unknown} are not skills of the data; skills are {skills}")
+    return [s for s in skills if s in names]
+
+
+def skillit_graph(
+    graph_dir: str | os.PathLike, train_skills: list[str], eval_skills: list[str]
+) -> np.ndarray:
+    """The skills graph restricted to training-skill rows and evaluation-skill columns."""
+    matrix, rows, columns = read_graph(graph_dir)
+    missing = [s for s in train_skills if s not in rows] + [s for s in eval_skills if s not in columns]
+    if missing:
+        raise SkillmixInputError(f"skills graph in {graph_dir} has no row or column for skills {missing}")
+    return matrix[np.ix_([rows.index(s) for s in train_skills], [columns.index(s) for s in eval_skills])]
+
+
+CURRICULA_WITH_POOL = ("curriculum", "anticurriculum")
+
+
+def initial_example_losses(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: list[EncodedSet], runtime: Runtime
+) -> list[list[float]]:
+    """The initial model's mean answer-token loss of every training example (curriculum scores)."""
+    model.to(runtime.device)
+    model.eval()
+    losses = [example_losses(model, s, tokenizer.pad_token_id, runtime, 64) for s in sets]
+    model.train()
+    return losses
+
+
+def prepare_run(
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    strategy: str,
+    manifest_path: str | os.PathLike,
+    train_paths: Sequence[str | os.PathLike],
+    val_paths: Sequence[str | os.PathLike],
+    strategy_cfg: dict[str, Any] | None = None,
+    graph_dir: str | os.PathLike | None = None,
+    source_cfg: dict[str, Any] | None = None,
+) -> TrainingRun:
+    """Load the model, encode the slices and build the sampler of one strategy.
+
+    Training covers `train.skills` (all skills by default); validation covers every skill.
+    Skill-It evaluates on `train.target_skills` when given (fine-tuning when they are
+    training skills, out-of-domain when they are not), else on the training skills, and
+    reads its graph from `graph_dir`. `strategy_cfg` holds the strategy's own settings.
+    With `train.data: fresh` (a synthetic `source_cfg`), every round trains on new examples
+    (:mod:`skillmix.fresh`), except for curriculum and anticurriculum, which order the fixed
+    pool by the initial model's losses. The pool's sizes still define the natural mixture.
+    """
+    manifest = json.loads(Path(manifest_path).read_text())
+    skills = [s["name"] for s in manifest["skills"]]
+    train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
+    named_targets = train_cfg.get("target_skills")
+    targets = _skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
+    model, tokenizer, runtime, train_sets, val_sets = load_run_data(
+        model_cfg,
+        train_skills,
+        skills,
+        train_paths,
+        val_paths,
+        eval_cfg.get("max_examples_per_skill"),
+        train_cfg.get("loss_on", "answer"),
+        eval_cfg.get("eos_in_loss", False),
+    )
+    settings = TrainSettings.from_config({**train_cfg, "eval_score": eval_cfg.get("score", "auto")})
+    strategy_cfg = dict(strategy_cfg or {})
+    graph = None
+    eval_skills = targets or train_skills
+    if strategy == "skillit":
+        if graph_dir is None:
+            raise SkillmixInputError("the skillit strategy needs a skills graph (graph_dir)")
+        graph = skillit_graph(graph_dir, train_skills, eval_skills)
+        if strategy_cfg.get("aggregate", "auto") == "auto":
+            fine_tuning = bool(targets) and set(targets) <= set(train_skills)
+            strategy_cfg["aggregate"] = "mean" if fine_tuning else "sum"
+    losses = None
+    data = train_cfg.get("data", "pool")
+    fresh = fresh_training_sets(
+        data,
+        "train.data",
+        source_cfg,
+        train_skills,
+        tokenizer,
+        model_cfg,
+        settings.seed,
+        train_cfg.get("loss_on", "answer"),
+    )
+    if strategy in CURRICULA_WITH_POOL:
+        fresh = None
+        pool, budget = sum(len(s) for s in train_sets), settings.steps * settings.batch_size
+        if pool < budget:
+            raise SkillmixInputError(
+                f"train.strategies {strategy}: the budget of train.steps × train.batch_size = {budget} "
+                f"examples exceeds the pool of {pool} training examples; a curriculum draws each "
+                "example once, so give it a pool at least the budget (more examples per skill in "
+                "the source, or fewer steps)"
+            )
+    if strategy in ("curriculum", "anticurriculum", "skill_curriculum"):
+        losses = initial_example_losses(model, tokenizer, train_sets, runtime)
+    sampler = make_sampler(
+        strategy,
+        train_skills,
+        [len(s) for s in train_sets],
+        settings.seed,
+        settings.update_steps,
+        graph=graph,
+        eval_skills=eval_skills,
+        targets=targets,
+        skillit=strategy_cfg,
+        curriculum=strategy_cfg,
+        example_losses=losses,
+    )
+    if fresh is not None:
+        sampler.use_fresh()
+    digest = fingerprint(
+        model_cfg,
+        train_cfg,
+        eval_cfg,
+        strategy,
+        strategy_cfg,
+        None if graph is None else graph.tolist(),
+        [file_digest(p) for p in [*train_paths, *val_paths]],
+        None if fresh is None else source_cfg,
+    )
+    return TrainingRun(
+        model,
+        tokenizer,
+        runtime,
+        train_sets if fresh is None else fresh,
+        val_sets,
+        sampler,
+        settings,
+        eval_cfg.get("batch_size", 64),
+        digest,
+    )

@@ -1,0 +1,146 @@
+"""A training job assembled from config blocks and slice files: the model, the encoded data, the sampler.
+
+Shared by the stages that train (Skill-It's strategies, the graph runs): :class:`TrainingRun`
+holds everything one job needs; :func:`load_run_data` loads the model and encodes the slices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from skillmix.encoding import EncodedSet, encode_frame
+from skillmix.errors import SkillmixInputError
+from skillmix.fresh import FreshSets
+from skillmix.modeling import Runtime, load_model, select_runtime
+from skillmix.sampling import SkillSampler
+from skillmix.sources import SYNTHETIC_KINDS
+from skillmix.training import TrainResult, TrainSettings, train
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_sets(
+    tokenizer: PreTrainedTokenizerBase,
+    skills: Sequence[str],
+    paths: Sequence[str | os.PathLike],
+    max_length: int,
+    limit: int | None = None,
+    loss_on: str = "answer",
+    eos_label: bool = True,
+) -> list[EncodedSet]:
+    """Encode one split's slice files, in the order of `skills` (the manifest's order).
+
+    `limit` keeps the first rows of each slice (evaluation caps); `loss_on` and `eos_label` choose
+    the label tokens (see :func:`skillmix.encoding.encode_row`).
+    """
+    frames: dict[str, pd.DataFrame] = {}
+    for path in paths:
+        frame = pd.read_parquet(path)
+        if frame.empty:
+            raise SkillmixInputError(f"{path}: slice file has no rows")
+        frames[str(frame["skill"].iloc[0])] = frame
+    missing = [s for s in skills if s not in frames]
+    if missing:
+        raise SkillmixInputError(f"no slice file given for skills {missing}")
+    return [
+        encode_frame(
+            tokenizer,
+            frames[s] if limit is None else frames[s].head(limit),
+            s,
+            max_length,
+            loss_on,
+            eos_label,
+        )
+        for s in skills
+    ]
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training job needs, ready to train."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    runtime: Runtime
+    train_sets: list[EncodedSet] | FreshSets
+    val_sets: list[EncodedSet]
+    sampler: SkillSampler
+    settings: TrainSettings
+    eval_batch_size: int
+    fingerprint: str
+
+    def train(
+        self, checkpoint_dir: str | os.PathLike | None = None, stop_after: int | None = None
+    ) -> TrainResult:
+        """Train (resuming from a matching checkpoint in `checkpoint_dir`)."""
+        return train(
+            self.model,
+            self.tokenizer,
+            self.train_sets,
+            self.sampler,
+            self.settings,
+            self.runtime,
+            val_sets=self.val_sets,
+            eval_batch_size=self.eval_batch_size,
+            checkpoint_dir=checkpoint_dir,
+            fingerprint_=self.fingerprint,
+            stop_after=stop_after,
+        )
+
+
+def fresh_training_sets(
+    data: str,
+    key: str,
+    source_cfg: dict[str, Any] | None,
+    skills: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    model_cfg: dict[str, Any],
+    seed: int,
+    loss_on: str = "answer",
+) -> FreshSets | None:
+    """The fresh-example sets of a run whose `key` (e.g. `train.data`) is `fresh`; None for `pool`."""
+    if data == "pool":
+        return None
+    if data != "fresh":
+        raise SkillmixInputError(f"config {key}: expected pool or fresh, got {data!r}")
+    kind = (source_cfg or {}).get("kind")
+    if kind not in SYNTHETIC_KINDS:
+        raise SkillmixInputError(
+            f"config {key}: fresh needs a synthetic source (source.kind one of {list(SYNTHETIC_KINDS)}) "
+            f"that can generate new examples; source.kind is {kind!r}: use {key}: pool"
+        )
+    return FreshSets(source_cfg, skills, tokenizer, model_cfg.get("max_length", 128), seed, loss_on)
+
+
+def load_run_data(
+    model_cfg: dict[str, Any],
+    train_skills: list[str],
+    val_skills: list[str],
+    train_paths: Sequence[str | os.PathLike],
+    val_paths: Sequence[str | os.PathLike],
+    val_limit: int | None,
+    loss_on: str = "answer",
+    val_eos: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, list[EncodedSet], list[EncodedSet]]:
+    """The model, its runtime, and the encoded training and validation sets of a run.
+
+    Training labels follow `loss_on` (with end-of-sequence); validation labels are the answer
+    tokens, with end-of-sequence when `val_eos`.
+    """
+    model, tokenizer = load_model(model_cfg)
+    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    max_length = model_cfg.get("max_length", 128)
+    train_sets = load_sets(tokenizer, train_skills, train_paths, max_length, loss_on=loss_on)
+    val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit, eos_label=val_eos)
+    return model, tokenizer, runtime, train_sets, val_sets

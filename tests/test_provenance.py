@@ -1,0 +1,110 @@
+"""Code versions derived from what each job script imports (skillmix.provenance)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skillmix.provenance import NOT_RESULTS, code_version, module_closure, script_modules
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "workflow" / "scripts"
+
+
+def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
+    train = script_modules(SCRIPTS / "train.py")
+    assert {"skillmix.skillit.runs", "skillmix.training", "skillmix.sampling"} <= set(train)
+    assert "skillmix.jobs" in train  # start_log, write_parquet: what the job writes
+    assert not NOT_RESULTS & set(train)  # the GPU lease decides where, not what
+    assert "skillmix.plotting" not in train  # a figure's code never re-runs training
+    drawing = {p.name for p in SCRIPTS.glob("*.py") if "skillmix.plotting" in script_modules(p)}
+    assert drawing == {"evaluate.py", "compare.py", "select_top.py", "evaluate_selected.py",
+                       "compare_selected.py", "kernel_solve.py"}, drawing  # fmt: skip
+    # dotted names: the kernel stage never reaches the data sources, the target builder
+    # reaches them but no training code
+    assert not [m for m in script_modules(SCRIPTS / "kernel_task.py") if m.startswith("skillmix.sources")]
+    target = set(script_modules(SCRIPTS / "select_target.py"))
+    assert {"skillmix.less.targets", "skillmix.sources", "skillmix.sources.tables"} <= target
+    assert not {"skillmix.training", "skillmix.skillit.runs"} & target
+
+
+def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
+    closure = module_closure("skillmix.sources.addition")
+    assert closure[:3] == ["skillmix", "skillmix.errors", "skillmix.sources"]
+    assert "skillmix.sources.addition" in closure
+    assert code_version("sources.addition") == code_version("skillmix.sources.addition")
+
+
+def test_every_rule_hashes_the_script_it_runs() -> None:
+    """The rules name no modules: each `code` param is the version of the rule's own script."""
+    rules = {}
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule |checkpoint )", path.read_text()):
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if name is None:
+                continue
+            code = re.search(r'code=script_code\("([\w.]+)"\)', block)
+            script = re.search(r'script:\s*\n\s*"\.\./workflow/scripts/([\w.]+)"', block)
+            assert code and script, f"rule {name.group(1)} in {path.name} lacks a code param or script"
+            rules[name.group(1)] = (code.group(1), script.group(1))
+    assert len(rules) >= 20
+    assert all(code == script for code, script in rules.values()), rules
+
+
+def _versions(src: Path) -> dict[str, str]:
+    """Every script's code version, computed in a fresh interpreter that imports `src`."""
+    program = (
+        "import json, sys, pathlib\n"
+        "from skillmix.provenance import script_code_version\n"
+        "print(json.dumps({p.name: script_code_version(p) "
+        "for p in sorted(pathlib.Path(sys.argv[1]).glob('*.py'))}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(SCRIPTS)], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("copy") / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return src
+
+
+@pytest.mark.parametrize(
+    ("module", "changed", "unchanged"),
+    [
+        ("kernel/kernels.py", {"kernel.py", "kernel_solve.py"}, {"train.py", "slice.py", "influence.py"}),
+        ("sources/tables.py", {"slice.py", "select_target.py"}, {"kernel.py", "kernel_solve.py"}),
+        ("gpus.py", set(), None),  # None: no script changes
+    ],
+)
+def test_an_edited_module_changes_exactly_the_scripts_that_reach_it(
+    project_copy: Path, module: str, changed: set[str], unchanged: set[str] | None
+) -> None:
+    before = _versions(project_copy)
+    path = project_copy / "skillmix" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        after = _versions(project_copy)
+    finally:
+        path.write_text(original)
+    moved = {name for name in before if before[name] != after[name]}
+    reach = {
+        name
+        for name in before
+        if f"skillmix.{module.removesuffix('.py').replace('/', '.')}" in script_modules(SCRIPTS / name)
+    }
+    assert moved == reach  # exactly the scripts whose imports reach the module
+    assert changed <= moved
+    assert (not moved) if unchanged is None else not (unchanged & moved)
