@@ -190,7 +190,8 @@ def base_model(run):
 
 def target_inputs(wildcards):
     """Input function of the target set: external files, or the slices of the target skills."""
-    from skillmix.less.targets import expand_target_files  # only when LESS reads target files
+    # imported here: only LESS with target files needs it (and pandas) at parse time
+    from skillmix.less.targets import expand_target_files
 
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]
     if files:
