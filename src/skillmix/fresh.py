@@ -53,15 +53,13 @@ class FreshSets:
             raise ValueError(f"expected {len(self.skills)} counts, got {len(key)}")
         if self._cached is not None and self._cached[:2] == (round_, key):
             return self._cached[2]
-        data = generate_fresh(self.source_cfg, dict(zip(self.skills, key, strict=True)), self.stream(round_))
+        examples = generate_fresh(
+            self.source_cfg, dict(zip(self.skills, key, strict=True)), self.stream(round_)
+        ).examples
+        by_skill = dict(tuple(examples.groupby("skill", sort=False)))
+        empty = examples.iloc[:0]
         sets = [
-            encode_frame(
-                self.tokenizer,
-                data.examples[data.examples["skill"] == skill],
-                skill,
-                self.max_length,
-                self.loss_on,
-            )
+            encode_frame(self.tokenizer, by_skill.get(skill, empty), skill, self.max_length, self.loss_on)
             for skill in self.skills
         ]
         self._cached = (round_, key, sets)

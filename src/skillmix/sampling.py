@@ -127,11 +127,12 @@ class SkillSampler:
         plan = np.random.default_rng([self.seed, 7, r]).permutation(
             np.repeat(np.arange(len(self.skills)), counts)
         )
-        ranks = np.empty(len(plan), dtype=np.int64)
-        for s in range(len(self.skills)):
-            where = plan == s
-            ranks[where] = np.arange(int(where.sum()))
-        self._counts, self._ranks = counts, ranks
+        self._counts = counts
+        if self.fresh:  # the k-th slot of skill s takes example k of the round's own set of s
+            self._ranks = np.empty(len(plan), dtype=np.int64)
+            for s in range(len(self.skills)):
+                where = plan == s
+                self._ranks[where] = np.arange(int(where.sum()))
         return plan
 
     def _next_example(self, s: int) -> int:

@@ -123,6 +123,17 @@ def fresh_training_sets(
     return FreshSets(source_cfg, skills, tokenizer, model_cfg.get("max_length", 128), seed, loss_on)
 
 
+def run_sets(
+    pool: list[EncodedSet], fresh: FreshSets | None, sampler: SkillSampler
+) -> list[EncodedSet] | FreshSets:
+    """The sets a run trains on: `fresh` when given and the sampler can index them (the sampler
+    is then put in fresh mode), else the pool (e.g. for curricula, which order the pool)."""
+    if fresh is None or not sampler.supports_fresh:
+        return pool
+    sampler.use_fresh()
+    return fresh
+
+
 def load_run_data(
     model_cfg: dict[str, Any],
     train_skills: list[str],

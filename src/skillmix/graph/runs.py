@@ -14,7 +14,7 @@ from skillmix.errors import SkillmixInputError
 from skillmix.graph.units import unit_slugs
 from skillmix.sampling import SkillSampler
 from skillmix.training import TrainSettings, fingerprint
-from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data
+from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data, run_sets
 
 
 def prepare_graph_unit(
@@ -67,20 +67,19 @@ def prepare_graph_unit(
         model_cfg,
         settings.seed,
     )
-    if fresh is not None:
-        sampler.use_fresh()
+    sets = run_sets(train_sets, fresh, sampler)
     digest = fingerprint(
         model_cfg,
         runs_cfg,
         unit,
         [file_digest(p) for p in [*train_paths, *val_paths]],
-        None if fresh is None else source_cfg,
+        None if sets is train_sets else source_cfg,
     )
     return TrainingRun(
         model,
         tokenizer,
         runtime,
-        train_sets if fresh is None else fresh,
+        sets,
         val_sets,
         sampler,
         settings,

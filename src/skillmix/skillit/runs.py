@@ -18,7 +18,7 @@ from skillmix.graph.store import read_graph
 from skillmix.modeling import Runtime
 from skillmix.skillit.samplers import make_sampler
 from skillmix.training import TrainSettings, fingerprint
-from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data
+from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data, run_sets
 
 
 def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
@@ -40,9 +40,6 @@ def skillit_graph(
     if missing:
         raise SkillmixInputError(f"skills graph in {graph_dir} has no row or column for skills {missing}")
     return matrix[np.ix_([rows.index(s) for s in train_skills], [columns.index(s) for s in eval_skills])]
-
-
-CURRICULA_WITH_POOL = ("curriculum", "anticurriculum")
 
 
 def initial_example_losses(
@@ -105,9 +102,8 @@ def prepare_run(
             fine_tuning = bool(targets) and set(targets) <= set(train_skills)
             strategy_cfg["aggregate"] = "mean" if fine_tuning else "sum"
     losses = None
-    data = train_cfg.get("data", "pool")
     fresh = fresh_training_sets(
-        data,
+        train_cfg.get("data", "pool"),
         "train.data",
         source_cfg,
         train_skills,
@@ -116,8 +112,7 @@ def prepare_run(
         settings.seed,
         train_cfg.get("loss_on", "answer"),
     )
-    if strategy in CURRICULA_WITH_POOL:
-        fresh = None
+    if strategy in ("curriculum", "anticurriculum"):
         pool, budget = sum(len(s) for s in train_sets), settings.steps * settings.batch_size
         if pool < budget:
             raise SkillmixInputError(
@@ -141,8 +136,7 @@ def prepare_run(
         curriculum=strategy_cfg,
         example_losses=losses,
     )
-    if fresh is not None:
-        sampler.use_fresh()
+    sets = run_sets(train_sets, fresh, sampler)
     digest = fingerprint(
         model_cfg,
         train_cfg,
@@ -151,13 +145,13 @@ def prepare_run(
         strategy_cfg,
         None if graph is None else graph.tolist(),
         [file_digest(p) for p in [*train_paths, *val_paths]],
-        None if fresh is None else source_cfg,
+        None if sets is train_sets else source_cfg,
     )
     return TrainingRun(
         model,
         tokenizer,
         runtime,
-        train_sets if fresh is None else fresh,
+        sets,
         val_sets,
         sampler,
         settings,

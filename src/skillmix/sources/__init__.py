@@ -111,7 +111,7 @@ def resolve_path(value: Any, key: str, base_dir: str | Path | None) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _generate(cfg: dict[str, Any], counts: list[int] | None, stream: tuple[int, ...]) -> SourceData:
+def _generate(cfg: dict[str, Any], counts: int | list[int] | None, stream: tuple[int, ...]) -> SourceData:
     """Examples of a synthetic source: the configured counts, or `counts` drawn from `stream`."""
     seed = require_int(cfg["seed"], "source.seed", 0)
     kind = cfg["kind"]
@@ -152,34 +152,11 @@ def generate_fresh(cfg: dict[str, Any], counts: dict[str, int], stream: tuple[in
         )
     if not stream:
         raise ValueError("generate_fresh needs a non-empty stream (the pool uses the empty one)")
-    skills = source_skills(cfg)
+    skills = _generate(cfg, 0, (0,)).skills  # the generator's own skill order, no examples drawn
     unknown = sorted(set(counts) - set(skills))
     if unknown:
         raise SkillmixInputError(f"fresh examples asked for skills {unknown}; the source has {skills}")
     return _generate(cfg, [int(counts.get(s, 0)) for s in skills], tuple(int(x) for x in stream))
-
-
-def source_skills(cfg: dict[str, Any]) -> list[str]:
-    """The skill names of a synthetic source, in its canonical order, from the config alone."""
-    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
-    kind = cfg["kind"]
-    if kind == "xor":
-        from skillmix.sources.xor import XOR_DEFAULTS, xor_skill_names
-
-        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
-        return xor_skill_names(block["maps"], block["composites"])
-    if kind == "lego":
-        from skillmix.sources.lego import LEGO_DEFAULTS, lego_skill_names
-
-        return lego_skill_names(config_block(cfg["lego"], LEGO_DEFAULTS, "source.lego")["n_vars"])
-    if kind == "addition":
-        from skillmix.sources.addition import ADDITION_DEFAULTS, addition_skill_names
-
-        block = config_block(cfg["addition"], ADDITION_DEFAULTS, "source.addition")
-        return addition_skill_names(block["n_digits"])
-    raise SkillmixInputError(
-        f"config source.kind: {kind!r} is not a synthetic source {list(SYNTHETIC_KINDS)}"
-    )
 
 
 def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> SourceData:
@@ -260,7 +237,6 @@ __all__ = [
     "require_int",
     "resolve_path",
     "resolve_tiny_tokenizer",
-    "source_skills",
     "source_vocabulary",
     "stable_seed",
 ]
