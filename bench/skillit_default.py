@@ -119,7 +119,9 @@ def run_seed(seed: int, out: Path, cores: int) -> dict:
     other = out / f"seed{seed}_graphs"
     other.mkdir(parents=True, exist_ok=True)
     assemble = {"measure": "window", "normalise": "relative", "binary_edge_weight": None}
-    cfg = _seed_config(other, seed, {"graph": {"runs": {"seed": seed}, "assemble": assemble}})
+    # one run per skill, as the paper's linear graph (the brute-force one repeats its units)
+    runs = {"seed": seed, "repeats": 1}
+    cfg = _seed_config(other, seed, {"graph": {"runs": runs, "assemble": assemble}})
     targets = [f"results/graph/{m}/adjacency.npy" for m in METHODS if m != "brute_force"]
     _snakemake(other, [REPO / "config.yaml", cfg], targets, cores)
     anti = out / f"seed{seed}_skill_anticurriculum"

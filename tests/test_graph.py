@@ -610,3 +610,48 @@ def test_edge_agreement() -> None:
     assert result["f1"] == pytest.approx(0.5)
     assert edge_agreement(np.eye(3), known)["precision"] == 1.0  # nothing predicted
     assert edge_agreement(np.eye(3), known)["recall"] == 0.0
+
+
+def test_repeats_earliest_step_and_mean_loss() -> None:
+    """A unit run twice counts with its earliest step to the target and the mean of its losses."""
+    skills, slugs = ["x", "y"], ["x", "y"]
+    steps = [0, 10, 20, 30]
+    losses = {
+        # repeat 0 / repeat 1
+        "x": (
+            {"x": [3, 0.04, 0.01, 0.01], "y": [3, 2, 2, 2]},
+            {"x": [3, 0.5, 0.04, 0.01], "y": [3, 2, 2, 2]},
+        ),
+        "y": ({"x": [3, 2, 2, 2], "y": [3, 0.7, 0.7, 0.7]}, {"x": [3, 2, 2, 2], "y": [3, 0.7, 0.7, 0.3]}),
+        # the mix reaches y in its second repeat only: still an edge x -> y
+        "x__y": (
+            {"x": [3, 1, 1, 0.01], "y": [3, 0.7, 0.7, 0.7]},
+            {"x": [3, 1, 1, 0.01], "y": [3, 0.6, 0.04, 0.01]},
+        ),
+    }
+    curves = {
+        unit: pd.concat(
+            [make_curve(unit, values, steps).assign(repeat=r) for r, values in enumerate(pair)],
+            ignore_index=True,
+        )
+        for unit, pair in losses.items()
+    }
+    A, raw = assemble(
+        "brute_force", skills, slugs, curves, GraphOptions(measure="steps_to_target", target_loss=0.05)
+    )
+    assert A.tolist() == [[1.0, 1.0], [0.0, 1.0]]
+    assert list(raw.columns) == ["unit", "repeat", "step", "skill", "loss"]
+    assert sorted(raw["repeat"].unique().tolist()) == [0, 1] and len(raw) == 3 * 2 * 2 * 4
+    # measure end: y alone ends at mean(0.7, 0.3) = 0.5, the mix at mean(0.7, 0.01) = 0.355
+    A, _ = assemble("brute_force", skills, slugs, curves, GraphOptions(measure="end"))
+    assert A[0, 1] == pytest.approx(0.5 - 0.355)
+    assert A[1, 1] == pytest.approx(3 - 0.5)
+    # a curve without the column is one repeat, and raw then gets repeat 0 for it
+    mixed = {**curves, "x": make_curve("x", losses["x"][0], steps)}
+    _, raw = assemble("brute_force", skills, slugs, mixed, GraphOptions(measure="end"))
+    assert raw[raw["unit"] == "x"]["repeat"].eq(0).all()
+    # repeats evaluated at different steps cannot be averaged
+    uneven = curves["y"].copy()
+    uneven.loc[(uneven["repeat"] == 1) & (uneven["step"] == 30), "step"] = 40
+    with pytest.raises(SkillmixInputError, match="'y'.*different steps"):
+        assemble("brute_force", skills, slugs, {**curves, "y": uneven}, GraphOptions(measure="end"))

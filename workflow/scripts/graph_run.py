@@ -1,13 +1,14 @@
-"""One graph-learning run: train on one skill (or an equal pair) and record every skill's loss."""
+"""One graph unit: train on one skill (or an equal pair), graph.runs.repeats times, and record every
+skill's loss."""
 
 from skillmix.jobs import start_log, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.graph.runs import prepare_graph_unit
+from skillmix.graph.runs import run_graph_unit
 
 p = snakemake.params
-run = prepare_graph_unit(
+curve = run_graph_unit(
     p.model,
     p.runs,
     p.eval,
@@ -17,6 +18,4 @@ run = prepare_graph_unit(
     snakemake.input.val,
     source_cfg=p.source,
 )
-result = run.train()
-curve = result.val_curve[["step", "skill", "loss"]].assign(unit=p.unit)
-write_parquet(curve[["unit", "step", "skill", "loss"]], snakemake.output.curve)
+write_parquet(curve, snakemake.output.curve)

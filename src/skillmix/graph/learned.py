@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from skillmix.errors import SkillmixInputError
-from skillmix.graph.store import CURVE_COLUMNS, write_graph
+from skillmix.graph.store import CURVE_COLUMNS, REPEAT_COLUMN, write_graph
 from skillmix.graph.units import LEARNED_FROM_RUNS, check_method, graph_units, named, pair_unit
 
 MEASURES = ("end", "window", "steps_to_target")
@@ -197,7 +197,11 @@ def initial_loss(curve: pd.DataFrame, skill: str) -> float:
 
 
 class _Unit:
-    """One unit's curve grouped by skill once, for repeated look-ups."""
+    """One unit's curve grouped by skill (and repeat) once, for repeated look-ups.
+
+    A curve with a ``repeat`` column holds several runs of the unit: its losses are the mean
+    over repeats at each evaluated step, its steps to a target the earliest over repeats.
+    """
 
     def __init__(self, unit: str, curve: pd.DataFrame, options: GraphOptions) -> None:
         _check_curve(curve, unit)
@@ -208,12 +212,26 @@ class _Unit:
             )
         self.unit = unit
         self.options = options
+        if REPEAT_COLUMN not in curve.columns:
+            curve = curve.assign(**{REPEAT_COLUMN: 0})
         self.groups = {skill: rows for skill, rows in curve.groupby("skill", sort=False)}
 
-    def _rows(self, skill: str) -> tuple[np.ndarray, np.ndarray]:
+    def _repeats(self, skill: str) -> list[tuple[np.ndarray, np.ndarray]]:
         if skill not in self.groups:
             raise SkillmixInputError(f"graph unit {self.unit!r}: curve has no loss for skill {skill!r}")
-        return _skill_rows(self.groups[skill], skill, self.unit)
+        runs = [
+            _skill_rows(rows, skill, self.unit)
+            for _, rows in self.groups[skill].groupby(REPEAT_COLUMN, sort=True)
+        ]
+        if any(not np.array_equal(steps, runs[0][0]) for steps, _ in runs[1:]):
+            raise SkillmixInputError(
+                f"graph unit {self.unit!r}: the repeats of skill {skill!r} were evaluated at different steps"
+            )
+        return runs
+
+    def _rows(self, skill: str) -> tuple[np.ndarray, np.ndarray]:
+        runs = self._repeats(skill)
+        return runs[0][0], np.mean([losses for _, losses in runs], axis=0)
 
     def after(self, skill: str) -> float:
         return _measure(*self._rows(skill), self.options, self.unit, skill)
@@ -222,10 +240,10 @@ class _Unit:
         return _initial(*self._rows(skill), self.unit, skill)
 
     def steps_to(self, skill: str, target: float) -> float:
-        """The first evaluated step at which the skill's loss is <= target (inf if never)."""
-        steps, losses = self._rows(skill)
-        reached = steps[losses <= target]
-        return float(reached.min()) if len(reached) else math.inf
+        """The first evaluated step at which the skill's loss is <= target in any repeat (inf if never)."""
+        firsts = [steps[losses <= target] for steps, losses in self._repeats(skill)]
+        reached = [float(hits.min()) for hits in firsts if len(hits)]
+        return min(reached) if reached else math.inf
 
 
 def _relative(delta: float, reference: float, unit: str, skill: str) -> float:
@@ -282,6 +300,9 @@ def assemble(
       ``A[i, j] = 1`` when the i, j mix reaches ``target_loss`` on j at an earlier evaluation
       than j alone (a run that never reaches it counts as infinitely late), else 0; diagonal 1.
       ``binary_edge_weight`` then sets the edge weight (the paper's 0.5).
+
+    A unit run several times (a ``repeat`` column, ``graph.runs.repeats``) counts with the mean of
+    its repeats' losses at each step, and with its earliest step to the target over repeats.
 
     Then ``clip_negative``, ``threshold``, ``binary_edge_weight`` and ``diagonal`` (see
     :class:`GraphOptions`), in that order.
@@ -351,8 +372,14 @@ def assemble(
     if not np.isfinite(A).all():  # pragma: no cover - every input value was checked finite
         raise SkillmixInputError(f"graph.method {method!r}: the assembled graph has non-finite entries")
     A = postprocess(A, options)
-    raw = pd.concat([curves[unit].loc[:, list(CURVE_COLUMNS)] for unit in units], ignore_index=True)
-    raw = raw.astype({"unit": str, "step": "int64", "skill": str, "loss": "float64"})
+    frames = [curves[unit] for unit in units]
+    columns = list(CURVE_COLUMNS)
+    if any(REPEAT_COLUMN in frame.columns for frame in frames):
+        columns.insert(1, REPEAT_COLUMN)
+        frames = [frame if REPEAT_COLUMN in frame else frame.assign(**{REPEAT_COLUMN: 0}) for frame in frames]
+    raw = pd.concat([frame.loc[:, columns] for frame in frames], ignore_index=True)
+    dtypes = {"unit": str, REPEAT_COLUMN: "int64", "step": "int64", "skill": str, "loss": "float64"}
+    raw = raw.astype({column: dtypes[column] for column in columns})
     return A, raw
 
 

@@ -1,4 +1,8 @@
-"""Graph-learning runs: one skill or an equal pair, from the initial model, every skill's loss."""
+"""Graph-learning runs: one skill or an equal pair, from the initial model, every skill's loss.
+
+A unit may be trained several times (`graph.runs.repeats`), from the same initial model with
+another batch order (and other fresh examples) each time; its curve then has a `repeat` column.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.units import unit_slugs
 from skillmix.sampling import SkillSampler
 from skillmix.training import TrainSettings, fingerprint
 from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data, run_sets
+
+REPEAT_SEED_STRIDE = 1_000_003
+"""Seed distance between two repeats of a unit (far from the small seeds a benchmark sweeps)."""
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The training seed (batch order, fresh examples) of repeat `repeat` of a graph unit."""
+    return int(seed) + int(repeat) * REPEAT_SEED_STRIDE
 
 
 def prepare_graph_unit(
@@ -26,11 +39,13 @@ def prepare_graph_unit(
     train_paths: Sequence[str | os.PathLike],
     val_dir: str | os.PathLike,
     source_cfg: dict[str, Any] | None = None,
+    repeat: int = 0,
 ) -> TrainingRun:
     """One graph-learning run: train on the unit's skills (equal mix) from the initial model.
 
     With `graph.runs.data: fresh` (a synthetic `source_cfg`) it trains on new examples
-    instead of the unit's training slices (:mod:`skillmix.fresh`).
+    instead of the unit's training slices (:mod:`skillmix.fresh`). Repeat r > 0 of a unit
+    draws its batches (and fresh examples) with the seed `graph.runs.seed + r * REPEAT_SEED_STRIDE`.
 
     Every skill's validation loss is measured (loss only, no generation) before training,
     every `eval_every` steps and at the end, from the slices in `val_dir` (one
@@ -54,7 +69,14 @@ def prepare_graph_unit(
         runs_cfg.get("eval_examples"),
         val_eos=eval_cfg.get("eos_in_loss", False),
     )
-    settings = TrainSettings.from_config({**runs_cfg, "eval_accuracy": False, "checkpoint_every": 0})
+    settings = TrainSettings.from_config(
+        {
+            **{key: value for key, value in runs_cfg.items() if key != "repeats"},
+            "seed": repeat_seed(runs_cfg.get("seed", 0), repeat),
+            "eval_accuracy": False,
+            "checkpoint_every": 0,
+        }
+    )
     sampler = SkillSampler(
         unit_skills, [len(s) for s in train_sets], np.ones(len(unit_skills)), settings.seed, settings.steps
     )
@@ -72,6 +94,7 @@ def prepare_graph_unit(
         model_cfg,
         runs_cfg,
         unit,
+        repeat,
         [file_digest(p) for p in [*train_paths, *val_paths]],
         None if sets is train_sets else source_cfg,
     )
@@ -86,3 +109,28 @@ def prepare_graph_unit(
         eval_cfg.get("batch_size", 64),
         digest,
     )
+
+
+def run_graph_unit(
+    model_cfg: dict[str, Any],
+    runs_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    unit: str,
+    manifest_path: str | os.PathLike,
+    train_paths: Sequence[str | os.PathLike],
+    val_dir: str | os.PathLike,
+    source_cfg: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train a unit `graph.runs.repeats` times and return its curve: columns unit, repeat, step,
+    skill, loss (every skill's validation loss at every evaluated step of every repeat)."""
+    repeats = runs_cfg.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise SkillmixInputError(f"graph.runs.repeats: got {repeats!r}, expected an integer >= 1")
+    curves = []
+    for repeat in range(repeats):
+        run = prepare_graph_unit(
+            model_cfg, runs_cfg, eval_cfg, unit, manifest_path, train_paths, val_dir, source_cfg, repeat
+        )
+        curve = run.train().val_curve[["step", "skill", "loss"]]
+        curves.append(curve.assign(unit=unit, repeat=repeat))
+    return pd.concat(curves, ignore_index=True)[["unit", "repeat", "step", "skill", "loss"]]

@@ -20,6 +20,8 @@ from skillmix.jobs import atomic_file, write_json, write_parquet  # noqa: E402
 
 CURVE_COLUMNS = ("unit", "step", "skill", "loss")
 """Columns of a unit's curve: every skill's validation loss at every evaluated step."""
+REPEAT_COLUMN = "repeat"
+"""Optional curve column: which run of a unit trained several times (graph.runs.repeats)."""
 ADJACENCY_FILE = "adjacency.npy"
 SKILLS_FILE = "skills.json"
 RAW_FILE = "raw.parquet"
