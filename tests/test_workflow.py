@@ -441,8 +441,9 @@ def test_graph_outputs_of_the_tiny_run(tiny_run, tiny_manifest):
     assert sorted(raw["unit"].unique()) == sorted(want)
     assert set(raw["step"]) == {0, 3, 6}
     assert (folder / "heatmap.png").read_bytes()[:8] == PNG_MAGIC
-    # A[i, j] for i != j is L_j(after j alone) − L_j(after i ∪ j), relative to the first
-    curve = raw.set_index(["unit", "step", "skill"])["loss"]
+    # A[i, j] for i != j is L_j(after j alone) − L_j(after i ∪ j), relative to the first; each
+    # loss is the mean over the unit's repeats
+    curve = raw.groupby(["unit", "step", "skill"])["loss"].mean()
     i, j = 0, 1
     alone = curve[(slugs[j], 3, names[j])] / 2 + curve[(slugs[j], 6, names[j])] / 2
     pair = (
@@ -479,6 +480,19 @@ def test_skillit_mixture_of_the_tiny_run(tiny_run, tiny_manifest):
     summary = pd.read_parquet(tiny_run / "results/eval/summary.parquet")
     assert sorted(summary["run"].unique()) == sorted(RUNS)
     assert (tiny_run / "results/eval/comparison.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_graph_units_are_trained_repeats_times_from_one_initial_model(tiny_run):
+    """graph.runs.repeats (2 in the tiny config): every unit's curve holds both repeats, with the same
+    losses before training (one initial model) and other ones after (another batch order)."""
+    raw = pd.read_parquet(tiny_run / "results/graph/brute_force/raw.parquet")
+    assert list(raw.columns) == ["unit", "repeat", "step", "skill", "loss"]
+    for unit, rows in raw.groupby("unit"):
+        assert sorted(rows["repeat"].unique()) == [0, 1], unit
+        wide = rows.pivot_table(index=["step", "skill"], columns="repeat", values="loss")
+        before, after = wide.loc[0], wide.drop(index=0, level="step")
+        assert np.array_equal(before[0].to_numpy(), before[1].to_numpy()), unit
+        assert not np.allclose(after[0].to_numpy(), after[1].to_numpy()), unit
 
 
 def test_linear_graph_dag_has_one_run_per_skill(tiny_run, tmp_path):

@@ -1,7 +1,8 @@
 """A training job assembled from config blocks and slice files: the model, the encoded data, the sampler.
 
 Shared by the stages that train (Skill-It's strategies, the graph runs): :class:`TrainingRun`
-holds everything one job needs; :func:`load_run_data` loads the model and encodes the slices.
+holds everything one job needs; :func:`load_run_data` loads the model and encodes the slices
+(:class:`RunData`), which becomes the job once its sampler is chosen.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from skillmix.fresh import FreshSets
 from skillmix.modeling import Runtime, load_model, select_runtime
 from skillmix.sampling import SkillSampler
 from skillmix.sources import SYNTHETIC_KINDS
-from skillmix.training import TrainResult, TrainSettings, train
+from skillmix.training import TrainResult, TrainSettings, fingerprint, train
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -134,6 +135,48 @@ def run_sets(
     return fresh
 
 
+@dataclass
+class RunData:
+    """A run's model, runtime and encoded slices, before its sampler is chosen."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    runtime: Runtime
+    train_sets: list[EncodedSet]
+    val_sets: list[EncodedSet]
+    data_paths: list[str | os.PathLike]
+    """The slice files read (their bytes are part of the run's identity)."""
+
+    def training_run(
+        self,
+        sampler: SkillSampler,
+        settings: TrainSettings,
+        fresh: FreshSets | None,
+        eval_batch_size: int,
+        identity: Sequence[Any],
+        source_cfg: dict[str, Any] | None,
+    ) -> TrainingRun:
+        """The job: trains on the fresh sets when given and the sampler can index them (else on the
+        slices); its fingerprint hashes `identity`, the slice files and, for fresh sets, the source."""
+        sets = run_sets(self.train_sets, fresh, sampler)
+        digest = fingerprint(
+            *identity,
+            [file_digest(p) for p in self.data_paths],
+            None if sets is self.train_sets else source_cfg,
+        )
+        return TrainingRun(
+            self.model,
+            self.tokenizer,
+            self.runtime,
+            sets,
+            self.val_sets,
+            sampler,
+            settings,
+            eval_batch_size,
+            digest,
+        )
+
+
 def load_run_data(
     model_cfg: dict[str, Any],
     train_skills: list[str],
@@ -143,7 +186,7 @@ def load_run_data(
     val_limit: int | None,
     loss_on: str = "answer",
     val_eos: bool = False,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, list[EncodedSet], list[EncodedSet]]:
+) -> RunData:
     """The model, its runtime, and the encoded training and validation sets of a run.
 
     Training labels follow `loss_on` (with end-of-sequence); validation labels are the answer
@@ -154,4 +197,4 @@ def load_run_data(
     max_length = model_cfg.get("max_length", 128)
     train_sets = load_sets(tokenizer, train_skills, train_paths, max_length, loss_on=loss_on)
     val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit, eos_label=val_eos)
-    return model, tokenizer, runtime, train_sets, val_sets
+    return RunData(model, tokenizer, runtime, train_sets, val_sets, [*train_paths, *val_paths])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ import pandas as pd
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.units import unit_slugs
 from skillmix.sampling import SkillSampler
-from skillmix.training import TrainSettings, fingerprint
-from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data, run_sets
+from skillmix.training import TrainSettings
+from skillmix.training_run import TrainingRun, fresh_training_sets, load_run_data
 
 REPEAT_SEED_STRIDE = 1_000_003
 """Seed distance between two repeats of a unit (far from the small seeds a benchmark sweeps)."""
@@ -60,7 +60,7 @@ def prepare_graph_unit(
     if unknown:
         raise SkillmixInputError(f"graph unit {unit!r}: no skill with slug {unknown} in {manifest_path}")
     unit_skills = [by_slug[slug] for slug in unit_slugs(unit)]
-    model, tokenizer, runtime, train_sets, val_sets = load_run_data(
+    data = load_run_data(
         model_cfg,
         unit_skills,
         skills,
@@ -71,66 +71,40 @@ def prepare_graph_unit(
     )
     settings = TrainSettings.from_config(
         {
-            **{key: value for key, value in runs_cfg.items() if key != "repeats"},
+            **runs_cfg,
             "seed": repeat_seed(runs_cfg.get("seed", 0), repeat),
             "eval_accuracy": False,
             "checkpoint_every": 0,
         }
     )
     sampler = SkillSampler(
-        unit_skills, [len(s) for s in train_sets], np.ones(len(unit_skills)), settings.seed, settings.steps
+        unit_skills,
+        [len(s) for s in data.train_sets],
+        np.ones(len(unit_skills)),
+        settings.seed,
+        settings.steps,
     )
     fresh = fresh_training_sets(
         runs_cfg.get("data", "pool"),
         "graph.runs.data",
         source_cfg,
         unit_skills,
-        tokenizer,
+        data.tokenizer,
         model_cfg,
         settings.seed,
     )
-    sets = run_sets(train_sets, fresh, sampler)
-    digest = fingerprint(
-        model_cfg,
-        runs_cfg,
-        unit,
-        repeat,
-        [file_digest(p) for p in [*train_paths, *val_paths]],
-        None if sets is train_sets else source_cfg,
-    )
-    return TrainingRun(
-        model,
-        tokenizer,
-        runtime,
-        sets,
-        val_sets,
-        sampler,
-        settings,
-        eval_cfg.get("batch_size", 64),
-        digest,
-    )
+    identity = [model_cfg, runs_cfg, unit, repeat]
+    return data.training_run(sampler, settings, fresh, eval_cfg.get("batch_size", 64), identity, source_cfg)
 
 
-def run_graph_unit(
-    model_cfg: dict[str, Any],
-    runs_cfg: dict[str, Any],
-    eval_cfg: dict[str, Any],
-    unit: str,
-    manifest_path: str | os.PathLike,
-    train_paths: Sequence[str | os.PathLike],
-    val_dir: str | os.PathLike,
-    source_cfg: dict[str, Any] | None = None,
-) -> pd.DataFrame:
-    """Train a unit `graph.runs.repeats` times and return its curve: columns unit, repeat, step,
-    skill, loss (every skill's validation loss at every evaluated step of every repeat)."""
-    repeats = runs_cfg.get("repeats", 1)
+def graph_unit_curve(unit: str, repeats: int, prepare: Callable[[int], TrainingRun]) -> pd.DataFrame:
+    """Train a unit `repeats` times (`prepare(r)` builds repeat r, e.g. :func:`prepare_graph_unit`
+    with `repeat=r`) and return its curve: columns unit, repeat, step, skill, loss (every skill's
+    validation loss at every evaluated step of every repeat)."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise SkillmixInputError(f"graph.runs.repeats: got {repeats!r}, expected an integer >= 1")
     curves = []
     for repeat in range(repeats):
-        run = prepare_graph_unit(
-            model_cfg, runs_cfg, eval_cfg, unit, manifest_path, train_paths, val_dir, source_cfg, repeat
-        )
-        curve = run.train().val_curve[["step", "skill", "loss"]]
+        curve = prepare(repeat).train().val_curve[["step", "skill", "loss"]]
         curves.append(curve.assign(unit=unit, repeat=repeat))
     return pd.concat(curves, ignore_index=True)[["unit", "repeat", "step", "skill", "loss"]]

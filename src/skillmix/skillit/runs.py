@@ -17,8 +17,8 @@ from skillmix.evaluation import example_losses
 from skillmix.graph.store import read_graph
 from skillmix.modeling import Runtime
 from skillmix.skillit.samplers import make_sampler
-from skillmix.training import TrainSettings, fingerprint
-from skillmix.training_run import TrainingRun, file_digest, fresh_training_sets, load_run_data, run_sets
+from skillmix.training import TrainSettings
+from skillmix.training_run import TrainingRun, fresh_training_sets, load_run_data
 
 
 def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
@@ -80,7 +80,7 @@ def prepare_run(
     train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
     named_targets = train_cfg.get("target_skills")
     targets = _skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
-    model, tokenizer, runtime, train_sets, val_sets = load_run_data(
+    data = load_run_data(
         model_cfg,
         train_skills,
         skills,
@@ -107,13 +107,13 @@ def prepare_run(
         "train.data",
         source_cfg,
         train_skills,
-        tokenizer,
+        data.tokenizer,
         model_cfg,
         settings.seed,
         train_cfg.get("loss_on", "answer"),
     )
     if strategy in ("curriculum", "anticurriculum"):
-        pool, budget = sum(len(s) for s in train_sets), settings.steps * settings.batch_size
+        pool, budget = sum(len(s) for s in data.train_sets), settings.steps * settings.batch_size
         if pool < budget:
             raise SkillmixInputError(
                 f"train.strategies {strategy}: the budget of train.steps × train.batch_size = {budget} "
@@ -122,11 +122,11 @@ def prepare_run(
                 "the source, or fewer steps)"
             )
     if strategy in ("curriculum", "anticurriculum", "skill_curriculum"):
-        losses = initial_example_losses(model, tokenizer, train_sets, runtime)
+        losses = initial_example_losses(data.model, data.tokenizer, data.train_sets, data.runtime)
     sampler = make_sampler(
         strategy,
         train_skills,
-        [len(s) for s in train_sets],
+        [len(s) for s in data.train_sets],
         settings.seed,
         settings.update_steps,
         graph=graph,
@@ -136,25 +136,12 @@ def prepare_run(
         curriculum=strategy_cfg,
         example_losses=losses,
     )
-    sets = run_sets(train_sets, fresh, sampler)
-    digest = fingerprint(
+    identity = [
         model_cfg,
         train_cfg,
         eval_cfg,
         strategy,
         strategy_cfg,
         None if graph is None else graph.tolist(),
-        [file_digest(p) for p in [*train_paths, *val_paths]],
-        None if sets is train_sets else source_cfg,
-    )
-    return TrainingRun(
-        model,
-        tokenizer,
-        runtime,
-        sets,
-        val_sets,
-        sampler,
-        settings,
-        eval_cfg.get("batch_size", 64),
-        digest,
-    )
+    ]
+    return data.training_run(sampler, settings, fresh, eval_cfg.get("batch_size", 64), identity, source_cfg)
