@@ -43,11 +43,11 @@ rule graph_assemble:
         method="brute_force|linear",
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("graph_assemble", "threads")
     resources:
         mem_mb=res("graph_assemble", "mem_mb"),
         runtime=res("graph_assemble", "runtime"),
-        gpu=0,
+        gpu=res("graph_assemble", "gpu"),
     params:
         method="{method}",
         options=config["graph"]["assemble"],
@@ -102,11 +102,11 @@ rule graph_given:
         method="given",
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("graph_assemble", "threads")
     resources:
         mem_mb=res("graph_assemble", "mem_mb"),
         runtime=res("graph_assemble", "runtime"),
-        gpu=0,
+        gpu=res("graph_assemble", "gpu"),
     params:
         given=config["graph"]["given"],
         code=script_code("graph_given.py"),

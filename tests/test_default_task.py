@@ -1,5 +1,5 @@
 """The embedded default end to end: XOR skills, the brute-force graph against the known graph, and
-Skill-It and stratified against random (slow: the real `snakemake --cores 2`, about 3 minutes)."""
+Skill-It and stratified against random (slow: the real `snakemake --cores 2`, under 10 minutes)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ def test_brute_force_graph_recovers_the_known_graph(default_run):
 
 
 def test_skillit_and_stratified_beat_random(default_run):
-    """What bench/skillit_default.py shows on every seed (docs/benchmarks.md): Skill-It and
-    stratified beat random by 10 points at the end and halfway. On seed 0 (this run) Skill-It
-    and stratified tie (1.000 at the end, 0.980 and 0.988 halfway); over seeds Skill-It is ahead
-    halfway, where stratified's seeds 1 and 2 are still on the chance plateau."""
+    """What bench/skillit_default.py shows over seeds (docs/benchmarks.md): Skill-It and stratified
+    beat random by 10 points at the end and halfway, Skill-It at least as well as stratified. On
+    seed 0 (this run): test 0.508 / 0.798 / 1.000 and halfway 0.472 / 0.766 / 1.000 (random,
+    stratified, Skill-It); stratified leaves the composites' plateau only on some seeds."""
     summary = pd.read_parquet(default_run / "results/eval/summary.parquet")
     test = summary[summary["split"] == "test"].set_index("run")["accuracy"]
     steps = yaml.safe_load(MAIN_CONFIG.read_text())["train"]["steps"]
@@ -60,12 +60,23 @@ def test_skillit_favours_the_prerequisites_first_then_what_is_not_learned(defaul
     assert second["xor-f"] + second["xor-g"] > first["xor-f"] + first["xor-g"]
 
 
-def test_stratified_learns_every_skill_maps_first(default_run):
-    metrics = pd.read_parquet(default_run / "results/eval/stratified/metrics.parquet")
+def _learned_at(workdir, run: str) -> dict[str, float]:
+    """The first validation step at which each skill's accuracy reaches 0.95 (nan if never)."""
+    metrics = pd.read_parquet(workdir / f"results/eval/{run}/metrics.parquet")
     val = metrics[metrics["split"] == "val"]
-    learned = {
-        skill: rows.loc[rows["accuracy"] >= 0.95, "step"].min() for skill, rows in val.groupby("skill")
-    }
+    return {skill: rows.loc[rows["accuracy"] >= 0.95, "step"].min() for skill, rows in val.groupby("skill")}
+
+
+def test_skillit_learns_every_skill_in_prerequisite_order(default_run):
+    learned = _learned_at(default_run, "skillit")
     assert all(np.isfinite(step) for step in learned.values()), learned
-    maps = max(learned[s] for s in ("map-f", "map-g"))
-    assert maps <= min(learned[s] for s in ("xor-f", "xor-g")), learned
+    assert max(learned[s] for s in ("map-f", "map-g")) <= min(learned[s] for s in ("xor-f", "xor-g")), learned
+
+
+def test_stratified_learns_the_maps_and_no_composite_before_its_map(default_run):
+    """Stratified learns the three maps within the budget; a composite, when learned at all (on
+    seed 0 not within 800 steps, on seeds 1-3 by step 350-700), comes after its own map."""
+    learned = _learned_at(default_run, "stratified")
+    assert all(np.isfinite(learned[s]) for s in ("map-f", "map-g", "map-h")), learned
+    for composite, prerequisite in (("xor-f", "map-f"), ("xor-g", "map-g")):
+        assert not learned[composite] < learned[prerequisite], learned
