@@ -5,23 +5,17 @@ from skillmix.jobs import start_log, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.graph.runs import graph_unit_curve, prepare_graph_unit
+from skillmix.graph.runs import graph_unit_curve
 
 p = snakemake.params
-
-
-def prepare(repeat):
-    return prepare_graph_unit(
-        p.model,
-        p.runs,
-        p.eval,
-        p.unit,
-        snakemake.input.manifest,
-        snakemake.input.train,
-        snakemake.input.val,
-        source_cfg=p.source,
-        repeat=repeat,
-    )
-
-
-write_parquet(graph_unit_curve(p.unit, p.runs["repeats"], prepare), snakemake.output.curve)
+curve = graph_unit_curve(
+    p.model,
+    p.runs,
+    p.eval,
+    p.unit,
+    snakemake.input.manifest,
+    snakemake.input.train,
+    snakemake.input.val,
+    source_cfg=p.source,
+)
+write_parquet(curve, snakemake.output.curve)

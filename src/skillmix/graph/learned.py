@@ -199,8 +199,8 @@ def initial_loss(curve: pd.DataFrame, skill: str) -> float:
 class _Unit:
     """One unit's curve grouped by skill (and repeat) once, for repeated look-ups.
 
-    A curve with a ``repeat`` column holds several runs of the unit: its losses are the mean
-    over repeats at each evaluated step, its steps to a target the earliest over repeats.
+    Its ``repeat`` column tells the unit's runs apart: its losses are the mean over repeats at
+    each evaluated step, its steps to a target the earliest over repeats.
     """
 
     def __init__(self, unit: str, curve: pd.DataFrame, options: GraphOptions) -> None:
@@ -212,11 +212,13 @@ class _Unit:
             )
         self.unit = unit
         self.options = options
-        if REPEAT_COLUMN not in curve.columns:
-            curve = curve.assign(**{REPEAT_COLUMN: 0})
         self.groups = {skill: rows for skill, rows in curve.groupby("skill", sort=False)}
+        self._runs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def _repeats(self, skill: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(steps, losses) of every repeat of the skill, checked once and kept."""
+        if skill in self._runs:
+            return self._runs[skill]
         if skill not in self.groups:
             raise SkillmixInputError(f"graph unit {self.unit!r}: curve has no loss for skill {skill!r}")
         runs = [
@@ -227,6 +229,7 @@ class _Unit:
             raise SkillmixInputError(
                 f"graph unit {self.unit!r}: the repeats of skill {skill!r} were evaluated at different steps"
             )
+        self._runs[skill] = runs
         return runs
 
     def _rows(self, skill: str) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +328,14 @@ def assemble(
             f"graph.method {method!r}: missing curve(s) for unit(s) {named(missing)} "
             f"({len(missing)} of {len(units)} units)"
         )
-    loaded = {unit: _Unit(unit, curves[unit], options) for unit in units}
+    repeated = any(REPEAT_COLUMN in curves[unit].columns for unit in units)
+    frames = {  # a curve without the column is a single run, repeat 0
+        unit: curves[unit]
+        if REPEAT_COLUMN in curves[unit].columns
+        else curves[unit].assign(**{REPEAT_COLUMN: 0})
+        for unit in units
+    }
+    loaded = {unit: _Unit(unit, frames[unit], options) for unit in units}
     relative = options.normalise == "relative"
     k = len(skills)
     A = np.zeros((k, k), dtype=np.float64)
@@ -372,12 +382,10 @@ def assemble(
     if not np.isfinite(A).all():  # pragma: no cover - every input value was checked finite
         raise SkillmixInputError(f"graph.method {method!r}: the assembled graph has non-finite entries")
     A = postprocess(A, options)
-    frames = [curves[unit] for unit in units]
     columns = list(CURVE_COLUMNS)
-    if any(REPEAT_COLUMN in frame.columns for frame in frames):
+    if repeated:
         columns.insert(1, REPEAT_COLUMN)
-        frames = [frame if REPEAT_COLUMN in frame else frame.assign(**{REPEAT_COLUMN: 0}) for frame in frames]
-    raw = pd.concat([frame.loc[:, columns] for frame in frames], ignore_index=True)
+    raw = pd.concat([frames[unit].loc[:, columns] for unit in units], ignore_index=True)
     dtypes = {"unit": str, REPEAT_COLUMN: "int64", "step": "int64", "skill": str, "loss": "float64"}
     raw = raw.astype({column: dtypes[column] for column in columns})
     return A, raw

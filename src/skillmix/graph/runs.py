@@ -6,9 +6,10 @@ another batch order (and other fresh examples) each time; its curve then has a `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import pandas as pd
 
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.units import unit_slugs
+from skillmix.modeling import load_model
 from skillmix.sampling import SkillSampler
 from skillmix.training import TrainSettings
-from skillmix.training_run import TrainingRun, fresh_training_sets, load_run_data
+from skillmix.training_run import RunData, TrainingRun, fresh_training_sets, load_run_data
 
 REPEAT_SEED_STRIDE = 1_000_003
 """Seed distance between two repeats of a unit (far from the small seeds a benchmark sweeps)."""
@@ -30,7 +32,7 @@ def repeat_seed(seed: int, repeat: int) -> int:
     return int(seed) + int(repeat) * REPEAT_SEED_STRIDE
 
 
-def prepare_graph_unit(
+def graph_unit_curve(
     model_cfg: dict[str, Any],
     runs_cfg: dict[str, Any],
     eval_cfg: dict[str, Any],
@@ -39,18 +41,17 @@ def prepare_graph_unit(
     train_paths: Sequence[str | os.PathLike],
     val_dir: str | os.PathLike,
     source_cfg: dict[str, Any] | None = None,
-    repeat: int = 0,
-) -> TrainingRun:
-    """One graph-learning run: train on the unit's skills (equal mix) from the initial model.
-
-    With `graph.runs.data: fresh` (a synthetic `source_cfg`) it trains on new examples
-    instead of the unit's training slices (:mod:`skillmix.fresh`). Repeat r > 0 of a unit
-    draws its batches (and fresh examples) with the seed `graph.runs.seed + r * REPEAT_SEED_STRIDE`.
+) -> pd.DataFrame:
+    """Train on the unit's skills (equal mix) from the initial model, `graph.runs.repeats` times,
+    and return its curve: columns unit, repeat, step, skill, loss.
 
     Every skill's validation loss is measured (loss only, no generation) before training,
     every `eval_every` steps and at the end, from the slices in `val_dir` (one
     `{slug}.parquet` per skill of the manifest: the folder is the job's one input, which keeps
-    the DAG of thousands of pair runs small).
+    the DAG of thousands of pair runs small). With `graph.runs.data: fresh` (a synthetic
+    `source_cfg`) it trains on new examples instead of the unit's training slices
+    (:mod:`skillmix.fresh`). The slices are read and encoded once; each repeat starts from a newly
+    loaded initial model and draws its batches (and fresh examples) with :func:`repeat_seed`.
     """
     manifest = json.loads(Path(manifest_path).read_text())
     val_paths = [Path(val_dir) / f"{s['slug']}.parquet" for s in manifest["skills"]]
@@ -69,6 +70,27 @@ def prepare_graph_unit(
         runs_cfg.get("eval_examples"),
         val_eos=eval_cfg.get("eos_in_loss", False),
     )
+    curves = []
+    for repeat in range(runs_cfg.get("repeats", 1)):
+        if repeat:  # training changed the model in place: start again from the initial one
+            data = dataclasses.replace(data, model=load_model(model_cfg)[0])
+        run = _unit_run(data, unit, unit_skills, model_cfg, runs_cfg, eval_cfg, source_cfg, repeat)
+        curve = run.train().val_curve[["step", "skill", "loss"]]
+        curves.append(curve.assign(unit=unit, repeat=repeat))
+    return pd.concat(curves, ignore_index=True)[["unit", "repeat", "step", "skill", "loss"]]
+
+
+def _unit_run(
+    data: RunData,
+    unit: str,
+    unit_skills: list[str],
+    model_cfg: dict[str, Any],
+    runs_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    source_cfg: dict[str, Any] | None,
+    repeat: int,
+) -> TrainingRun:
+    """Repeat `repeat` of a unit: an equal mix of its skills, batches drawn with its own seed."""
     settings = TrainSettings.from_config(
         {
             **runs_cfg,
@@ -95,16 +117,3 @@ def prepare_graph_unit(
     )
     identity = [model_cfg, runs_cfg, unit, repeat]
     return data.training_run(sampler, settings, fresh, eval_cfg.get("batch_size", 64), identity, source_cfg)
-
-
-def graph_unit_curve(unit: str, repeats: int, prepare: Callable[[int], TrainingRun]) -> pd.DataFrame:
-    """Train a unit `repeats` times (`prepare(r)` builds repeat r, e.g. :func:`prepare_graph_unit`
-    with `repeat=r`) and return its curve: columns unit, repeat, step, skill, loss (every skill's
-    validation loss at every evaluated step of every repeat)."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise SkillmixInputError(f"graph.runs.repeats: got {repeats!r}, expected an integer >= 1")
-    curves = []
-    for repeat in range(repeats):
-        curve = prepare(repeat).train().val_curve[["step", "skill", "loss"]]
-        curves.append(curve.assign(unit=unit, repeat=repeat))
-    return pd.concat(curves, ignore_index=True)[["unit", "repeat", "step", "skill", "loss"]]
