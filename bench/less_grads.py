@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from skillmix.less.datastore import gradient_features
 from skillmix.encoding import collate, encode_frame, per_example_loss
 from skillmix.gradients import PerExampleGradients, lora_parameters
+from skillmix.less.datastore import gradient_features
 from skillmix.modeling import load_model, select_runtime
 from skillmix.sources.lego import generate_lego
 

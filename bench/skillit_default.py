@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from skillmix.config import complete
 from skillmix.graph.agreement import edge_agreement, graph_agreement
-from skillmix.sources.xor import XOR_DEFAULTS, xor_ground_truth
+from skillmix.sources.xor import xor_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ["random", "curriculum", "anticurriculum", "stratified", "skill_curriculum", "skillit"]
@@ -141,7 +142,7 @@ def collect(seed: int, out: Path, wall: float) -> dict:
     anti = out / f"seed{seed}_skill_anticurriculum"
     numbers = {run: _strategy_numbers(main, run, steps // 2) for run in STRATEGIES}
     numbers["skill_anticurriculum"] = _strategy_numbers(anti, "skill_curriculum", steps // 2)
-    xor = {**XOR_DEFAULTS, **config["source"].get("xor", {})}
+    xor = complete("source.xor", config["source"].get("xor"))
     known = xor_ground_truth(xor["maps"], xor["composites"])
     graphs = {
         m: np.load((main if m == "brute_force" else other) / f"results/graph/{m}/adjacency.npy")
@@ -196,6 +197,7 @@ def report(results: list[dict]) -> str:
         "| graph | edge precision (per seed) | edge recall (per seed) | edge F1 | Spearman vs known | Spearman vs brute force | job seconds |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+
     def per(m: str, key: str) -> str:
         return ", ".join(f"{r['edges'][m][key]:.2f}" for r in results)
 
@@ -232,7 +234,11 @@ def report(results: list[dict]) -> str:
         for i in skills:
             values = [r["pair_steps"][j].get(i, float("nan")) for r in results]
             cells.append(", ".join("–" if np.isnan(v) else f"{v:.0f}" for v in values))
-        lines.append(f"| {j} | " + " | ".join(c if i != j else f"alone: {c}" for i, c in zip(skills, cells, strict=True)) + " |")
+        lines.append(
+            f"| {j} | "
+            + " | ".join(c if i != j else f"alone: {c}" for i, c in zip(skills, cells, strict=True))
+            + " |"
+        )
     bf = np.mean([np.array(r["graphs"]["brute_force"]) for r in results], axis=0)
     lines += ["", "Brute-force graph, mean over seeds (rows: trained on, columns: evaluated on):", ""]
     lines.append("```")

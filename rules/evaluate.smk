@@ -59,11 +59,11 @@ rule compare:
         "benchmarks/compare/compare.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=1000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         code=script_code("compare.py"),
     script:

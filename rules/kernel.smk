@@ -18,11 +18,11 @@ rule kernel_task:
         "benchmarks/kernel/task.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         kernel=KERNEL_TASK,
         code=script_code("kernel_task.py"),
@@ -73,11 +73,11 @@ rule kernel:
         "benchmarks/kernel/kernel.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: res("kernel", "threads")
+    threads: res("kernel_solve", "threads")
     resources:
-        mem_mb=res("kernel", "mem_mb"),
-        runtime=res("kernel", "runtime"),
-        gpu=0,
+        mem_mb=res("kernel_solve", "mem_mb"),
+        runtime=res("kernel_solve", "runtime"),
+        gpu=res("kernel_solve", "gpu"),
     params:
         formulas=KERNEL["formulas"],
         row_block=KERNEL["row_block"],
@@ -146,11 +146,11 @@ rule kernel_solve:
         "benchmarks/kernel/solve.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("kernel_solve", "threads")
     resources:
-        mem_mb=2000,
-        runtime=30,
-        gpu=0,
+        mem_mb=res("kernel_solve", "mem_mb"),
+        runtime=res("kernel_solve", "runtime"),
+        gpu=res("kernel_solve", "gpu"),
     params:
         formulas=KERNEL["formulas"],
         solvers=KERNEL["solvers"],

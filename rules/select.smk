@@ -14,11 +14,11 @@ rule select_pool:
         "benchmarks/select/pool.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         skills=SELECT["pool"]["skills"],
         code=script_code("select_pool.py"),
@@ -38,11 +38,11 @@ rule select_target:
         "benchmarks/select/target.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         target=SELECT["target"],
         code=script_code("select_target.py"),
@@ -159,11 +159,11 @@ rule select_random:
         "benchmarks/select/random.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         selection=SELECT["selection"],
         code=script_code("select_random.py"),
@@ -198,11 +198,11 @@ rule select_top:
         "benchmarks/select/top.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=2000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         selection=SELECT["selection"],
         code=script_code("select_top.py"),
@@ -294,11 +294,11 @@ rule compare_selected:
         "benchmarks/select/compare.tsv"
     conda:
         "../envs/skillmix.yaml"
-    threads: 1
+    threads: res("small", "threads")
     resources:
-        mem_mb=1000,
-        runtime=10,
-        gpu=0,
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
     params:
         code=script_code("compare_selected.py"),
     script:

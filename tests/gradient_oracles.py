@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from skillmix.encoding import EncodedSet
+from skillmix.errors import SkillmixInputError
 from skillmix.features import (
     FeatureMap,
     Transform,
@@ -15,6 +16,14 @@ from skillmix.features import (
     select_parameters,
 )
 from skillmix.gradients import labelled_examples
+from skillmix.kernel.kernels import (
+    FORMULA_TRANSFORMS,
+    FORMULAS,
+    LabelWords,
+    kernel_from_features,
+    label_logits,
+    lm_label_features,
+)
 from skillmix.modeling import Runtime
 
 
@@ -76,3 +85,30 @@ def example_gradients(
     for pos, grads in batches:
         out[pos] = fmap(grads)[0].cpu()
     return out, [data.ids[i] for i in kept], excluded
+
+
+def kernel(
+    train: torch.Tensor, other: torch.Tensor, formula: str = "sgd", row_block: int = 256, col_block: int = 256
+) -> torch.Tensor:
+    """The kernel of one formula between training Jacobians [N, C, P] and X's [M, C, P]."""
+    if formula not in FORMULAS:
+        raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
+    names = FORMULA_TRANSFORMS[formula]
+    feats = [{t: Transform(t)(x) for t in names} for x in (train, other)]
+    return kernel_from_features(feats[0], feats[1], formula, row_block, col_block)
+
+
+def lm_label_logits(model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords) -> torch.Tensor:
+    """f0: the label-word logits [N, C] of every prompt (float64, eval mode, no gradient)."""
+    model.eval()
+    with torch.no_grad():
+        return torch.stack([label_logits(model, x, lw.ids).double().cpu() for x in ids])
+
+
+def lm_jacobians(
+    model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
+) -> torch.Tensor:
+    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU;
+    parameters in `named_parameters()` order, a tied weight once with the sum of both uses'
+    gradients)."""
+    return lm_label_features(model, ids, lw, subset)[0]["identity"]

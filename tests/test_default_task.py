@@ -9,9 +9,10 @@ import pytest
 import yaml
 from workflow_helpers import MAIN_CONFIG, run_ok
 
+from skillmix.config import complete
 from skillmix.graph.agreement import edge_agreement
 from skillmix.graph.store import read_graph
-from skillmix.sources.xor import XOR_DEFAULTS, xor_ground_truth
+from skillmix.sources.xor import xor_ground_truth
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def default_run(tmp_path_factory):
 def test_brute_force_graph_recovers_the_known_graph(default_run):
     A, rows, columns = read_graph(default_run / "results/graph/brute_force")
     cfg = yaml.safe_load(MAIN_CONFIG.read_text())["source"]["xor"]
-    xor = {**XOR_DEFAULTS, **cfg}
+    xor = complete("source.xor", cfg)
     known = xor_ground_truth(xor["maps"], xor["composites"])
     assert rows == columns == ["map-f", "map-g", "map-h", "xor-f", "xor-g"]
     agreement = edge_agreement(A, known)

@@ -13,7 +13,7 @@ import pytest
 
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.given import load_given
-from skillmix.graph.learned import GraphOptions, assemble, initial_loss, measure_loss
+from skillmix.graph.learned import GraphOptions, UnitCurve, assemble
 from skillmix.graph.store import plot_heatmap, read_graph, write_graph
 from skillmix.graph.units import METHODS, UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.slugs import skill_slug
@@ -172,21 +172,23 @@ def test_options_rejects_bad_values(key: str, value) -> None:
 # losses of one unit
 
 
-def test_measure_and_initial_loss() -> None:
+def test_unit_curve_losses_before_and_after() -> None:
     curve = make_curve(b, LOSSES[b]).sample(frac=1.0, random_state=0)  # row order must not matter
-    assert initial_loss(curve, A_) == 4.02
-    assert measure_loss(curve, A_, GraphOptions()) == 4.4
-    assert measure_loss(curve, A_, GraphOptions(measure="window", window=2)) == pytest.approx(4.35)
-    assert measure_loss(curve, A_, GraphOptions(measure="window", window=3)) == pytest.approx(
-        (4.1 + 4.3 + 4.4) / 3
-    )
-    assert measure_loss(curve, A_, GraphOptions(measure="window", window=1)) == 4.4
+
+    def unit(**options) -> UnitCurve:
+        return UnitCurve(b, curve, GraphOptions(**options))
+
+    assert unit().before(A_) == 4.02
+    assert unit().after(A_) == 4.4
+    assert unit(measure="window", window=2).after(A_) == pytest.approx(4.35)
+    assert unit(measure="window", window=3).after(A_) == pytest.approx((4.1 + 4.3 + 4.4) / 3)
+    assert unit(measure="window", window=1).after(A_) == 4.4
     with pytest.raises(SkillmixInputError, match="graph.assemble.window needs 4"):
-        measure_loss(curve, A_, GraphOptions(measure="window", window=4))
+        unit(measure="window", window=4).after(A_)
     with pytest.raises(SkillmixInputError, match=r"no loss for skill 'nope'"):
-        measure_loss(curve, "nope", GraphOptions())
+        unit().after("nope")
     with pytest.raises(SkillmixInputError, match="step-0"):
-        initial_loss(curve[curve["step"] > 0], A_)
+        UnitCurve(b, curve[curve["step"] > 0], GraphOptions()).before(A_)
 
 
 # ------------------------------------------------------------------------------------------

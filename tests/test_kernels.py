@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gradient_oracles import per_logit_jacobians
+from gradient_oracles import kernel, lm_jacobians, lm_label_logits, per_logit_jacobians
 from torch.func import functional_call
 
 from skillmix.errors import SkillmixInputError
 from skillmix.features import gram, select_parameters
 from skillmix.kernel.kernels import (
     accuracy,
-    kernel,
     predictions_to_labels,
     ridge,
     solve_logistic,
@@ -293,7 +292,7 @@ def test_lm_kernel_predicts_one_sgd_step(tiny_lm):
     other prompts by −η·K·r to first order: the eNTK of the language model."""
     import copy
 
-    from skillmix.kernel.kernels import label_words, lm_jacobians, lm_label_logits, prompt_ids
+    from skillmix.kernel.kernels import label_words, prompt_ids
 
     model, tok = tiny_lm
     model = copy.deepcopy(model)

@@ -169,7 +169,7 @@ def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch) -> None:
     data = encode_frame(tok, rows, "capitals", 64)
     ids, labels, _, _ = encode_row(tok, "The capital of France is", "Paris", "", 64)
     assert tok.decode([t for t in labels if t >= 0], skip_special_tokens=True) == " Paris"
-    table = evaluate_skills(model, tok, [data], select_runtime("cpu"), accuracy=False)
+    table = evaluate_skills(model, tok, [data], select_runtime("cpu"), 16, accuracy=False)
     assert table.loss.notna().all()
     from skillmix.evaluation import example_losses
 

@@ -37,7 +37,7 @@ def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
 
 def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
     closure = module_closure("skillmix.sources.addition")
-    assert closure[:3] == ["skillmix", "skillmix.errors", "skillmix.sources"]
+    assert closure[:4] == ["skillmix", "skillmix.config", "skillmix.errors", "skillmix.sources"]
     assert "skillmix.sources.addition" in closure
     assert code_version("sources.addition") == code_version("skillmix.sources.addition")
 

@@ -15,8 +15,7 @@ from skillmix.errors import SkillmixInputError
 from skillmix.slicing import (
     make_slices,
     read_manifest,
-    read_slice,
-    slice_paths,
+    read_slices,
     split_by_skill,
     validate_examples,
     write_slices,
@@ -241,20 +240,14 @@ def test_write_and_read_slices(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == ["out"]
     assert leftovers(tmp_path / "out") == ["manifest.json", "test", "train", "val"]
     for split in ("train", "val", "test"):
-        paths = slice_paths(manifest, str(tmp_path / "out"), split)
-        assert paths == [
-            str(tmp_path / "out" / split / f"{slug}.parquet"),
-            str(tmp_path / "out" / split / "digit-0.parquet"),
-        ]
-        assert all(Path(path).is_file() for path in paths)
+        paths = [tmp_path / "out" / split / f"{entry['slug']}.parquet" for entry in manifest["skills"]]
+        assert all(path.is_file() for path in paths)
+        frames = read_slices(paths, [entry["name"] for entry in manifest["skills"]], split)
         for entry in manifest["skills"]:
-            frame = read_slice(tmp_path / "out", split, entry["slug"])
             expected = splits[split][splits[split]["skill"] == entry["name"]]
-            pd.testing.assert_frame_equal(frame, expected.reset_index(drop=True))
-    with pytest.raises(SkillmixInputError, match="skill slug 'nope'"):
-        read_slice(tmp_path / "out" / "manifest.json", "val", "nope")
-    with pytest.raises(SkillmixInputError, match="split 'dev'"):
-        slice_paths(manifest, str(tmp_path / "out"), "dev")
+            pd.testing.assert_frame_equal(frames[entry["name"]], expected.reset_index(drop=True))
+    with pytest.raises(SkillmixInputError, match=r"val: no slice file with rows for skills \['nope'\]"):
+        read_slices(paths, ["nope"], "val")
 
 
 def file_bytes(root: Path) -> dict[str, bytes]:
@@ -331,7 +324,7 @@ def test_make_slices_lego(tmp_path: Path) -> None:
     assert all(e["counts"] == {"train": 45, "val": 10, "test": 5} for e in manifest["skills"])
     assert manifest["split"] == SPLIT
     assert manifest["source"] == {"kind": "lego", "origin": "lego generator"}
-    frame = read_slice(tmp_path / "slices", "train", "lego-2")
+    frame = read_slices([tmp_path / "slices/train/lego-2.parquet"])["lego-2"]
     assert len(frame) == 45 and (frame["skill"] == "lego-2").all()
     again = make_slices(LEGO, SPLIT, tmp_path / "again")
     assert again == manifest

@@ -514,7 +514,7 @@ def test_ni_bad_input(ni_dir: Path) -> None:
         load_natural_instructions(ni_cfg(category_column="category"), ni_dir)
     with pytest.raises(SkillmixInputError, match=r"cats\.csv: column 'file'.*file_column"):
         load_natural_instructions(ni_cfg(file_column="file"), ni_dir)
-    with pytest.raises(SkillmixInputError, match=r"skill: expected one of"):
+    with pytest.raises(SkillmixInputError, match=r"natural_instructions\.skill: .domain. is not one of"):
         load_natural_instructions(ni_cfg(skill="domain"), ni_dir)
     with pytest.raises(SkillmixInputError, match=r"task_a\.json: has 2 'Positive Examples'"):
         load_natural_instructions(ni_cfg(n_demonstrations=3), ni_dir)

@@ -92,13 +92,16 @@ def test_resolve_tiny_tokenizer() -> None:
     from skillmix.sources import resolve_tiny_tokenizer
 
     xor = {"kind": "xor", "xor": {"n_symbols": 4, "maps": ["f"], "composites": [["f"]]}}
+    from skillmix.config import complete
+
+    tiny = complete("model.tiny", None)  # the resolved block is the whole model.tiny block
     auto = resolve_tiny_tokenizer({"kind": "tiny", "tiny": {"tokenizer": "auto"}}, xor)
-    assert auto == {"tokenizer": "word", "vocabulary": ["=", "^", "0", "1", "f0", "f1", "f2", "f3"]}
+    assert auto == {**tiny, "tokenizer": "word", "vocabulary": ["=", "^", "0", "1", "f0", "f1", "f2", "f3"]}
     table = {"kind": "table"}
     assert resolve_tiny_tokenizer({"tiny": {"tokenizer": "auto"}}, table)["tokenizer"] == "byte"
     given = resolve_tiny_tokenizer({"tiny": {"tokenizer": "auto", "vocabulary": ["a"]}}, table)
-    assert given == {"tokenizer": "word", "vocabulary": ["a"]}
-    assert resolve_tiny_tokenizer({"tiny": {"tokenizer": "byte"}}, xor) == {"tokenizer": "byte"}
-    assert resolve_tiny_tokenizer({"kind": "gguf", "tiny": {}}, xor) == {}
+    assert given == {**tiny, "tokenizer": "word", "vocabulary": ["a"]}
+    assert resolve_tiny_tokenizer({"tiny": {"tokenizer": "byte"}}, xor) == {**tiny, "tokenizer": "byte"}
+    assert resolve_tiny_tokenizer({"kind": "gguf", "tiny": {}}, xor) == tiny
     with pytest.raises(SkillmixInputError, match="has no fixed vocabulary"):
         resolve_tiny_tokenizer({"tiny": {"tokenizer": "word"}}, table)

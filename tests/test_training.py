@@ -193,7 +193,7 @@ def test_exact_match_equals_teacher_forced_greedy(toy, trained) -> None:
         assert row.n == len(data)
     assert 0 < table.accuracy.mean()
     wrong = encode_frame(tok, frame("copy", 40, 10, 5), "copy", 48)  # answers the model never learned
-    assert evaluate_skills(model, tok, [wrong], CPU).accuracy.iloc[0] < table.accuracy.iloc[0]
+    assert evaluate_skills(model, tok, [wrong], CPU, 16).accuracy.iloc[0] < table.accuracy.iloc[0]
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path) -> None:

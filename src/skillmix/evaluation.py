@@ -129,7 +129,7 @@ def evaluate_skills(
     tokenizer: PreTrainedTokenizerBase,
     sets: list[EncodedSet],
     runtime: Runtime,
-    batch_size: int = 64,
+    batch_size: int,
     accuracy: bool = True,
     score: str = "auto",
 ) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.jobs import atomic_directory
 
@@ -109,13 +110,13 @@ def tiny_tokenizer(tiny: dict[str, Any]) -> PreTrainedTokenizerBase:
 
     `auto` means words when a vocabulary is given, else bytes.
     """
-    kind = tiny.get("tokenizer", "auto")
+    kind = tiny["tokenizer"]
     if kind == "auto":
-        kind = "word" if tiny.get("vocabulary") else "byte"
+        kind = "word" if tiny["vocabulary"] else "byte"
     if kind == "byte":
         return byte_tokenizer()
     if kind == "word":
-        vocabulary = tiny.get("vocabulary")
+        vocabulary = tiny["vocabulary"]
         if not vocabulary:
             raise SkillmixInputError(
                 "model.tiny.vocabulary: tokenizer 'word' needs a vocabulary; the workflow fills it "
@@ -127,7 +128,7 @@ def tiny_tokenizer(tiny: dict[str, Any]) -> PreTrainedTokenizerBase:
 
 def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int):
     """A transformers config for the tiny model (`architecture`: llama or gpt2)."""
-    arch = tiny.get("architecture", "llama")
+    arch = tiny["architecture"]
     common = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)
     if arch == "llama":
         return LlamaConfig(
@@ -156,7 +157,11 @@ def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int)
 
 
 def build_tiny_model(tiny: dict[str, Any], seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A freshly initialised tiny causal LM and its tokenizer; same seed, same weights."""
+    """A freshly initialised tiny causal LM and its tokenizer; same seed, same weights.
+
+    `tiny` is a `model.tiny` block; keys it lacks take the schema's defaults.
+    """
+    tiny = complete("model.tiny", tiny)
     tokenizer = tiny_tokenizer(tiny)
     config = tiny_config(tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     with torch.random.fork_rng(devices=[]):
@@ -172,23 +177,23 @@ def load_model(model_cfg: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTo
     `model.name_or_path` (a local folder, or a hub name already in the local cache);
     `gguf` loads `model.gguf_file` from the folder or repo `model.name_or_path`.
     """
-    kind = model_cfg.get("kind", "tiny")
+    model_cfg = complete("model", model_cfg)
+    kind = model_cfg["kind"]
     if kind == "tiny":
-        model, tokenizer = build_tiny_model(model_cfg["tiny"], model_cfg.get("seed", 0))
+        model, tokenizer = build_tiny_model(model_cfg["tiny"], model_cfg["seed"])
     elif kind in ("pretrained", "gguf"):
         model, tokenizer = load_pretrained(
-            model_cfg.get("name_or_path"),
-            gguf_file=model_cfg.get("gguf_file") if kind == "gguf" else None,
-            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)),
-            revision=model_cfg.get("revision"),
+            model_cfg["name_or_path"],
+            gguf_file=model_cfg["gguf_file"] if kind == "gguf" else None,
+            trust_remote_code=model_cfg["trust_remote_code"],
+            revision=model_cfg["revision"],
         )
     else:
         raise SkillmixInputError(f"model.kind must be one of {MODEL_KINDS}, got {kind!r}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lora = model_cfg.get("lora") or {}
-    if lora.get("enabled"):
-        model = apply_lora(model, lora)
+    if model_cfg["lora"]["enabled"]:
+        model = apply_lora(model, model_cfg["lora"])
     return model, tokenizer
 
 
@@ -227,14 +232,15 @@ def load_pretrained(
 
 
 def apply_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
-    """Wrap `model` with peft LoRA adapters (r, alpha, dropout, target_modules from `lora`)."""
+    """Wrap `model` with peft LoRA adapters (r, alpha, dropout, target_modules from `lora`, a
+    complete `model.lora`-style block)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=lora.get("r", 8),
-        lora_alpha=lora.get("alpha", 16),
-        lora_dropout=lora.get("dropout", 0.0),
-        target_modules=lora.get("target_modules"),
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -16,25 +16,25 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.slugs import skill_slug
 from skillmix.sources import (
     COLUMNS,
     SourceData,
-    config_block,
     load_source,
     require_int,
     stable_seed,
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-SPLIT_DEFAULTS: dict[str, Any] = {"seed": 0, "val": 100, "test": 100, "max_train": None}
 MANIFEST_NAME = "manifest.json"
 
 _MAX_NAMED = 5  # offending values listed in an error message
@@ -296,38 +296,27 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def slice_paths(manifest: dict[str, Any], root: str, split: str) -> list[str]:
-    """Return the Parquet paths of ``split`` under ``root``, one per skill in manifest order."""
-    if split not in manifest["splits"]:
-        raise SkillmixInputError(f"split {split!r} not in manifest splits {manifest['splits']}")
-    return [os.path.join(str(root), split, f"{entry['slug']}.parquet") for entry in manifest["skills"]]
+def read_slices(
+    paths: Sequence[str | os.PathLike], skills: Sequence[str] = (), what: str = "slices"
+) -> dict[str, pd.DataFrame]:
+    """Slice files keyed by the skill of their rows (files without rows are left out).
 
-
-def read_slice(out_dir_or_manifest: str | Path, split: str, skill_slug: str) -> pd.DataFrame:
-    """Read one (split, skill) slice, given the slices directory or its manifest file."""
-    import pyarrow.parquet as pq
-
-    root = Path(out_dir_or_manifest)
-    if not root.is_dir():
-        root = root.parent
-    manifest = read_manifest(root)
-    if split not in manifest["splits"]:
-        raise SkillmixInputError(f"{root}: split {split!r} not in manifest splits {manifest['splits']}")
-    slugs = [entry["slug"] for entry in manifest["skills"]]
-    if skill_slug not in slugs:
-        raise SkillmixInputError(f"{root}: skill slug {skill_slug!r} not in manifest slugs {slugs}")
-    path = root / split / f"{skill_slug}.parquet"
-    if not path.is_file():
-        raise SkillmixInputError(f"{path}: slice listed in the manifest but missing")
-    table = pq.read_table(path)
-    return pd.DataFrame(
-        {column: pd.Series(table.column(column).to_pylist(), dtype=str) for column in manifest["columns"]}
-    )
+    Raises naming `what` when one of `skills` has no file with rows among `paths`.
+    """
+    frames: dict[str, pd.DataFrame] = {}
+    for path in paths:
+        frame = pd.read_parquet(path)
+        if len(frame):
+            frames[str(frame["skill"].iloc[0])] = frame
+    missing = [skill for skill in skills if skill not in frames]
+    if missing:
+        raise SkillmixInputError(f"{what}: no slice file with rows for skills {missing}")
+    return frames
 
 
 def _split_config(split_cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Return the ``split`` config block with defaults filled in, validated."""
-    cfg = config_block(split_cfg, SPLIT_DEFAULTS, "split")
+    cfg = complete("split", split_cfg)
     _check_split_args(cfg["val"], cfg["test"], cfg["seed"], cfg["max_train"])
     return cfg
 

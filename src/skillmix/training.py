@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
+from skillmix.config import complete
 from skillmix.encoding import EncodedSet, collate, token_losses
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.jobs import atomic_directory
@@ -249,7 +250,7 @@ def train(
     runtime: Runtime,
     *,
     val_sets: list[EncodedSet] | None = None,
-    eval_batch_size: int = 64,
+    eval_batch_size: int | None = None,
     checkpoint_dir: str | Path | None = None,
     fingerprint_: str = "",
     stop_after: int | None = None,
@@ -261,14 +262,17 @@ def train(
     `train_sets` is the fixed pool, one set per skill, or :class:`RoundSets` that give every
     round its own new examples (the sampler must then be in fresh mode).
     The loss is the mean over the batch's label tokens. The validation sets are evaluated
-    before the first step, every `eval_every` steps and after the last step; each evaluation
-    is passed to `sampler.observe`. With a `checkpoint_dir`, a checkpoint is written every
+    before the first step, every `eval_every` steps and after the last step, in batches of
+    `eval_batch_size` (default: the schema's `eval.batch_size`); each evaluation is passed to
+    `sampler.observe`. With a `checkpoint_dir`, a checkpoint is written every
     `checkpoint_every` steps and a matching one is resumed from. `stop_after` ends the run
     early after that step (as an interruption would), leaving its checkpoints in place.
     `on_step(step, model, optimizer, step_rows)` runs after every optimiser step, before that
     step's checkpoint (step_rows: the per-step history so far: step, loss, lr, ...).
     """
     t0 = time.perf_counter()
+    if eval_batch_size is None:
+        eval_batch_size = complete("eval", None)["batch_size"]
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     torch.manual_seed(settings.seed)
     model.to(runtime.device)

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from skillmix.config import complete
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.fresh import FreshSets
 from skillmix.modeling import Runtime, load_model, select_runtime
 from skillmix.sampling import SkillSampler
+from skillmix.slicing import read_slices
 from skillmix.sources import SYNTHETIC_KINDS
 from skillmix.training import TrainResult, TrainSettings, fingerprint, train
 
@@ -45,15 +46,7 @@ def load_sets(
     `limit` keeps the first rows of each slice (evaluation caps); `loss_on` and `eos_label` choose
     the label tokens (see :func:`skillmix.encoding.encode_row`).
     """
-    frames: dict[str, pd.DataFrame] = {}
-    for path in paths:
-        frame = pd.read_parquet(path)
-        if frame.empty:
-            raise SkillmixInputError(f"{path}: slice file has no rows")
-        frames[str(frame["skill"].iloc[0])] = frame
-    missing = [s for s in skills if s not in frames]
-    if missing:
-        raise SkillmixInputError(f"no slice file given for skills {missing}")
+    frames = read_slices(paths, skills, "encoded sets")
     return [
         encode_frame(
             tokenizer,
@@ -111,6 +104,7 @@ def fresh_training_sets(
     loss_on: str = "answer",
 ) -> FreshSets | None:
     """The fresh-example sets of a run whose `key` (e.g. `train.data`) is `fresh`; None for `pool`."""
+    model_cfg = complete("model", model_cfg)
     if data == "pool":
         return None
     if data != "fresh":
@@ -121,7 +115,7 @@ def fresh_training_sets(
             f"config {key}: fresh needs a synthetic source (source.kind one of {list(SYNTHETIC_KINDS)}) "
             f"that can generate new examples; source.kind is {kind!r}: use {key}: pool"
         )
-    return FreshSets(source_cfg, skills, tokenizer, model_cfg.get("max_length", 128), seed, loss_on)
+    return FreshSets(source_cfg, skills, tokenizer, model_cfg["max_length"], seed, loss_on)
 
 
 def run_sets(
@@ -192,9 +186,10 @@ def load_run_data(
     Training labels follow `loss_on` (with end-of-sequence); validation labels are the answer
     tokens, with end-of-sequence when `val_eos`.
     """
+    model_cfg = complete("model", model_cfg)
     model, tokenizer = load_model(model_cfg)
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
-    max_length = model_cfg.get("max_length", 128)
+    runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
+    max_length = model_cfg["max_length"]
     train_sets = load_sets(tokenizer, train_skills, train_paths, max_length, loss_on=loss_on)
     val_sets = load_sets(tokenizer, val_skills, val_paths, max_length, val_limit, eos_label=val_eos)
     return RunData(model, tokenizer, runtime, train_sets, val_sets, [*train_paths, *val_paths])

@@ -11,6 +11,7 @@ import numpy as np
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.store import name_list, write_graph
 from skillmix.graph.units import named
+from skillmix.slicing import read_manifest
 
 
 def _read_names_file(path: Path) -> tuple[list[str], list[str] | None]:
@@ -158,7 +159,7 @@ def given_from_files(
     adjacency_path: str | os.PathLike,
 ) -> np.ndarray:
     """Check a given graph against the data's skills and write it, unaltered, beside `adjacency_path`."""
-    manifest = json.loads(Path(manifest_path).read_text())
+    manifest = read_manifest(manifest_path)
     skills = [s["name"] for s in manifest["skills"]]
     A, out_rows, out_columns = load_given(adjacency, skills_file, skills, rows, columns)
     extra = {"source": str(adjacency), "skills_file": None if skills_file is None else str(skills_file)}

@@ -17,7 +17,6 @@ the same post-processing (clip, threshold, diagonal) as the learned graphs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -29,12 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from skillmix.config import complete
 from skillmix.encoding import EncodedSet
 from skillmix.errors import SkillmixInputError
 from skillmix.features import FeatureMap, Transform, gram, mean_loss_gradient
 from skillmix.graph.learned import GraphOptions, postprocess
 from skillmix.graph.store import write_graph
 from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
+from skillmix.slicing import read_manifest
 from skillmix.training_run import load_sets
 
 log = logging.getLogger(__name__)
@@ -182,13 +183,15 @@ def gradient_graph_from_files(
 
     The step size is `gradient_cfg["lr"]`, or the graph runs' learning rate `runs_lr` when null.
     """
+    gradient_cfg = complete("graph.gradient", gradient_cfg)
+    model_cfg = complete("model", model_cfg)
     options = GraphOptions.from_config(assemble_cfg)
-    manifest = json.loads(Path(manifest_path).read_text())
+    manifest = read_manifest(manifest_path)
     skills = [s["name"] for s in manifest["skills"]]
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
-    max_length = model_cfg.get("max_length", 128)
+    runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
+    max_length = model_cfg["max_length"]
     terms = []
-    for name in gradient_cfg.get("checkpoints", ["initial"]):
+    for name in gradient_cfg["checkpoints"]:
         model, tokenizer = load_checkpoint(name, model_cfg, runs_dir)
         train_sets = load_sets(tokenizer, skills, train_paths, max_length)
         val_sets = load_sets(tokenizer, skills, val_paths, max_length)
@@ -200,12 +203,12 @@ def gradient_graph_from_files(
                 tokenizer.pad_token_id,
                 train_sets,
                 val_sets,
-                gradient_cfg.get("transform", "sign"),
-                gradient_cfg.get("subset", "all"),
-                gradient_cfg.get("train_examples", 512),
+                gradient_cfg["transform"],
+                gradient_cfg["subset"],
+                gradient_cfg["train_examples"],
                 val_examples,
-                gradient_cfg.get("batch_size", 32),
-                gradient_cfg.get("emulate", "linear"),
+                gradient_cfg["batch_size"],
+                gradient_cfg["emulate"],
             )
         )
     lr = float(gradient_cfg.get("lr") or runs_lr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import pandas as pd
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.store import CURVE_COLUMNS, REPEAT_COLUMN, write_graph
 from skillmix.graph.units import LEARNED_FROM_RUNS, check_method, graph_units, named, pair_unit
+from skillmix.slicing import read_manifest
 
 MEASURES = ("end", "window", "steps_to_target")
 NORMALISATIONS = ("raw", "relative")
@@ -112,15 +112,6 @@ class GraphOptions:
 # Losses of one unit
 
 
-def _unit_name(curve: pd.DataFrame) -> str:
-    if "unit" in curve.columns and len(curve):
-        names = pd.unique(curve["unit"].astype(str))
-        if len(names) == 1:
-            return str(names[0])
-        return "/".join(str(n) for n in names[:3])
-    return "<unknown unit>"
-
-
 def _check_curve(curve: pd.DataFrame, unit: str) -> None:
     if not isinstance(curve, pd.DataFrame):
         raise SkillmixInputError(
@@ -182,22 +173,8 @@ def _initial(steps: np.ndarray, losses: np.ndarray, unit: str, skill: str) -> fl
     return _finite(at_zero[0], unit, skill, "step-0")
 
 
-def measure_loss(curve: pd.DataFrame, skill: str, options: GraphOptions) -> float:
-    """Return the after-training loss of ``skill`` in one unit's curve (``options.measure``)."""
-    unit = _unit_name(curve)
-    _check_curve(curve, unit)
-    return _measure(*_skill_rows(curve, skill, unit), options, unit, skill)
-
-
-def initial_loss(curve: pd.DataFrame, skill: str) -> float:
-    """Return the step-0 (before training) loss of ``skill`` in one unit's curve."""
-    unit = _unit_name(curve)
-    _check_curve(curve, unit)
-    return _initial(*_skill_rows(curve, skill, unit), unit, skill)
-
-
-class _Unit:
-    """One unit's curve grouped by skill (and repeat) once, for repeated look-ups.
+class UnitCurve:
+    """The losses of one unit: its curve grouped by skill (and repeat) once, for repeated look-ups.
 
     Its ``repeat`` column tells the unit's runs apart: its losses are the mean over repeats at
     each evaluated step, its steps to a target the earliest over repeats.
@@ -205,6 +182,8 @@ class _Unit:
 
     def __init__(self, unit: str, curve: pd.DataFrame, options: GraphOptions) -> None:
         _check_curve(curve, unit)
+        if REPEAT_COLUMN not in curve.columns:  # a single run, repeat 0
+            curve = curve.assign(**{REPEAT_COLUMN: 0})
         names = sorted({str(name) for name in curve["unit"].unique()})
         if names != [unit]:
             raise SkillmixInputError(
@@ -237,9 +216,11 @@ class _Unit:
         return runs[0][0], np.mean([losses for _, losses in runs], axis=0)
 
     def after(self, skill: str) -> float:
+        """The after-training loss of the skill (`graph.assemble.measure` end or window)."""
         return _measure(*self._rows(skill), self.options, self.unit, skill)
 
     def before(self, skill: str) -> float:
+        """The step-0 (before training) loss of the skill."""
         return _initial(*self._rows(skill), self.unit, skill)
 
     def steps_to(self, skill: str, target: float) -> float:
@@ -335,7 +316,7 @@ def assemble(
         else curves[unit].assign(**{REPEAT_COLUMN: 0})
         for unit in units
     }
-    loaded = {unit: _Unit(unit, frames[unit], options) for unit in units}
+    loaded = {unit: UnitCurve(unit, frames[unit], options) for unit in units}
     relative = options.normalise == "relative"
     k = len(skills)
     A = np.zeros((k, k), dtype=np.float64)
@@ -403,7 +384,7 @@ def assemble_from_files(
     adjacency_path: str | os.PathLike,
 ) -> np.ndarray:
     """Assemble a learned graph from its runs' curve files and write it beside `adjacency_path`."""
-    manifest = json.loads(Path(manifest_path).read_text())
+    manifest = read_manifest(manifest_path)
     skills = [s["name"] for s in manifest["skills"]]
     slugs = [s["slug"] for s in manifest["skills"]]
     curves = {}

@@ -7,7 +7,6 @@ another batch order (and other fresh examples) each time; its curve then has a `
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.graph.units import unit_slugs
 from skillmix.modeling import load_model
 from skillmix.sampling import SkillSampler
+from skillmix.slicing import read_manifest
 from skillmix.training import TrainSettings
 from skillmix.training_run import RunData, TrainingRun, fresh_training_sets, load_run_data
 
@@ -53,7 +54,9 @@ def graph_unit_curve(
     (:mod:`skillmix.fresh`). The slices are read and encoded once; each repeat starts from a newly
     loaded initial model and draws its batches (and fresh examples) with :func:`repeat_seed`.
     """
-    manifest = json.loads(Path(manifest_path).read_text())
+    eval_cfg = complete("eval", eval_cfg)
+    runs_cfg = complete("graph.runs", runs_cfg)
+    manifest = read_manifest(manifest_path)
     val_paths = [Path(val_dir) / f"{s['slug']}.parquet" for s in manifest["skills"]]
     by_slug = {s["slug"]: s["name"] for s in manifest["skills"]}
     skills = [s["name"] for s in manifest["skills"]]
@@ -68,10 +71,10 @@ def graph_unit_curve(
         train_paths,
         val_paths,
         runs_cfg.get("eval_examples"),
-        val_eos=eval_cfg.get("eos_in_loss", False),
+        val_eos=eval_cfg["eos_in_loss"],
     )
     curves = []
-    for repeat in range(runs_cfg.get("repeats", 1)):
+    for repeat in range(runs_cfg["repeats"]):
         if repeat:  # training changed the model in place: start again from the initial one
             data = dataclasses.replace(data, model=load_model(model_cfg)[0])
         run = _unit_run(data, unit, unit_skills, model_cfg, runs_cfg, eval_cfg, source_cfg, repeat)
@@ -94,7 +97,7 @@ def _unit_run(
     settings = TrainSettings.from_config(
         {
             **runs_cfg,
-            "seed": repeat_seed(runs_cfg.get("seed", 0), repeat),
+            "seed": repeat_seed(runs_cfg["seed"], repeat),
             "eval_accuracy": False,
             "checkpoint_every": 0,
         }
@@ -107,7 +110,7 @@ def _unit_run(
         settings.steps,
     )
     fresh = fresh_training_sets(
-        runs_cfg.get("data", "pool"),
+        runs_cfg["data"],
         "graph.runs.data",
         source_cfg,
         unit_skills,
@@ -116,4 +119,4 @@ def _unit_run(
         settings.seed,
     )
     identity = [model_cfg, runs_cfg, unit, repeat]
-    return data.training_run(sampler, settings, fresh, eval_cfg.get("batch_size", 64), identity, source_cfg)
+    return data.training_run(sampler, settings, fresh, eval_cfg["batch_size"], identity, source_cfg)

@@ -68,17 +68,6 @@ def kernel_from_features(
     )
 
 
-def kernel(
-    train: torch.Tensor, other: torch.Tensor, formula: str = "sgd", row_block: int = 256, col_block: int = 256
-) -> torch.Tensor:
-    """The kernel of one formula between training Jacobians [N, C, P] and X's [M, C, P]."""
-    if formula not in FORMULAS:
-        raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
-    names = FORMULA_TRANSFORMS[formula]
-    feats = [{t: Transform(t)(x) for t in names} for x in (train, other)]
-    return kernel_from_features(feats[0], feats[1], formula, row_block, col_block)
-
-
 def flatten_kernel(k: torch.Tensor | np.ndarray) -> np.ndarray:
     """[N, C, M, C'] → (N·C) × (M·C') with row index i·C + c, as float64 numpy."""
     k = np.asarray(k, dtype=np.float64)
@@ -308,13 +297,6 @@ def label_logits(model: torch.nn.Module, ids: list[int], label_ids: list[int]) -
     return logits[label_ids]
 
 
-def lm_label_logits(model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords) -> torch.Tensor:
-    """f0: the label-word logits [N, C] of every prompt (float64, eval mode, no gradient)."""
-    model.eval()
-    with torch.no_grad():
-        return torch.stack([label_logits(model, x, lw.ids).double().cpu() for x in ids])
-
-
 def lm_label_features(
     model: torch.nn.Module,
     ids: Sequence[list[int]],
@@ -352,12 +334,3 @@ def lm_label_features(
     if not logits:
         raise SkillmixInputError("kernel: no prompts to compute features of")
     return {t: torch.stack(r) for t, r in rows.items()}, torch.stack(logits)
-
-
-def lm_jacobians(
-    model: torch.nn.Module, ids: Sequence[list[int]], lw: LabelWords, subset: str = "all"
-) -> torch.Tensor:
-    """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU;
-    parameters in `named_parameters()` order, a tied weight once with the sum of both uses'
-    gradients)."""
-    return lm_label_features(model, ids, lw, subset)[0]["identity"]

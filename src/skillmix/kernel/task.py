@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.features import select_parameters
 from skillmix.jobs import atomic_file
@@ -145,6 +146,7 @@ def task_features(
     [n, C, d] per transform the formulas need: `identity` (float64, or float32 projected) and
     `sign` (int8, or float32 projected). With `binary` (two label words) C = 1 (f_1 − f_0).
     """
+    model_cfg = complete("model", model_cfg)
     if binary and len(words) != 2:
         raise SkillmixInputError(f"kernel.binary needs exactly two label words, got {list(words)}")
     transforms = formula_transforms(formulas)
@@ -153,7 +155,7 @@ def task_features(
     model = model.double()
     lw = label_words(tokenizer, words)
     part = task.iloc[start:stop]
-    ids = prompt_ids(tokenizer, part["prompt"].tolist(), lw, model_cfg.get("max_length", 128))
+    ids = prompt_ids(tokenizer, part["prompt"].tolist(), lw, model_cfg["max_length"])
     feats, logits = lm_label_features(
         model, ids, lw, subset, transforms, projection_dim, projection_seed, binary
     )
@@ -323,6 +325,7 @@ def finetune(
     logits at the answer position, over the same parameter subset as the kernel. Returns
     (accuracy and loss on val and test after training, the training loss per step).
     """
+    model_cfg = complete("model", model_cfg)
     if optimizer not in FT_OPTIMIZERS:
         raise SkillmixInputError(
             f"kernel.finetune.optimizers: unknown {optimizer!r}; expected {FT_OPTIMIZERS}"
@@ -330,7 +333,7 @@ def finetune(
     torch.manual_seed(seed)
     model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
     lw = label_words(tokenizer, words)
-    max_length = model_cfg.get("max_length", 128)
+    max_length = model_cfg["max_length"]
     sets = {
         s: (
             prompt_ids(tokenizer, task.loc[task["split"] == s, "prompt"].tolist(), lw, max_length),

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from skillmix.config import complete
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
 from skillmix.features import AdamState, FeatureMap, Projection, Transform, example_loss_gradients
@@ -155,13 +156,15 @@ def build_shard(
     The examples file is the candidate pool (group column `skill`) or the target set (group
     column `subtask`). Candidates with feature "adam" use the checkpoint's optimizer moments.
     """
+    grads_cfg = complete("select.grads", grads_cfg)
+    model_cfg = complete("model", model_cfg)
     frame = pd.read_parquet(examples_path)
     group_col = "skill" if "skill" in frame.columns else "subtask"
     index, count = parse_scatteritem(scatteritem)
     start, stop = shard_range(len(frame), index, count)
     part = frame.iloc[start:stop]
     model, tokenizer, runtime, opt_state = load_epoch_checkpoint(checkpoint_dir, model_cfg, lora_cfg)
-    data = encode_frame(tokenizer, part, str(examples_path), model_cfg.get("max_length", 128))
+    data = encode_frame(tokenizer, part, str(examples_path), model_cfg["max_length"])
     log.info(
         "shard %s: rows %d..%d of %s (%d examples), feature %s, dims %s",
         scatteritem,
@@ -181,10 +184,10 @@ def build_shard(
         sorted(feature_paths),
         feature=feature,
         optimizer_state=opt_state if feature == "adam" else None,
-        adam_variant=grads_cfg.get("adam_variant", "less"),
-        projection_seed=grads_cfg.get("projection_seed", 0),
-        batch_size=grads_cfg.get("batch_size", 16),
-        projection_input=grads_cfg.get("projection_input", "float32"),
+        adam_variant=grads_cfg["adam_variant"],
+        projection_seed=grads_cfg["projection_seed"],
+        batch_size=grads_cfg["batch_size"],
+        projection_input=grads_cfg["projection_input"],
     )
     if "share_v_above_1e-9" in result.stats:
         log.info("share of coordinates with v' > 1e-9: %.4f", result.stats["share_v_above_1e-9"])

@@ -7,15 +7,14 @@ permutation of the pool under the warm-up seed.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from skillmix.errors import SkillmixInputError
+from skillmix.slicing import read_manifest, read_slices
 
 POOL_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
 
@@ -26,7 +25,7 @@ def pool_frame(
     skills: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The candidate pool: the training rows of `skills` (all by default), manifest order, row order."""
-    manifest = json.loads(Path(manifest_path).read_text())
+    manifest = read_manifest(manifest_path)
     all_skills = [s["name"] for s in manifest["skills"]]
     if skills:
         unknown = [s for s in skills if s not in all_skills]
@@ -35,14 +34,7 @@ def pool_frame(
                 f"select.pool.skills: {unknown} are not skills of the data: {all_skills}"
             )
     wanted = [s for s in all_skills if not skills or s in skills]
-    frames = {}
-    for p in train_paths:
-        frame = pd.read_parquet(p)
-        if len(frame):
-            frames[str(frame["skill"].iloc[0])] = frame
-    missing = [s for s in wanted if s not in frames]
-    if missing:
-        raise SkillmixInputError(f"candidate pool: no training slice given for skills {missing}")
+    frames = read_slices(train_paths, wanted, "candidate pool")
     pool = pd.concat([frames[s][POOL_COLUMNS] for s in wanted], ignore_index=True)
     if pool.empty:
         raise SkillmixInputError("candidate pool: the training slices of the pool skills hold no rows")

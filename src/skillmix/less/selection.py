@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import evaluate_skills
 from skillmix.jobs import atomic_file
@@ -90,12 +91,13 @@ def evaluate_target(
 
     Columns subtask, loss, accuracy, n.
     """
+    model_cfg = complete("model", model_cfg)
     if evaluation.empty:
         raise SkillmixInputError("the target has no evaluation examples")
     model, tokenizer = load_saved(model_dir)
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
     model.to(runtime.device)
-    sets = encode_groups(tokenizer, evaluation, "subtask", model_cfg.get("max_length", 128))
+    sets = encode_groups(tokenizer, evaluation, "subtask", model_cfg["max_length"])
     metrics = evaluate_skills(model, tokenizer, sets, runtime, batch_size)
     return metrics.rename(columns={"skill": "subtask"})
 

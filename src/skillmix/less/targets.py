@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from skillmix.encoding import EncodedSet, encode_frame
 from skillmix.errors import SkillmixInputError
+from skillmix.slicing import read_slices
 from skillmix.sources.tables import read_columns
 
 TARGET_COLUMNS = ["id", "subtask", "prompt", "answer", "text"]
@@ -51,15 +52,7 @@ def targets_from_slices(
     if not skills:
         raise SkillmixInputError("select.target.skills is empty and no target files are given")
 
-    def by_skill(paths: Sequence[str | os.PathLike]) -> dict[str, pd.DataFrame]:
-        out = {}
-        for p in paths:
-            frame = pd.read_parquet(p)
-            if len(frame):
-                out[str(frame["skill"].iloc[0])] = frame
-        return out
-
-    val, test = by_skill(val_paths), by_skill(test_paths)
+    val, test = read_slices(val_paths), read_slices(test_paths)
     missing = [s for s in skills if s not in val]
     if missing:
         known = sorted(set(val) | set(test))

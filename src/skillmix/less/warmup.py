@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from skillmix.config import complete
 from skillmix.encoding import EncodedSet
 from skillmix.errors import SkillmixInputError
 from skillmix.jobs import atomic_directory
@@ -65,22 +66,28 @@ def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
 
 
 def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = None) -> TrainSettings:
-    """TrainSettings of `epochs` passes over n examples: steps, linear warm-up from the ratio."""
-    epochs = int(epochs if epochs is not None else cfg.get("epochs", 4))
+    """TrainSettings of `epochs` passes over n examples: steps, linear warm-up from the ratio.
+
+    `cfg` is a `select.warmup` recipe (missing keys take the schema's defaults), optionally with
+    `eval_every` (steps between evaluations; default once at the end).
+    """
+    eval_every = cfg.get("eval_every")
+    cfg = complete("select.warmup", {k: v for k, v in cfg.items() if k != "eval_every"})
+    epochs = int(epochs if epochs is not None else cfg["epochs"])
     if epochs < 1:
         raise SkillmixInputError(f"epochs must be >= 1, got {epochs}")
-    batch = int(cfg.get("batch_size", 32))
+    batch = cfg["batch_size"]
     steps = epochs * max(1, math.ceil(n_examples / batch))
     return TrainSettings(
         steps=steps,
         batch_size=batch,
-        lr=float(cfg.get("lr", 2e-5)),
-        warmup_steps=math.ceil(float(cfg.get("warmup_ratio", 0.03)) * steps),
-        schedule=cfg.get("schedule", "linear"),
-        weight_decay=float(cfg.get("weight_decay", 0.0)),
-        grad_clip=cfg.get("grad_clip", 1.0),
-        seed=int(cfg.get("seed", 0)),
-        eval_every=int(cfg.get("eval_every") or steps),
+        lr=float(cfg["lr"]),
+        warmup_steps=math.ceil(float(cfg["warmup_ratio"]) * steps),
+        schedule=cfg["schedule"],
+        weight_decay=float(cfg["weight_decay"]),
+        grad_clip=cfg["grad_clip"],
+        seed=cfg["seed"],
+        eval_every=int(eval_every or steps),
         checkpoint_every=max(1, math.ceil(n_examples / batch)),
     )
 
@@ -90,11 +97,12 @@ def lora_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime]:
     """The configured base model with fresh LoRA adapters from `lora_cfg` (initialised from `seed`),
     its tokenizer and runtime."""
-    model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
+    model_cfg = complete("model", {**model_cfg, "lora": {"enabled": False}})
+    model, tokenizer = load_model(model_cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = apply_lora(model, lora_cfg)
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+        model = apply_lora(model, complete("select.lora", lora_cfg))
+    runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
     return model, tokenizer, runtime
 
 
@@ -109,7 +117,7 @@ class EpochRun:
     val_sets: list[EncodedSet]
     settings: TrainSettings
     fingerprint: str
-    eval_batch_size: int = 64
+    eval_batch_size: int
 
     @property
     def steps_per_epoch(self) -> int:
@@ -151,24 +159,25 @@ def prepare_epochs(
     examples: pd.DataFrame,
     eval_examples: pd.DataFrame | None = None,
     epochs: int | None = None,
-    eval_batch_size: int = 64,
+    eval_batch_size: int | None = None,
     eval_accuracy: bool = True,
 ) -> EpochRun:
     """LoRA training on `examples` (columns id, skill, prompt, answer, text) with the warm-up recipe.
 
     `eval_examples` (columns id, subtask, prompt, answer, text) are evaluated per subtask before
-    training, every `recipe.eval_every` steps and at the end.
+    training, every `recipe.eval_every` steps and at the end, in batches of `eval_batch_size`
+    (default: the schema's `eval.batch_size`).
     """
     if examples.empty:
         raise SkillmixInputError("no examples to train on")
-    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg, int(recipe.get("seed", 0)))
-    max_length = model_cfg.get("max_length", 128)
+    settings = epoch_settings(recipe, len(examples), epochs)
+    settings.eval_accuracy = eval_accuracy
+    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg, settings.seed)
+    max_length = complete("model", model_cfg)["max_length"]
     train_sets = encode_groups(tokenizer, examples, "skill", max_length)
     val_sets = []
     if eval_examples is not None and len(eval_examples):
         val_sets = encode_groups(tokenizer, eval_examples, "subtask", max_length)
-    settings = epoch_settings(recipe, len(examples), epochs)
-    settings.eval_accuracy = eval_accuracy
     digest = fingerprint(
         model_cfg,
         lora_cfg,
@@ -177,7 +186,8 @@ def prepare_epochs(
         examples["id"].tolist(),
         None if eval_examples is None else eval_examples["id"].tolist(),
     )
-    return EpochRun(model, tokenizer, runtime, train_sets, val_sets, settings, digest, eval_batch_size)
+    batch = eval_batch_size or complete("eval", None)["batch_size"]
+    return EpochRun(model, tokenizer, runtime, train_sets, val_sets, settings, digest, batch)
 
 
 def save_epoch_checkpoint(
@@ -283,7 +293,8 @@ def warmup_from_pool(
     stop_after: int | None = None,
 ) -> tuple[TrainResult, list[float], list[float], pd.DataFrame]:
     """The warm-up job: (training result, checkpoint weights, mean lr per epoch, the warm-up subset)."""
-    rows = warmup_indices(len(pool), float(warmup_cfg.get("fraction", 0.05)), int(warmup_cfg.get("seed", 0)))
+    warmup_cfg = complete("select.warmup", warmup_cfg)
+    rows = warmup_indices(len(pool), warmup_cfg["fraction"], warmup_cfg["seed"])
     subset = pool.iloc[rows].reset_index(drop=True)
     log.info("warm-up on %d of %d pool examples for %d epochs", len(subset), len(pool), len(epoch_dirs))
     run = prepare_epochs(model_cfg, lora_cfg, warmup_cfg, subset, epochs=len(epoch_dirs))

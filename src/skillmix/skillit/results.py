@@ -3,18 +3,18 @@ the comparison of all strategies (tables and figures)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from skillmix.config import complete
 from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.jobs import write_parquet
 from skillmix.modeling import load_saved, select_runtime
 from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
+from skillmix.slicing import read_manifest
 from skillmix.training_run import load_sets
 
 METRICS_COLUMNS = ["run", "split", "step", *METRIC_COLUMNS]
@@ -39,26 +39,28 @@ def evaluate_run(
     The metrics table has one row per (split, step, skill): the validation rows come from
     training, the test rows are measured here at the final step.
     """
-    manifest = json.loads(Path(manifest_path).read_text())
+    eval_cfg = complete("eval", eval_cfg)
+    model_cfg = complete("model", model_cfg)
+    manifest = read_manifest(manifest_path)
     skills = [s["name"] for s in manifest["skills"]]
     model, tokenizer = load_saved(model_dir)
-    runtime = select_runtime(model_cfg.get("device", "auto"), model_cfg.get("precision", "auto"))
+    runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
     model.to(runtime.device)
     test_sets = load_sets(
         tokenizer,
         skills,
         test_paths,
-        model_cfg.get("max_length", 128),
+        model_cfg["max_length"],
         eval_cfg.get("max_examples_per_skill"),
-        eos_label=eval_cfg.get("eos_in_loss", False),
+        eos_label=eval_cfg["eos_in_loss"],
     )
     test = evaluate_skills(
         model,
         tokenizer,
         test_sets,
         runtime,
-        eval_cfg.get("batch_size", 64),
-        score=eval_cfg.get("score", "auto"),
+        eval_cfg["batch_size"],
+        score=eval_cfg["score"],
     )
     final_step = int(pd.read_parquet(steps_path)["step"].max())
     test.insert(0, "step", final_step)

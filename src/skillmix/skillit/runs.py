@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from skillmix.config import complete
 from skillmix.encoding import EncodedSet
 from skillmix.errors import SkillmixInputError
 from skillmix.evaluation import example_losses
 from skillmix.graph.store import read_graph
 from skillmix.modeling import Runtime
-from skillmix.skillit.samplers import make_sampler
+from skillmix.skillit.samplers import make_sampler, resolve_aggregate
+from skillmix.slicing import read_manifest
 from skillmix.training import TrainSettings
 from skillmix.training_run import TrainingRun, fresh_training_sets, load_run_data
 
@@ -75,7 +75,10 @@ def prepare_run(
     (:mod:`skillmix.fresh`), except for curriculum and anticurriculum, which order the fixed
     pool by the initial model's losses. The pool's sizes still define the natural mixture.
     """
-    manifest = json.loads(Path(manifest_path).read_text())
+    eval_cfg = complete("eval", eval_cfg)
+    train_cfg = complete("train", train_cfg)
+    model_cfg = complete("model", model_cfg)
+    manifest = read_manifest(manifest_path)
     skills = [s["name"] for s in manifest["skills"]]
     train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
     named_targets = train_cfg.get("target_skills")
@@ -87,30 +90,33 @@ def prepare_run(
         train_paths,
         val_paths,
         eval_cfg.get("max_examples_per_skill"),
-        train_cfg.get("loss_on", "answer"),
-        eval_cfg.get("eos_in_loss", False),
+        train_cfg["loss_on"],
+        eval_cfg["eos_in_loss"],
     )
-    settings = TrainSettings.from_config({**train_cfg, "eval_score": eval_cfg.get("score", "auto")})
-    strategy_cfg = dict(strategy_cfg or {})
+    settings = TrainSettings.from_config({**train_cfg, "eval_score": eval_cfg["score"]})
+    if strategy == "skillit":
+        strategy_cfg = complete("skillit", strategy_cfg)
+    elif strategy == "skill_curriculum":
+        strategy_cfg = complete("curriculum", strategy_cfg)
+    else:
+        strategy_cfg = dict(strategy_cfg or {})
     graph = None
     eval_skills = targets or train_skills
     if strategy == "skillit":
         if graph_dir is None:
             raise SkillmixInputError("the skillit strategy needs a skills graph (graph_dir)")
         graph = skillit_graph(graph_dir, train_skills, eval_skills)
-        if strategy_cfg.get("aggregate", "auto") == "auto":
-            fine_tuning = bool(targets) and set(targets) <= set(train_skills)
-            strategy_cfg["aggregate"] = "mean" if fine_tuning else "sum"
+        strategy_cfg = resolve_aggregate(strategy_cfg, train_skills, targets)
     losses = None
     fresh = fresh_training_sets(
-        train_cfg.get("data", "pool"),
+        train_cfg["data"],
         "train.data",
         source_cfg,
         train_skills,
         data.tokenizer,
         model_cfg,
         settings.seed,
-        train_cfg.get("loss_on", "answer"),
+        train_cfg["loss_on"],
     )
     if strategy in ("curriculum", "anticurriculum"):
         pool, budget = sum(len(s) for s in data.train_sets), settings.steps * settings.batch_size
@@ -144,4 +150,4 @@ def prepare_run(
         strategy_cfg,
         None if graph is None else graph.tolist(),
     ]
-    return data.training_run(sampler, settings, fresh, eval_cfg.get("batch_size", 64), identity, source_cfg)
+    return data.training_run(sampler, settings, fresh, eval_cfg["batch_size"], identity, source_cfg)

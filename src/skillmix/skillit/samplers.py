@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.sampling import (
     RandomSampler,
@@ -225,6 +226,17 @@ class CurriculumSampler(SkillSampler):
         return [(int(s), int(i)) for s, i in self.order[self._plan[1][offset : offset + batch_size]]]
 
 
+def resolve_aggregate(
+    skillit: dict[str, Any], skills: list[str], targets: list[str] | None
+) -> dict[str, Any]:
+    """The `skillit` block with `aggregate: auto` resolved: mean when fine-tuning (target skills
+    given, all of them training skills), else sum."""
+    if skillit["aggregate"] != "auto":
+        return skillit
+    fine_tuning = bool(targets) and set(targets or []) <= set(skills)
+    return {**skillit, "aggregate": "mean" if fine_tuning else "sum"}
+
+
 def make_sampler(
     strategy: str,
     skills: list[str],
@@ -254,10 +266,10 @@ def make_sampler(
         if example_losses is None:
             raise ValueError(f"{strategy} needs the initial model's per-example losses")
         if strategy == "skill_curriculum":
-            cfg = curriculum or {}
+            cfg = complete("curriculum", curriculum)
             means = [float(np.mean(x)) for x in example_losses]
             return SkillCurriculumSampler(
-                skills, sizes, seed, means, cfg.get("frac", 0.0), cfg.get("reverse", False), update_steps
+                skills, sizes, seed, means, cfg["frac"], cfg["reverse"], update_steps
             )
         return CurriculumSampler(
             skills, sizes, seed, example_losses, strategy == "anticurriculum", update_steps
@@ -265,20 +277,20 @@ def make_sampler(
     if strategy == "skillit":
         if graph is None or eval_skills is None:
             raise ValueError("skillit needs a skills graph and the evaluation skills")
-        cfg = dict(skillit or {})
+        cfg = resolve_aggregate(complete("skillit", skillit), skills, targets)
         return SkillItSampler(
             skills,
             sizes,
             seed,
             graph,
             eval_skills,
-            eta=cfg.get("eta", 0.5),
-            window=cfg.get("window", 3),
-            aggregate=cfg.get("aggregate", "sum"),
-            prior=cfg.get("prior"),
-            window_unit=cfg.get("window_unit", "rounds"),
-            normalize_loss=cfg.get("normalize_loss", False),
-            eta_schedule=cfg.get("eta_schedule", "constant"),
+            eta=cfg["eta"],
+            window=cfg["window"],
+            aggregate=cfg["aggregate"],
+            prior=cfg["prior"],
+            window_unit=cfg["window_unit"],
+            normalize_loss=cfg["normalize_loss"],
+            eta_schedule=cfg["eta_schedule"],
             update_steps=update_steps,
         )
     raise SkillmixInputError(

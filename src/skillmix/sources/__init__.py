@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 
 if TYPE_CHECKING:
@@ -21,16 +22,6 @@ if TYPE_CHECKING:
 COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text"]
 KINDS: tuple[str, ...] = ("xor", "lego", "addition", "table", "natural_instructions")
 SYNTHETIC_KINDS: tuple[str, ...] = ("xor", "lego", "addition")
-
-SOURCE_DEFAULTS: dict[str, Any] = {
-    "kind": None,
-    "seed": 0,
-    "xor": {},
-    "lego": {},
-    "addition": {},
-    "table": {},
-    "natural_instructions": {},
-}
 
 
 @dataclass
@@ -53,23 +44,6 @@ def stable_seed(*parts: str | int) -> int:
     """Return a 63-bit integer hash of ``parts`` that is stable across processes and machines."""
     digest = hashlib.sha256("\x1f".join(str(part) for part in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") >> 1
-
-
-def config_block(cfg: dict[str, Any] | None, defaults: dict[str, Any], where: str) -> dict[str, Any]:
-    """Return ``defaults`` updated by ``cfg``; raise on a non-mapping ``cfg`` or unknown keys.
-
-    ``where`` is the dotted config path of the block (e.g. ``"source.table"``), used in messages.
-    """
-    if cfg is None:
-        cfg = {}
-    if not isinstance(cfg, dict):
-        raise SkillmixInputError(f"config {where}: expected a mapping, got {type(cfg).__name__}")
-    unknown = sorted(set(cfg) - set(defaults))
-    if unknown:
-        raise SkillmixInputError(
-            f"config {where}: unknown key(s) {unknown}; expected keys from {sorted(defaults)}"
-        )
-    return {**defaults, **cfg}
 
 
 def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
@@ -116,20 +90,20 @@ def _generate(cfg: dict[str, Any], counts: int | list[int] | None, stream: tuple
     seed = require_int(cfg["seed"], "source.seed", 0)
     kind = cfg["kind"]
     if kind == "xor":
-        from skillmix.sources.xor import XOR_DEFAULTS, generate_xor
+        from skillmix.sources.xor import generate_xor
 
-        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
+        block = cfg["xor"]
         wanted = block["examples_per_skill"] if counts is None else counts
         return generate_xor(block["n_symbols"], block["maps"], block["composites"], wanted, seed, stream)
     if kind == "lego":
-        from skillmix.sources.lego import LEGO_DEFAULTS, generate_lego
+        from skillmix.sources.lego import generate_lego
 
-        block = config_block(cfg["lego"], LEGO_DEFAULTS, "source.lego")
+        block = cfg["lego"]
         wanted = block["examples_per_skill"] if counts is None else counts
         return generate_lego(block["n_vars"], wanted, seed, stream)
-    from skillmix.sources.addition import ADDITION_DEFAULTS, generate_addition
+    from skillmix.sources.addition import generate_addition
 
-    block = config_block(cfg["addition"], ADDITION_DEFAULTS, "source.addition")
+    block = cfg["addition"]
     wanted = block["examples_per_skill"] if counts is None else counts
     return generate_addition(block["n_digits"], wanted, seed, stream)
 
@@ -144,7 +118,7 @@ def generate_fresh(cfg: dict[str, Any], counts: dict[str, int], stream: tuple[in
     examples are distinct; XOR draws with replacement (a map skill has only ``n_symbols``
     distinct prompts).
     """
-    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    cfg = complete("source", cfg)
     if cfg["kind"] not in SYNTHETIC_KINDS:
         raise SkillmixInputError(
             f"config source.kind: fresh examples need a synthetic source {list(SYNTHETIC_KINDS)}, "
@@ -164,7 +138,7 @@ def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> Sour
 
     Relative paths in the block resolve against ``base_dir`` (default: the current directory).
     """
-    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    cfg = complete("source", cfg)
     kind = cfg["kind"]
     if kind not in KINDS:
         raise SkillmixInputError(f"config source.kind: expected one of {list(KINDS)}, got {kind!r}")
@@ -186,13 +160,12 @@ def source_vocabulary(cfg: dict[str, Any]) -> list[str] | None:
     It depends on the config alone (no examples are generated), so a word-level tokenizer
     built from it is the same in every job.
     """
-    cfg = config_block(cfg, SOURCE_DEFAULTS, "source")
+    cfg = complete("source", cfg)
     kind = cfg["kind"]
     if kind == "xor":
-        from skillmix.sources.xor import XOR_DEFAULTS, xor_vocabulary
+        from skillmix.sources.xor import xor_vocabulary
 
-        block = config_block(cfg["xor"], XOR_DEFAULTS, "source.xor")
-        return xor_vocabulary(block["maps"], block["n_symbols"])
+        return xor_vocabulary(cfg["xor"]["maps"], cfg["xor"]["n_symbols"])
     if kind == "lego":
         from skillmix.sources.lego import lego_vocabulary
 
@@ -211,9 +184,10 @@ def resolve_tiny_tokenizer(model_cfg: dict[str, Any], source_cfg: dict[str, Any]
     (:func:`source_vocabulary`), else `byte`; `word` without either is an error. Other model
     kinds keep the block as it is.
     """
+    model_cfg = complete("model", model_cfg)
     tiny = dict(model_cfg.get("tiny") or {})
-    kind = tiny.get("tokenizer", "auto")
-    if model_cfg.get("kind", "tiny") != "tiny" or kind == "byte":
+    kind = tiny["tokenizer"]
+    if model_cfg["kind"] != "tiny" or kind == "byte":
         return tiny
     words = tiny.get("vocabulary") or source_vocabulary(source_cfg)
     if words is None and kind == "word":
@@ -229,7 +203,6 @@ __all__ = [
     "KINDS",
     "SYNTHETIC_KINDS",
     "SourceData",
-    "config_block",
     "examples_frame",
     "generate_fresh",
     "load_source",

@@ -14,7 +14,6 @@ import numpy as np
 from skillmix.errors import SkillmixInputError
 from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
 
-ADDITION_DEFAULTS: dict[str, int | list[int]] = {"n_digits": 3, "examples_per_skill": 700}
 MAX_DIGITS = 18  # operands and their sum stay within int64
 
 

@@ -26,8 +26,6 @@ import numpy as np
 from skillmix.errors import SkillmixInputError
 from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
 
-LEGO_DEFAULTS: dict[str, int | list[int]] = {"n_vars": 5, "examples_per_skill": 700}
-
 _PROMPT_RE = re.compile(r"Input: (.+)\. Output: ([a-z]) = val")
 _CLAUSE_RE = re.compile(r"([a-z]) = (val|not) ([a-z]|[01])")
 _LETTERS = list(string.ascii_lowercase)

@@ -21,26 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
 from skillmix.sources import (
     SourceData,
-    config_block,
     examples_frame,
     require_int,
     resolve_path,
     stable_seed,
 )
 
-NI_DEFAULTS: dict[str, Any] = {
-    "tasks_dir": None,
-    "categories_csv": None,
-    "file_column": "task_file",
-    "category_column": "ni_category",
-    "skill": "category",
-    "max_per_task": 500,
-    "include_definition": True,
-    "n_demonstrations": 0,
-}
 SKILL_MODES: tuple[str, ...] = ("category", "task")
 TASK_SUFFIXES: tuple[str, ...] = (".json.gz", ".json")
 
@@ -183,7 +173,7 @@ def load_natural_instructions(
     the task name, in original order). Ids are ``{task}-{instance index:06d}``; skills are the
     sorted categories (or task names with ``skill: task``).
     """
-    cfg = config_block(cfg, NI_DEFAULTS, "source.natural_instructions")
+    cfg = complete("source.natural_instructions", cfg)
     require_int(seed, "source.seed", 0)
     tasks_dir = resolve_path(cfg["tasks_dir"], "source.natural_instructions.tasks_dir", base_dir)
     if not tasks_dir.is_dir():

@@ -16,21 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from skillmix.config import complete
 from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, config_block, examples_frame, resolve_path
+from skillmix.sources import SourceData, examples_frame, resolve_path
 
-TABLE_DEFAULTS: dict[str, Any] = {
-    "path": None,
-    "format": "auto",
-    "hf_name": None,
-    "data_files": None,
-    "hf_split": "train",
-    "skill_column": "skill",
-    "text_column": None,
-    "prompt_column": None,
-    "answer_column": None,
-    "id_column": None,
-}
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "json", "parquet", "csv", "hf_disk", "hf")
 _SUFFIX_FORMATS: dict[str, str] = {
     ".jsonl": "jsonl",
@@ -313,7 +302,7 @@ def load_table(cfg: dict[str, Any] | None, base_dir: str | Path | None = None) -
     Skills are ordered by sorted name; rows keep the file's order. Relative paths resolve
     against ``base_dir`` (default: the current directory).
     """
-    cfg = config_block(cfg, TABLE_DEFAULTS, "source.table")
+    cfg = complete("source.table", cfg)
     fmt = cfg["format"]
     if fmt not in FORMATS:
         raise SkillmixInputError(f"config source.table.format: expected one of {list(FORMATS)}, got {fmt!r}")

@@ -33,13 +33,6 @@ import numpy as np
 from skillmix.errors import SkillmixInputError
 from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
 
-XOR_DEFAULTS: dict = {
-    "n_symbols": 256,
-    "maps": ["f", "g", "h"],
-    "composites": [["f"], ["g"]],
-    "examples_per_skill": 1000,
-}
-
 
 def _check_spec(maps: list[str], composites: list[list[str]]) -> None:
     if not isinstance(maps, list) or not maps:

@@ -1,0 +1,101 @@
+"""The workflow's config schema as the library's one source of defaults.
+
+The Snakefile validates the whole config against ``workflow/schemas/config.schema.yaml`` and
+fills its defaults; the library fills the same defaults into a block it is handed, so that a
+function called outside the workflow (a test, a notebook) with part of a block behaves as the
+workflow would. No default is written anywhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from skillmix.errors import SkillmixInputError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The parsed config schema (read once per process)."""
+    if not SCHEMA_PATH.is_file():
+        raise SkillmixInputError(
+            f"the config schema {SCHEMA_PATH} is missing: install skillmix from its repository "
+            "(pip install -e .), which keeps the schema beside the package"
+        )
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _subschema(where: str) -> dict[str, Any]:
+    node = schema()
+    for key in where.split("."):
+        properties = node.get("properties", {})
+        if key not in properties:
+            raise KeyError(f"config schema has no block {where!r}")
+        node = properties[key]
+    return node
+
+
+def _check_keys(block: Any, node: dict[str, Any], where: str) -> None:
+    """Raise on a non-mapping block or a key the schema does not know, naming its dotted path."""
+    if not isinstance(block, dict):
+        raise SkillmixInputError(f"config {where}: expected a mapping, got {type(block).__name__}")
+    properties = node.get("properties", {})
+    if node.get("additionalProperties", True) is False:
+        unknown = sorted(set(block) - set(properties))
+        if unknown:
+            raise SkillmixInputError(
+                f"config {where}: unknown key(s) {unknown}; expected keys from {sorted(properties)}"
+            )
+    for key, value in block.items():
+        child = properties.get(key, {})
+        if child.get("type") == "object" and value is not None:
+            _check_keys(value, child, f"{where}.{key}")
+
+
+def _validator():
+    """A JSON-schema validator that also fills every property's default (jsonschema's recipe)."""
+    from jsonschema import Draft202012Validator, validators
+
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, node):
+        if isinstance(instance, dict):
+            for key, spec in properties.items():
+                if "default" in spec and key not in instance:
+                    instance[key] = copy.deepcopy(spec["default"])
+        yield from check_properties(validator, properties, instance, node)
+
+    filling = validators.extend(Draft202012Validator, {"properties": fill_defaults})
+    return filling(schema())
+
+
+def complete(where: str, block: dict[str, Any] | None) -> dict[str, Any]:
+    """The config block at dotted path `where` (e.g. ``"source.xor"``) with the schema's defaults
+    filled in, validated against the schema; `block` itself is left unchanged.
+
+    Raises :class:`SkillmixInputError` naming the key of the first value the schema rejects.
+    """
+    node = _subschema(where)
+    block = {} if block is None else block
+    _check_keys(block, node, where)
+    document: dict[str, Any] = {}
+    inner = document
+    keys = where.split(".")
+    for key in keys[:-1]:
+        inner = inner.setdefault(key, {})
+    inner[keys[-1]] = copy.deepcopy(block)
+    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        path = ".".join(str(p) for p in error.absolute_path) or where
+        raise SkillmixInputError(f"config {path}: {error.message}")
+    result = document
+    for key in keys:
+        result = result[key]
+    return result
