@@ -28,7 +28,8 @@ def schema() -> dict[str, Any]:
             f"the config schema {SCHEMA_PATH} is missing: install skillmix from its repository "
             "(pip install -e .), which keeps the schema beside the package"
         )
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is there
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=loader)
 
 
 def _subschema(where: str) -> dict[str, Any]:
@@ -58,8 +59,10 @@ def _check_keys(block: Any, node: dict[str, Any], where: str) -> None:
             _check_keys(value, child, f"{where}.{key}")
 
 
+@functools.cache
 def _validator():
-    """A JSON-schema validator that also fills every property's default (jsonschema's recipe)."""
+    """A JSON-schema validator of the whole schema that also fills every property's default
+    (jsonschema's recipe), built once per process."""
     from jsonschema import Draft202012Validator, validators
 
     check_properties = Draft202012Validator.VALIDATORS["properties"]
@@ -84,18 +87,11 @@ def complete(where: str, block: dict[str, Any] | None) -> dict[str, Any]:
     node = _subschema(where)
     block = {} if block is None else block
     _check_keys(block, node, where)
-    document: dict[str, Any] = {}
-    inner = document
-    keys = where.split(".")
-    for key in keys[:-1]:
-        inner = inner.setdefault(key, {})
-    inner[keys[-1]] = copy.deepcopy(block)
-    errors = sorted(_validator().iter_errors(document), key=lambda e: list(e.absolute_path))
+    result = copy.deepcopy(block)
+    # the block's own schema, with references still resolved against the whole schema
+    errors = sorted(_validator().evolve(schema=node).iter_errors(result), key=lambda e: list(e.absolute_path))
     if errors:
         error = errors[0]
-        path = ".".join(str(p) for p in error.absolute_path) or where
+        path = ".".join([where, *(str(p) for p in error.absolute_path)])
         raise SkillmixInputError(f"config {path}: {error.message}")
-    result = document
-    for key in keys:
-        result = result[key]
     return result

@@ -37,6 +37,7 @@ def _package_root() -> Path:
     return module_path(PACKAGE).parent
 
 
+@cache
 def _is_module(name: str) -> bool:
     """Whether the dotted name is a module or package of the library (not, e.g., a function)."""
     parts = name.split(".")
@@ -102,12 +103,16 @@ def script_modules(script: str | os.PathLike) -> list[str]:
     return module_closure(*_imports_in(source, PACKAGE))
 
 
+@cache
+def _module_digest(module: str) -> bytes:
+    """The hash of one module's name and source (read once per process)."""
+    return hashlib.sha256(module.encode() + b"\0" + module_path(module).read_bytes()).digest()
+
+
 def _digest(modules: list[str]) -> str:
     digest = hashlib.sha256()
     for module in modules:
-        path = module_path(module)
-        digest.update(module.encode())
-        digest.update(path.read_bytes())
+        digest.update(_module_digest(module))
     return digest.hexdigest()[:16]
 
 
