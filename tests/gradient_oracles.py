@@ -111,4 +111,4 @@ def lm_jacobians(
     """Per-example, per-label-word Jacobians [N, C, P] of a causal LM (float64 on the CPU;
     parameters in `named_parameters()` order, a tied weight once with the sum of both uses'
     gradients)."""
-    return lm_label_features(model, ids, lw, subset)[0]["identity"]
+    return lm_label_features(model, ids, lw, subset)[0]["sgd"]

@@ -79,7 +79,7 @@ def direct(model, tok, train, val, transform):
     return lin, bf, np.array(losses)
 
 
-@pytest.mark.parametrize("transform", ["sign", "identity"])
+@pytest.mark.parametrize("transform", ["sign", "sgd"])
 def test_gradient_graph_equals_a_direct_computation(skills, transform):
     model, tok, train, val = skills
     lin, bf, losses = direct(model, tok, train, val, transform)
@@ -111,7 +111,7 @@ def test_gradient_graph_equals_a_direct_computation(skills, transform):
 
 def test_sign_transform_takes_the_sign_of_the_mean_not_the_mean_of_signs(skills):
     model, tok, train, val = skills
-    ident = checkpoint_graph("initial", model, RUNTIME, tok.pad_token_id, train, val, "identity")
+    ident = checkpoint_graph("initial", model, RUNTIME, tok.pad_token_id, train, val, "sgd")
     sign = checkpoint_graph("initial", model, RUNTIME, tok.pad_token_id, train, val, "sign")
     assert not np.allclose(ident.products, sign.products)
     # ⟨sign ḡ_j, ∇L_j⟩ > 0 whenever ⟨ḡ_j, ∇L_j⟩ is: both are descent directions of the same skill here
@@ -180,7 +180,7 @@ def test_gradient_graph_in_the_workflow(tmp_path):
     off = ~np.eye(K, dtype=bool)
     np.testing.assert_allclose(A[off], want[off], rtol=1e-12)
     # a setting of the gradient graph re-runs it and Skill-It, nothing else before them
-    change = write_yaml(tmp_path / "t.yaml", {"graph": {"gradient": {"transform": "identity"}}})
+    change = write_yaml(tmp_path / "t.yaml", {"graph": {"gradient": {"transform": "sgd"}}})
     again = run_ok(tmp_path, "-n", "results/train/skillit/steps.parquet", configs=(*configs, change))
     assert job_stats(again.output) == {"graph_gradient": 1, "train": 1}, again.output
 

@@ -182,7 +182,7 @@ def test_projected_kernels_approximate_the_exact_ones(kernel_run, tmp_path):
         result.output
     )
     features = np.load(work / "results/kernel/features/1-of-2.npz")
-    assert features["identity"].shape[-1] == 4096 and features["sign"].dtype == np.float32
+    assert features["sgd"].shape[-1] == 4096 and features["sign"].dtype == np.float32
     exact = np.load(kernel_run / "results/kernel/sgd/kernels.npz")["K_test"]
     projected = np.load(work / "results/kernel/sgd/kernels.npz")["K_test"] / 4096
     err = np.linalg.norm(projected - exact) / np.linalg.norm(exact)

@@ -5,7 +5,8 @@ A feature is φ(u) = Π(T(∇_θ u)) for a unit u, over a parameter subset S:
 * units: an example's loss (`example_loss_gradients`), an (example, logit) pair
   (`logit_gradients`), or the mean loss of a whole set such as one skill
   (`mean_loss_gradient`). Each yields per-parameter gradient tensors with leading row axes.
-* transforms T (`Transform`): identity, sign, or LESS's Adam direction from optimizer moments.
+* transforms T (`Transform`): sgd (the gradient as it is), sign, or LESS's Adam direction from
+  optimizer moments.
 * an optional projection Π (`Projection`): the portable Rademacher JL matrix to d dimensions,
   applied per parameter slice after T, so the full gradient vector is never formed.
 * `FeatureMap` turns one batch of per-parameter gradients into one feature matrix per transform,
@@ -40,7 +41,7 @@ from skillmix.projection import RademacherProjector, single_row_safe_matmul
 
 log = logging.getLogger(__name__)
 
-TRANSFORMS = ("identity", "sign", "adam")
+TRANSFORMS = ("sgd", "sign", "adam")
 DENSE_MATRIX_BYTES = 512 * 2**20  # materialise the projection matrix when it is at most this big
 
 Gradients = Mapping[str, torch.Tensor]
@@ -135,13 +136,14 @@ class AdamState:
 class Transform:
     """A feature transform T, applied to one parameter's slice of gradient rows at a time.
 
-    `identity`; `sign` (sign(0) = 0); `adam`: Γ from the moments updated with the row's own
-    gradient (m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g², no bias correction), with LESS's
+    `sgd` (the gradient as it is, an SGD step's direction); `sign` (sign(0) = 0); `adam`: Γ from
+    the moments updated with the row's own gradient (m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g²,
+    no bias correction), with LESS's
     ε inside the root (variant "less") or torch Adam's placement ("adam"). `large_v` counts
     the coordinates with v' > 1e-9 seen so far (the share of sign-like coordinates).
     """
 
-    def __init__(self, kind: str = "identity", adam: AdamState | None = None) -> None:
+    def __init__(self, kind: str = "sgd", adam: AdamState | None = None) -> None:
         if kind not in TRANSFORMS:
             raise SkillmixInputError(f"feature transform must be one of {TRANSFORMS}, got {kind!r}")
         if kind == "adam" and adam is None:
@@ -152,7 +154,7 @@ class Transform:
 
     def __call__(self, g: torch.Tensor, param: ParamSlice | None = None) -> torch.Tensor:
         """T(g) for rows g [R, n] of one parameter (`param` locates its moments for adam)."""
-        if self.kind == "identity":
+        if self.kind == "sgd":
             return g
         if self.kind == "sign":
             return torch.sign(g)

@@ -2,7 +2,7 @@
 
 One SGD-like step on a batch of skill i moves the validation loss of skill j by about
 −η·⟨∇L_j, T(ḡ_i)⟩, where ḡ_i is the mean gradient of skill i's training loss (the step of a
-real batch, "feature of the mean") and T the optimizer's transform (identity for SGD, sign for
+real batch, "feature of the mean") and T the optimizer's transform (sgd: the gradient as it is, sign for
 Adam's early steps). At each checkpoint θ_k (by default only the initial model, which the
 brute-force and linear graph runs start from):
 
@@ -40,7 +40,7 @@ from skillmix.training_run import load_sets
 
 log = logging.getLogger(__name__)
 
-GRAPH_TRANSFORMS = ("identity", "sign")
+GRAPH_TRANSFORMS = ("sgd", "sign")
 EMULATIONS = ("linear", "brute_force")
 
 
@@ -95,7 +95,7 @@ def checkpoint_graph(
             layout, grads, loss = mean_loss_gradient(
                 model, runtime, pad_id, data, subset, reduction, limit, batch_size
             )
-            flat = flat or FeatureMap(layout, [Transform("identity")], dtype=torch.float64)
+            flat = flat or FeatureMap(layout, [Transform("sgd")], dtype=torch.float64)
             out.append(flat(grads)[0].cpu())
             losses.append(loss)
         return torch.cat(out), losses

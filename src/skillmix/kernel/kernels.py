@@ -37,9 +37,9 @@ FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
 
 
 FORMULA_TRANSFORMS = {
-    "sgd": ("identity",),
+    "sgd": ("sgd",),
     "signgd": ("sign",),
-    "asymmetric_signgd": ("identity", "sign"),
+    "asymmetric_signgd": ("sgd", "sign"),
 }
 """The feature transforms each formula's kernel is built from."""
 
@@ -60,12 +60,10 @@ def kernel_from_features(
         raise SkillmixInputError(f"kernel formula must be one of {FORMULAS}, got {formula!r}")
     kw = {"row_block": row_block, "col_block": col_block}
     if formula == "sgd":
-        return gram(train["identity"], other["identity"], **kw)
+        return gram(train["sgd"], other["sgd"], **kw)
     if formula == "signgd":
         return gram(train["sign"], other["sign"], **kw)
-    return torch.stack(
-        [gram(train["sign"], other["identity"], **kw), gram(train["identity"], other["sign"], **kw)]
-    )
+    return torch.stack([gram(train["sign"], other["sgd"], **kw), gram(train["sgd"], other["sign"], **kw)])
 
 
 def flatten_kernel(k: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -302,7 +300,7 @@ def lm_label_features(
     ids: Sequence[list[int]],
     lw: LabelWords,
     subset: str = "all",
-    transforms: Sequence[str] = ("identity",),
+    transforms: Sequence[str] = ("sgd",),
     projection_dim: int | None = None,
     projection_seed: int = 0,
     binary: bool = False,

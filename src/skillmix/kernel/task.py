@@ -122,11 +122,11 @@ def build_task(
 
 
 def formula_transforms(formulas: Sequence[str]) -> list[str]:
-    """The feature transforms the kernels of `formulas` need (identity and/or sign), checked."""
+    """The feature transforms the kernels of `formulas` need (sgd and/or sign), checked."""
     bad = [f for f in formulas if f not in FORMULAS]
     if bad:
         raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {FORMULAS}")
-    return [t for t in ("identity", "sign") if any(t in FORMULA_TRANSFORMS[f] for f in formulas)]
+    return [t for t in ("sgd", "sign") if any(t in FORMULA_TRANSFORMS[f] for f in formulas)]
 
 
 def task_features(
@@ -143,7 +143,7 @@ def task_features(
     """Label-word gradient features of the task rows [start, stop) (all rows when None).
 
     Arrays: `rows` (task row numbers), `f0` (initial logits [n, C]), and one feature array
-    [n, C, d] per transform the formulas need: `identity` (float64, or float32 projected) and
+    [n, C, d] per transform the formulas need: `sgd` (float64, or float32 projected) and
     `sign` (int8, or float32 projected). With `binary` (two label words) C = 1 (f_1 − f_0).
     """
     model_cfg = complete("model", model_cfg)

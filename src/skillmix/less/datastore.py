@@ -95,7 +95,7 @@ def gradient_features(
         transform = Transform("adam", adam.to(runtime.device))
         stats.update(beta1=adam.beta1, beta2=adam.beta2, eps=adam.eps, adam_variant=adam_variant)
     else:
-        transform = Transform("sign" if feature == "sign" else "identity")
+        transform = Transform("sign" if feature == "sign" else "sgd")
     grad_dim = sum(p.numel for p in layout)
     projection = Projection(grad_dim, dims[-1], projection_seed, runtime.device)
     fmap = FeatureMap(layout, [transform], projection, projection_input)
