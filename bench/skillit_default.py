@@ -11,7 +11,7 @@ the raw numbers as JSON:
   at train.steps / 2; val and test come from the same distribution), mean test loss; mean ± sd
   over seeds;
 - per graph method: off-diagonal edge precision / recall / F1 against the known graph
-  (`skillmix.sources.xor.xor_ground_truth`; an edge is an entry > 0; the linear and gradient
+  (`skillmix.data.sources.xor.xor_ground_truth`; an edge is an entry > 0; the linear and gradient
   graphs are assembled as relative loss changes, the brute-force one by steps to target), Spearman of the
   off-diagonal entries against the known graph and against brute force, and job seconds.
 
@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from skillmix.config import complete
+from skillmix.data.sources.xor import xor_ground_truth
 from skillmix.graph.agreement import edge_agreement, graph_agreement
-from skillmix.sources.xor import xor_ground_truth
+from skillmix.infra.config import complete
 
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ["random", "curriculum", "anticurriculum", "stratified", "skill_curriculum", "skillit"]

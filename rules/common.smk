@@ -5,8 +5,8 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
-from skillmix.provenance import script_code_version
-from skillmix.sources import resolve_tiny_tokenizer
+from skillmix.infra.provenance import script_code_version
+from skillmix.data.sources import resolve_tiny_tokenizer
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 

@@ -6,16 +6,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from skillmix.encoding import EncodedSet
-from skillmix.errors import SkillmixInputError
-from skillmix.features import (
+from skillmix.engine.encoding import EncodedSet
+from skillmix.engine.features import (
     FeatureMap,
     Transform,
     example_loss_gradients,
     param_slices,
     select_parameters,
 )
-from skillmix.gradients import labelled_examples
+from skillmix.engine.gradients import labelled_examples
+from skillmix.engine.modeling import Runtime
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.kernel.kernels import (
     FORMULA_TRANSFORMS,
     FORMULAS,
@@ -24,7 +25,6 @@ from skillmix.kernel.kernels import (
     label_logits,
     lm_label_features,
 )
-from skillmix.modeling import Runtime
 
 
 def per_logit_jacobians(

@@ -21,7 +21,7 @@ import pytest
 from safetensors.torch import load_file
 from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, run_ok, snakemake_command, write_yaml
 
-from skillmix.jobs import write_parquet
+from skillmix.infra.jobs import write_parquet
 
 TINY_SELECT_CONFIG = REPO / "tests" / "configs" / "tiny_select.yaml"
 LONG_TRAINING = {"train": {"strategies": ["random"], "steps": 240, "checkpoint_every": 40, "eval_every": 80}}

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from workflow_helpers import MAIN_CONFIG, run_ok
 
-from skillmix.config import complete
+from skillmix.data.sources.xor import xor_ground_truth
 from skillmix.graph.agreement import edge_agreement
 from skillmix.graph.store import read_graph
-from skillmix.sources.xor import xor_ground_truth
+from skillmix.infra.config import complete
 
 pytestmark = pytest.mark.slow
 

@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from skillmix.encoding import encode_frame
-from skillmix.errors import SkillmixInputError
-from skillmix.fresh import FreshSets
-from skillmix.modeling import build_tiny_model, byte_tokenizer, select_runtime, word_tokenizer
-from skillmix.sampling import round_counts
+from skillmix.data.sources import generate_fresh, load_source, source_vocabulary
+from skillmix.data.sources.lego import resolve_lego
+from skillmix.data.sources.xor import xor_answer, xor_bit_maps
+from skillmix.engine.encoding import encode_frame
+from skillmix.engine.fresh import FreshSets
+from skillmix.engine.modeling import build_tiny_model, byte_tokenizer, select_runtime, word_tokenizer
+from skillmix.engine.sampling import round_counts
+from skillmix.engine.training import TrainSettings, train
+from skillmix.engine.training_run import fresh_training_sets
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.skillit.samplers import make_sampler
-from skillmix.sources import generate_fresh, load_source, source_vocabulary
-from skillmix.sources.lego import resolve_lego
-from skillmix.sources.xor import xor_answer, xor_bit_maps
-from skillmix.training import TrainSettings, train
-from skillmix.training_run import fresh_training_sets
 
 LEGO = {"kind": "lego", "seed": 3, "lego": {"n_vars": 4, "examples_per_skill": 50}}
 XOR = {"kind": "xor", "seed": 1, "xor": {"n_symbols": 16, "examples_per_skill": 40}}

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from skillmix.errors import SkillmixInputError
-from skillmix.gpus import gpu_pool, lease_gpus, try_lease
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.gpus import gpu_pool, lease_gpus, try_lease
 
 HOLDER = textwrap.dedent(
     """
     import json, os, sys, time
-    from skillmix.gpus import lease_gpus
+    from skillmix.infra.gpus import lease_gpus
     n, hold, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
     lease = lease_gpus(n, poll_seconds=0.02)
     start = time.time()

@@ -8,13 +8,13 @@ import torch
 import yaml
 from workflow_helpers import TINY_CONFIG
 
-from skillmix.encoding import IGNORE, collate, encode_frame
-from skillmix.errors import SkillmixInputError
-from skillmix.features import mean_loss_gradient
+from skillmix.data.sources.lego import generate_lego
+from skillmix.engine.encoding import IGNORE, collate, encode_frame
+from skillmix.engine.features import mean_loss_gradient
+from skillmix.engine.modeling import load_model, select_runtime
 from skillmix.graph.gradient import CheckpointGraph, checkpoint_graph, combine, losses_table
 from skillmix.graph.learned import GraphOptions
-from skillmix.modeling import load_model, select_runtime
-from skillmix.sources.lego import generate_lego
+from skillmix.infra.errors import SkillmixInputError
 
 MODEL = yaml.safe_load(TINY_CONFIG.read_text())["model"]  # the workflow tests' tiny model
 RUNTIME = select_runtime("cpu", "fp32")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from gradient_oracles import example_gradients
 
-from skillmix.encoding import IGNORE, EncodedSet, collate, encode_row, per_example_loss
-from skillmix.errors import SkillmixInputError
-from skillmix.features import AdamState, Transform
-from skillmix.gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
-from skillmix.modeling import load_model, select_runtime
+from skillmix.engine.encoding import IGNORE, EncodedSet, collate, encode_row, per_example_loss
+from skillmix.engine.features import AdamState, Transform
+from skillmix.engine.gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
+from skillmix.engine.modeling import load_model, select_runtime
+from skillmix.infra.errors import SkillmixInputError
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4, "max_positions": 64}
 TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "gpt2": ["c_attn"]}
@@ -223,7 +223,7 @@ def test_example_without_labels_is_excluded(caplog) -> None:
     data.labels[1] = [IGNORE] * len(data.labels[1])
     # an answer truncated away: only the first position carries a label, which is never predicted
     data.labels[3] = [data.input_ids[3][0]] + [IGNORE] * (len(data.labels[3]) - 1)
-    with caplog.at_level(logging.WARNING, logger="skillmix.gradients"):
+    with caplog.at_level(logging.WARNING, logger="skillmix.engine.gradients"):
         rows, kept, excluded = example_gradients(model, data, RUNTIME, tok.pad_token_id, batch_size=4)
     assert excluded == ["ex1", "ex3"]
     assert kept == ["ex0", "ex2", "ex4"]

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skillmix.errors import SkillmixInputError
 from skillmix.graph.given import load_given
 from skillmix.graph.learned import GraphOptions, UnitCurve, assemble
 from skillmix.graph.store import plot_heatmap, read_graph, write_graph
 from skillmix.graph.units import METHODS, UNIT_PATTERN, graph_units, unit_slugs
-from skillmix.slugs import skill_slug
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.slugs import skill_slug
 
 SHARED_DATA = Path(
     os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.less import influence
 from skillmix.less.influence import influence_scores, subtask_labels
 from skillmix.less.selection import select_top

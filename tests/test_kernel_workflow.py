@@ -12,7 +12,7 @@ import pytest
 import yaml
 from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, job_stats, run_ok, snakemake, write_yaml
 
-from skillmix.jobs import shard_range
+from skillmix.infra.jobs import shard_range
 
 TINY_KERNEL_CONFIG = REPO / "tests" / "configs" / "tiny_kernel.yaml"
 CONFIGS = (MAIN_CONFIG, TINY_CONFIG, TINY_KERNEL_CONFIG)

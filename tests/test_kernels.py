@@ -8,8 +8,8 @@ import torch
 from gradient_oracles import kernel, lm_jacobians, lm_label_logits, per_logit_jacobians
 from torch.func import functional_call
 
-from skillmix.errors import SkillmixInputError
-from skillmix.features import gram, select_parameters
+from skillmix.engine.features import gram, select_parameters
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.kernel.kernels import (
     accuracy,
     predictions_to_labels,
@@ -252,7 +252,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    from skillmix.modeling import build_tiny_model
+    from skillmix.engine.modeling import build_tiny_model
 
     model, tok = build_tiny_model(TINY, seed=0)
     return model.double(), tok
@@ -329,8 +329,8 @@ def _logits(model, ids, lw):
 
 
 def test_t8_adam_first_step_is_signgd_and_the_less_feature_regimes():
-    from skillmix.features import AdamState, Transform
-    from skillmix.gradients import ParamSlice
+    from skillmix.engine.features import AdamState, Transform
+    from skillmix.engine.gradients import ParamSlice
 
     def adam_feature(g, m, v, b1, b2, e, variant):
         return Transform("adam", AdamState(m, v, b1, b2, e, variant))(g, ParamSlice("p", (len(m),), 0))
@@ -356,7 +356,7 @@ def test_t8_adam_first_step_is_signgd_and_the_less_feature_regimes():
 
 
 def test_t12_rademacher_projection_keeps_the_gram_matrix():
-    from skillmix.projection import RademacherProjector
+    from skillmix.engine.projection import RademacherProjector
 
     g = torch.Generator().manual_seed(7)
     x = torch.randn(6, 20000, generator=g)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skillmix.errors import SkillmixInputError
-from skillmix.modeling import (
+from skillmix.engine.modeling import (
     build_tiny_model,
     byte_tokenizer,
     load_model,
@@ -16,6 +15,7 @@ from skillmix.modeling import (
     select_runtime,
     trainable_parameters,
 )
+from skillmix.infra.errors import SkillmixInputError
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_positions": 64}
 
@@ -147,8 +147,8 @@ def smollm2_dir():
 def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch) -> None:
     import pandas as pd
 
-    from skillmix.encoding import encode_frame, encode_row
-    from skillmix.evaluation import evaluate_skills
+    from skillmix.engine.encoding import encode_frame, encode_row
+    from skillmix.engine.evaluation import evaluate_skills
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folder, name = smollm2_dir()
@@ -171,7 +171,7 @@ def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch) -> None:
     assert tok.decode([t for t in labels if t >= 0], skip_special_tokens=True) == " Paris"
     table = evaluate_skills(model, tok, [data], select_runtime("cpu"), 16, accuracy=False)
     assert table.loss.notna().all()
-    from skillmix.evaluation import example_losses
+    from skillmix.engine.evaluation import example_losses
 
     paris, berlin = example_losses(model, data, tok.pad_token_id, select_runtime("cpu"), 2)
     assert paris < berlin

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from skillmix.errors import SkillmixInputError
-from skillmix.projection import RademacherProjector, mt19937_first_output, normalise_rows
+from skillmix.engine.projection import RademacherProjector, mt19937_first_output, normalise_rows
+from skillmix.infra.errors import SkillmixInputError
 
 M = 2**31 - 1
 A = 1132489760

@@ -1,4 +1,4 @@
-"""Code versions derived from what each job script imports (skillmix.provenance)."""
+"""Code versions derived from what each job script imports (skillmix.infra.provenance)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from skillmix.provenance import NOT_RESULTS, code_version, module_closure, script_modules
+from skillmix.infra.provenance import NOT_RESULTS, code_version, module_closure, script_modules
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "workflow" / "scripts"
@@ -20,8 +20,8 @@ SCRIPTS = REPO / "workflow" / "scripts"
 
 def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
     train = script_modules(SCRIPTS / "train.py")
-    assert {"skillmix.skillit.runs", "skillmix.training", "skillmix.sampling"} <= set(train)
-    assert "skillmix.jobs" in train  # start_log, write_parquet: what the job writes
+    assert {"skillmix.skillit.runs", "skillmix.engine.training", "skillmix.engine.sampling"} <= set(train)
+    assert "skillmix.infra.jobs" in train  # start_log, write_parquet: what the job writes
     assert not NOT_RESULTS & set(train)  # the GPU lease decides where, not what
     assert "skillmix.plotting" not in train  # a figure's code never re-runs training
     drawing = {p.name for p in SCRIPTS.glob("*.py") if "skillmix.plotting" in script_modules(p)}
@@ -29,17 +29,19 @@ def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
                        "compare_selected.py", "kernel_solve.py"}, drawing  # fmt: skip
     # dotted names: the kernel stage never reaches the data sources, the target builder
     # reaches them but no training code
-    assert not [m for m in script_modules(SCRIPTS / "kernel_task.py") if m.startswith("skillmix.sources")]
+    assert not [
+        m for m in script_modules(SCRIPTS / "kernel_task.py") if m.startswith("skillmix.data.sources")
+    ]
     target = set(script_modules(SCRIPTS / "select_target.py"))
-    assert {"skillmix.less.targets", "skillmix.sources", "skillmix.sources.tables"} <= target
-    assert not {"skillmix.training", "skillmix.skillit.runs"} & target
+    assert {"skillmix.less.targets", "skillmix.data.sources", "skillmix.data.sources.tables"} <= target
+    assert not {"skillmix.engine.training", "skillmix.skillit.runs"} & target
 
 
 def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
-    closure = module_closure("skillmix.sources.addition")
-    assert closure[:4] == ["skillmix", "skillmix.config", "skillmix.errors", "skillmix.sources"]
-    assert "skillmix.sources.addition" in closure
-    assert code_version("sources.addition") == code_version("skillmix.sources.addition")
+    closure = module_closure("skillmix.data.sources.addition")
+    assert closure[:3] == ["skillmix", "skillmix.data", "skillmix.data.sources"]
+    assert "skillmix.data.sources.addition" in closure
+    assert code_version("data.sources.addition") == code_version("skillmix.data.sources.addition")
 
 
 def test_every_rule_hashes_the_script_it_runs() -> None:
@@ -62,7 +64,7 @@ def _versions(src: Path) -> dict[str, str]:
     """Every script's code version, computed in a fresh interpreter that imports `src`."""
     program = (
         "import json, sys, pathlib\n"
-        "from skillmix.provenance import script_code_version\n"
+        "from skillmix.infra.provenance import script_code_version\n"
         "print(json.dumps({p.name: script_code_version(p) "
         "for p in sorted(pathlib.Path(sys.argv[1]).glob('*.py'))}))\n"
     )
@@ -84,8 +86,8 @@ def project_copy(tmp_path_factory) -> Path:
     ("module", "changed", "unchanged"),
     [
         ("kernel/kernels.py", {"kernel.py", "kernel_solve.py"}, {"train.py", "slice.py", "influence.py"}),
-        ("sources/tables.py", {"slice.py", "select_target.py"}, {"kernel.py", "kernel_solve.py"}),
-        ("gpus.py", set(), None),  # None: no script changes
+        ("data/sources/tables.py", {"slice.py", "select_target.py"}, {"kernel.py", "kernel_solve.py"}),
+        ("infra/gpus.py", set(), None),  # None: no script changes
     ],
 )
 def test_an_edited_module_changes_exactly_the_scripts_that_reach_it(

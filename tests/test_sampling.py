@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from skillmix.errors import SkillmixInputError
-from skillmix.sampling import round_counts
+from skillmix.engine.sampling import round_counts
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.skillit.samplers import (
     CurriculumSampler,
     SkillCurriculumSampler,

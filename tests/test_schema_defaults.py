@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
+from skillmix.engine.sampling import RandomSampler, StratifiedSampler
+from skillmix.engine.training import TrainSettings
 from skillmix.graph.learned import GraphOptions
-from skillmix.sampling import RandomSampler, StratifiedSampler
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.skillit.samplers import make_sampler
-from skillmix.training import TrainSettings
 
 SCHEMA = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
@@ -56,7 +56,7 @@ def _schema_keys(node: dict) -> set[str]:
 
 def test_the_library_writes_no_default_of_a_config_key() -> None:
     """`block.get("key", value)` on a config key would be a second default beside the schema's;
-    the library completes blocks with skillmix.config.complete and indexes them instead."""
+    the library completes blocks with skillmix.infra.config.complete and indexes them instead."""
     keys = _schema_keys({"properties": SCHEMA})
     found = []
     for path in sorted((Path(__file__).resolve().parents[1] / "src/skillmix").rglob("*.py")):

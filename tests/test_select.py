@@ -15,10 +15,14 @@ import torch
 from gradient_oracles import example_gradients
 from safetensors.torch import load_file
 
-from skillmix.encoding import IGNORE, EncodedSet, encode_frame
-from skillmix.errors import SkillmixInputError
-from skillmix.gradients import lora_parameters, optimizer_moments
-from skillmix.jobs import parse_scatteritem, shard_range
+from skillmix.data.sources.lego import generate_lego
+from skillmix.engine.encoding import IGNORE, EncodedSet, encode_frame
+from skillmix.engine.gradients import lora_parameters, optimizer_moments
+from skillmix.engine.projection import RademacherProjector
+from skillmix.engine.sampling import EpochSampler
+from skillmix.engine.training import trainable_state
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import parse_scatteritem, shard_range
 from skillmix.less.datastore import build_shard, gradient_features
 from skillmix.less.influence import STATUS_NO_ANSWER, STATUS_NON_FINITE, STATUS_SCORED, score_datastore
 from skillmix.less.pool import warmup_indices
@@ -26,10 +30,6 @@ from skillmix.less.selection import composition, random_examples, select_example
 from skillmix.less.shards import read_shard, write_shard
 from skillmix.less.targets import targets_from_files, targets_from_slices
 from skillmix.less.warmup import epoch_settings, load_epoch_checkpoint, warmup_from_pool
-from skillmix.projection import RademacherProjector
-from skillmix.sampling import EpochSampler
-from skillmix.sources.lego import generate_lego
-from skillmix.training import trainable_state
 
 MODEL = {
     "kind": "tiny",

@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from skillmix import slicing
-from skillmix.errors import SkillmixInputError
-from skillmix.slicing import (
+from skillmix.data import slicing
+from skillmix.data.slicing import (
     make_slices,
     read_manifest,
     read_slices,
@@ -20,8 +19,9 @@ from skillmix.slicing import (
     validate_examples,
     write_slices,
 )
-from skillmix.slugs import SLUG_PATTERN, skill_slug
-from skillmix.sources import COLUMNS, SourceData, examples_frame
+from skillmix.data.sources import COLUMNS, SourceData, examples_frame
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.slugs import SLUG_PATTERN, skill_slug
 
 LEGO = {"kind": "lego", "seed": 0, "lego": {"n_vars": 3, "examples_per_skill": 60}}
 SPLIT = {"seed": 0, "val": 10, "test": 5, "max_train": None}

@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from skillmix.errors import SkillmixInputError
-from skillmix.sources import COLUMNS, SourceData, load_source
-from skillmix.sources.addition import generate_addition, spaced_digits
-from skillmix.sources.lego import generate_lego, resolve_lego
-from skillmix.sources.natural_instructions import load_natural_instructions
-from skillmix.sources.tables import load_table
+from skillmix.data.sources import COLUMNS, SourceData, load_source
+from skillmix.data.sources.addition import generate_addition, spaced_digits
+from skillmix.data.sources.lego import generate_lego, resolve_lego
+from skillmix.data.sources.natural_instructions import load_natural_instructions
+from skillmix.data.sources.tables import load_table
+from skillmix.infra.errors import SkillmixInputError
 
 SHARED_DATA = Path(
     os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -93,7 +93,7 @@ def test_lego_format_answers_and_chain() -> None:
 
 def test_lego_text_is_the_originals() -> None:
     """The spec's example (chain x -> d -> q -> m -> b, bits 1 1 0 0 1, skill 3), spaces and all."""
-    from skillmix.sources.lego import _lego_prompt
+    from skillmix.data.sources.lego import _lego_prompt
 
     prompt = _lego_prompt(list("xdqmb"), [1, 1, 0, 0, 1], [2, 0, 4, 1, 3], 3)
     assert prompt == "Input:  q = not d , x = val 1 ,  b = not m ,  d = val x ,  m = val q. Output: m = val"
@@ -138,7 +138,7 @@ def test_lego_small_chain_exhausts_distinct_examples() -> None:
 
 
 def test_xor_generator_against_its_ground_truth() -> None:
-    from skillmix.sources.xor import generate_xor, xor_answer, xor_bit_maps, xor_ground_truth
+    from skillmix.data.sources.xor import generate_xor, xor_answer, xor_bit_maps, xor_ground_truth
 
     maps, composites = ["f", "g", "h"], [["f"], ["g", "h"]]
     counts = [50, 50, 50, 400, 300]
@@ -195,7 +195,7 @@ def test_xor_generator_against_its_ground_truth() -> None:
     ],
 )
 def test_xor_bad_config(args: tuple, message: str) -> None:
-    from skillmix.sources.xor import generate_xor
+    from skillmix.data.sources.xor import generate_xor
 
     with pytest.raises(SkillmixInputError, match=message):
         generate_xor(*args, seed=0)

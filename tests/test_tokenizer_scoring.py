@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from skillmix.encoding import IGNORE, encode_row
-from skillmix.errors import SkillmixInputError
-from skillmix.evaluation import first_char, score_answers
-from skillmix.modeling import build_tiny_model, word_tokenizer
-from skillmix.sources import load_source, source_vocabulary
+from skillmix.data.sources import load_source, source_vocabulary
+from skillmix.engine.encoding import IGNORE, encode_row
+from skillmix.engine.evaluation import first_char, score_answers
+from skillmix.engine.modeling import build_tiny_model, word_tokenizer
+from skillmix.infra.errors import SkillmixInputError
 
 SYNTHETIC = [
     {"kind": "xor", "xor": {"examples_per_skill": 300}},
@@ -89,10 +89,10 @@ def test_bit_and_digit_accuracy_of_perfect_and_constant_predictors() -> None:
 
 
 def test_resolve_tiny_tokenizer() -> None:
-    from skillmix.sources import resolve_tiny_tokenizer
+    from skillmix.data.sources import resolve_tiny_tokenizer
 
     xor = {"kind": "xor", "xor": {"n_symbols": 4, "maps": ["f"], "composites": [["f"]]}}
-    from skillmix.config import complete
+    from skillmix.infra.config import complete
 
     tiny = complete("model.tiny", None)  # the resolved block is the whole model.tiny block
     auto = resolve_tiny_tokenizer({"kind": "tiny", "tiny": {"tokenizer": "auto"}}, xor)

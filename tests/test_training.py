@@ -7,13 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from skillmix.encoding import IGNORE, collate, encode_frame, encode_row, per_example_loss
-from skillmix.errors import SkillmixInputError
-from skillmix.evaluation import evaluate_skills
-from skillmix.modeling import build_tiny_model, byte_tokenizer, select_runtime
-from skillmix.sampling import RandomSampler, StratifiedSampler
+from skillmix.engine.encoding import IGNORE, collate, encode_frame, encode_row, per_example_loss
+from skillmix.engine.evaluation import evaluate_skills
+from skillmix.engine.modeling import build_tiny_model, byte_tokenizer, select_runtime
+from skillmix.engine.sampling import RandomSampler, StratifiedSampler
+from skillmix.engine.training import TrainSettings, train
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.skillit.samplers import make_sampler
-from skillmix.training import TrainSettings, train
 
 TINY = {
     "architecture": "llama",
@@ -281,7 +281,7 @@ def test_lr_schedule_and_weight_decay_groups(toy) -> None:
 
 
 def test_generation_batches_stay_within_the_longest_example() -> None:
-    from skillmix.evaluation import generation_batches
+    from skillmix.engine.evaluation import generation_batches
 
     prompts, answers = [60, 2, 30, 5, 58], [4, 40, 10, 3, 6]
     batches = generation_batches(prompts, answers, batch_size=2)

@@ -1,6 +1,6 @@
 """Compare the training strategies: a summary table and a plot of mean validation curves."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

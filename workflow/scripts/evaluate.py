@@ -1,6 +1,6 @@
 """Evaluate a trained run on the test slices; write its metrics table and curves plot."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

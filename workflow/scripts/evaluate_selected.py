@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.less.selection import evaluate_target  # noqa: E402
 from skillmix.plotting import plot_skill_curves  # noqa: E402
 

@@ -1,6 +1,6 @@
 """One shard of the gradient datastore: projected per-example gradient features at one checkpoint."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

@@ -1,6 +1,6 @@
 """Assemble the skills graph of a method from the curves of its runs."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

@@ -1,6 +1,6 @@
 """Check a given skills graph against the data's skills and store it in the workflow's format."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

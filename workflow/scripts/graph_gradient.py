@@ -1,6 +1,6 @@
 """The gradient skills graph: inner products of mean skill gradients at existing checkpoints."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

@@ -1,7 +1,7 @@
 """One graph unit: train on one skill (or an equal pair), graph.runs.repeats times, and record every
 skill's loss."""
 
-from skillmix.jobs import start_log, write_parquet
+from skillmix.infra.jobs import start_log, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 

@@ -4,11 +4,11 @@ import json
 
 import pandas as pd
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import parse_scatteritem, shard_range  # noqa: E402
+from skillmix.infra.jobs import parse_scatteritem, shard_range  # noqa: E402
 from skillmix.kernel.task import task_features, write_arrays  # noqa: E402
 
 p = snakemake.params

@@ -4,11 +4,11 @@ import json
 
 import pandas as pd
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.kernel.task import finetune  # noqa: E402
 
 p = snakemake.params

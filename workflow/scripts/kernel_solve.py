@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_html_table, write_parquet  # noqa: E402
+from skillmix.infra.jobs import write_html_table, write_parquet  # noqa: E402
 from skillmix.kernel.task import initial_accuracy, side_by_side, solve_kernel_file  # noqa: E402
 from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 

@@ -1,10 +1,10 @@
 """The candidate pool of LESS selection: the training slices of the pool skills, in one table."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.less.pool import pool_frame  # noqa: E402
 
 pool = pool_frame(snakemake.input.manifest, snakemake.input.train, snakemake.params.skills)

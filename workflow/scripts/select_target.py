@@ -1,10 +1,10 @@
 """The target set of LESS selection (gradients) and its evaluation examples."""
 
-from skillmix.jobs import start_log
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_parquet  # noqa: E402
+from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.less.targets import build_targets  # noqa: E402
 
 target, evaluation = build_targets(

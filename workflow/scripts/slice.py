@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from skillmix.jobs import start_log
-from skillmix.slicing import make_slices
+from skillmix.data.slicing import make_slices
+from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 manifest = make_slices(

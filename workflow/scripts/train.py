@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from skillmix.jobs import JobClock, start_log, write_json, write_parquet
+from skillmix.infra.jobs import JobClock, start_log, write_json, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.modeling import save_model
+from skillmix.engine.modeling import save_model
 from skillmix.skillit.runs import prepare_run
 
 p = snakemake.params

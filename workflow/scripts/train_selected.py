@@ -2,14 +2,14 @@
 
 import pandas as pd
 
-from skillmix.jobs import JobClock, start_log
+from skillmix.infra.jobs import JobClock, start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.jobs import write_json, write_parquet  # noqa: E402
+from skillmix.engine.modeling import save_model  # noqa: E402
+from skillmix.infra.jobs import write_json, write_parquet  # noqa: E402
 from skillmix.less.targets import first_per_subtask  # noqa: E402
 from skillmix.less.warmup import prepare_epochs  # noqa: E402
-from skillmix.modeling import save_model  # noqa: E402
 
 p = snakemake.params
 evaluation = first_per_subtask(pd.read_parquet(snakemake.input.evaluation), p.eval["max_examples_per_skill"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 
 def graph_agreement(a: np.ndarray, b: np.ndarray) -> float:

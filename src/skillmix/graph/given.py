@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from skillmix.errors import SkillmixInputError
+from skillmix.data.slicing import read_manifest
 from skillmix.graph.store import name_list, write_graph
 from skillmix.graph.units import named
-from skillmix.slicing import read_manifest
+from skillmix.infra.errors import SkillmixInputError
 
 
 def _read_names_file(path: Path) -> tuple[list[str], list[str] | None]:

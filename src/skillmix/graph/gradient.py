@@ -11,7 +11,7 @@ brute-force and linear graph runs start from):
 with equal weights w_k = η/K, η the step size (by default the graph runs' learning rate), so that
 an entry is the first-order change of L_j (relative) from one step on skill i, the scale of the
 learned graphs' entries. The gradients come from the shared feature engine
-(`skillmix.features`: mean-loss units, transform, blocked Gram); the matrix then goes through
+(`skillmix.engine.features`: mean-loss units, transform, blocked Gram); the matrix then goes through
 the same post-processing (clip, threshold, diagonal) as the learned graphs.
 """
 
@@ -28,15 +28,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from skillmix.config import complete
-from skillmix.encoding import EncodedSet
-from skillmix.errors import SkillmixInputError
-from skillmix.features import FeatureMap, Transform, gram, mean_loss_gradient
+from skillmix.data.slicing import read_manifest
+from skillmix.engine.encoding import EncodedSet
+from skillmix.engine.features import FeatureMap, Transform, gram, mean_loss_gradient
+from skillmix.engine.modeling import Runtime, load_model, load_saved, select_runtime
+from skillmix.engine.training_run import load_sets
 from skillmix.graph.learned import GraphOptions, postprocess
 from skillmix.graph.store import write_graph
-from skillmix.modeling import Runtime, load_model, load_saved, select_runtime
-from skillmix.slicing import read_manifest
-from skillmix.training_run import load_sets
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skillmix.errors import SkillmixInputError
+from skillmix.data.slicing import read_manifest
 from skillmix.graph.store import CURVE_COLUMNS, REPEAT_COLUMN, write_graph
 from skillmix.graph.units import LEARNED_FROM_RUNS, check_method, graph_units, named, pair_unit
-from skillmix.slicing import read_manifest
+from skillmix.infra.errors import SkillmixInputError
 
 MEASURES = ("end", "window", "steps_to_target")
 NORMALISATIONS = ("raw", "relative")

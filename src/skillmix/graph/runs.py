@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
+from skillmix.data.slicing import read_manifest
+from skillmix.engine.modeling import load_model
+from skillmix.engine.sampling import SkillSampler
+from skillmix.engine.training import TrainSettings
+from skillmix.engine.training_run import RunData, TrainingRun, fresh_training_sets, load_run_data
 from skillmix.graph.units import unit_slugs
-from skillmix.modeling import load_model
-from skillmix.sampling import SkillSampler
-from skillmix.slicing import read_manifest
-from skillmix.training import TrainSettings
-from skillmix.training_run import RunData, TrainingRun, fresh_training_sets, load_run_data
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 REPEAT_SEED_STRIDE = 1_000_003
 """Seed distance between two repeats of a unit (far from the small seeds a benchmark sweeps)."""
@@ -51,7 +51,7 @@ def graph_unit_curve(
     `{slug}.parquet` per skill of the manifest: the folder is the job's one input, which keeps
     the DAG of thousands of pair runs small). With `graph.runs.data: fresh` (a synthetic
     `source_cfg`) it trains on new examples instead of the unit's training slices
-    (:mod:`skillmix.fresh`). The slices are read and encoded once; each repeat starts from a newly
+    (:mod:`skillmix.engine.fresh`). The slices are read and encoded once; each repeat starts from a newly
     loaded initial model and draws its batches (and fresh examples) with :func:`repeat_seed`.
     """
     eval_cfg = complete("eval", eval_cfg)

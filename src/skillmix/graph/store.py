@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from skillmix.errors import SkillmixInputError  # noqa: E402
 from skillmix.graph.units import check_method  # noqa: E402
-from skillmix.jobs import atomic_file, write_json, write_parquet  # noqa: E402
+from skillmix.infra.errors import SkillmixInputError  # noqa: E402
+from skillmix.infra.jobs import atomic_file, write_json, write_parquet  # noqa: E402
 
 CURVE_COLUMNS = ("unit", "step", "skill", "loss")
 """Columns of a unit's curve: every skill's validation loss at every evaluated step."""

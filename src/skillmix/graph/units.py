@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from skillmix.errors import SkillmixInputError
-from skillmix.slugs import SLUG_PATTERN
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.slugs import SLUG_PATTERN
 
 METHODS = ("brute_force", "linear", "gradient", "given")
 LEARNED_FROM_RUNS = ("brute_force", "linear")

@@ -19,10 +19,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.features import select_parameters
-from skillmix.jobs import atomic_file
+from skillmix.engine.features import select_parameters
+from skillmix.engine.modeling import load_model
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import atomic_file
 from skillmix.kernel.kernels import (
     FORMULA_TRANSFORMS,
     FORMULAS,
@@ -38,7 +39,6 @@ from skillmix.kernel.kernels import (
     solve_lstsq,
     targets_matrix,
 )
-from skillmix.modeling import load_model
 
 log = logging.getLogger(__name__)
 

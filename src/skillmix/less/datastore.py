@@ -2,7 +2,7 @@
 
 For one warm-up checkpoint and one example set (candidates or target), a shard job takes its
 contiguous range of rows and computes its features with the gradient-feature engine
-(`skillmix.features`): batched per-example LoRA loss gradients, transformed (candidates: LESS's
+(`skillmix.engine.features`): batched per-example LoRA loss gradients, transformed (candidates: LESS's
 Adam feature from the checkpoint's optimizer moments; targets: the plain gradient, or its sign),
 projected per parameter slice with the portable Rademacher matrix (so the full gradient vector is
 never formed), then each row normalised. Several output widths come from one pass: the d-wide
@@ -25,16 +25,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from skillmix.config import complete
-from skillmix.encoding import EncodedSet, encode_frame
-from skillmix.errors import SkillmixInputError
-from skillmix.features import AdamState, FeatureMap, Projection, Transform, example_loss_gradients
-from skillmix.gradients import labelled_examples
-from skillmix.jobs import parse_scatteritem, shard_range, write_json, write_parquet
+from skillmix.engine.encoding import EncodedSet, encode_frame
+from skillmix.engine.features import AdamState, FeatureMap, Projection, Transform, example_loss_gradients
+from skillmix.engine.gradients import labelled_examples
+from skillmix.engine.modeling import Runtime
+from skillmix.engine.projection import normalise_rows
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import parse_scatteritem, shard_range, write_json, write_parquet
 from skillmix.less.shards import write_shard
 from skillmix.less.warmup import load_epoch_checkpoint
-from skillmix.modeling import Runtime
-from skillmix.projection import normalise_rows
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.less.shards import read_shard
 
 log = logging.getLogger(__name__)

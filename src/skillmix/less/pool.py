@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from skillmix.errors import SkillmixInputError
-from skillmix.slicing import read_manifest, read_slices
+from skillmix.data.slicing import read_manifest, read_slices
+from skillmix.infra.errors import SkillmixInputError
 
 POOL_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.evaluation import evaluate_skills
-from skillmix.jobs import atomic_file
+from skillmix.engine.evaluation import evaluate_skills
+from skillmix.engine.modeling import load_saved, select_runtime
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import atomic_file
 from skillmix.less.targets import encode_groups
-from skillmix.modeling import load_saved, select_runtime
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import torch
 
-from skillmix.errors import SkillmixInputError
-from skillmix.jobs import atomic_file
-from skillmix.projection import normalise_rows
+from skillmix.engine.projection import normalise_rows
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import atomic_file
 
 PathLike = str | os.PathLike
 

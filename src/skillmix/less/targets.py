@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from skillmix.encoding import EncodedSet, encode_frame
-from skillmix.errors import SkillmixInputError
-from skillmix.slicing import read_slices
-from skillmix.sources.tables import read_columns
+from skillmix.data.slicing import read_slices
+from skillmix.data.sources.tables import read_columns
+from skillmix.engine.encoding import EncodedSet, encode_frame
+from skillmix.infra.errors import SkillmixInputError
 
 TARGET_COLUMNS = ["id", "subtask", "prompt", "answer", "text"]
 

@@ -26,15 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.config import complete
-from skillmix.encoding import EncodedSet
-from skillmix.errors import SkillmixInputError
-from skillmix.jobs import atomic_directory
-from skillmix.less.pool import warmup_indices
-from skillmix.less.targets import encode_groups
-from skillmix.modeling import Runtime, apply_lora, load_model, select_runtime
-from skillmix.sampling import EpochSampler
-from skillmix.training import (
+from skillmix.engine.encoding import EncodedSet
+from skillmix.engine.modeling import Runtime, apply_lora, load_model, select_runtime
+from skillmix.engine.sampling import EpochSampler
+from skillmix.engine.training import (
     TrainResult,
     TrainSettings,
     fingerprint,
@@ -43,6 +38,11 @@ from skillmix.training import (
     train,
     trainable_state,
 )
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import atomic_directory
+from skillmix.less.pool import warmup_indices
+from skillmix.less.targets import encode_groups
 
 log = logging.getLogger(__name__)
 

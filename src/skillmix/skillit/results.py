@@ -9,13 +9,13 @@ from typing import Any
 
 import pandas as pd
 
-from skillmix.config import complete
-from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
-from skillmix.jobs import write_parquet
-from skillmix.modeling import load_saved, select_runtime
+from skillmix.data.slicing import read_manifest
+from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
+from skillmix.engine.modeling import load_saved, select_runtime
+from skillmix.engine.training_run import load_sets
+from skillmix.infra.config import complete
+from skillmix.infra.jobs import write_parquet
 from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
-from skillmix.slicing import read_manifest
-from skillmix.training_run import load_sets
 
 METRICS_COLUMNS = ["run", "split", "step", *METRIC_COLUMNS]
 

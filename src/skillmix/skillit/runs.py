@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.config import complete
-from skillmix.encoding import EncodedSet
-from skillmix.errors import SkillmixInputError
-from skillmix.evaluation import example_losses
+from skillmix.data.slicing import read_manifest
+from skillmix.engine.encoding import EncodedSet
+from skillmix.engine.evaluation import example_losses
+from skillmix.engine.modeling import Runtime
+from skillmix.engine.training import TrainSettings
+from skillmix.engine.training_run import TrainingRun, fresh_training_sets, load_run_data
 from skillmix.graph.store import read_graph
-from skillmix.modeling import Runtime
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.skillit.samplers import make_sampler, resolve_aggregate
-from skillmix.slicing import read_manifest
-from skillmix.training import TrainSettings
-from skillmix.training_run import TrainingRun, fresh_training_sets, load_run_data
 
 
 def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
@@ -72,7 +72,7 @@ def prepare_run(
     training skills, out-of-domain when they are not), else on the training skills, and
     reads its graph from `graph_dir`. `strategy_cfg` holds the strategy's own settings.
     With `train.data: fresh` (a synthetic `source_cfg`), every round trains on new examples
-    (:mod:`skillmix.fresh`), except for curriculum and anticurriculum, which order the fixed
+    (:mod:`skillmix.engine.fresh`), except for curriculum and anticurriculum, which order the fixed
     pool by the initial model's losses. The pool's sizes still define the natural mixture.
     """
     eval_cfg = complete("eval", eval_cfg)

@@ -1,7 +1,7 @@
 """The Skill-It stage's samplers: Skill-It's online mixture, the curricula, and the strategy names.
 
 Strategies differ only in the mixture of each round: `random`, `stratified`, `target_only`
-(:mod:`skillmix.sampling`), `skill_curriculum` (skills in order of initial loss, in stages) and
+(:mod:`skillmix.engine.sampling`), `skill_curriculum` (skills in order of initial loss, in stages) and
 `skillit` (Skill-It's online update from the skills graph and the recent validation losses).
 `curriculum` and `anticurriculum` order single examples by initial loss instead of mixing skills.
 """
@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.sampling import (
+from skillmix.engine.sampling import (
     RandomSampler,
     SkillSampler,
     StratifiedSampler,
     TargetOnlySampler,
     normalise,
 )
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 STRATEGIES = (
     "random",

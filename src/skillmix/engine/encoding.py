@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 IGNORE = -100
 

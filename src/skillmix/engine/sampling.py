@@ -6,7 +6,7 @@ slots: floor(p_i · n) slots for every skill but the last, which takes the remai
 seeded shuffle. So the per-round counts are a deterministic function of p, and the order of
 the seed and the round. Within a skill, examples are drawn without replacement, pass after
 pass, each pass a fresh seeded permutation. With `fresh` set, the examples of a round are
-new ones generated for it (:class:`skillmix.fresh.FreshSets`): the k-th slot of skill s in
+new ones generated for it (:class:`skillmix.engine.fresh.FreshSets`): the k-th slot of skill s in
 the round's plan takes example k of the round's set of s, and `plan_counts` says how many
 examples of each skill the round needs.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 
 def normalise(weights: np.ndarray) -> np.ndarray:

@@ -29,9 +29,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.jobs import atomic_directory
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import atomic_directory
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import hashlib
 import re
 import unicodedata
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 SLUG_PATTERN = r"[a-z0-9]+(?:[_-][a-z0-9]+)*"
 """Regex of a slug (no capturing groups; for wildcard_constraints)."""

@@ -23,16 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.slugs import skill_slug
-from skillmix.sources import (
+from skillmix.data.sources import (
     COLUMNS,
     SourceData,
     load_source,
     require_int,
     stable_seed,
 )
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.slugs import skill_slug
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"

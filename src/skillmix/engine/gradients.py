@@ -17,7 +17,7 @@ Feature order: trainable parameters in `named_parameters()` order, each flattene
 
 Also here: the Adam update direction of LESS (§4, both eps placements kept and named, §9.5) and
 the mapping of a torch AdamW state dict onto the flat feature order (§9.3). Transforms,
-projection and Gram matrices over these gradients are in `skillmix.features`.
+projection and Gram matrices over these gradients are in `skillmix.engine.features`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from skillmix.encoding import IGNORE, EncodedSet, collate, per_example_loss
-from skillmix.errors import SkillmixInputError
-from skillmix.modeling import Runtime
+from skillmix.engine.encoding import IGNORE, EncodedSet, collate, per_example_loss
+from skillmix.engine.modeling import Runtime
+from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 
-from skillmix.encoding import IGNORE, EncodedSet, collate, per_example_loss, token_losses
-from skillmix.errors import SkillmixInputError
-from skillmix.gradients import (
+from skillmix.engine.encoding import IGNORE, EncodedSet, collate, per_example_loss, token_losses
+from skillmix.engine.gradients import (
     ADAM_VARIANTS,
     ParamSlice,
     PerExampleGradients,
@@ -36,8 +35,9 @@ from skillmix.gradients import (
     labelled_examples,
     optimizer_moments,
 )
-from skillmix.modeling import Runtime
-from skillmix.projection import RademacherProjector, single_row_safe_matmul
+from skillmix.engine.modeling import Runtime
+from skillmix.engine.projection import RademacherProjector, single_row_safe_matmul
+from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def example_loss_gradients(
 
     Each batch is (positions in `rows`, gradients [B, *shape]); every example in `rows` must
     have label tokens. A peft model whose trainable weights are its LoRA adapters uses the
-    batched LoRA engine (`skillmix.gradients`), grouping examples of similar length; any other
+    batched LoRA engine (`skillmix.engine.gradients`), grouping examples of similar length; any other
     subset takes one backward pass per example. The model is put in eval mode.
     """
     if batch_size < 1:

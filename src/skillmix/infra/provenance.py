@@ -3,7 +3,7 @@
 Snakemake re-runs a job when its script or params change, but not when a module the script
 imports changes. :func:`script_code_version` closes that gap: it reads the script's `skillmix`
 imports, follows them through the library (dotted module names: importing
-``skillmix.sources.xor`` counts ``skillmix.sources.xor`` and the packages above it, not the
+``skillmix.data.sources.xor`` counts ``skillmix.data.sources.xor`` and the packages above it, not the
 package's other modules), and hashes those files. So editing a module re-runs exactly the rules
 whose scripts reach it, and what follows them. Imports anywhere in a file count (also those
 inside functions). Modules that cannot change a result, such as the GPU lease
@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 
 PACKAGE = "skillmix"
-NOT_RESULTS: frozenset[str] = frozenset({"skillmix.gpus"})
+NOT_RESULTS: frozenset[str] = frozenset({"skillmix.infra.gpus"})
 """Modules whose code decides how a job runs, never what it writes."""
 
 
@@ -68,7 +68,7 @@ def _imports_in(source: str, package: str) -> set[str]:
             names = [base, *(f"{base}.{a.name}" for a in node.names)]
         for name in names:
             parts = name.split(".")
-            # the longest prefix that is a module: `skillmix.sources.load_source` -> skillmix.sources
+            # the longest prefix that is a module: `skillmix.data.sources.load_source` -> its package
             for n in range(len(parts), 0, -1):
                 if _is_module(".".join(parts[:n])):
                     found.update(_with_parents(".".join(parts[:n])))
@@ -127,7 +127,7 @@ def script_code_version(script: str | os.PathLike) -> str:
 
 
 def code_version(*modules: str) -> str:
-    """A short hash of the named library modules (``"training"`` or ``"skillmix.training"``) and of all
-    they import."""
+    """A short hash of the named library modules (``"engine.training"`` or
+    ``"skillmix.engine.training"``) and of all they import."""
     dotted = [m if m.startswith(f"{PACKAGE}.") or m == PACKAGE else f"{PACKAGE}.{m}" for m in modules]
     return _digest(module_closure(*dotted))

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 @functools.cache

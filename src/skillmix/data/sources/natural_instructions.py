@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.sources import (
+from skillmix.data.sources import (
     SourceData,
     examples_frame,
     require_int,
     resolve_path,
     stable_seed,
 )
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 SKILL_MODES: tuple[str, ...] = ("category", "task")
 TASK_SUFFIXES: tuple[str, ...] = (".json.gz", ".json")

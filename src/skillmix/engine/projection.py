@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 BLOCK = 128
 MODULUS = 2**31 - 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
+from skillmix.data.sources import SourceData, examples_frame, per_skill_counts, require_int
+from skillmix.infra.errors import SkillmixInputError
 
 MAX_DIGITS = 18  # operands and their sum stay within int64
 

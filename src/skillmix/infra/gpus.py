@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.encoding import EncodedSet, collate, left_pad, per_example_loss
-from skillmix.errors import SkillmixInputError
-from skillmix.modeling import Runtime
+from skillmix.engine.encoding import EncodedSet, collate, left_pad, per_example_loss
+from skillmix.engine.modeling import Runtime
+from skillmix.infra.errors import SkillmixInputError
 
 METRIC_COLUMNS = ["skill", "loss", "accuracy", "exact", "n"]
 SCORES = ("auto", "exact", "first_char")

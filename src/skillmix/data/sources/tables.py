@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, examples_frame, resolve_path
+from skillmix.data.sources import SourceData, examples_frame, resolve_path
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "json", "parquet", "csv", "hf_disk", "hf")
 _SUFFIX_FORMATS: dict[str, str] = {

@@ -23,8 +23,8 @@ import string
 
 import numpy as np
 
-from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
+from skillmix.data.sources import SourceData, examples_frame, per_skill_counts, require_int
+from skillmix.infra.errors import SkillmixInputError
 
 _PROMPT_RE = re.compile(r"Input: (.+)\. Output: ([a-z]) = val")
 _CLAUSE_RE = re.compile(r"([a-z]) = (val|not) ([a-z]|[01])")

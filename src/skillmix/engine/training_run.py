@@ -16,15 +16,15 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.config import complete
-from skillmix.encoding import EncodedSet, encode_frame
-from skillmix.errors import SkillmixInputError
-from skillmix.fresh import FreshSets
-from skillmix.modeling import Runtime, load_model, select_runtime
-from skillmix.sampling import SkillSampler
-from skillmix.slicing import read_slices
-from skillmix.sources import SYNTHETIC_KINDS
-from skillmix.training import TrainResult, TrainSettings, fingerprint, train
+from skillmix.data.slicing import read_slices
+from skillmix.data.sources import SYNTHETIC_KINDS
+from skillmix.engine.encoding import EncodedSet, encode_frame
+from skillmix.engine.fresh import FreshSets
+from skillmix.engine.modeling import Runtime, load_model, select_runtime
+from skillmix.engine.sampling import SkillSampler
+from skillmix.engine.training import TrainResult, TrainSettings, fingerprint, train
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -44,7 +44,7 @@ def load_sets(
     """Encode one split's slice files, in the order of `skills` (the manifest's order).
 
     `limit` keeps the first rows of each slice (evaluation caps); `loss_on` and `eos_label` choose
-    the label tokens (see :func:`skillmix.encoding.encode_row`).
+    the label tokens (see :func:`skillmix.engine.encoding.encode_row`).
     """
     frames = read_slices(paths, skills, "encoded sets")
     return [

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from skillmix.config import complete
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,18 +90,18 @@ def _generate(cfg: dict[str, Any], counts: int | list[int] | None, stream: tuple
     seed = require_int(cfg["seed"], "source.seed", 0)
     kind = cfg["kind"]
     if kind == "xor":
-        from skillmix.sources.xor import generate_xor
+        from skillmix.data.sources.xor import generate_xor
 
         block = cfg["xor"]
         wanted = block["examples_per_skill"] if counts is None else counts
         return generate_xor(block["n_symbols"], block["maps"], block["composites"], wanted, seed, stream)
     if kind == "lego":
-        from skillmix.sources.lego import generate_lego
+        from skillmix.data.sources.lego import generate_lego
 
         block = cfg["lego"]
         wanted = block["examples_per_skill"] if counts is None else counts
         return generate_lego(block["n_vars"], wanted, seed, stream)
-    from skillmix.sources.addition import generate_addition
+    from skillmix.data.sources.addition import generate_addition
 
     block = cfg["addition"]
     wanted = block["examples_per_skill"] if counts is None else counts
@@ -146,10 +146,10 @@ def load_source(cfg: dict[str, Any], base_dir: str | Path | None = None) -> Sour
     if kind in SYNTHETIC_KINDS:
         return _generate(cfg, None, ())
     if kind == "table":
-        from skillmix.sources.tables import load_table
+        from skillmix.data.sources.tables import load_table
 
         return load_table(cfg["table"], base_dir)
-    from skillmix.sources.natural_instructions import load_natural_instructions
+    from skillmix.data.sources.natural_instructions import load_natural_instructions
 
     return load_natural_instructions(cfg["natural_instructions"], base_dir, seed=seed)
 
@@ -163,15 +163,15 @@ def source_vocabulary(cfg: dict[str, Any]) -> list[str] | None:
     cfg = complete("source", cfg)
     kind = cfg["kind"]
     if kind == "xor":
-        from skillmix.sources.xor import xor_vocabulary
+        from skillmix.data.sources.xor import xor_vocabulary
 
         return xor_vocabulary(cfg["xor"]["maps"], cfg["xor"]["n_symbols"])
     if kind == "lego":
-        from skillmix.sources.lego import lego_vocabulary
+        from skillmix.data.sources.lego import lego_vocabulary
 
         return lego_vocabulary()
     if kind == "addition":
-        from skillmix.sources.addition import addition_vocabulary
+        from skillmix.data.sources.addition import addition_vocabulary
 
         return addition_vocabulary()
     return None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from skillmix.errors import SkillmixInputError
+from skillmix.infra.errors import SkillmixInputError
 
 if TYPE_CHECKING:  # torch is imported where it is used, so that writing files does not need it
     import torch
@@ -30,7 +30,7 @@ def start_log(path: str | os.PathLike, threads: int | None = None, gpus: int | N
     """Send stderr (warnings, tracebacks, progress bars) and logging to the job's log file.
 
     With `gpus` (the job's `resources.gpu`), leases that many free GPUs of the machine and sets
-    `CUDA_VISIBLE_DEVICES` before torch starts (`skillmix.gpus`; none for 0). Also caps
+    `CUDA_VISIBLE_DEVICES` before torch starts (`skillmix.infra.gpus`; none for 0). Also caps
     torch's CPU threads at the job's `threads`.
     """
     global _GPU_LEASE
@@ -44,7 +44,7 @@ def start_log(path: str | os.PathLike, threads: int | None = None, gpus: int | N
         force=True,
     )
     if gpus is not None:
-        from skillmix.gpus import lease_gpus
+        from skillmix.infra.gpus import lease_gpus
 
         _GPU_LEASE = lease_gpus(int(gpus))
     if threads:

@@ -30,8 +30,8 @@ import re
 
 import numpy as np
 
-from skillmix.errors import SkillmixInputError
-from skillmix.sources import SourceData, examples_frame, per_skill_counts, require_int
+from skillmix.data.sources import SourceData, examples_frame, per_skill_counts, require_int
+from skillmix.infra.errors import SkillmixInputError
 
 
 def _check_spec(maps: list[str], composites: list[list[str]]) -> None:

@@ -26,19 +26,19 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from skillmix.config import complete
-from skillmix.encoding import EncodedSet, collate, token_losses
-from skillmix.evaluation import METRIC_COLUMNS, evaluate_skills
-from skillmix.jobs import atomic_directory
-from skillmix.modeling import Runtime
-from skillmix.sampling import SkillSampler
+from skillmix.engine.encoding import EncodedSet, collate, token_losses
+from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
+from skillmix.engine.modeling import Runtime
+from skillmix.engine.sampling import SkillSampler
+from skillmix.infra.config import complete
+from skillmix.infra.jobs import atomic_directory
 
 log = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class RoundSets(Protocol):
-    """Training sets that change every round (e.g. :class:`skillmix.fresh.FreshSets`)."""
+    """Training sets that change every round (e.g. :class:`skillmix.engine.fresh.FreshSets`)."""
 
     def for_round(self, round_: int, counts: Any) -> list[EncodedSet]:
         """The sets of round `round_`, `counts[i]` examples of skill i."""

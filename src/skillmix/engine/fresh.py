@@ -16,8 +16,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from skillmix.encoding import EncodedSet, encode_frame
-from skillmix.sources import generate_fresh
+from skillmix.data.sources import generate_fresh
+from skillmix.engine.encoding import EncodedSet, encode_frame
 
 FRESH_STREAM = 5_000_011  # tags the fresh-example streams apart from any other seeded stream
 
@@ -43,7 +43,7 @@ class FreshSets:
         self._cached: tuple[int, tuple[int, ...], list[EncodedSet]] | None = None
 
     def stream(self, round_: int) -> tuple[int, int, int]:
-        """The generator stream of round `round_` (see :func:`skillmix.sources.generate_fresh`)."""
+        """The generator stream of round `round_` (see :func:`skillmix.data.sources.generate_fresh`)."""
         return (FRESH_STREAM, self.seed, int(round_))
 
     def for_round(self, round_: int, counts: Sequence[int]) -> list[EncodedSet]:
