@@ -6,17 +6,17 @@ targets: peak RSS (target < 2 GB) and GB/s against a plain read of the same file
 The store is written once (and reused while its shape matches): per checkpoint, `--shards`
 float16 `.npy` shards of seeded random normal rows normalised to unit length, written block by
 block so that generation never holds more than one block, plus `--targets` unit target rows
-labelled round-robin with `--subtasks` subtasks. Then, each in a child process of its own (so
+labelled round-robin with `--skills` skills. Then, each in a child process of its own (so
 that the peak RSS, the child's VmHWM, belongs to one measurement):
 
   plain      a sequential read of every shard file into one reusable buffer of the chunk's size;
   influence  `skillmix.less.influence.influence_scores` over the whole store (wall seconds, store
              bytes / seconds, peak RSS), then a check of three 2,000-row slices of its scores
              (the first rows, rows across a shard boundary, the last rows) against a dense
-             float64 numpy computation (mean over each subtask of the dot products, weighted
-             sum over checkpoints, max over subtasks), to 1e-5;
+             float64 numpy computation (mean over each skill of the dot products, weighted
+             sum over checkpoints, max over skills), to 1e-5;
   compute    the in-memory part of one chunk: float16 → float32 conversion and the
-             [chunk × d] · [d × subtasks] product, timed on a chunk already in memory and
+             [chunk × d] · [d × skills] product, timed on a chunk already in memory and
              scaled to the whole store (no I/O), to tell I/O-bound from compute-bound.
 
 As root the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before each
@@ -56,7 +56,7 @@ def store_meta(args) -> dict:
         "dim": args.dim,
         "shards": args.shards,
         "targets": args.targets,
-        "subtasks": args.subtasks,
+        "skills": args.skills,
         "checkpoints": args.checkpoints,
         "seed": args.seed,
         "format": 1,
@@ -79,8 +79,8 @@ def target_paths(root: Path, meta: dict) -> dict[str, Path]:
     return {f"ckpt{c}": root / f"ckpt{c}" / "target.npy" for c in range(meta["checkpoints"])}
 
 
-def subtask_of_targets(meta: dict) -> list[str]:
-    return [f"subtask-{i % meta['subtasks']:02d}" for i in range(meta["targets"])]
+def skill_of_targets(meta: dict) -> list[str]:
+    return [f"skill-{i % meta['skills']:02d}" for i in range(meta["targets"])]
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -191,7 +191,7 @@ def dense_scores(root: Path, meta: dict, start: int, stop: int) -> np.ndarray:
     """Scores of rows start..stop computed densely in float64 from the dot products with every target."""
     from skillmix.less.shards import read_shard
 
-    labels = subtask_of_targets(meta)
+    labels = skill_of_targets(meta)
     uniq = list(dict.fromkeys(labels))
     col = np.array([uniq.index(lab) for lab in labels])
     ckpts = shard_paths(root, meta)
@@ -212,8 +212,8 @@ def child_influence(root: Path, meta: dict, chunk_rows: int) -> dict:
     weights = {c: 1.0 / len(ckpts) for c in ckpts}
     base = proc_status("VmRSS")
     t0 = time.perf_counter()
-    scores, per_subtask = influence_scores(
-        ckpts, target_paths(root, meta), subtask_of_targets(meta), weights, chunk_rows=chunk_rows
+    scores, per_skill = influence_scores(
+        ckpts, target_paths(root, meta), skill_of_targets(meta), weights, chunk_rows=chunk_rows
     )
     seconds = time.perf_counter() - t0
     peak = proc_status("VmHWM")
@@ -236,18 +236,18 @@ def child_influence(root: Path, meta: dict, chunk_rows: int) -> dict:
         "check_max_abs_err": max(errs),
         "check_ok": max(errs) <= 1e-5,
         "score_range": [float(scores.min()), float(scores.max())],
-        "per_subtask_shape": list(per_subtask.shape),
+        "per_skill_shape": list(per_skill.shape),
     }
 
 
 def child_compute(root: Path, meta: dict, chunk_rows: int, repeats: int = 3) -> dict:
-    """float16 → float32 and the product with the subtask means, on one in-memory chunk, scaled up."""
+    """float16 → float32 and the product with the skill means, on one in-memory chunk, scaled up."""
     from skillmix.less.shards import read_shard
 
     rows = min(chunk_rows, shard_rows(meta["rows"], meta["shards"])[0])
     ckpt, paths = next(iter(shard_paths(root, meta).items()))
     raw = np.array(read_shard(paths[0])[:rows])
-    means = np.random.default_rng(0).standard_normal((meta["subtasks"], meta["dim"])).astype(np.float32)
+    means = np.random.default_rng(0).standard_normal((meta["skills"], meta["dim"])).astype(np.float32)
     out = np.empty((rows, meta["dim"]), dtype=np.float32)
     conv, mm = [], []
     for _ in range(repeats):
@@ -331,7 +331,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=8192)
     parser.add_argument("--shards", type=int, default=16)
     parser.add_argument("--targets", type=int, default=1000)
-    parser.add_argument("--subtasks", type=int, default=10)
+    parser.add_argument("--skills", type=int, default=10)
     parser.add_argument("--checkpoints", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

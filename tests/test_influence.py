@@ -10,7 +10,7 @@ import torch
 
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.less import influence
-from skillmix.less.influence import influence_scores, subtask_labels
+from skillmix.less.influence import influence_scores, skill_labels
 from skillmix.less.selection import select_top
 from skillmix.less.shards import read_shard, write_shard
 from skillmix.less.warmup import checkpoint_weights
@@ -18,7 +18,7 @@ from skillmix.less.warmup import checkpoint_weights
 N, D = 53, 24
 CKPTS = ["ckpt-105", "ckpt-211"]
 WEIGHTS = {"ckpt-105": 0.6, "ckpt-211": 0.4}
-# three subtasks of unequal size, not contiguous
+# three skills of unequal size, not contiguous
 SUBTASKS = ["b", "a", "b", "c", "a", "b", "c", "b", "a", "b", "b", "c"]
 
 
@@ -49,7 +49,7 @@ def fixture(tmp_path):
 
 def dense(cand16, targ16):
     """Direct LESS score from the stored (float16-rounded) values, in float64."""
-    labels = subtask_labels(SUBTASKS)
+    labels = skill_labels(SUBTASKS)
     s = sum(
         WEIGHTS[c] * np.einsum("nd,md->nm", cand16[c].astype(np.float64), targ16[c].astype(np.float64))
         for c in CKPTS
@@ -80,7 +80,7 @@ def test_scores_equal_dense(fixture):
     scores, per = influence_scores(shards, targets, SUBTASKS, WEIGHTS)
     ref, ref_per = dense(cand16, targ16)
     assert scores.shape == (N,) and per.shape == (N, 3)
-    assert subtask_labels(SUBTASKS) == ["b", "a", "c"]
+    assert skill_labels(SUBTASKS) == ["b", "a", "c"]
     np.testing.assert_allclose(per, ref_per, atol=1e-5)
     np.testing.assert_allclose(scores, ref, atol=1e-5)
     # in-memory targets give the same result as target paths
@@ -155,7 +155,7 @@ def test_bad_inputs(fixture):
     _, _, targ, shards, targets = fixture
     with pytest.raises(SkillmixInputError, match="checkpoints differ"):
         influence_scores(shards, targets, SUBTASKS, {CKPTS[0]: 1.0})
-    with pytest.raises(SkillmixInputError, match="subtask labels"):
+    with pytest.raises(SkillmixInputError, match="skill labels"):
         influence_scores(shards, targets, SUBTASKS[:-1], WEIGHTS)
     bad = {c: targ[c].numpy().copy() for c in CKPTS}
     bad[CKPTS[0]][2] = np.nan

@@ -266,7 +266,7 @@ def test_adam_feature_equals_hand_computation(warm) -> None:
         projection_seed=7,
         batch_size=2,
     )
-    assert res.kept_ids == data.ids and res.kept_groups == groups and res.excluded_ids == []
+    assert res.kept_ids == data.ids and res.kept_skills == groups and res.excluded_ids == []
     assert list(res.features) == [256] and res.features[256].shape == (5, 256)
     # by hand: one-example gradients, the optimizer's moments in parameter order, LESS's formula
     g, ids, excluded = example_gradients(model, data, runtime, tok.pad_token_id, batch_size=1)
@@ -412,8 +412,6 @@ def build_all(tmp_path, ckpt, examples, feature, count, tag, grads_cfg=None):
 )
 def test_sharded_equals_unsharded(warm, tmp_path, feature, n, counts) -> None:
     pool = lego_pool().iloc[:n].reset_index(drop=True)
-    if feature == "sgd":  # a target file: the group column is the subtask
-        pool = pool.rename(columns={"skill": "subtask"})
     examples = tmp_path / "examples.parquet"
     pool.to_parquet(examples)
     ckpt = warm[0][0]
@@ -421,9 +419,8 @@ def test_sharded_equals_unsharded(warm, tmp_path, feature, n, counts) -> None:
     assert full[128].dtype == np.float16 and full[128].shape == (n, 128) and full[256].shape == (n, 256)
     assert np.isfinite(full[256]).all()
     np.testing.assert_allclose(np.linalg.norm(full[256].astype(np.float64), axis=1), 1.0, atol=2e-3)
-    group_col = "skill" if feature == "adam" else "subtask"
     assert full_index[0]["id"].tolist() == pool["id"].tolist()
-    assert full_index[0]["group"].tolist() == pool[group_col].tolist()
+    assert full_index[0]["skill"].tolist() == pool["skill"].tolist()
     assert full_index[0]["row"].tolist() == list(range(n))
     info = json.loads((tmp_path / "full-1-of-1.info.json").read_text())
     assert info["row_range"] == [0, n] and info["excluded_ids"] == [] and info["rows"] == n
@@ -458,7 +455,7 @@ def test_example_without_answer_tokens_is_excluded(warm) -> None:
         model, runtime, tok.pad_token_id, data, groups, [128], feature="adam", optimizer_state=state
     )
     assert res.excluded_ids == [data.ids[1], data.ids[3]]
-    assert res.kept_ids == [data.ids[0], data.ids[2]] and res.kept_groups == [groups[0], groups[2]]
+    assert res.kept_ids == [data.ids[0], data.ids[2]] and res.kept_skills == [groups[0], groups[2]]
     assert res.features[128].shape == (2, 128) and torch.isfinite(res.features[128]).all()
     assert res.stats["excluded"] == 2 and res.stats["examples"] == 4
     # the kept rows are the features of those examples alone
@@ -499,7 +496,7 @@ def test_empty_target_sets_stop(tmp_path) -> None:
     empty_jsonl.write_text("")
     with pytest.raises(SkillmixInputError, match="empty.jsonl: the target file has no rows"):
         targets_from_files([{"path": str(empty_jsonl)}])
-    # an empty file among non-empty ones is an error too, not a silently missing subtask
+    # an empty file among non-empty ones is an error too, not a silently missing skill
     full = tmp_path / "full.jsonl"
     full.write_text('{"input": "a", "target": "b"}\n')
     with pytest.raises(SkillmixInputError, match="empty.jsonl: the target file has no rows"):
@@ -514,7 +511,7 @@ def test_empty_target_sets_stop(tmp_path) -> None:
 
 CKPTS = ["epoch-1", "epoch-2"]
 W = {"epoch-1": 0.7, "epoch-2": 0.3}
-SUB = ["y", "x", "y", "y", "x"]  # target rows' subtasks: two subtasks, unequal, interleaved
+SUB = ["y", "x", "y", "y", "x"]  # target rows' skills: two skills, unequal, interleaved
 
 
 def synthetic_store(tmp_path, pool_ids, cand_ids, nan_row=None, d=16):
@@ -529,7 +526,7 @@ def synthetic_store(tmp_path, pool_ids, cand_ids, nan_row=None, d=16):
         cs[c], ci[c] = [], []
         for s, (a, b) in enumerate(zip(cuts[c][:-1], cuts[c][1:], strict=True)):
             write_shard(cand[c][a:b], tmp_path / f"{c}-c{s}.npy")
-            pd.DataFrame({"row": range(b - a), "id": cand_ids[a:b], "group": ["g"] * (b - a)}).to_parquet(
+            pd.DataFrame({"row": range(b - a), "id": cand_ids[a:b], "skill": ["g"] * (b - a)}).to_parquet(
                 tmp_path / f"{c}-c{s}.parquet"
             )
             cs[c].append(tmp_path / f"{c}-c{s}.npy")
@@ -537,7 +534,7 @@ def synthetic_store(tmp_path, pool_ids, cand_ids, nan_row=None, d=16):
         for s, (a, b) in enumerate(((0, 3), (3, len(SUB)))):
             write_shard(targ[c][a:b], tmp_path / f"{c}-t{s}.npy")
             pd.DataFrame(
-                {"row": range(b - a), "id": [f"t{i}" for i in range(a, b)], "group": SUB[a:b]}
+                {"row": range(b - a), "id": [f"t{i}" for i in range(a, b)], "skill": SUB[a:b]}
             ).to_parquet(tmp_path / f"{c}-t{s}.parquet")
         ts[c] = [tmp_path / f"{c}-t0.npy", tmp_path / f"{c}-t1.npy"]
         ti[c] = [tmp_path / f"{c}-t0.parquet", tmp_path / f"{c}-t1.parquet"]
@@ -552,7 +549,7 @@ def test_score_datastore_equals_dense(tmp_path) -> None:
     scores = score_datastore(pool, cs, ci, ts, ti, W)
     assert scores.columns.tolist() == ["id", "skill", "score", "status", "score_y", "score_x"]
     assert scores["id"].tolist() == pool["id"].tolist() and scores["skill"].tolist() == pool["skill"].tolist()
-    # dense: per checkpoint the cosines of stored rows, mean within subtask, weighted sum, max
+    # dense: per checkpoint the cosines of stored rows, mean within skill, weighted sum, max
     per = np.zeros((len(cand_ids), 2))
     for c in CKPTS:
         cstore = np.concatenate([read_shard(p) for p in cs[c]]).astype(np.float64)
@@ -591,7 +588,7 @@ def test_score_datastore_non_finite_feature_and_bad_targets(tmp_path) -> None:
     assert len(picked) == 5 and "p4" not in picked["id"].tolist()
     # a target set whose every example was excluded: nothing to score against
     empty = tmp_path / "empty.parquet"
-    pd.DataFrame({"row": pd.Series([], dtype=int), "id": pd.Series([], dtype=str), "group": []}).to_parquet(
+    pd.DataFrame({"row": pd.Series([], dtype=int), "id": pd.Series([], dtype=str), "skill": []}).to_parquet(
         empty
     )
     with pytest.raises(SkillmixInputError, match="target set has no examples"):
@@ -658,30 +655,30 @@ def test_targets_from_bbh_files() -> None:
     files = sorted(bbh.glob("*.json"))
     if not files:
         pytest.skip(f"no BBH task files under {bbh} (set SKILLMIX_SHARED_DATA to the shared data folder)")
-    target, evaluation = targets_from_files([{"path": str(bbh / "*.json")}], per_subtask=3)
+    target, evaluation = targets_from_files([{"path": str(bbh / "*.json")}], per_skill=3)
     names = [p.name.split(".")[0] for p in files]
     assert len(files) == 27
-    assert list(dict.fromkeys(target["subtask"])) == names
-    assert target.columns.tolist() == ["id", "subtask", "prompt", "answer", "text"]
+    assert list(dict.fromkeys(target["skill"])) == names
+    assert target.columns.tolist() == ["id", "skill", "prompt", "answer", "text"]
     assert len(target) == 3 * len(files) == 81
-    assert (target.groupby("subtask", sort=False).size() == 3).all()
+    assert (target.groupby("skill", sort=False).size() == 3).all()
     total = 0
     for path, name in zip(files, names, strict=True):
         examples = json.loads(path.read_text())["examples"]
         total += len(examples)
-        t = target[target["subtask"] == name]
+        t = target[target["skill"] == name]
         assert t["id"].tolist() == [f"{name}/{i}" for i in range(3)]
         assert t["prompt"].tolist() == [e["input"] for e in examples[:3]]
         assert t["answer"].tolist() == [e["target"] for e in examples[:3]]
-        ev = evaluation[evaluation["subtask"] == name]
+        ev = evaluation[evaluation["skill"] == name]
         assert ev["id"].tolist() == [f"{name}/{i}" for i in range(3, len(examples))]
         assert ev["prompt"].tolist() == [e["input"] for e in examples[3:]]
     assert len(evaluation) == total - 81
     assert not set(target["id"]) & set(evaluation["id"])
-    _, ev2 = targets_from_files([{"path": str(bbh / "*.json")}], per_subtask=3, eval_per_subtask=2)
+    _, ev2 = targets_from_files([{"path": str(bbh / "*.json")}], per_skill=3, eval_per_skill=2)
     assert len(ev2) == 2 * len(files)
-    with pytest.raises(SkillmixInputError, match="subtask"):  # one name for many files
-        targets_from_files([{"path": str(bbh / "*.json"), "subtask": "bbh"}])
+    with pytest.raises(SkillmixInputError, match="skill"):  # one name for many files
+        targets_from_files([{"path": str(bbh / "*.json"), "skill": "bbh"}])
 
 
 def test_targets_from_jsonl_with_custom_keys(tmp_path) -> None:
@@ -689,12 +686,12 @@ def test_targets_from_jsonl_with_custom_keys(tmp_path) -> None:
     rows = [{"question": f"q{i}?", "solution": f"s{i}", "extra": i} for i in range(5)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = {"path": str(path), "prompt_key": "question", "answer_key": "solution"}
-    target, evaluation = targets_from_files([cfg], per_subtask=2)
-    assert target["id"].tolist() == ["tasks/0", "tasks/1"] and (target["subtask"] == "tasks").all()
+    target, evaluation = targets_from_files([cfg], per_skill=2)
+    assert target["id"].tolist() == ["tasks/0", "tasks/1"] and (target["skill"] == "tasks").all()
     assert target["prompt"].tolist() == ["q0?", "q1?"] and target["answer"].tolist() == ["s0", "s1"]
     assert evaluation["id"].tolist() == ["tasks/2", "tasks/3", "tasks/4"]
     assert evaluation["answer"].tolist() == ["s2", "s3", "s4"]
-    target, _ = targets_from_files([{**cfg, "subtask": "mine"}], per_subtask=1)
+    target, _ = targets_from_files([{**cfg, "skill": "mine"}], per_skill=1)
     assert target["id"].tolist() == ["mine/0"]
     with pytest.raises(SkillmixInputError, match="'answer'"):
         targets_from_files([{**cfg, "answer_key": "answer"}])
@@ -713,18 +710,16 @@ def test_targets_from_slices(tmp_path) -> None:
         test_paths.append(tmp_path / f"{skill}.test.parquet")
     target, evaluation = targets_from_slices(["lego-3", "lego-1"], val_paths, test_paths)
     assert (
-        target.columns.tolist()
-        == evaluation.columns.tolist()
-        == ["id", "subtask", "prompt", "answer", "text"]
+        target.columns.tolist() == evaluation.columns.tolist() == ["id", "skill", "prompt", "answer", "text"]
     )
     by = {s: data[data["skill"] == s].reset_index(drop=True) for s in ("lego-1", "lego-3")}
     assert target["id"].tolist() == by["lego-3"]["id"][:4].tolist() + by["lego-1"]["id"][:4].tolist()
-    assert target["subtask"].tolist() == ["lego-3"] * 4 + ["lego-1"] * 4
+    assert target["skill"].tolist() == ["lego-3"] * 4 + ["lego-1"] * 4
     assert (
         target["answer"].tolist() == by["lego-3"]["answer"][:4].tolist() + by["lego-1"]["answer"][:4].tolist()
     )
     assert evaluation["id"].tolist() == by["lego-3"]["id"][4:].tolist() + by["lego-1"]["id"][4:].tolist()
-    t2, e2 = targets_from_slices(["lego-1"], val_paths, test_paths, per_subtask=2, eval_per_subtask=3)
+    t2, e2 = targets_from_slices(["lego-1"], val_paths, test_paths, per_skill=2, eval_per_skill=3)
     assert t2["id"].tolist() == by["lego-1"]["id"][:2].tolist()
     assert e2["id"].tolist() == by["lego-1"]["id"][4:7].tolist()
     with pytest.raises(SkillmixInputError, match="lego-9"):

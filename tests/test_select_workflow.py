@@ -47,7 +47,7 @@ CKPTS = [f"epoch{e}" for e in range(1, SELECT["warmup"]["epochs"] + 1)]
 DIMS = SELECT["grads"]["dims"]
 SHARDS = [f"{i}-of-{SELECT['grads']['shards']}" for i in range(1, SELECT["grads"]["shards"] + 1)]
 TARGET_SKILL = SELECT["target"]["skills"][0]
-N_TARGET = SELECT["target"]["examples_per_subtask"]
+N_TARGET = SELECT["target"]["examples_per_skill"]
 SELECT_TARGETS = [
     "results/select/eval/summary.parquet",
     "results/select/eval/comparison.png",
@@ -100,7 +100,7 @@ def test_datastore_shards_cover_the_pool_and_target(select_run):
     pool = pd.read_parquet(select_run / "results/select/pool.parquet")
     target = pd.read_parquet(select_run / "results/select/target/target.parquet")
     assert len(pool) == N_POOL and len(target) == N_TARGET
-    assert set(target["subtask"]) == {TARGET_SKILL}
+    assert set(target["skill"]) == {TARGET_SKILL}
     for c in CKPTS:
         for name, frame in (("candidates", pool), ("target", target)):
             base = select_run / "results/select/grads" / c / name
@@ -148,7 +148,7 @@ def test_scores_and_selection(select_run):
 def test_training_on_selections_and_target_metrics(select_run):
     summary = pd.read_parquet(select_run / "results/select/eval/summary.parquet")
     assert sorted(summary["selection"]) == ["less", "random"]
-    assert set(summary["subtask"]) == {TARGET_SKILL}
+    assert set(summary["skill"]) == {TARGET_SKILL}
     assert (summary["n"] == TINY["split"]["test"]).all()
     assert np.isfinite(summary["loss"]).all() and summary["accuracy"].between(0, 1).all()
     for sel in ("less", "random"):
@@ -182,7 +182,7 @@ def test_selection_fraction_change_reruns_selection_and_training_only(select_run
 
 
 def test_target_change_reruns_target_features_not_warmup_or_candidates(select_run, tmp_path):
-    override = write_yaml(tmp_path / "target.yaml", {"select": {"target": {"examples_per_subtask": 4}}})
+    override = write_yaml(tmp_path / "target.yaml", {"select": {"target": {"examples_per_skill": 4}}})
     result = run_ok(select_run, "-n", *SELECT_TARGETS, configs=(*CONFIGS, override))
     stats = job_stats(result.output)
     assert "warmup" not in stats and "select_pool" not in stats, stats
@@ -235,7 +235,7 @@ def test_less_example_configs_are_valid_overrides(tmp_path):
 
 @pytest.mark.slow
 def test_bbh_target_example_runs(tmp_path):
-    """The BBH example (NI candidates, 27 BBH tasks as target subtasks) end to end, made tiny."""
+    """The BBH example (NI candidates, 27 BBH tasks as target skills) end to end, made tiny."""
     data = shared_data_dir()
     if data is None or not (data / "bbh").is_dir() or not (data / "ni_task_subset").is_dir():
         pytest.skip(
@@ -260,7 +260,7 @@ def test_bbh_target_example_runs(tmp_path):
             "select": {
                 "target": {
                     "files": [{"path": str(data / "bbh" / "*.json")}],
-                    "eval_examples_per_subtask": 4,
+                    "eval_examples_per_skill": 4,
                 },
                 "lora": {"r": 4, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
                 "warmup": {"epochs": 2, "fraction": 0.05},
@@ -279,9 +279,9 @@ def test_bbh_target_example_runs(tmp_path):
         configs=configs,
     )
     target = pd.read_parquet(workdir / "results/select/target/target.parquet")
-    assert target["subtask"].nunique() == 27 and len(target) == 27 * 3
+    assert target["skill"].nunique() == 27 and len(target) == 27 * 3
     summary = pd.read_parquet(workdir / "results/select/eval/summary.parquet")
-    assert set(summary["subtask"]) == set(target["subtask"]) and (summary["n"] == 4).all()
+    assert set(summary["skill"]) == set(target["skill"]) and (summary["n"] == 4).all()
     comp = pd.read_parquet(workdir / "results/select/selected/composition.parquet")
     assert comp["pool"].sum() == len(pd.read_parquet(workdir / "results/select/pool.parquet"))
     assert len(comp) == 8

@@ -114,7 +114,7 @@ def plot_scores(
         ax.hist(rows["score"], bins=40, alpha=0.55, label=str(skill))
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5, label="selection cut-off")
-    ax.set_xlabel("influence score (weighted mean cosine, max over subtasks)")
+    ax.set_xlabel("influence score (weighted mean cosine, max over skills)")
     ax.set_ylabel("candidates")
     ax.legend(fontsize=8, ncol=2)
     ax.set_title(title)
@@ -123,13 +123,13 @@ def plot_scores(
 
 
 def plot_target_comparison(summary: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
-    """Loss and accuracy on each target subtask (and their mean) for every trained selection.
+    """Loss and accuracy on each target skill (and their mean) for every trained selection.
 
-    `summary` has columns selection, subtask, loss, accuracy.
+    `summary` has columns selection, skill, loss, accuracy.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     table_of = {
-        m: summary.pivot_table(index="subtask", columns="selection", values=m, sort=False)
+        m: summary.pivot_table(index="skill", columns="selection", values=m, sort=False)
         for m in ("accuracy", "loss")
     }
     for ax, metric in zip(axes, ["accuracy", "loss"], strict=True):

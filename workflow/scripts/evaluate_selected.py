@@ -1,4 +1,4 @@
-"""Evaluate a model trained on a selection on the target's evaluation examples, per subtask."""
+"""Evaluate a model trained on a selection on the target's evaluation examples, per skill."""
 
 import pandas as pd
 
@@ -20,7 +20,7 @@ metrics = evaluate_target(
 metrics.insert(0, "selection", p.selection)
 log.info("target metrics of %s:\n%s", p.selection, metrics.to_string(index=False))
 write_parquet(metrics, snakemake.output.metrics)
-curve = pd.read_parquet(snakemake.input.val_curve).rename(columns={"subtask": "skill"})
+curve = pd.read_parquet(snakemake.input.val_curve)
 plot_skill_curves(
     curve,
     snakemake.output.plot,

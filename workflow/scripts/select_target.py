@@ -11,9 +11,9 @@ target, evaluation = build_targets(
     snakemake.params.target, snakemake.input.get("val", []), snakemake.input.get("test", [])
 )
 log.info(
-    "target: %d examples in %d subtasks; evaluation: %d examples",
+    "target: %d examples in %d skills; evaluation: %d examples",
     len(target),
-    target["subtask"].nunique(),
+    target["skill"].nunique(),
     len(evaluation),
 )
 write_parquet(target, snakemake.output.target)

@@ -33,12 +33,17 @@ def schema() -> dict[str, Any]:
 
 
 def _subschema(where: str) -> dict[str, Any]:
+    """The schema of a dotted block; a trailing ``[]`` on a key means one item of that list."""
     node = schema()
     for key in where.split("."):
+        item = key.endswith("[]")
+        key = key.removesuffix("[]")
         properties = node.get("properties", {})
         if key not in properties:
             raise KeyError(f"config schema has no block {where!r}")
         node = properties[key]
+        if item:
+            node = node["items"]
     return node
 
 
@@ -78,14 +83,17 @@ def _validator():
     return filling(schema())
 
 
-def complete(where: str, block: dict[str, Any] | None) -> dict[str, Any]:
-    """The config block at dotted path `where` (e.g. ``"source.xor"``) with the schema's defaults
-    filled in, validated against the schema; `block` itself is left unchanged.
+def complete(where: str, block: dict[str, Any] | None, name: str | None = None) -> dict[str, Any]:
+    """The config block at dotted path `where` (e.g. ``"source.xor"``, or ``"select.target.files[]"``
+    for one item of a list) with the schema's defaults filled in, validated against the schema;
+    `block` itself is left unchanged.
 
-    Raises :class:`SkillmixInputError` naming the key of the first value the schema rejects.
+    Raises :class:`SkillmixInputError` naming the key of the first value the schema rejects
+    (under `name`, e.g. ``"select.target.files[2]"``, when given).
     """
     node = _subschema(where)
     block = {} if block is None else block
+    where = name or where
     _check_keys(block, node, where)
     result = copy.deepcopy(block)
     # the block's own schema, with references still resolved against the whole schema

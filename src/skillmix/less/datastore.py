@@ -47,7 +47,7 @@ class FeatureResult:
 
     features: dict[int, torch.Tensor]
     kept_ids: list[str]
-    kept_groups: list[str]
+    kept_skills: list[str]
     excluded_ids: list[str]
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -57,7 +57,7 @@ def gradient_features(
     runtime: Runtime,
     pad_id: int,
     data: EncodedSet,
-    groups: Sequence[str],
+    skills: Sequence[str],
     dims: Sequence[int],
     feature: str = "sgd",
     optimizer_state: dict[str, Any] | None = None,
@@ -68,7 +68,7 @@ def gradient_features(
 ) -> FeatureResult:
     """Projected, unit-normalised per-example gradient features of every example of `data`.
 
-    `groups` labels each example (skill or subtask), kept alongside the ids. `feature` is
+    `skills` labels each example with its skill, kept alongside the ids. `feature` is
     "adam" (needs `optimizer_state`, a torch AdamW state_dict over exactly the LoRA
     parameters), "sgd" or "sign". Examples without label tokens are excluded and reported; a
     non-finite loss or gradient raises FloatingPointError naming the example.
@@ -82,8 +82,8 @@ def gradient_features(
     dims = sorted({int(d) for d in dims})
     if not dims:
         raise SkillmixInputError("select.grads.dims is empty")
-    if len(groups) != len(data):
-        raise ValueError("one group label per example is needed")
+    if len(skills) != len(data):
+        raise ValueError("one skill label per example is needed")
     kept, excluded = labelled_examples(data)
     model.to(runtime.device)
     stats: dict[str, Any] = {"feature": feature, "examples": len(data), "excluded": len(excluded)}
@@ -111,7 +111,7 @@ def gradient_features(
     return FeatureResult(
         features,
         [data.ids[i] for i in kept],
-        [str(groups[i]) for i in kept],
+        [str(skills[i]) for i in kept],
         excluded,
         stats,
     )
@@ -124,7 +124,7 @@ def write_feature_shard(
     info_path: str | os.PathLike,
     info: dict[str, Any],
 ) -> None:
-    """Write one shard: a float16 `.npy` per width, the index Parquet (row, id, group), the info JSON."""
+    """Write one shard: a float16 `.npy` per width, the index Parquet (row, id, skill), the info JSON."""
     missing = sorted(set(result.features) - set(feature_paths))
     if missing or set(feature_paths) - set(result.features):
         raise ValueError(
@@ -133,7 +133,7 @@ def write_feature_shard(
     for d, path in feature_paths.items():
         write_shard(result.features[d], path)
     index = pd.DataFrame(
-        {"row": range(len(result.kept_ids)), "id": result.kept_ids, "group": result.kept_groups}
+        {"row": range(len(result.kept_ids)), "id": result.kept_ids, "skill": result.kept_skills}
     )
     write_parquet(index, index_path)
     write_json({**info, **result.stats, "excluded_ids": result.excluded_ids, "rows": len(index)}, info_path)
@@ -153,13 +153,12 @@ def build_shard(
 ) -> FeatureResult:
     """One datastore shard job: the shard's rows of an examples file, features at one checkpoint.
 
-    The examples file is the candidate pool (group column `skill`) or the target set (group
-    column `subtask`). Candidates with feature "adam" use the checkpoint's optimizer moments.
+    The examples file is the candidate pool or the target set (both grouped by column `skill`).
+    Candidates with feature "adam" use the checkpoint's optimizer moments.
     """
     grads_cfg = complete("select.grads", grads_cfg)
     model_cfg = complete("model", model_cfg)
     frame = pd.read_parquet(examples_path)
-    group_col = "skill" if "skill" in frame.columns else "subtask"
     index, count = parse_scatteritem(scatteritem)
     start, stop = shard_range(len(frame), index, count)
     part = frame.iloc[start:stop]
@@ -180,7 +179,7 @@ def build_shard(
         runtime,
         tokenizer.pad_token_id,
         data,
-        part[group_col].astype(str).tolist(),
+        part["skill"].astype(str).tolist(),
         sorted(feature_paths),
         feature=feature,
         optimizer_state=opt_state if feature == "adam" else None,

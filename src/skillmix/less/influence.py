@@ -6,8 +6,8 @@ Scores follow LESS: for candidate z,
 
     score(z) = max_j (1/|D_j|) Σ_{z' ∈ D_j} Σ_ckpt w_ckpt · cos(Γ̂_ckpt(z), ĝ_ckpt(z'))
 
-the mean of cosines within each target subtask j, then the max over subtasks. Rows are unit, so the
-cosine is a dot product; since the mean is linear it equals the dot product with the subtask's mean
+the mean of cosines within each target skill j, then the max over skills. Rows are unit, so the
+cosine is a dot product; since the mean is linear it equals the dot product with the skill's mean
 target row (not renormalised), which is how it is computed here (float32).
 """
 
@@ -33,9 +33,9 @@ PathLike = str | os.PathLike
 READ_ROWS = 4096  # rows per read of a shard
 
 
-def subtask_labels(target_subtasks: Sequence[str]) -> list[str]:
-    """The distinct subtask labels in order of first appearance: the columns of the per-subtask scores."""
-    return list(dict.fromkeys(target_subtasks))
+def skill_labels(target_skills: Sequence[str]) -> list[str]:
+    """The distinct skill labels in order of first appearance: the columns of the per-skill scores."""
+    return list(dict.fromkeys(target_skills))
 
 
 def shard_layout(path: PathLike) -> tuple[tuple[int, int], np.dtype, int]:
@@ -119,7 +119,7 @@ class _ShardedRows:
 def influence_scores(
     candidate_shards: Mapping[Hashable, Sequence[PathLike]],
     target: Mapping[Hashable, np.ndarray | PathLike],
-    target_subtasks: Sequence[str],
+    target_skills: Sequence[str],
     weights: Mapping[Hashable, float],
     chunk_rows: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -127,14 +127,14 @@ def influence_scores(
 
     candidate_shards: per checkpoint, the candidate shard paths in row order (shard boundaries may
     differ between checkpoints; the total row count must not). target: per checkpoint, the target
-    features [M, d] (array or `.npy` path), rows labelled by target_subtasks (any labels, any order,
+    features [M, d] (array or `.npy` path), rows labelled by target_skills (any labels, any order,
     unequal sizes). weights: per checkpoint, used as given (see `checkpoint_weights`).
 
-    Returns (scores [N] float32, per_subtask [N, n_subtasks] float32); the columns of per_subtask
-    follow `subtask_labels(target_subtasks)`. Candidate rows with a non-finite feature in any
+    Returns (scores [N] float32, per_skill [N, n_skills] float32); the columns of per_skill
+    follow `skill_labels(target_skills)`. Candidate rows with a non-finite feature in any
     checkpoint (e.g. a NaN loss) get −inf in both and are logged; they are never selected first.
     Memory: candidate rows are read READ_ROWS at a time into two reused buffers (6·READ_ROWS·d
-    bytes for float16 shards, 192 MiB at d = 8192), plus the targets and the [N, subtasks]
+    bytes for float16 shards, 192 MiB at d = 8192), plus the targets and the [N, skills]
     result; chunk_rows only sets how many rows one pass over the checkpoints covers.
     """
     ckpts = list(candidate_shards)
@@ -147,15 +147,15 @@ def influence_scores(
         )
     if int(chunk_rows) <= 0:
         raise SkillmixInputError(f"influence scores: chunk_rows must be positive, got {chunk_rows}")
-    labels = subtask_labels(target_subtasks)
+    labels = skill_labels(target_skills)
     if not labels:
-        raise SkillmixInputError("influence scores: no target rows / subtask labels given")
+        raise SkillmixInputError("influence scores: no target rows / skill labels given")
     label_index = {lab: j for j, lab in enumerate(labels)}
-    col = np.array([label_index[lab] for lab in target_subtasks])
+    col = np.array([label_index[lab] for lab in target_skills])
     counts = np.bincount(col, minlength=len(labels))
 
     cands: dict[Hashable, _ShardedRows] = {}
-    means: dict[Hashable, np.ndarray] = {}  # per checkpoint: subtask-mean target rows [S, d], float32
+    means: dict[Hashable, np.ndarray] = {}  # per checkpoint: skill-mean target rows [S, d], float32
     for c in ckpts:
         w = float(weights[c])
         if not math.isfinite(w):
@@ -167,7 +167,7 @@ def influence_scores(
         name = f"target features of checkpoint {c}"
         if t.ndim != 2 or t.shape[0] != len(col):
             raise SkillmixInputError(
-                f"influence scores: {name} have shape {t.shape}, expected [{len(col)} (subtask labels), d]"
+                f"influence scores: {name} have shape {t.shape}, expected [{len(col)} (skill labels), d]"
             )
         bad = np.flatnonzero(~np.isfinite(t).all(axis=1))
         if bad.size:
@@ -186,16 +186,16 @@ def influence_scores(
         )
     n = sizes[ckpts[0]]
 
-    per_subtask = np.empty((n, len(labels)), dtype=np.float32)
+    per_skill = np.empty((n, len(labels)), dtype=np.float32)
     for start in range(0, n, int(chunk_rows)):
         stop = min(start + int(chunk_rows), n)
         acc = np.zeros((stop - start, len(labels)), dtype=np.float32)
         for c in ckpts:
             acc += np.float32(weights[c]) * cands[c].dot(start, stop, np.ascontiguousarray(means[c].T))
-        per_subtask[start:stop] = acc
-    bad = ~np.isfinite(per_subtask).all(axis=1)
-    per_subtask[bad] = -np.inf
-    scores = per_subtask.max(axis=1) if n else np.empty(0, dtype=np.float32)
+        per_skill[start:stop] = acc
+    bad = ~np.isfinite(per_skill).all(axis=1)
+    per_skill[bad] = -np.inf
+    scores = per_skill.max(axis=1) if n else np.empty(0, dtype=np.float32)
     if bad.any():
         rows = np.flatnonzero(bad)
         log.warning(
@@ -204,7 +204,7 @@ def influence_scores(
             rows.size,
             rows[:20].tolist(),
         )
-    return scores, per_subtask
+    return scores, per_skill
 
 
 STATUS_SCORED = "scored"
@@ -213,11 +213,11 @@ STATUS_NON_FINITE = "non_finite_feature"
 
 
 def read_index(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """The shard indexes in shard order, as one frame (columns id, group)."""
+    """The shard indexes in shard order, as one frame (columns id, skill)."""
     frames = [pd.read_parquet(p) for p in paths]
     if not frames:
         raise SkillmixInputError("no shard index files given")
-    return pd.concat(frames, ignore_index=True)[["id", "group"]]
+    return pd.concat(frames, ignore_index=True)[["id", "skill"]]
 
 
 def _same_ids(indexes: Mapping[str, pd.DataFrame], what: str) -> pd.DataFrame:
@@ -241,7 +241,7 @@ def score_datastore(
     weights: Mapping[str, float],
     chunk_rows: int = 16384,
 ) -> pd.DataFrame:
-    """LESS scores of every pool row: columns id, skill, score, status, then one score column per subtask.
+    """LESS scores of every pool row: columns id, skill, score, status, then one score column per target skill.
 
     Per checkpoint the candidate and target shards are given in shard order with their indexes.
     Pool rows without features (no answer tokens) and rows with non-finite features get score
@@ -261,18 +261,18 @@ def score_datastore(
         c: np.concatenate([read_shard(p, mmap=False) for p in target_shards[c]]).astype(np.float32)
         for c in ckpts
     }
-    scores, per_subtask = influence_scores(
-        candidate_shards, targets, targ["group"].tolist(), weights, chunk_rows=chunk_rows
+    scores, per_skill = influence_scores(
+        candidate_shards, targets, targ["skill"].tolist(), weights, chunk_rows=chunk_rows
     )
-    subtasks = list(dict.fromkeys(targ["group"]))
+    skills = list(dict.fromkeys(targ["skill"]))
     scored = pd.DataFrame({"id": cand["id"].to_numpy(), "score": scores})
-    for j, s in enumerate(subtasks):
-        scored[f"score_{s}"] = per_subtask[:, j]
+    for j, s in enumerate(skills):
+        scored[f"score_{s}"] = per_skill[:, j]
     scored["status"] = np.where(np.isfinite(scores), STATUS_SCORED, STATUS_NON_FINITE)
     out = pool[["id", "skill"]].merge(scored, on="id", how="left", validate="one_to_one")
     missing = out["status"].isna()
     out.loc[missing, "status"] = STATUS_NO_ANSWER
-    score_cols = ["score", *[f"score_{s}" for s in subtasks]]
+    score_cols = ["score", *[f"score_{s}" for s in skills]]
     out[score_cols] = out[score_cols].fillna(-np.inf).astype(np.float32)
     if missing.any():
         log.warning(

@@ -4,7 +4,7 @@
 scores (`skillmix.less.influence.influence_scores`). `select_examples` takes the top k (or top p%)
 with ties broken by id, `random_examples` the same number uniformly at random (the baseline),
 and `composition` tabulates the share of every skill in the pool and in each selection.
-`evaluate_target` measures a trained model on the target's evaluation examples, per subtask.
+`evaluate_target` measures a trained model on the target's evaluation examples, per skill.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from skillmix.engine.modeling import load_saved, select_runtime
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_file
-from skillmix.less.targets import encode_groups
+from skillmix.less.targets import encode_skills
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def evaluate_target(
     evaluation: pd.DataFrame,
     batch_size: int = 64,
 ) -> pd.DataFrame:
-    """Loss and exact-match accuracy of a saved model on each evaluation subtask.
+    """Loss and exact-match accuracy of a saved model on each evaluation skill.
 
-    Columns subtask, loss, accuracy, n.
+    Columns skill, loss, accuracy, n.
     """
     model_cfg = complete("model", model_cfg)
     if evaluation.empty:
@@ -97,9 +97,9 @@ def evaluate_target(
     model, tokenizer = load_saved(model_dir)
     runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
     model.to(runtime.device)
-    sets = encode_groups(tokenizer, evaluation, "subtask", model_cfg["max_length"])
+    sets = encode_skills(tokenizer, evaluation, model_cfg["max_length"])
     metrics = evaluate_skills(model, tokenizer, sets, runtime, batch_size)
-    return metrics.rename(columns={"skill": "subtask"})
+    return metrics
 
 
 def select_top(

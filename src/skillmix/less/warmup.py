@@ -42,7 +42,7 @@ from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_directory
 from skillmix.less.pool import warmup_indices
-from skillmix.less.targets import encode_groups
+from skillmix.less.targets import encode_skills
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def prepare_epochs(
 ) -> EpochRun:
     """LoRA training on `examples` (columns id, skill, prompt, answer, text) with the warm-up recipe.
 
-    `eval_examples` (columns id, subtask, prompt, answer, text) are evaluated per subtask before
+    `eval_examples` (columns id, skill, prompt, answer, text) are evaluated per skill before
     training, every `recipe.eval_every` steps and at the end, in batches of `eval_batch_size`
     (default: the schema's `eval.batch_size`).
     """
@@ -174,10 +174,10 @@ def prepare_epochs(
     settings.eval_accuracy = eval_accuracy
     model, tokenizer, runtime = lora_model(model_cfg, lora_cfg, settings.seed)
     max_length = complete("model", model_cfg)["max_length"]
-    train_sets = encode_groups(tokenizer, examples, "skill", max_length)
+    train_sets = encode_skills(tokenizer, examples, max_length)
     val_sets = []
     if eval_examples is not None and len(eval_examples):
-        val_sets = encode_groups(tokenizer, eval_examples, "subtask", max_length)
+        val_sets = encode_skills(tokenizer, eval_examples, max_length)
     digest = fingerprint(
         model_cfg,
         lora_cfg,
