@@ -58,11 +58,11 @@ def split_answer(prompt: str, answer: str, how: str) -> tuple[str, str]:
 
 def build_task(
     frames: dict[str, pd.DataFrame],
-    label_split: str = "whole",
-    words: Sequence[str] | None = None,
-    k_shot: int = 16,
-    seed: int = 0,
-    max_eval: int | None = None,
+    label_split: str,
+    words: Sequence[str] | None,
+    k_shot: int,
+    seed: int,
+    max_eval: int | None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The task table (split, id, skill, prompt, word, label) and the label words in label order.
 
@@ -134,11 +134,11 @@ def task_features(
     task: pd.DataFrame,
     words: Sequence[str],
     formulas: Sequence[str],
-    subset: str = "all",
-    binary: bool = False,
-    rows: tuple[int, int] | None = None,
-    projection_dim: int | None = None,
-    projection_seed: int = 0,
+    subset: str,
+    binary: bool,
+    rows: tuple[int, int] | None,
+    projection_dim: int | None,
+    projection_seed: int,
 ) -> dict[str, np.ndarray]:
     """Label-word gradient features of the task rows [start, stop) (all rows when None).
 
@@ -171,8 +171,8 @@ def kernels_from_features(
     words: Sequence[str],
     parts: Sequence[dict[str, np.ndarray]],
     formulas: Sequence[str],
-    row_block: int = 256,
-    col_block: int = 256,
+    row_block: int,
+    col_block: int,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per formula, the arrays of one kernel file: K_<split> (train × split), f0_<split>, y_<split>.
 
@@ -222,10 +222,10 @@ def solve_kernel_file(
     path: str | os.PathLike,
     formula: str,
     solvers: Sequence[str],
-    reg: float = 0.0,
-    f0: bool = False,
-    gamma: float = 1.0,
-    asym_mix: float = 0.5,
+    reg: float,
+    f0: bool,
+    gamma: float,
+    asym_mix: float,
 ) -> pd.DataFrame:
     """Accuracy and mean squared error of every solver on val and test from one kernel file.
 
@@ -314,10 +314,10 @@ def finetune(
     task: pd.DataFrame,
     words: Sequence[str],
     optimizer: str,
-    steps: int = 100,
-    lr: float = 1e-3,
-    seed: int = 0,
-    subset: str = "all",
+    steps: int,
+    lr: float,
+    seed: int,
+    subset: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prompt-based fine-tuning on the task's training rows, the comparison for the kernels.
 

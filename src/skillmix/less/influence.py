@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.less.shards import read_shard
 
@@ -121,7 +122,7 @@ def influence_scores(
     target: Mapping[Hashable, np.ndarray | PathLike],
     target_skills: Sequence[str],
     weights: Mapping[Hashable, float],
-    chunk_rows: int = 65536,
+    chunk_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """LESS scores of every candidate row, streamed shard by shard.
 
@@ -135,7 +136,8 @@ def influence_scores(
     checkpoint (e.g. a NaN loss) get −inf in both and are logged; they are never selected first.
     Memory: candidate rows are read READ_ROWS at a time into two reused buffers (6·READ_ROWS·d
     bytes for float16 shards, 192 MiB at d = 8192), plus the targets and the [N, skills]
-    result; chunk_rows only sets how many rows one pass over the checkpoints covers.
+    result; chunk_rows only sets how many rows one pass over the checkpoints covers (default: the
+    schema's `select.influence.chunk_rows`).
     """
     ckpts = list(candidate_shards)
     if not ckpts:
@@ -145,6 +147,8 @@ def influence_scores(
             f"influence scores: checkpoints differ between candidates {sorted(map(str, ckpts))}, "
             f"targets {sorted(map(str, target))} and weights {sorted(map(str, weights))}"
         )
+    if chunk_rows is None:
+        chunk_rows = complete("select.influence", None)["chunk_rows"]
     if int(chunk_rows) <= 0:
         raise SkillmixInputError(f"influence scores: chunk_rows must be positive, got {chunk_rows}")
     labels = skill_labels(target_skills)
@@ -239,9 +243,10 @@ def score_datastore(
     target_shards: Mapping[str, Sequence[str | os.PathLike]],
     target_index: Mapping[str, Sequence[str | os.PathLike]],
     weights: Mapping[str, float],
-    chunk_rows: int = 16384,
+    chunk_rows: int | None = None,
 ) -> pd.DataFrame:
-    """LESS scores of every pool row: columns id, skill, score, status, then one score column per target skill.
+    """LESS scores of every pool row: columns id, skill, score, status, then one score column per
+    target skill (`chunk_rows` as in :func:`influence_scores`).
 
     Per checkpoint the candidate and target shards are given in shard order with their indexes.
     Pool rows without features (no answer tokens) and rows with non-finite features get score
