@@ -192,3 +192,28 @@ def test_gradient_graph_example_config_is_a_valid_override(tmp_path):
     result = run_ok(tmp_path, "-n", configs=(MAIN_CONFIG, example))
     stats = job_stats(result.output)
     assert stats.get("graph_gradient") == 1 and "graph_run" not in stats, result.output
+
+
+def test_gradient_graph_at_a_trained_checkpoint(tmp_path):
+    """A strategy named in graph.gradient.checkpoints is trained first and its saved model, the
+    rule's input, is where the second term of the graph is taken."""
+    import json
+
+    from workflow_helpers import MAIN_CONFIG, job_stats, run_ok, write_yaml
+
+    override = write_yaml(
+        tmp_path / "g.yaml",
+        {
+            "graph": {
+                "method": "gradient",
+                "gradient": {"train_examples": 8, "checkpoints": ["initial", "random"]},
+            }
+        },
+    )
+    configs = (MAIN_CONFIG, TINY_CONFIG, override)
+    result = run_ok(tmp_path, "results/graph/gradient/adjacency.npy", configs=configs)
+    assert job_stats(result.output) == {"slice": 1, "train": 1, "graph_gradient": 1}, result.output
+    info = json.loads((tmp_path / "results/graph/gradient/graph.json").read_text())
+    products = info["extra"]["products"]
+    assert set(products) == {"initial", "random"}
+    assert not np.allclose(products["initial"], products["random"])  # two different models

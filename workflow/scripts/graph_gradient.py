@@ -17,4 +17,6 @@ gradient_graph_from_files(
     snakemake.input.train,
     snakemake.input.val,
     snakemake.output.adjacency,
+    # the rule's models are the trained checkpoints, in config order
+    dict(zip([n for n in p.gradient["checkpoints"] if n != "initial"], snakemake.input.models, strict=True)),
 )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,15 +155,15 @@ def losses_table(terms: Sequence[CheckpointGraph], skills: Sequence[str]) -> pd.
     )
 
 
-def load_checkpoint(name: str, model_cfg: dict, runs_dir: str | os.PathLike = "results/train"):
+def checkpoint_model(name: str, model_cfg: dict, model_dirs: Mapping[str, str | os.PathLike]):
     """The model and tokenizer of a checkpoint: `initial` (the configured model, as the graph runs
-    start from it) or a training strategy's name (its saved model under `runs_dir`)."""
+    start from it) or a training strategy's name (its saved model folder in `model_dirs`)."""
     if name == "initial":
         return load_model(model_cfg)
-    path = Path(runs_dir) / name / "model"
-    if not path.is_dir():
-        raise SkillmixInputError(f"graph.gradient.checkpoints: {name!r}: no trained model at {path}")
-    return load_saved(path)
+    if name not in model_dirs or not Path(model_dirs[name]).is_dir():
+        where = model_dirs.get(name, "no folder given")
+        raise SkillmixInputError(f"graph.gradient.checkpoints: {name!r}: no trained model ({where})")
+    return load_saved(model_dirs[name])
 
 
 def gradient_graph_from_files(
@@ -176,10 +176,11 @@ def gradient_graph_from_files(
     train_paths: Sequence[str | os.PathLike],
     val_paths: Sequence[str | os.PathLike],
     adjacency_path: str | os.PathLike,
-    runs_dir: str | os.PathLike = "results/train",
+    model_dirs: Mapping[str, str | os.PathLike],
 ) -> np.ndarray:
     """The gradient graph of the sliced skills at the configured checkpoints, written like the
     learned graphs (adjacency.npy, skills.json, raw.parquet of the losses, heatmap, graph.json).
+    `model_dirs` names the saved model folder of every checkpoint but `initial`.
 
     The step size is `gradient_cfg["lr"]`, or the graph runs' learning rate `runs_lr` when null.
     """
@@ -192,7 +193,7 @@ def gradient_graph_from_files(
     max_length = model_cfg["max_length"]
     terms = []
     for name in gradient_cfg["checkpoints"]:
-        model, tokenizer = load_checkpoint(name, model_cfg, runs_dir)
+        model, tokenizer = checkpoint_model(name, model_cfg, model_dirs)
         train_sets = load_sets(tokenizer, skills, train_paths, max_length)
         val_sets = load_sets(tokenizer, skills, val_paths, max_length)
         terms.append(
