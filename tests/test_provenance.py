@@ -87,6 +87,8 @@ def project_copy(tmp_path_factory) -> Path:
     [
         ("kernel/kernels.py", {"kernel.py", "kernel_solve.py"}, {"train.py", "slice.py", "influence.py"}),
         ("data/sources/tables.py", {"slice.py", "select_target.py"}, {"kernel.py", "kernel_solve.py"}),
+        ("less/influence.py", {"influence.py"}, {"grads.py", "select_top.py", "train_selected.py"}),
+        ("plotting.py", {"evaluate.py", "compare.py"}, {"train.py", "graph_run.py", "influence.py"}),
         ("infra/gpus.py", set(), None),  # None: no script changes
     ],
 )
