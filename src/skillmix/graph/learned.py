@@ -190,6 +190,7 @@ class UnitCurve:
                 f"graph unit {unit!r}: its curve's unit column holds {named(names)}, expected only {unit!r}"
             )
         self.unit = unit
+        self.curve = curve  # with its repeat column
         self.options = options
         self.groups = {skill: rows for skill, rows in curve.groupby("skill", sort=False)}
         self._runs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -310,13 +311,7 @@ def assemble(
             f"({len(missing)} of {len(units)} units)"
         )
     repeated = any(REPEAT_COLUMN in curves[unit].columns for unit in units)
-    frames = {  # a curve without the column is a single run, repeat 0
-        unit: curves[unit]
-        if REPEAT_COLUMN in curves[unit].columns
-        else curves[unit].assign(**{REPEAT_COLUMN: 0})
-        for unit in units
-    }
-    loaded = {unit: UnitCurve(unit, frames[unit], options) for unit in units}
+    loaded = {unit: UnitCurve(unit, curves[unit], options) for unit in units}
     relative = options.normalise == "relative"
     k = len(skills)
     A = np.zeros((k, k), dtype=np.float64)
@@ -366,7 +361,7 @@ def assemble(
     columns = list(CURVE_COLUMNS)
     if repeated:
         columns.insert(1, REPEAT_COLUMN)
-    raw = pd.concat([frames[unit].loc[:, columns] for unit in units], ignore_index=True)
+    raw = pd.concat([loaded[unit].curve.loc[:, columns] for unit in units], ignore_index=True)
     dtypes = {"unit": str, REPEAT_COLUMN: "int64", "step": "int64", "skill": str, "loss": "float64"}
     raw = raw.astype({column: dtypes[column] for column in columns})
     return A, raw

@@ -47,23 +47,6 @@ def _subschema(where: str) -> dict[str, Any]:
     return node
 
 
-def _check_keys(block: Any, node: dict[str, Any], where: str) -> None:
-    """Raise on a non-mapping block or a key the schema does not know, naming its dotted path."""
-    if not isinstance(block, dict):
-        raise SkillmixInputError(f"config {where}: expected a mapping, got {type(block).__name__}")
-    properties = node.get("properties", {})
-    if node.get("additionalProperties", True) is False:
-        unknown = sorted(set(block) - set(properties))
-        if unknown:
-            raise SkillmixInputError(
-                f"config {where}: unknown key(s) {unknown}; expected keys from {sorted(properties)}"
-            )
-    for key, value in block.items():
-        child = properties.get(key, {})
-        if child.get("type") == "object" and value is not None:
-            _check_keys(value, child, f"{where}.{key}")
-
-
 @functools.cache
 def _validator():
     """A JSON-schema validator of the whole schema that also fills every property's default
@@ -94,12 +77,16 @@ def complete(where: str, block: dict[str, Any] | None, name: str | None = None) 
     node = _subschema(where)
     block = {} if block is None else block
     where = name or where
-    _check_keys(block, node, where)
     result = copy.deepcopy(block)
     # the block's own schema, with references still resolved against the whole schema
     errors = sorted(_validator().evolve(schema=node).iter_errors(result), key=lambda e: list(e.absolute_path))
     if errors:
         error = errors[0]
         path = ".".join([where, *(str(p) for p in error.absolute_path)])
-        raise SkillmixInputError(f"config {path}: {error.message}")
+        message = error.message
+        if error.validator == "additionalProperties":
+            known = error.schema.get("properties", {})
+            unknown = sorted(set(error.instance) - set(known))
+            message = f"unknown key(s) {unknown}; expected keys from {sorted(known)}"
+        raise SkillmixInputError(f"config {path}: {message}")
     return result

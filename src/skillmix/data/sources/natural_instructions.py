@@ -31,7 +31,6 @@ from skillmix.data.sources import (
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
-SKILL_MODES: tuple[str, ...] = ("category", "task")
 TASK_SUFFIXES: tuple[str, ...] = (".json.gz", ".json")
 
 
@@ -184,11 +183,6 @@ def load_natural_instructions(
     if not csv_path.is_file():
         raise SkillmixInputError(
             f"config source.natural_instructions.categories_csv: file {csv_path} does not exist"
-        )
-    if cfg["skill"] not in SKILL_MODES:
-        raise SkillmixInputError(
-            f"config source.natural_instructions.skill: expected one of {list(SKILL_MODES)}, "
-            f"got {cfg['skill']!r}"
         )
     if cfg["max_per_task"] is not None:
         require_int(cfg["max_per_task"], "source.natural_instructions.max_per_task", 1)

@@ -304,8 +304,6 @@ def load_table(cfg: dict[str, Any] | None, base_dir: str | Path | None = None) -
     """
     cfg = complete("source.table", cfg)
     fmt = cfg["format"]
-    if fmt not in FORMATS:
-        raise SkillmixInputError(f"config source.table.format: expected one of {list(FORMATS)}, got {fmt!r}")
     if fmt == "hf":
         _check_column_config(cfg, f"datasets.load_dataset({cfg['hf_name']!r})")
         columns, origin = _read_hf(cfg, base_dir)
