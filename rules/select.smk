@@ -142,6 +142,7 @@ rule influence:
     params:
         checkpoints=CHECKPOINTS,
         chunk_rows=SELECT["influence"]["chunk_rows"],
+        match=SELECT["influence"]["match"],
         code=script_code("influence.py"),
     script:
         "../workflow/scripts/influence.py"
@@ -176,10 +177,12 @@ rule select_top:
         pool=f"{SEL}/pool.parquet",
         scores=f"{SEL}/influence/d{SELECT_DIM}/scores.parquet",
         random=f"{SEL}/selected/random.parquet",
+        target=f"{SEL}/target/target.parquet",
     output:
         parquet=f"{SEL}/selected/less.parquet",
         jsonl=f"{SEL}/selected/less.jsonl",
         composition=f"{SEL}/selected/composition.parquet",
+        answers=f"{SEL}/selected/answers.parquet",
         composition_plot=report(
             f"{SEL}/selected/composition.png",
             caption="../workflow/report/composition.rst",

@@ -108,6 +108,32 @@ def test_sharding_and_chunking_do_not_change_scores(fixture, monkeypatch, read_r
     np.testing.assert_allclose(results[0][0], dense(cand16, targ16)[0], atol=1e-5)
 
 
+def test_max_match_scores_by_the_best_single_target_example(fixture):
+    _, _, _, shards, targets = fixture
+    cand16 = {c: stored(shards[c]) for c in CKPTS}
+    targ16 = {c: read_shard(targets[c]).astype(np.float64) for c in CKPTS}
+    s = sum(WEIGHTS[c] * cand16[c].astype(np.float64) @ targ16[c].T for c in CKPTS)
+    lab = np.array(SUBTASKS)
+    want = np.stack([s[:, lab == j].max(axis=1) for j in skill_labels(SUBTASKS)], axis=1)
+    for chunk in (5, 65536):
+        scores, per = influence_scores(shards, targets, SUBTASKS, WEIGHTS, chunk_rows=chunk, match="max")
+        np.testing.assert_allclose(per, want, atol=1e-5)
+        np.testing.assert_allclose(scores, want.max(axis=1), atol=1e-5)
+    mean_scores, _ = influence_scores(shards, targets, SUBTASKS, WEIGHTS)
+    assert (scores > mean_scores).all()  # a max over a skill's examples exceeds their mean here
+    # two opposite target examples: their mean is zero, the max still finds the candidate
+    one = {c: np.array([[1.0, 0.0], [-1.0, 0.0]], dtype=np.float32) for c in CKPTS}
+    cands = {c: [fixture[0] / f"pm-{c}.npy"] for c in CKPTS}
+    for c in CKPTS:
+        write_shard(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), cands[c][0])
+    mean, _ = influence_scores(cands, one, ["x", "x"], WEIGHTS)
+    best, _ = influence_scores(cands, one, ["x", "x"], WEIGHTS, match="max")
+    np.testing.assert_allclose(mean, [0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(best, [1.0, 0.0], atol=1e-6)
+    with pytest.raises(SkillmixInputError, match="match must be one of"):
+        influence_scores(shards, targets, SUBTASKS, WEIGHTS, match="median")
+
+
 def test_nan_row_scores_minus_inf_and_is_not_selected(fixture, caplog):
     tmp_path, cand, _, _, targets = fixture
     feats = {c: cand[c].clone() for c in CKPTS}

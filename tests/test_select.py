@@ -26,7 +26,14 @@ from skillmix.infra.jobs import parse_scatteritem, shard_range
 from skillmix.less.datastore import build_shard, gradient_features
 from skillmix.less.influence import STATUS_NO_ANSWER, STATUS_NON_FINITE, STATUS_SCORED, score_datastore
 from skillmix.less.pool import warmup_indices
-from skillmix.less.selection import composition, random_examples, select_examples, selection_size
+from skillmix.less.selection import (
+    answer_composition,
+    balanced_top,
+    composition,
+    random_examples,
+    select_examples,
+    selection_size,
+)
 from skillmix.less.shards import read_shard, write_shard
 from skillmix.less.targets import targets_from_files, targets_from_slices
 from skillmix.less.warmup import epoch_settings, load_epoch_checkpoint, warmup_from_pool
@@ -338,6 +345,39 @@ def test_adam_feature_equals_hand_computation(warm) -> None:
         gradient_features(model, runtime, tok.pad_token_id, data, groups, [128], feature="adam")
 
 
+def test_widths_at_least_the_gradient_are_exact_unless_projection_is_forced(warm) -> None:
+    model, tok, runtime, state = load_epoch_checkpoint(warm[0][0], MODEL, LORA)
+    data, groups = encoded_pool(tok, n=5)
+    g, _, _ = example_gradients(model, data, runtime, tok.pad_token_id, batch_size=1)
+    assert g.shape[1] == 512
+    kw = dict(projection_seed=7, batch_size=2)
+    mixed = gradient_features(model, runtime, tok.pad_token_id, data, groups, [128, 512, 1024], **kw)
+    # 512 and 1024 >= the 512 LoRA coordinates: the plain gradient itself, unit rows, cosines exact
+    for d in (512, 1024):
+        assert mixed.features[d].shape == (5, 512)
+        torch.testing.assert_close(mixed.features[d].double(), unit(g.double()), atol=1e-6, rtol=0)
+    assert mixed.stats["exact_dims"] == [512, 1024] and mixed.stats["projector"]["output_dim"] == 128
+    # the narrower width is still the projection, as without exact widths
+    torch.testing.assert_close(mixed.features[128].double(), hand_features(g, 128, seed=7), atol=1e-5, rtol=0)
+    projected = gradient_features(
+        model, runtime, tok.pad_token_id, data, groups, [128, 1024], exact=False, **kw
+    )
+    assert projected.features[1024].shape == (5, 1024) and projected.stats["exact_dims"] == []
+    torch.testing.assert_close(
+        projected.features[1024].double(), hand_features(g, 1024, seed=7), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(projected.features[128], mixed.features[128], atol=1e-6, rtol=0)
+    # the Adam transform runs once per row on the exact path too
+    adam = dict(feature="adam", optimizer_state=state, **kw)
+    both = gradient_features(model, runtime, tok.pad_token_id, data, groups, [256, 1024], **adam)
+    alone = gradient_features(model, runtime, tok.pad_token_id, data, groups, [256], **adam)
+    torch.testing.assert_close(both.features[256], alone.features[256], atol=1e-6, rtol=0)
+    assert both.stats["share_v_above_1e-9"] == alone.stats["share_v_above_1e-9"]
+    cos = both.features[1024] @ both.features[1024].T
+    approx = both.features[256] @ both.features[256].T
+    assert not torch.allclose(cos, approx, atol=1e-3)  # the projection's error is visible, exact is not
+
+
 def test_features_do_not_depend_on_batch_size_and_widths_are_prefixes(warm) -> None:
     model, tok, runtime, state = load_epoch_checkpoint(warm[0][1], MODEL, LORA)
     data, groups = encoded_pool(tok, n=6, start=5)
@@ -606,6 +646,59 @@ def test_select_examples_descending_ties_by_id() -> None:
     assert select_examples(pool, scores, 6)["id"].tolist() == ["b", "f", "a", "c", "d"]  # -inf never
     with pytest.raises(SkillmixInputError, match="stale"):
         select_examples(pool, scores.iloc[::-1].reset_index(drop=True), 2)
+
+
+def test_answer_balanced_selection_takes_each_target_answer_in_turn() -> None:
+    # the faithful top 4 collapses onto answer "0"; balancing over the target's answers does not
+    pool = pd.DataFrame(
+        {
+            "id": [f"e{i}" for i in range(8)],
+            "skill": ["s"] * 8,
+            "answer": ["0", "0", "0", "0", "1", "1", "2", "1"],
+        }
+    )
+    scores = pd.DataFrame({"id": pool["id"], "score": [0.9, 0.8, 0.7, 0.6, 0.5, -np.inf, 0.95, 0.4]})
+    target = pd.DataFrame({"skill": ["s"] * 3, "answer": ["1", "0", "0"]})
+    assert select_examples(pool, scores, 4)["answer"].tolist() == ["2", "0", "0", "0"]
+    top = select_examples(pool, scores, 4, balance="answer", target=target)
+    # turns: answer "0" first (best score 0.9), then "1"; answer "2" is not a target answer
+    assert top["id"].tolist() == ["e0", "e4", "e1", "e7"] and top["rank"].tolist() == [1, 2, 3, 4]
+    assert top["score"].tolist() == [0.9, 0.5, 0.8, 0.4]
+    # once answer "1" runs out (its -inf row is never taken), "0" goes on, then the rest by score
+    full = select_examples(pool, scores, 7, balance="answer", target=target)
+    assert full["id"].tolist() == ["e0", "e4", "e1", "e7", "e2", "e3", "e6"]
+    with pytest.raises(SkillmixInputError, match="answer column"):
+        select_examples(pool, scores, 4, balance="answer")
+    with pytest.raises(SkillmixInputError, match="balance must be one of"):
+        select_examples(pool, scores, 4, balance="label")
+
+
+def test_skill_balanced_selection_ranks_each_target_skill_by_its_own_score() -> None:
+    pool = pd.DataFrame({"id": ["a", "b", "c", "d", "e"], "skill": ["x", "x", "x", "y", "y"]})
+    per_a = [0.9, 0.8, 0.7, 0.1, 0.0]
+    per_b = [0.85, 0.2, 0.1, 0.3, 0.25]  # b's best is also a's best
+    scores = pd.DataFrame(
+        {"id": pool["id"], "score": np.maximum(per_a, per_b), "score_A": per_a, "score_B": per_b}
+    )
+    assert select_examples(pool, scores, 3)["id"].tolist() == ["a", "b", "c"]
+    top = select_examples(pool, scores, 3, balance="skill")
+    assert top["id"].tolist() == ["a", "d", "b"]  # A takes a, B's next best is d, then A's b
+    with pytest.raises(SkillmixInputError, match="per-skill score columns"):
+        select_examples(pool, scores[["id", "score"]], 3, balance="skill")
+    # ties within a group by id; a group never takes a row twice
+    ids = ["b", "a", "c"]
+    groups = {"g": np.array([1.0, 1.0, 0.0]), "h": np.array([1.0, 1.0, 1.0])}
+    assert balanced_top(ids, groups, np.zeros(3), 3) == [1, 0, 2]
+
+
+def test_answer_composition_counts_the_labels_of_every_selection() -> None:
+    pool = pd.DataFrame({"answer": ["0"] * 6 + ["1"] * 3 + ["x", "y"]})
+    less = pd.DataFrame({"answer": ["0", "0", "0", "y"]})
+    table = answer_composition(pool, {"less": less}, top=2)
+    assert table["answer"].tolist() == ["0", "1", "(other)"]
+    assert table["pool"].tolist() == [6, 3, 2] and table["less"].tolist() == [3, 0, 1]
+    assert table["less_share"].tolist() == [0.75, 0.0, 0.25]
+    assert table["pool_share"].sum() == pytest.approx(1.0)
 
 
 def test_random_examples() -> None:

@@ -18,6 +18,7 @@ scores = score_datastore(
     {c: inp[f"target_index_{c}"] for c in ckpts},
     read_weights(inp.weights),
     chunk_rows=snakemake.params.chunk_rows,
+    match=snakemake.params.match,
 )
 log.info("scored %d candidates; status counts: %s", len(scores), scores["status"].value_counts().to_dict())
 write_parquet(scores, snakemake.output.scores)

@@ -7,18 +7,32 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
-from skillmix.less.selection import composition, select_examples, selection_size, write_jsonl  # noqa: E402
+from skillmix.less.selection import (  # noqa: E402
+    answer_composition,
+    composition,
+    select_examples,
+    selection_size,
+    write_jsonl,
+)
 from skillmix.plotting import plot_composition, plot_scores  # noqa: E402
 
 s, out = snakemake.params.selection, snakemake.output
 pool = pd.read_parquet(snakemake.input.pool)
 scores = pd.read_parquet(snakemake.input.scores)
-chosen = select_examples(pool, scores, selection_size(len(pool), s["k"], s["fraction"]))
-table = composition(pool, {"less": chosen, "random": pd.read_parquet(snakemake.input.random)})
-log.info("selected %d of %d:\n%s", len(chosen), len(pool), table.to_string(index=False))
+target = pd.read_parquet(snakemake.input.target)
+size = selection_size(len(pool), s["k"], s["fraction"])
+chosen = select_examples(pool, scores, size, balance=s["balance"], target=target)
+selections = {"less": chosen, "random": pd.read_parquet(snakemake.input.random)}
+table = composition(pool, selections)
+answers = answer_composition(pool, {"target": target, **selections})
+log.info(
+    "selected %d of %d (balance %s):\n%s", len(chosen), len(pool), s["balance"], table.to_string(index=False)
+)
+log.info("answers of the pool, the target and the selections:\n%s", answers.to_string(index=False))
 write_parquet(chosen, out.parquet)
 write_jsonl(chosen, out.jsonl)
 write_parquet(table, out.composition)
+write_parquet(answers, out.answers)
 plot_composition(table, out.composition_plot, f"composition of the {len(chosen)} selected examples")
 cut = float(chosen["score"].min()) if len(chosen) else None
 plot_scores(scores, out.scores_plot, "influence scores of the candidates", cut)

@@ -238,11 +238,31 @@ class FeatureMap:
         for p in self.params:
             g = grads[p.name].reshape(n, -1)
             for out, t in zip(acc, self.transforms, strict=True):
-                x = t(g, p)
-                if self.projection_input == "float16":
-                    x = x.to(torch.float16)
-                out += self.projection(x, p.offset)
+                out += _project_slice(t(g, p), p, self.projection, self.projection_input)
         return acc
+
+
+def _project_slice(
+    x: torch.Tensor, param: ParamSlice, projection: Projection, projection_input: str
+) -> torch.Tensor:
+    """One parameter's transformed rows x [R, numel] projected with its rows of the matrix."""
+    if projection_input == "float16":
+        x = x.to(torch.float16)
+    return projection(x, param.offset)
+
+
+def project_slices(
+    features: torch.Tensor,
+    params: list[ParamSlice],
+    projection: Projection,
+    projection_input: str = "float32",
+) -> torch.Tensor:
+    """Unprojected feature rows [R, Σ numel] (parameters concatenated in `params` order) ↦ [R, d],
+    projected slice by slice exactly as a projecting FeatureMap does."""
+    out = torch.zeros((features.shape[0], projection.dim), dtype=torch.float32, device=features.device)
+    for p in params:
+        out += _project_slice(features[:, p.offset : p.offset + p.numel], p, projection, projection_input)
+    return out
 
 
 # Gradient sources (units)

@@ -26,7 +26,14 @@ import torch
 from tqdm import tqdm
 
 from skillmix.engine.encoding import EncodedSet, encode_frame
-from skillmix.engine.features import AdamState, FeatureMap, Projection, Transform, example_loss_gradients
+from skillmix.engine.features import (
+    AdamState,
+    FeatureMap,
+    Projection,
+    Transform,
+    example_loss_gradients,
+    project_slices,
+)
 from skillmix.engine.gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.projection import normalise_rows
@@ -65,6 +72,7 @@ def gradient_features(
     projection_seed: int = 0,
     batch_size: int = 16,
     projection_input: str = "float32",
+    exact: bool = True,
 ) -> FeatureResult:
     """Projected, unit-normalised per-example gradient features of every example of `data`.
 
@@ -74,6 +82,10 @@ def gradient_features(
     non-finite loss or gradient raises FloatingPointError naming the example.
     `projection_input` "float16" rounds the transformed gradient to float16 before projecting,
     as the original does (less.md §9.4); the product is accumulated in float32 either way.
+    With `exact`, a width at least the gradient's dimension gets the unprojected transformed
+    gradient instead (as many columns as the gradient has, so its cosines are exact); the
+    narrower widths are still prefixes of the widest projected one. Without it every width is
+    projected, as the original always does.
     """
     if projection_input not in ("float32", "float16"):
         raise SkillmixInputError(f"projection_input must be float32 or float16, got {projection_input!r}")
@@ -97,17 +109,33 @@ def gradient_features(
     else:
         transform = Transform("sign" if feature == "sign" else "sgd")
     grad_dim = sum(p.numel for p in layout)
-    projection = Projection(grad_dim, dims[-1], projection_seed, runtime.device)
-    fmap = FeatureMap(layout, [transform], projection, projection_input)
-    out = torch.zeros((len(kept), dims[-1]), dtype=torch.float32)
+    exact_dims = [d for d in dims if exact and d >= grad_dim]
+    projected_dims = [d for d in dims if d not in exact_dims]
+    projection = None
+    if projected_dims:
+        projection = Projection(grad_dim, projected_dims[-1], projection_seed, runtime.device)
+    # one pass: the transformed gradient when an exact width needs it, projected from it per
+    # parameter slice exactly as FeatureMap projects (the transform runs once per row)
+    whole = FeatureMap(layout, [transform]) if exact_dims else None
+    fmap = None if whole is not None else FeatureMap(layout, [transform], projection, projection_input)
+    raw = torch.zeros((len(kept), grad_dim), dtype=torch.float32) if exact_dims else None
+    out = torch.zeros((len(kept), projected_dims[-1]), dtype=torch.float32) if projected_dims else None
     for pos, grads in tqdm(batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients"):
-        out[pos] = fmap(grads)[0].cpu()
+        if whole is None:
+            out[pos] = fmap(grads)[0].cpu()
+            continue
+        x = whole(grads)[0]
+        raw[pos] = x.cpu()
+        if projection is not None:
+            out[pos] = project_slices(x, layout, projection, projection_input).cpu()
     if feature == "adam" and kept:
         stats["share_v_above_1e-9"] = transform.large_v / (len(kept) * grad_dim)
     stats["grad_dim"] = grad_dim
     stats["projection_input"] = projection_input
-    stats["projector"] = projection.identity
-    features = {d: normalise_rows(out[:, :d]) for d in dims}
+    stats["projector"] = projection.identity if projection is not None else None
+    stats["exact_dims"] = exact_dims
+    features = {d: normalise_rows(out[:, :d]) for d in projected_dims}
+    features.update({d: normalise_rows(raw) for d in exact_dims})
     return FeatureResult(
         features,
         [data.ids[i] for i in kept],
@@ -187,6 +215,7 @@ def build_shard(
         projection_seed=grads_cfg["projection_seed"],
         batch_size=grads_cfg["batch_size"],
         projection_input=grads_cfg["projection_input"],
+        exact=grads_cfg["exact"],
     )
     if "share_v_above_1e-9" in result.stats:
         log.info("share of coordinates with v' > 1e-9: %.4f", result.stats["share_v_above_1e-9"])

@@ -9,6 +9,10 @@ Scores follow LESS: for candidate z,
 the mean of cosines within each target skill j, then the max over skills. Rows are unit, so the
 cosine is a dot product; since the mean is linear it equals the dot product with the skill's mean
 target row (not renormalised), which is how it is computed here (float32).
+
+`match="max"` (an option, not LESS) replaces the mean over D_j by the max over its examples:
+a candidate scores by the single target example it matches best, so a target whose examples
+point different ways (two answers of a classification task) is not reduced to their mean.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 READ_ROWS = 4096  # rows per read of a shard
+MATCHES = ("mean", "max")  # how a candidate is compared with a target skill's examples
 
 
 def skill_labels(target_skills: Sequence[str]) -> list[str]:
@@ -123,6 +128,7 @@ def influence_scores(
     target_skills: Sequence[str],
     weights: Mapping[Hashable, float],
     chunk_rows: int | None = None,
+    match: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray]:
     """LESS scores of every candidate row, streamed shard by shard.
 
@@ -137,8 +143,12 @@ def influence_scores(
     Memory: candidate rows are read READ_ROWS at a time into two reused buffers (6·READ_ROWS·d
     bytes for float16 shards, 192 MiB at d = 8192), plus the targets and the [N, skills]
     result; chunk_rows only sets how many rows one pass over the checkpoints covers (default: the
-    schema's `select.influence.chunk_rows`).
+    schema's `select.influence.chunk_rows`). `match` "mean" is LESS's score; "max" scores each
+    skill by the best checkpoint-weighted cosine with one of its target examples (then
+    [chunk_rows, M] scores are held per pass).
     """
+    if match not in MATCHES:
+        raise SkillmixInputError(f"influence scores: match must be one of {MATCHES}, got {match!r}")
     ckpts = list(candidate_shards)
     if not ckpts:
         raise SkillmixInputError("influence scores: no checkpoints given")
@@ -180,6 +190,9 @@ def influence_scores(
             raise SkillmixInputError(
                 f"influence scores: {name} have width {t.shape[1]}, candidates have {cands[c].d}"
             )
+        if match == "max":
+            means[c] = t.astype(np.float32)  # every target row is matched on its own
+            continue
         sums = np.zeros((len(labels), t.shape[1]))
         np.add.at(sums, col, t)
         means[c] = (sums / counts[:, None]).astype(np.float32)
@@ -193,9 +206,11 @@ def influence_scores(
     per_skill = np.empty((n, len(labels)), dtype=np.float32)
     for start in range(0, n, int(chunk_rows)):
         stop = min(start + int(chunk_rows), n)
-        acc = np.zeros((stop - start, len(labels)), dtype=np.float32)
+        acc = np.zeros((stop - start, means[ckpts[0]].shape[0]), dtype=np.float32)
         for c in ckpts:
             acc += np.float32(weights[c]) * cands[c].dot(start, stop, np.ascontiguousarray(means[c].T))
+        if match == "max":
+            acc = np.stack([acc[:, col == j].max(axis=1) for j in range(len(labels))], axis=1)
         per_skill[start:stop] = acc
     bad = ~np.isfinite(per_skill).all(axis=1)
     per_skill[bad] = -np.inf
@@ -244,9 +259,10 @@ def score_datastore(
     target_index: Mapping[str, Sequence[str | os.PathLike]],
     weights: Mapping[str, float],
     chunk_rows: int | None = None,
+    match: str = "mean",
 ) -> pd.DataFrame:
     """LESS scores of every pool row: columns id, skill, score, status, then one score column per
-    target skill (`chunk_rows` as in :func:`influence_scores`).
+    target skill (`chunk_rows` and `match` as in :func:`influence_scores`).
 
     Per checkpoint the candidate and target shards are given in shard order with their indexes.
     Pool rows without features (no answer tokens) and rows with non-finite features get score
@@ -267,7 +283,7 @@ def score_datastore(
         for c in ckpts
     }
     scores, per_skill = influence_scores(
-        candidate_shards, targets, targ["skill"].tolist(), weights, chunk_rows=chunk_rows
+        candidate_shards, targets, targ["skill"].tolist(), weights, chunk_rows=chunk_rows, match=match
     )
     skills = list(dict.fromkeys(targ["skill"]))
     scored = pd.DataFrame({"id": cand["id"].to_numpy(), "score": scores})

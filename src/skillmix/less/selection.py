@@ -39,14 +39,105 @@ def selection_size(n: int, k: int | None, fraction: float | None) -> int:
     return max(1, int(fraction * n))
 
 
-def select_examples(pool: pd.DataFrame, scores: pd.DataFrame, size: int) -> pd.DataFrame:
-    """The top `size` pool rows by score (ties by id), best first, with columns rank and score."""
+BALANCES = ("none", "answer", "skill")
+
+
+def select_examples(
+    pool: pd.DataFrame,
+    scores: pd.DataFrame,
+    size: int,
+    balance: str = "none",
+    target: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The top `size` pool rows by score (ties by id), best first, with columns rank and score.
+
+    `balance` "answer" takes the best remaining candidate of each answer of the `target`
+    examples in turn, "skill" the best of each target skill by its own score column
+    (`score_<skill>`), so each group gets an equal share while it has candidates; the rest of
+    `size` comes from the whole pool by score. Rank is the order of taking.
+    """
     if not scores["id"].equals(pool["id"]):
         raise SkillmixInputError("scores and candidate pool list different examples (stale scores?)")
-    picked = select_top(scores["id"].tolist(), scores["score"].to_numpy(), k=size)
+    if balance not in BALANCES:
+        raise SkillmixInputError(f"select.selection.balance must be one of {BALANCES}, got {balance!r}")
+    ids = scores["id"].tolist()
+    if balance == "none":
+        picked = select_top(ids, scores["score"].to_numpy(), k=size)
+    else:
+        picked = balanced_top(
+            ids, _group_scores(pool, scores, balance, target), scores["score"].to_numpy(), size
+        )
     out = pool.iloc[picked].reset_index(drop=True)
     out.insert(0, "score", scores["score"].to_numpy()[picked])
     out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out
+
+
+def _group_scores(
+    pool: pd.DataFrame, scores: pd.DataFrame, balance: str, target: pd.DataFrame | None
+) -> dict[str, np.ndarray]:
+    """Per group, each candidate's score within it (−inf outside it): a target answer's group holds
+    the candidates with that answer, a target skill's ranks every candidate by its own column."""
+    if balance == "skill":
+        cols = [c for c in scores.columns if c.startswith("score_")]
+        if not cols:
+            raise SkillmixInputError("skill-balanced selection needs per-skill score columns score_<skill>")
+        return {c.removeprefix("score_"): scores[c].to_numpy(np.float64) for c in cols}
+    if target is None or "answer" not in target or "answer" not in pool:
+        raise SkillmixInputError(
+            "answer-balanced selection needs an answer column in the pool and the target"
+        )
+    total = scores["score"].to_numpy(np.float64)
+    answers = pool["answer"].astype(str).to_numpy()
+    return {a: np.where(answers == a, total, -np.inf) for a in dict.fromkeys(target["answer"].astype(str))}
+
+
+def balanced_top(
+    ids: Sequence[str], groups: Mapping[str, np.ndarray], scores: np.ndarray, k: int
+) -> list[int]:
+    """k row indices taken in turns, one per group (best remaining by the group's score, ties by
+    id; groups in order of their best score), then by `scores` once every group is used up.
+    A row is taken once; non-finite scores are never taken."""
+    order = {g: ranked(ids, s)[:k] for g, s in groups.items()}
+    turn = sorted((g for g in order if order[g]), key=lambda g: -groups[g][order[g][0]])
+    taken: list[int] = []
+    seen: set[int] = set()
+    pos = dict.fromkeys(turn, 0)
+    while len(taken) < k and turn:
+        for g in list(turn):
+            rows = order[g]
+            while pos[g] < len(rows) and rows[pos[g]] in seen:
+                pos[g] += 1
+            if pos[g] == len(rows):
+                turn.remove(g)
+                continue
+            taken.append(rows[pos[g]])
+            seen.add(rows[pos[g]])
+            if len(taken) == k:
+                break
+    if len(taken) < k:
+        rest = [i for i in ranked(ids, scores) if i not in seen]
+        taken.extend(rest[: k - len(taken)])
+    return taken
+
+
+def answer_composition(
+    pool: pd.DataFrame, selections: Mapping[str, pd.DataFrame], top: int = 10
+) -> pd.DataFrame:
+    """The answer (label) distribution of the pool and of each selection: the `top` answers most
+    frequent in the pool or any selection, then one row "(other)"; counts and shares as composition."""
+    frames = {"pool": pool, **selections}
+    counts = {name: f["answer"].astype(str).value_counts() for name, f in frames.items()}
+    ranked = (
+        pd.concat(list(counts.values())).groupby(level=0).sum().sort_values(ascending=False, kind="stable")
+    )
+    keep = list(ranked.index[:top])
+    out = pd.DataFrame({"answer": [*keep, "(other)"]})
+    for name, f in frames.items():
+        c = counts[name]
+        n = [int(c.get(a, 0)) for a in keep]
+        out[name] = [*n, int(len(f) - sum(n))]
+        out[f"{name}_share"] = out[name] / max(1, len(f))
     return out
 
 
@@ -124,15 +215,22 @@ def select_top(
     if int(k) <= 0:
         raise SkillmixInputError(f"select_top: k must be positive, got {k}")
     k = int(k)
-    finite = np.flatnonzero(np.isfinite(scores))
-    if k > finite.size:
+    order = ranked(ids, scores)
+    if k > len(order):
         log.warning(
             "select_top: asked for %d rows but only %d of %d have a finite score; returning %d",
             k,
-            finite.size,
+            len(order),
             n,
-            finite.size,
+            len(order),
         )
+    return order[:k]
+
+
+def ranked(ids: Sequence[str], scores: np.ndarray) -> list[int]:
+    """Indices of the rows with a finite score, by score descending, ties by id then index."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(scores))
     id_arr = np.array([str(ids[i]) for i in finite], dtype=str)
     order = np.lexsort((finite, id_arr, -scores[finite]))  # last key is primary
-    return finite[order[:k]].tolist()
+    return finite[order].tolist()
