@@ -6,7 +6,8 @@ data, secret maps, split, model, the base run, warm-up, random selection) in one
 LESS's own score (`influence.match: mean`, `selection.balance: none`), then each other variant in
 a copy of that folder, so the datastore is computed once and only scoring, selection, training
 and evaluation run again. Variants: `faithful` (mean, none), `answer` (mean, answer-balanced),
-`max` (per-example max, none), `max_answer` (both). Reports per variant, mean ± sd over seeds:
+`max` (per-example max, none), `max_answer` (both), `example` (the nearest candidates of each
+target example in turn). Reports per variant, mean ± sd over seeds:
 
 - the target skill's share of the selection (its share of the pool is the random expectation);
 - the share of the selection's most frequent answer (0.5 is balanced; 1.0 is a collapse);
@@ -38,6 +39,7 @@ VARIANTS = {
     "answer": {"influence": {"match": "mean"}, "selection": {"balance": "answer"}},
     "max": {"influence": {"match": "max"}, "selection": {"balance": "none"}},
     "max_answer": {"influence": {"match": "max"}, "selection": {"balance": "answer"}},
+    "example": {"influence": {"match": "mean"}, "selection": {"balance": "example"}},
 }
 
 
@@ -86,20 +88,21 @@ def _numbers(workdir: Path, target: str) -> dict:
     }
 
 
-def run_seed(seed: int, out: Path, cores: int) -> list[dict]:
-    """Every variant for one seed; the first computes the datastore, the others copy it."""
+def run_seed(seed: int, out: Path, cores: int, variants: list[str]) -> list[dict]:
+    """The variants for one seed; the first folder computes the datastore, the others copy it."""
     target = yaml.safe_load(EXAMPLE.read_text())["select"]["target"]["skills"][0]
     rows = []
-    first: Path | None = None
-    for name, variant in VARIANTS.items():
+    first = out / f"seed{seed}" / "faithful"
+    for name in variants:
         workdir = out / f"seed{seed}" / name
-        if first is not None and not workdir.exists():
+        if first.exists() and not workdir.exists():
             shutil.copytree(first, workdir, symlinks=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "bench.yaml").write_text(yaml.safe_dump(_override(seed, variant)))
+        (workdir / "bench.yaml").write_text(yaml.safe_dump(_override(seed, VARIANTS[name])))
         wall = _run(workdir, [REPO / "config.yaml", EXAMPLE, workdir / "bench.yaml"], cores)
         rows.append({"seed": seed, "variant": name, "wall_s": wall, **_numbers(workdir, target)})
-        first = first or workdir
+        if not first.exists():
+            first = workdir
     return rows
 
 
@@ -117,7 +120,7 @@ def report(rows: list[dict]) -> str:
         "target acc., random | LESS − random |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name in VARIANTS:
+    for name in [v for v in VARIANTS if v in set(table["variant"])]:
         t = table[table["variant"] == name]
         lines.append(
             f"| {name} | {_mean_sd(t['target_share_less'])} | {_mean_sd(t['majority_answer_less'])} | "
@@ -150,14 +153,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "less_xor")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from results.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.json"
-    if args.report_only:
-        rows = json.loads(results.read_text())
-    else:
-        rows = [row for seed in args.seeds for row in run_seed(seed, args.out, args.cores)]
+    rows = json.loads(results.read_text()) if results.exists() else []
+    if not args.report_only:
+        new = [row for seed in args.seeds for row in run_seed(seed, args.out, args.cores, args.variants)]
+        done = {(r["seed"], r["variant"]) for r in new}
+        rows = [r for r in rows if (r["seed"], r["variant"]) not in done] + new  # reruns replace
         results.write_text(json.dumps(rows, indent=1))
     text = report(rows)
     (args.out / "report.md").write_text(text + "\n")

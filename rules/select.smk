@@ -143,6 +143,7 @@ rule influence:
         checkpoints=CHECKPOINTS,
         chunk_rows=SELECT["influence"]["chunk_rows"],
         match=SELECT["influence"]["match"],
+        per_example=SELECT["selection"]["balance"] == "example",
         code=script_code("influence.py"),
     script:
         "../workflow/scripts/influence.py"

@@ -614,6 +614,32 @@ def test_score_datastore_equals_dense(tmp_path) -> None:
     assert picked["id"].tolist() == expected
     assert picked["rank"].tolist() == list(range(1, 8))
     assert (np.diff(picked["score"].to_numpy()) <= 0).all()
+    # per target example: its own weighted cosine with every candidate, one column each
+    each = score_datastore(pool, cs, ci, ts, ti, W, per_example=True)
+    target_ids = pd.concat([pd.read_parquet(p) for p in ti[CKPTS[0]]])["id"].tolist()
+    cols = [f"example_{i}" for i in target_ids]
+    assert each.columns.tolist() == [*scores.columns, *cols]
+    pd.testing.assert_frame_equal(each[scores.columns], scores)
+    dense = sum(
+        W[c]
+        * np.concatenate([read_shard(p) for p in cs[c]]).astype(np.float64)
+        @ np.concatenate([read_shard(p) for p in ts[c]]).astype(np.float64).T
+        for c in CKPTS
+    )
+    got = each.set_index("id").loc[cand_ids, cols].to_numpy()
+    np.testing.assert_allclose(got, dense, atol=1e-5)
+    assert (each.set_index("id").loc["p4", cols] == -np.inf).all()
+    # balance "example": the nearest candidate of each target example in turn
+    top = select_examples(pool, each, len(target_ids), balance="example")
+    assert len(top) == top["id"].nunique() == len(target_ids)
+    best = np.unravel_index(np.argmax(dense), dense.shape)
+    assert top["id"].iloc[0] == cand_ids[best[0]]  # the best-matched example's nearest comes first
+    # the target example matched second best takes its nearest candidate that is not taken yet
+    order = np.argsort(-dense.max(axis=0))
+    second = [cand_ids[r] for r in np.argsort(-dense[:, order[1]]) if cand_ids[r] != top["id"].iloc[0]][0]
+    assert top["id"].iloc[1] == second
+    with pytest.raises(SkillmixInputError, match="example_<example>"):
+        select_examples(pool, scores, 3, balance="example")
 
 
 def test_score_datastore_non_finite_feature_and_bad_targets(tmp_path) -> None:
@@ -683,7 +709,7 @@ def test_skill_balanced_selection_ranks_each_target_skill_by_its_own_score() -> 
     assert select_examples(pool, scores, 3)["id"].tolist() == ["a", "b", "c"]
     top = select_examples(pool, scores, 3, balance="skill")
     assert top["id"].tolist() == ["a", "d", "b"]  # A takes a, B's next best is d, then A's b
-    with pytest.raises(SkillmixInputError, match="per-skill score columns"):
+    with pytest.raises(SkillmixInputError, match="score columns score_<skill>"):
         select_examples(pool, scores[["id", "score"]], 3, balance="skill")
     # ties within a group by id; a group never takes a row twice
     ids = ["b", "a", "c"]

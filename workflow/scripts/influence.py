@@ -19,6 +19,7 @@ scores = score_datastore(
     read_weights(inp.weights),
     chunk_rows=snakemake.params.chunk_rows,
     match=snakemake.params.match,
+    per_example=snakemake.params.per_example,
 )
 log.info("scored %d candidates; status counts: %s", len(scores), scores["status"].value_counts().to_dict())
 write_parquet(scores, snakemake.output.scores)

@@ -260,9 +260,12 @@ def score_datastore(
     weights: Mapping[str, float],
     chunk_rows: int | None = None,
     match: str = "mean",
+    per_example: bool = False,
 ) -> pd.DataFrame:
     """LESS scores of every pool row: columns id, skill, score, status, then one score column per
-    target skill (`chunk_rows` and `match` as in :func:`influence_scores`).
+    target skill (`chunk_rows` and `match` as in :func:`influence_scores`), and with
+    `per_example` one column `example_<target id>` per target example (its checkpoint-weighted
+    cosine with the candidate; a second pass over the datastore).
 
     Per checkpoint the candidate and target shards are given in shard order with their indexes.
     Pool rows without features (no answer tokens) and rows with non-finite features get score
@@ -289,11 +292,18 @@ def score_datastore(
     scored = pd.DataFrame({"id": cand["id"].to_numpy(), "score": scores})
     for j, s in enumerate(skills):
         scored[f"score_{s}"] = per_skill[:, j]
+    example_cols = []
+    if per_example:
+        example_cols = [f"example_{i}" for i in targ["id"]]
+        _, each = influence_scores(
+            candidate_shards, targets, example_cols, weights, chunk_rows=chunk_rows, match="max"
+        )
+        scored = pd.concat([scored, pd.DataFrame(each, columns=example_cols)], axis=1)
     scored["status"] = np.where(np.isfinite(scores), STATUS_SCORED, STATUS_NON_FINITE)
     out = pool[["id", "skill"]].merge(scored, on="id", how="left", validate="one_to_one")
     missing = out["status"].isna()
     out.loc[missing, "status"] = STATUS_NO_ANSWER
-    score_cols = ["score", *[f"score_{s}" for s in skills]]
+    score_cols = ["score", *[f"score_{s}" for s in skills], *example_cols]
     out[score_cols] = out[score_cols].fillna(-np.inf).astype(np.float32)
     if missing.any():
         log.warning(

@@ -39,7 +39,7 @@ def selection_size(n: int, k: int | None, fraction: float | None) -> int:
     return max(1, int(fraction * n))
 
 
-BALANCES = ("none", "answer", "skill")
+BALANCES = ("none", "answer", "skill", "example")
 
 
 def select_examples(
@@ -53,8 +53,10 @@ def select_examples(
 
     `balance` "answer" takes the best remaining candidate of each answer of the `target`
     examples in turn, "skill" the best of each target skill by its own score column
-    (`score_<skill>`), so each group gets an equal share while it has candidates; the rest of
-    `size` comes from the whole pool by score. Rank is the order of taking.
+    (`score_<skill>`), "example" the nearest of each target example by its column
+    (`example_<id>`, see `score_datastore(per_example=True)`), so each group gets an equal
+    share while it has candidates; the rest of `size` comes from the whole pool by score. Rank
+    is the order of taking.
     """
     if not scores["id"].equals(pool["id"]):
         raise SkillmixInputError("scores and candidate pool list different examples (stale scores?)")
@@ -78,11 +80,15 @@ def _group_scores(
 ) -> dict[str, np.ndarray]:
     """Per group, each candidate's score within it (−inf outside it): a target answer's group holds
     the candidates with that answer, a target skill's ranks every candidate by its own column."""
-    if balance == "skill":
-        cols = [c for c in scores.columns if c.startswith("score_")]
+    if balance in ("skill", "example"):
+        prefix = "score_" if balance == "skill" else "example_"
+        cols = [c for c in scores.columns if c.startswith(prefix)]
         if not cols:
-            raise SkillmixInputError("skill-balanced selection needs per-skill score columns score_<skill>")
-        return {c.removeprefix("score_"): scores[c].to_numpy(np.float64) for c in cols}
+            raise SkillmixInputError(
+                f"{balance}-balanced selection needs the score columns {prefix}<{balance}> "
+                "(re-run the influence rule with select.selection.balance set)"
+            )
+        return {c.removeprefix(prefix): scores[c].to_numpy(np.float64) for c in cols}
     if target is None or "answer" not in target or "answer" not in pool:
         raise SkillmixInputError(
             "answer-balanced selection needs an answer column in the pool and the target"
