@@ -164,9 +164,9 @@ def main() -> None:
         f"each on average), batch {args.batch}, LoRA dim {dim}"
     )
     print("| method | examples/s |\n| --- | --- |")
-    print(f"| one-example loop | {n / t_loop:.0f} |\n| batched engine | {n / t_engine:.0f} |")
-    print(f"| features: engine + Adam + projection to {args.dims} | {n / t_feat:.0f} |")
-    print(f"| plain training steps (forward + backward) | {n / t_train:.0f} |")
+    print(f"| one-example loop | {n / t_loop:.2f} |\n| batched engine | {n / t_engine:.2f} |")
+    print(f"| features: engine + Adam + projection to {args.dims} | {n / t_feat:.2f} |")
+    print(f"| plain training steps (forward + backward) | {n / t_train:.2f} |")
     ratio = t_train / t_engine
     print(f"\nengine vs loop: {t_loop / t_engine:.1f}x faster; engine / training throughput: {ratio:.2f}")
     print(f"features / training throughput: {t_train / t_feat:.2f}")
