@@ -35,16 +35,14 @@ import torch
 
 from skillmix.engine.modeling import load_pretrained
 from skillmix.engine.prefix import CachedPrefix
+from skillmix.infra.config import complete
 from skillmix.kernel.kernels import (
     kernel_from_features,
     label_words,
     lm_label_features,
     prompt_ids,
-    solve_asym,
-    solve_logistic,
-    solve_lstsq,
-    targets_matrix,
 )
+from skillmix.kernel.task import solve_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [13, 21, 42, 87, 100]
@@ -90,9 +88,9 @@ def finetune(
     steps: int,
     batch: int,
     seed: int,
-) -> dict[str, float]:
-    """Train `weight` from its current value on the cached rows `train` (rows, labels); accuracy
-    and mean loss on each of `evals`; `weight` is restored afterwards."""
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Train `weight` from its current value on the cached rows `train` (rows, labels): accuracy
+    and mean loss on each of `evals`, and the trained value; `weight` is restored afterwards."""
     start = weight.detach().clone()
     opt = torch.optim.Adam([weight], lr=lr) if optimizer == "adam" else None
     rng = np.random.default_rng(seed)
@@ -121,32 +119,42 @@ def finetune(
                     group["lr"] = lr * scale
                 opt.step()
                 weight.grad = None
-    out = {}
+    out = {k: v for name, (r, y) in evals.items() for k, v in evaluate(cache, label_ids, name, r, y).items()}
+    trained = weight.detach().clone()
     with torch.no_grad():
-        for name, (r, y) in evals.items():
-            logits = torch.stack([cache.logits(int(i), label_ids) for i in r])
-            out[f"{name}_acc"] = float((logits.argmax(1).numpy() == y).mean())
-            out[f"{name}_loss"] = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
         weight.copy_(start)
-    return out
+    return out, trained
 
 
-def solve_all(k: dict[str, torch.Tensor], f0_train, f0_test, y_train, y_test) -> list[dict]:
-    """Every formula × solver on one seed's kernels; accuracy on the test sentences."""
-    y = targets_matrix(y_train, 1)
+def evaluate(cache: CachedPrefix, label_ids: list[int], name: str, rows, y) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of the cached rows under the model's current weights."""
+    with torch.no_grad():
+        logits = torch.stack([cache.logits(int(i), label_ids) for i in rows])
+    return {
+        f"{name}_acc": float((logits.argmax(1).numpy() == y).mean()),
+        f"{name}_loss": float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y))),
+    }
+
+
+def solve_all(k: dict[str, np.ndarray], f0_train, f0_test, y_train, y_test) -> list[dict]:
+    """Every formula × solver on one seed's kernels (the kernel stage's `solve_kernels`, its
+    schema defaults for the ridge and AsK-LS); accuracy on the test sentences."""
+    cfg = complete("kernel", None)
     rows = []
-
-    def add(formula, solver, res):
-        rows.append({"formula": formula, "solver": solver, "accuracy": float((res.labels == y_test).mean())})
-
     for formula in ("sgd", "signgd", "asymmetric_signgd"):
-        kt, ks = k[f"{formula}_train"], k[f"{formula}_test"]
-        first = (kt[0], ks[0]) if formula == "asymmetric_signgd" else (kt, ks)
-        add(formula, "lstsq", solve_lstsq(first[0], y, first[1]))
-        add(formula, "lstsq_f0", solve_lstsq(first[0], y, first[1], f0_train=f0_train, f0_test=f0_test))
-        add(formula, "logistic", solve_logistic(first[0], y, first[1]))
-        if formula == "asymmetric_signgd":
-            add(formula, "asym", solve_asym(kt, y, ks))
+        arrays = {
+            "K_train": k[f"{formula}_train"],
+            "K_test": k[f"{formula}_test"],
+            "f0_train": f0_train,
+            "f0_test": f0_test,
+            "y_train": y_train,
+            "y_test": y_test,
+        }
+        for f0, solvers in ((False, ["lstsq", "logistic", "asym"]), (True, ["lstsq"])):
+            table = solve_kernels(arrays, formula, solvers, cfg["reg"], f0, cfg["gamma"], cfg["asym_mix"])
+            for r in table.itertuples():
+                name = f"{r.solver}_f0" if r.f0 else r.solver
+                rows.append({"formula": formula, "solver": name, "accuracy": float(r.accuracy)})
     return rows
 
 
@@ -171,20 +179,24 @@ def finetune_all(model, tokenizer, lw, train, dev, both, args) -> list[dict]:
     out = []
     for seed, (tr, va) in both.items():
         split = (np.array([where[int(r)] for r in tr]), y_all[tr])
-        evals = {
-            "valid": (np.array([where_valid[int(r)] for r in va]), y_all[va]),
-            "test": (test_rows, dev["label"].to_numpy()),
-        }
+        valid_set = {"valid": (np.array([where_valid[int(r)] for r in va]), y_all[va])}
+        test_set = (test_rows, dev["label"].to_numpy())
         for optimizer, grid in GRID.items():
-            runs = [
-                {
-                    "lr": lr,
-                    **finetune(cache, weight, lw.ids, split, evals, optimizer, lr, args.steps, 8, seed),
-                }
-                for lr in grid
-            ]
-            best = max(runs, key=lambda r: (r["valid_acc"], -r["valid_loss"]))
-            out.append({"seed": seed, "optimizer": optimizer, **best, "grid": runs})
+            runs, trained = [], []
+            for lr in grid:
+                metrics, value = finetune(
+                    cache, weight, lw.ids, split, valid_set, optimizer, lr, args.steps, 8, seed
+                )
+                runs.append({"lr": lr, **metrics})
+                trained.append(value)
+            chosen = max(range(len(runs)), key=lambda j: (runs[j]["valid_acc"], -runs[j]["valid_loss"]))
+            start = weight.detach().clone()
+            with torch.no_grad():  # only the chosen run is tested
+                weight.copy_(trained[chosen])
+            test = evaluate(cache, lw.ids, "test", *test_set)
+            with torch.no_grad():
+                weight.copy_(start)
+            out.append({"seed": seed, "optimizer": optimizer, **runs[chosen], **test, "grid": runs})
     return out
 
 

@@ -43,6 +43,7 @@ class CachedPrefix:
             raise SkillmixInputError(f"cached prefix: start layer {start} is not in 0..{n_layers - 1}")
         self.model, self.base, self.start = model, base, start
         self.states: list[torch.Tensor] = []
+        self._frames: dict[int, tuple] = {}  # prompt length -> (positions, mask, rotary embedding)
         captured: list[torch.Tensor] = []
 
         def grab(_module, args, kwargs):
@@ -62,15 +63,25 @@ class CachedPrefix:
     def __len__(self) -> int:
         return len(self.states)
 
+    def _frame(self, h: torch.Tensor) -> tuple:
+        """Positions, causal mask and rotary embedding of a cached state's length (no weights
+        enter them, so they are computed once per length)."""
+        n = h.shape[1]
+        if n not in self._frames:
+            pos = torch.arange(n, device=h.device)[None]
+            mask = create_causal_mask(
+                config=self.base.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=pos
+            )
+            with torch.no_grad():
+                emb = self.base.rotary_emb(h, position_ids=pos)
+            self._frames[n] = (pos, mask, emb)
+        return self._frames[n]
+
     def logits(self, i: int, rows: Sequence[int] | None = None) -> torch.Tensor:
         """Next-token logits [V] (or only `rows`, e.g. the label words) at prompt i's last position,
         computed from the cached state through layers start.. (with gradients to them)."""
         h = self.states[i]
-        pos = torch.arange(h.shape[1], device=h.device)[None]
-        mask = create_causal_mask(
-            config=self.base.config, inputs_embeds=h, attention_mask=None, cache=None, position_ids=pos
-        )
-        emb = self.base.rotary_emb(h, position_ids=pos)
+        pos, mask, emb = self._frame(h)
         for layer in self.base.layers[self.start :]:
             h = layer(h, attention_mask=mask, position_embeddings=emb, position_ids=pos, use_cache=False)
             h = h[0] if isinstance(h, tuple) else h

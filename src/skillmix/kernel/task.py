@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -234,7 +234,21 @@ def solve_kernel_file(
     except `asym`, which uses both and runs only on binary asymmetric kernels (skipped, with a
     log line, for other formulas).
     """
-    data = np.load(path)
+    with np.load(path) as data:
+        return solve_kernels(dict(data), formula, solvers, reg, f0, gamma, asym_mix)
+
+
+def solve_kernels(
+    data: Mapping[str, np.ndarray],
+    formula: str,
+    solvers: Sequence[str],
+    reg: float,
+    f0: bool,
+    gamma: float,
+    asym_mix: float,
+) -> pd.DataFrame:
+    """`solve_kernel_file` on the arrays of a kernel file (K_train, y_train, f0_train and K_<split>,
+    f0_<split>, y_<split> for val and/or test; the splits present are solved)."""
     c = int(data["K_train"].shape[-1])  # outputs: the label words, or 1 when binary
 
     def k(split: str) -> np.ndarray:
@@ -244,7 +258,7 @@ def solve_kernel_file(
     y_train = targets_matrix(data["y_train"], c)
     rows = []
     for solver in solvers:
-        for split in SPLITS[1:]:
+        for split in [s for s in SPLITS[1:] if f"K_{s}" in data]:
             if solver == "lstsq":
                 res = solve_lstsq(
                     k("train"),

@@ -169,7 +169,8 @@ def influence_scores(
     counts = np.bincount(col, minlength=len(labels))
 
     cands: dict[Hashable, _ShardedRows] = {}
-    means: dict[Hashable, np.ndarray] = {}  # per checkpoint: skill-mean target rows [S, d], float32
+    # per checkpoint, float32: the skill-mean target rows [S, d] ("mean"), or every target row [M, d]
+    target_rows: dict[Hashable, np.ndarray] = {}
     for c in ckpts:
         w = float(weights[c])
         if not math.isfinite(w):
@@ -191,11 +192,11 @@ def influence_scores(
                 f"influence scores: {name} have width {t.shape[1]}, candidates have {cands[c].d}"
             )
         if match == "max":
-            means[c] = t.astype(np.float32)  # every target row is matched on its own
+            target_rows[c] = t.astype(np.float32)  # every target row is matched on its own
             continue
         sums = np.zeros((len(labels), t.shape[1]))
         np.add.at(sums, col, t)
-        means[c] = (sums / counts[:, None]).astype(np.float32)
+        target_rows[c] = (sums / counts[:, None]).astype(np.float32)
     sizes = {c: cands[c].n for c in ckpts}
     if len(set(sizes.values())) > 1:
         raise SkillmixInputError(
@@ -206,9 +207,9 @@ def influence_scores(
     per_skill = np.empty((n, len(labels)), dtype=np.float32)
     for start in range(0, n, int(chunk_rows)):
         stop = min(start + int(chunk_rows), n)
-        acc = np.zeros((stop - start, means[ckpts[0]].shape[0]), dtype=np.float32)
+        acc = np.zeros((stop - start, target_rows[ckpts[0]].shape[0]), dtype=np.float32)
         for c in ckpts:
-            acc += np.float32(weights[c]) * cands[c].dot(start, stop, np.ascontiguousarray(means[c].T))
+            acc += np.float32(weights[c]) * cands[c].dot(start, stop, np.ascontiguousarray(target_rows[c].T))
         if match == "max":
             acc = np.stack([acc[:, col == j].max(axis=1) for j in range(len(labels))], axis=1)
         per_skill[start:stop] = acc

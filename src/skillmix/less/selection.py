@@ -104,6 +104,7 @@ def balanced_top(
     """k row indices taken in turns, one per group (best remaining by the group's score, ties by
     id; groups in order of their best score), then by `scores` once every group is used up.
     A row is taken once; non-finite scores are never taken."""
+    ids = np.asarray(ids, dtype=str)  # once for every group's ranking
     order = {g: ranked(ids, s)[:k] for g, s in groups.items()}
     turn = sorted((g for g in order if order[g]), key=lambda g: -groups[g][order[g][0]])
     taken: list[int] = []
@@ -134,10 +135,10 @@ def answer_composition(
     frequent in the pool or any selection, then one row "(other)"; counts and shares as composition."""
     frames = {"pool": pool, **selections}
     counts = {name: f["answer"].astype(str).value_counts() for name, f in frames.items()}
-    ranked = (
+    totals = (
         pd.concat(list(counts.values())).groupby(level=0).sum().sort_values(ascending=False, kind="stable")
     )
-    keep = list(ranked.index[:top])
+    keep = list(totals.index[:top])
     out = pd.DataFrame({"answer": [*keep, "(other)"]})
     for name, f in frames.items():
         c = counts[name]
@@ -237,6 +238,6 @@ def ranked(ids: Sequence[str], scores: np.ndarray) -> list[int]:
     """Indices of the rows with a finite score, by score descending, ties by id then index."""
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.flatnonzero(np.isfinite(scores))
-    id_arr = np.array([str(ids[i]) for i in finite], dtype=str)
+    id_arr = np.asarray(ids, dtype=str)[finite]
     order = np.lexsort((finite, id_arr, -scores[finite]))  # last key is primary
     return finite[order].tolist()
