@@ -75,7 +75,7 @@ rule warmup:
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         names=CHECKPOINTS,
-        resume=f"results/checkpoints/select/warmup",
+        resume=f"results/resume/select/warmup",
         code=script_code("warmup.py"),
     script:
         "../workflow/scripts/warmup.py"
@@ -243,7 +243,7 @@ rule train_selected:
         warmup=SELECT["warmup"],
         train=SELECT["train"],
         eval=config["eval"],
-        resume=f"results/checkpoints/select/train/{{selection}}",
+        resume=f"results/resume/select/train/{{selection}}",
         code=script_code("train_selected.py"),
     script:
         "../workflow/scripts/train_selected.py"

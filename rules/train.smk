@@ -26,7 +26,7 @@ rule train:
         train=run_settings(),
         strategy_settings=strategy_settings,
         eval=config["eval"],
-        checkpoints="results/checkpoints/train/{run}",
+        resume="results/resume/train/{run}",
         code=script_code("train.py"),
     script:
         "../workflow/scripts/train.py"

@@ -7,13 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from skillmix.engine.encoding import EncodedSet
-from skillmix.engine.features import (
-    FeatureMap,
-    Transform,
-    example_loss_gradients,
-    param_slices,
-    select_parameters,
-)
+from skillmix.engine.feature_maps import FeatureMap, Transform
+from skillmix.engine.features import example_loss_gradients, param_slices, select_parameters
 from skillmix.engine.gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.infra.errors import SkillmixInputError

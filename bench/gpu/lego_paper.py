@@ -77,7 +77,7 @@ def seed_config(workdir: Path, seed: int, args: argparse.Namespace) -> Path:
                 "steps": args.steps,
                 "update_steps": max(1, args.steps // rounds),
                 "eval_every": max(1, args.steps // rounds),
-                "checkpoint_every": 0,
+                "resume_every": 0,
                 "warmup_steps": min(50, args.steps // 10),
             }
         )

@@ -7,13 +7,13 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_html_table, write_parquet  # noqa: E402
-from skillmix.kernel.task import initial_accuracy, side_by_side, solve_kernel_file  # noqa: E402
+from skillmix.kernel.task import initial_accuracy, read_arrays, side_by_side, solve_kernels  # noqa: E402
 from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 
 p = snakemake.params
 tables = [initial_accuracy(snakemake.input.kernels[0])]
 tables += [
-    solve_kernel_file(path, formula, p.solvers, p.reg, p.f0, p.gamma, p.asym_mix)
+    solve_kernels(read_arrays(path), formula, p.solvers, p.reg, p.f0, p.gamma, p.asym_mix)
     for formula, path in zip(p.formulas, snakemake.input.kernels, strict=True)
 ]
 table = pd.concat(tables, ignore_index=True)

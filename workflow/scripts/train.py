@@ -24,7 +24,7 @@ run = prepare_run(
     source_cfg=p.source,
 )
 clock = JobClock(run.runtime.device)
-result = run.train(checkpoint_dir=p.checkpoints)
+result = run.train(resume_dir=p.resume)
 save_model(run.model, run.tokenizer, snakemake.output.model)
 write_parquet(result.steps, snakemake.output.steps)
 write_parquet(result.skill_counts, snakemake.output.skill_counts)

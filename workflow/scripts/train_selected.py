@@ -24,7 +24,7 @@ run = prepare_epochs(
     eval_batch_size=p.eval["batch_size"],
 )
 clock = JobClock(run.runtime.device)
-result = run.train(checkpoint_dir=p.resume)
+result = run.train(resume_dir=p.resume)
 save_model(run.model, run.tokenizer, snakemake.output.model)
 write_parquet(result.steps, snakemake.output.steps)
 write_parquet(result.val_curve, snakemake.output.val_curve)

@@ -16,7 +16,7 @@ result, weights, mean_lrs, subset = warmup_from_pool(
     p.warmup,
     pd.read_parquet(snakemake.input.pool),
     snakemake.output.checkpoints,
-    checkpoint_dir=p.resume,
+    resume_dir=p.resume,
 )
 write_parquet(subset, snakemake.output.subset)
 write_parquet(result.steps, snakemake.output.steps)

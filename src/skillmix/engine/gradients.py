@@ -17,7 +17,7 @@ Feature order: trainable parameters in `named_parameters()` order, each flattene
 
 Also here: the Adam update direction of LESS (§4, both eps placements kept and named, §9.5) and
 the mapping of a torch AdamW state dict onto the flat feature order (§9.3). Transforms,
-projection and Gram matrices over these gradients are in `skillmix.engine.features`.
+projection and Gram matrices over these gradients are in `skillmix.engine.feature_maps`.
 """
 
 from __future__ import annotations

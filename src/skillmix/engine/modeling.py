@@ -126,34 +126,43 @@ def tiny_tokenizer(tiny: dict[str, Any]) -> PreTrainedTokenizerBase:
     raise SkillmixInputError(f"model.tiny.tokenizer must be auto, byte or word, got {kind!r}")
 
 
+TINY_ARCHITECTURES: dict[str, tuple[type, dict[str, tuple[str, ...]], dict[str, Any]]] = {
+    "llama": (
+        LlamaConfig,
+        {
+            "hidden_size": ("hidden_size",),
+            "intermediate_size": ("intermediate_size",),
+            "num_layers": ("num_hidden_layers",),
+            "num_heads": ("num_attention_heads", "num_key_value_heads"),
+            "max_positions": ("max_position_embeddings",),
+        },
+        {"tie_word_embeddings": True},
+    ),
+    "gpt2": (
+        GPT2Config,
+        {
+            "hidden_size": ("n_embd",),
+            "intermediate_size": ("n_inner",),
+            "num_layers": ("n_layer",),
+            "num_heads": ("n_head",),
+            "max_positions": ("n_positions",),
+        },
+        {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+    ),
+}
+"""Per `model.tiny.architecture`: the transformers config class, the config fields each
+`model.tiny` key sets, and the fixed fields (tied embeddings; no dropout)."""
+
+
 def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int):
     """A transformers config for the tiny model (`architecture`: llama or gpt2)."""
     arch = tiny["architecture"]
-    common = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)
-    if arch == "llama":
-        return LlamaConfig(
-            hidden_size=tiny["hidden_size"],
-            intermediate_size=tiny["intermediate_size"],
-            num_hidden_layers=tiny["num_layers"],
-            num_attention_heads=tiny["num_heads"],
-            num_key_value_heads=tiny["num_heads"],
-            max_position_embeddings=tiny["max_positions"],
-            tie_word_embeddings=True,
-            **common,
-        )
-    if arch == "gpt2":
-        return GPT2Config(
-            n_embd=tiny["hidden_size"],
-            n_inner=tiny["intermediate_size"],
-            n_layer=tiny["num_layers"],
-            n_head=tiny["num_heads"],
-            n_positions=tiny["max_positions"],
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            **common,
-        )
-    raise SkillmixInputError(f"model.tiny.architecture must be llama or gpt2, got {arch!r}")
+    if arch not in TINY_ARCHITECTURES:
+        raise SkillmixInputError(f"model.tiny.architecture must be llama or gpt2, got {arch!r}")
+    config_class, fields, fixed = TINY_ARCHITECTURES[arch]
+    values = {name: tiny[key] for key, names in fields.items() for name in names}
+    special = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)
+    return config_class(**values, **fixed, **special)
 
 
 def build_tiny_model(tiny: dict[str, Any], seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -15,7 +15,7 @@ uniform; `target_only`, uniform over the target skills) and plain epochs (LESS).
 online mixture and the curricula are in :mod:`skillmix.skillit.samplers`.
 
 All sampler state is JSON (mixture, counters, loss window, mixture history) and is saved
-with the training checkpoints.
+with the training resume states.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The training loop: batches drawn by a skill sampler, periodic evaluation, resumable checkpoints.
+"""The training loop: batches drawn by a skill sampler, periodic evaluation, resume states.
 
-A checkpoint holds the trainable weights, the optimizer and scheduler state, the sampler
+A resume state holds the trainable weights, the optimizer and scheduler state, the sampler
 state, the RNG state and the history so far; a run restarted with the same fingerprint
 continues from the newest one and ends with the same weights and histories as a run that
 was never interrupted. Tensors go to safetensors, everything else to JSON.
@@ -67,8 +67,8 @@ class TrainSettings:
     eval_accuracy: bool = True
     eval_score: str = "auto"
     update_steps: int = 100
-    checkpoint_every: int = 100
-    keep_checkpoints: bool = False
+    resume_every: int = 100
+    keep_resume: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TrainSettings:
@@ -143,7 +143,7 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any])
     return {"state": state, "param_groups": rest["param_groups"]}
 
 
-def save_checkpoint(
+def save_resume_state(
     directory: Path,
     step: int,
     model: torch.nn.Module,
@@ -153,7 +153,7 @@ def save_checkpoint(
     history: _History,
     fingerprint_: str,
 ) -> Path:
-    """Write checkpoint `step` atomically and remove older ones."""
+    """Write the resume state of `step` atomically and remove older ones."""
     target = directory / f"step-{step:08d}"
     opt_tensors, opt_rest = split_optimizer_state(optimizer.state_dict())
     rng = {"torch": torch.get_rng_state()}
@@ -178,8 +178,8 @@ def save_checkpoint(
     return target
 
 
-def latest_checkpoint(directory: Path | None, fingerprint_: str) -> Path | None:
-    """The newest complete checkpoint written for this fingerprint, if any."""
+def latest_resume_state(directory: Path | None, fingerprint_: str) -> Path | None:
+    """The newest complete resume state written for this fingerprint, if any."""
     if directory is None or not directory.is_dir():
         return None
     for path in sorted(directory.glob("step-*"), reverse=True):
@@ -189,19 +189,19 @@ def latest_checkpoint(directory: Path | None, fingerprint_: str) -> Path | None:
     return None
 
 
-def load_checkpoint(
+def load_resume_state(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     sampler: SkillSampler,
 ) -> tuple[int, _History]:
-    """Restore everything `save_checkpoint` wrote; returns (step, history)."""
+    """Restore everything `save_resume_state` wrote; returns (step, history)."""
     meta = json.loads((path / "state.json").read_text())
     weights = load_file(path / "trainable.safetensors")
     missing = set(trainable_state(model)) - set(weights)
     if missing:
-        raise ValueError(f"checkpoint {path} lacks trainable parameters: {sorted(missing)[:5]}")
+        raise ValueError(f"resume state {path} lacks trainable parameters: {sorted(missing)[:5]}")
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(
         join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
@@ -251,7 +251,7 @@ def train(
     *,
     val_sets: list[EncodedSet] | None = None,
     eval_batch_size: int | None = None,
-    checkpoint_dir: str | Path | None = None,
+    resume_dir: str | Path | None = None,
     fingerprint_: str = "",
     stop_after: int | None = None,
     on_step: Callable[[int, torch.nn.Module, torch.optim.Optimizer, list[dict[str, Any]]], None]
@@ -264,16 +264,16 @@ def train(
     The loss is the mean over the batch's label tokens. The validation sets are evaluated
     before the first step, every `eval_every` steps and after the last step, in batches of
     `eval_batch_size` (default: the schema's `eval.batch_size`); each evaluation is passed to
-    `sampler.observe`. With a `checkpoint_dir`, a checkpoint is written every
-    `checkpoint_every` steps and a matching one is resumed from. `stop_after` ends the run
-    early after that step (as an interruption would), leaving its checkpoints in place.
+    `sampler.observe`. With a `resume_dir`, a resume state is written every
+    `resume_every` steps and a matching one is resumed from. `stop_after` ends the run
+    early after that step (as an interruption would), leaving its resume states in place.
     `on_step(step, model, optimizer, step_rows)` runs after every optimiser step, before that
-    step's checkpoint (step_rows: the per-step history so far: step, loss, lr, ...).
+    step's resume state (step_rows: the per-step history so far: step, loss, lr, ...).
     """
     t0 = time.perf_counter()
     if eval_batch_size is None:
         eval_batch_size = complete("eval", None)["batch_size"]
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    ckpt_dir = Path(resume_dir) if resume_dir is not None else None
     torch.manual_seed(settings.seed)
     model.to(runtime.device)
     model.train()
@@ -302,11 +302,11 @@ def train(
         )
         model.train()
 
-    found = latest_checkpoint(ckpt_dir, fingerprint_)
+    found = latest_resume_state(ckpt_dir, fingerprint_)
     if found is not None:
-        start, history = load_checkpoint(found, model, optimizer, scheduler, sampler)
+        start, history = load_resume_state(found, model, optimizer, scheduler, sampler)
         resumed_from = start
-        log.info("resuming from checkpoint %s (step %d of %d)", found, start, settings.steps)
+        log.info("resuming from %s (step %d of %d)", found, start, settings.steps)
     else:
         if ckpt_dir is not None and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
@@ -372,13 +372,13 @@ def train(
         due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
         if val_sets and due:
             evaluate_at(step)
-        if ckpt_dir is not None and settings.checkpoint_every and step % settings.checkpoint_every == 0:
-            save_checkpoint(ckpt_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
+        if ckpt_dir is not None and settings.resume_every and step % settings.resume_every == 0:
+            save_resume_state(ckpt_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
         if stop_after is not None and step >= stop_after and step < settings.steps:
             completed = False
             break
     bar.close()
-    if completed and ckpt_dir is not None and not settings.keep_checkpoints and ckpt_dir.exists():
+    if completed and ckpt_dir is not None and not settings.keep_resume and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     return TrainResult(
         steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),

@@ -75,9 +75,9 @@ class TrainingRun:
     fingerprint: str
 
     def train(
-        self, checkpoint_dir: str | os.PathLike | None = None, stop_after: int | None = None
+        self, resume_dir: str | os.PathLike | None = None, stop_after: int | None = None
     ) -> TrainResult:
-        """Train (resuming from a matching checkpoint in `checkpoint_dir`)."""
+        """Train (resuming from a matching resume state in `resume_dir`)."""
         return train(
             self.model,
             self.tokenizer,
@@ -87,7 +87,7 @@ class TrainingRun:
             self.runtime,
             val_sets=self.val_sets,
             eval_batch_size=self.eval_batch_size,
-            checkpoint_dir=checkpoint_dir,
+            resume_dir=resume_dir,
             fingerprint_=self.fingerprint,
             stop_after=stop_after,
         )

@@ -99,7 +99,7 @@ def _unit_run(
             **runs_cfg,
             "seed": repeat_seed(runs_cfg["seed"], repeat),
             "eval_accuracy": False,
-            "checkpoint_every": 0,
+            "resume_every": 0,
         }
     )
     sampler = SkillSampler(

@@ -9,7 +9,8 @@ parameter subset. Kernels between a training set (rows i) and a set X (columns j
 * ``asymmetric_signgd``: K[0] = ⟨sign g(x_i), g(x_j)⟩ and K[1] = ⟨g(x_i), sign g(x_j)⟩, stacked [2, …]
 
 Every kernel is a Gram matrix of per-(example, logit) feature rows of the gradient-feature
-engine (`skillmix.engine.features`: transform, optional projection, blocked float64 Gram), so memory
+engine (`skillmix.engine.features` and `feature_maps`: transform, optional projection, blocked
+float64 Gram), so memory
 stays bounded and the result does not depend on the block sizes. The solvers flatten
 [N, C, M, C] to (N·C) × (M·C) with row index i·C + c: kernel regression with a ridge relative
 to the top eigenvalue, with or without the initial model's outputs f0, and logistic regression
@@ -28,12 +29,16 @@ import torch
 from tqdm import tqdm
 
 from skillmix.engine.encoding import special_prefix
-from skillmix.engine.features import FeatureMap, Projection, Transform, gram, logit_gradients
+from skillmix.engine.feature_maps import FeatureMap, Projection, Transform, gram
+from skillmix.engine.features import logit_gradients
 from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger(__name__)
 
 FORMULAS = ("sgd", "signgd", "asymmetric_signgd")
+
+Kernel = torch.Tensor | np.ndarray
+"""A kernel block [N, C, M, C] (or [2, N, 1, M, 1] for the asymmetric pair), torch or numpy."""
 
 
 FORMULA_TRANSFORMS = {
@@ -115,9 +120,9 @@ def ridge(k_train: np.ndarray, reg: float) -> np.ndarray:
 
 
 def solve_lstsq(
-    k_train: torch.Tensor | np.ndarray,
+    k_train: Kernel,
     y_train: np.ndarray,
-    k_test: torch.Tensor | np.ndarray,
+    k_test: Kernel,
     reg: float = 0.0,
     f0_train: np.ndarray | None = None,
     f0_test: np.ndarray | None = None,
@@ -162,11 +167,7 @@ def binary_collapse(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 def solve_asym(
-    k_train: torch.Tensor | np.ndarray,
-    y_train: np.ndarray,
-    k_test: torch.Tensor | np.ndarray,
-    gamma: float = 1.0,
-    mix: float = 0.5,
+    k_train: Kernel, y_train: np.ndarray, k_test: Kernel, gamma: float = 1.0, mix: float = 0.5
 ) -> SolverResult:
     """AsK-LS (He et al. 2022) on an asymmetric kernel pair, binary and without bias.
 
@@ -199,11 +200,7 @@ def solve_asym(
 
 
 def solve_logistic(
-    k_train: torch.Tensor | np.ndarray,
-    y_train: np.ndarray,
-    k_test: torch.Tensor | np.ndarray,
-    reg: float = 0.0,
-    seed: int = 0,
+    k_train: Kernel, y_train: np.ndarray, k_test: Kernel, reg: float = 0.0, seed: int = 0
 ) -> SolverResult:
     """Logistic regression (scikit-learn LogisticRegressionCV, L2, lbfgs) on the rows of K_λ.
 

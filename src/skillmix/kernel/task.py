@@ -24,21 +24,7 @@ from skillmix.engine.modeling import load_model
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_file
-from skillmix.kernel.kernels import (
-    FORMULA_TRANSFORMS,
-    FORMULAS,
-    accuracy,
-    kernel_from_features,
-    label_logits,
-    label_words,
-    lm_label_features,
-    predictions_to_labels,
-    prompt_ids,
-    solve_asym,
-    solve_logistic,
-    solve_lstsq,
-    targets_matrix,
-)
+from skillmix.kernel import kernels
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +109,10 @@ def build_task(
 
 def formula_transforms(formulas: Sequence[str]) -> list[str]:
     """The feature transforms the kernels of `formulas` need (sgd and/or sign), checked."""
-    bad = [f for f in formulas if f not in FORMULAS]
+    bad = [f for f in formulas if f not in kernels.FORMULAS]
     if bad:
-        raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {FORMULAS}")
-    return [t for t in ("sgd", "sign") if any(t in FORMULA_TRANSFORMS[f] for f in formulas)]
+        raise SkillmixInputError(f"kernel.formulas: unknown {bad}; expected some of {kernels.FORMULAS}")
+    return [t for t in ("sgd", "sign") if any(t in kernels.FORMULA_TRANSFORMS[f] for f in formulas)]
 
 
 def task_features(
@@ -153,10 +139,10 @@ def task_features(
     start, stop = rows if rows is not None else (0, len(task))
     model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
     model = model.double()
-    lw = label_words(tokenizer, words)
+    lw = kernels.label_words(tokenizer, words)
     part = task.iloc[start:stop]
-    ids = prompt_ids(tokenizer, part["prompt"].tolist(), lw, model_cfg["max_length"])
-    feats, logits = lm_label_features(
+    ids = kernels.prompt_ids(tokenizer, part["prompt"].tolist(), lw, model_cfg["max_length"])
+    feats, logits = kernels.lm_label_features(
         model, ids, lw, subset, transforms, projection_dim, projection_seed, binary
     )
     out = {"rows": np.arange(start, stop, dtype=np.int64), "f0": logits.numpy()}
@@ -199,7 +185,9 @@ def kernels_from_features(
         arrays: dict[str, np.ndarray] = {"words": np.array(list(words))}
         for split in SPLITS:
             other = {t: x[where[split]] for t, x in feats.items()}
-            arrays[f"K_{split}"] = kernel_from_features(train, other, formula, row_block, col_block).numpy()
+            arrays[f"K_{split}"] = kernels.kernel_from_features(
+                train, other, formula, row_block, col_block
+            ).numpy()
             arrays[f"f0_{split}"] = f0[where[split]]
             arrays[f"y_{split}"] = y[split]
         out[formula] = arrays
@@ -218,26 +206,6 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def solve_kernel_file(
-    path: str | os.PathLike,
-    formula: str,
-    solvers: Sequence[str],
-    reg: float,
-    f0: bool,
-    gamma: float,
-    asym_mix: float,
-) -> pd.DataFrame:
-    """Accuracy and mean squared error of every solver on val and test from one kernel file.
-
-    Rows: formula, solver, split, accuracy, mse, reg, f0. Asymmetric kernels use their first
-    matrix ⟨sign g(train), g(x)⟩ (the direction a SignGD step on a training example moves x),
-    except `asym`, which uses both and runs only on binary asymmetric kernels (skipped, with a
-    log line, for other formulas).
-    """
-    with np.load(path) as data:
-        return solve_kernels(dict(data), formula, solvers, reg, f0, gamma, asym_mix)
-
-
 def solve_kernels(
     data: Mapping[str, np.ndarray],
     formula: str,
@@ -247,20 +215,27 @@ def solve_kernels(
     gamma: float,
     asym_mix: float,
 ) -> pd.DataFrame:
-    """`solve_kernel_file` on the arrays of a kernel file (K_train, y_train, f0_train and K_<split>,
-    f0_<split>, y_<split> for val and/or test; the splits present are solved)."""
+    """Accuracy and mean squared error of every solver on val and test from the arrays of one kernel
+    file (`read_arrays`: K_train, y_train, f0_train and K_<split>, f0_<split>, y_<split> for val
+    and/or test; the splits present are solved).
+
+    Rows: formula, solver, split, accuracy, mse, reg, f0. Asymmetric kernels use their first
+    matrix ⟨sign g(train), g(x)⟩ (the direction a SignGD step on a training example moves x),
+    except `asym`, which uses both and runs only on binary asymmetric kernels (skipped, with a
+    log line, for other formulas).
+    """
     c = int(data["K_train"].shape[-1])  # outputs: the label words, or 1 when binary
 
     def k(split: str) -> np.ndarray:
         arr = data[f"K_{split}"]
         return arr[0] if formula == "asymmetric_signgd" else arr
 
-    y_train = targets_matrix(data["y_train"], c)
+    y_train = kernels.targets_matrix(data["y_train"], c)
     rows = []
     for solver in solvers:
         for split in [s for s in SPLITS[1:] if f"K_{s}" in data]:
             if solver == "lstsq":
-                res = solve_lstsq(
+                res = kernels.solve_lstsq(
                     k("train"),
                     y_train,
                     k(split),
@@ -269,23 +244,23 @@ def solve_kernels(
                     f0_test=data[f"f0_{split}"] if f0 else None,
                 )
             elif solver == "logistic":
-                res = solve_logistic(k("train"), y_train, k(split), reg=reg)
+                res = kernels.solve_logistic(k("train"), y_train, k(split), reg=reg)
             elif solver == "asym":
                 if formula != "asymmetric_signgd" or c != 1:
                     log.info("asym solver skipped for %s (it needs binary asymmetric kernels)", formula)
                     continue
-                res = solve_asym(data["K_train"], y_train, data[f"K_{split}"], gamma, asym_mix)
+                res = kernels.solve_asym(data["K_train"], y_train, data[f"K_{split}"], gamma, asym_mix)
             else:
                 raise SkillmixInputError(f"kernel.solvers: unknown {solver!r}; expected some of {SOLVERS}")
             truth = data[f"y_{split}"]
-            target = targets_matrix(truth, c)
+            target = kernels.targets_matrix(truth, c)
             mse = float(np.mean((res.predictions - target) ** 2)) if solver == "lstsq" else float("nan")
             rows.append(
                 {
                     "formula": formula,
                     "solver": solver,
                     "split": split,
-                    "accuracy": accuracy(res.labels, truth),
+                    "accuracy": kernels.accuracy(res.labels, truth),
                     "mse": mse,
                     "reg": reg,
                     "f0": bool(f0 and solver == "lstsq"),
@@ -304,8 +279,8 @@ def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
                 "formula": "none",
                 "solver": "initial_model",
                 "split": s,
-                "accuracy": accuracy(
-                    predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
+                "accuracy": kernels.accuracy(
+                    kernels.predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
                     data[f"y_{s}"],
                 ),
                 "mse": float("nan"),
@@ -346,11 +321,11 @@ def finetune(
         )
     torch.manual_seed(seed)
     model, tokenizer = load_model({**model_cfg, "lora": {"enabled": False}})
-    lw = label_words(tokenizer, words)
+    lw = kernels.label_words(tokenizer, words)
     max_length = model_cfg["max_length"]
     sets = {
         s: (
-            prompt_ids(tokenizer, task.loc[task["split"] == s, "prompt"].tolist(), lw, max_length),
+            kernels.prompt_ids(tokenizer, task.loc[task["split"] == s, "prompt"].tolist(), lw, max_length),
             torch.tensor(task.loc[task["split"] == s, "label"].to_numpy()),
         )
         for s in SPLITS
@@ -365,7 +340,7 @@ def finetune(
     ids, y = sets["train"]
     history = []
     for step in tqdm(range(1, steps + 1), mininterval=5.0, desc=f"fine-tuning ({optimizer})"):
-        logits = torch.stack([label_logits(model, x, lw.ids) for x in ids])
+        logits = torch.stack([kernels.label_logits(model, x, lw.ids) for x in ids])
         loss = torch.nn.functional.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -375,12 +350,12 @@ def finetune(
     with torch.no_grad():
         for s in SPLITS[1:]:
             ids_s, y_s = sets[s]
-            logits = torch.stack([label_logits(model, x, lw.ids) for x in ids_s])
+            logits = torch.stack([kernels.label_logits(model, x, lw.ids) for x in ids_s])
             rows.append(
                 {
                     "optimizer": optimizer,
                     "split": s,
-                    "accuracy": accuracy(logits.argmax(dim=1).numpy(), y_s.numpy()),
+                    "accuracy": kernels.accuracy(logits.argmax(dim=1).numpy(), y_s.numpy()),
                     "loss": float(torch.nn.functional.cross_entropy(logits, y_s)),
                     "steps": steps,
                     "lr": lr,

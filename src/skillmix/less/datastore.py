@@ -2,12 +2,13 @@
 
 For one warm-up checkpoint and one example set (candidates or target), a shard job takes its
 contiguous range of rows and computes its features with the gradient-feature engine
-(`skillmix.engine.features`): batched per-example LoRA loss gradients, transformed (candidates: LESS's
-Adam feature from the checkpoint's optimizer moments; targets: the plain gradient, or its sign),
-projected per parameter slice with the portable Rademacher matrix (so the full gradient vector is
-never formed), then each row normalised. Several output widths come from one pass: the d-wide
-projection is the first d columns of the widest one (less.md §6). Rows are then written as
-float16 `.npy` shards (`skillmix.less.shards.write_shard`) with a Parquet index of example ids.
+(`skillmix.engine.features`, `feature_maps`): batched per-example LoRA loss gradients, transformed
+(candidates: LESS's Adam feature from the checkpoint's optimizer moments; targets: the plain
+gradient, or its sign), projected per parameter slice with the portable Rademacher matrix (so the
+full gradient vector is never formed), then each row normalised. Several output widths come from
+one pass: the d-wide projection is the first d columns of the widest one (less.md §6). Rows are
+then written as float16 `.npy` shards (`skillmix.less.shards.write_shard`) with a Parquet index of
+example ids.
 
 Row ranges follow `shard_range`, so the shards of any shard count concatenate to the rows of
 one unsharded job, bit for bit.
@@ -26,14 +27,8 @@ import torch
 from tqdm import tqdm
 
 from skillmix.engine.encoding import EncodedSet, encode_frame
-from skillmix.engine.features import (
-    AdamState,
-    FeatureMap,
-    Projection,
-    Transform,
-    example_loss_gradients,
-    project_slices,
-)
+from skillmix.engine.feature_maps import AdamState, FeatureMap, Projection, Transform, project_slices
+from skillmix.engine.features import example_loss_gradients
 from skillmix.engine.gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.projection import normalise_rows

@@ -88,7 +88,7 @@ def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = No
         grad_clip=cfg["grad_clip"],
         seed=cfg["seed"],
         eval_every=int(eval_every or steps),
-        checkpoint_every=max(1, math.ceil(n_examples / batch)),
+        resume_every=max(1, math.ceil(n_examples / batch)),
     )
 
 
@@ -121,15 +121,15 @@ class EpochRun:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.settings.checkpoint_every
+        return self.settings.resume_every
 
     def train(
         self,
-        checkpoint_dir: str | os.PathLike | None = None,
+        resume_dir: str | os.PathLike | None = None,
         on_step: Callable[..., None] | None = None,
         stop_after: int | None = None,
     ) -> TrainResult:
-        """Train all epochs (resuming from a matching checkpoint in `checkpoint_dir`)."""
+        """Train all epochs (resuming from a matching resume state in `resume_dir`)."""
         sampler = EpochSampler(
             [s.skill for s in self.train_sets],
             [len(s) for s in self.train_sets],
@@ -145,7 +145,7 @@ class EpochRun:
             self.runtime,
             val_sets=self.val_sets or None,
             eval_batch_size=self.eval_batch_size,
-            checkpoint_dir=checkpoint_dir,
+            resume_dir=resume_dir,
             fingerprint_=self.fingerprint,
             stop_after=stop_after,
             on_step=on_step,
@@ -256,7 +256,7 @@ def run_warmup(
     run: EpochRun,
     epoch_dirs: Sequence[str | os.PathLike],
     lora_cfg: dict[str, Any],
-    checkpoint_dir: str | os.PathLike | None = None,
+    resume_dir: str | os.PathLike | None = None,
     stop_after: int | None = None,
 ) -> tuple[TrainResult, list[float], list[float]]:
     """Train the warm-up, writing epoch checkpoint e to epoch_dirs[e-1].
@@ -277,7 +277,7 @@ def run_warmup(
                 "epoch %d of %d done at step %d; checkpoint %s", epoch, epochs, step, epoch_dirs[epoch - 1]
             )
 
-    result = run.train(checkpoint_dir, on_step=on_step, stop_after=stop_after)
+    result = run.train(resume_dir, on_step=on_step, stop_after=stop_after)
     lrs = result.steps.assign(epoch=(result.steps["step"] - 1) // spe)
     per_epoch = [g["lr"].tolist() for _, g in lrs.groupby("epoch", sort=True)]
     return result, checkpoint_weights(per_epoch), [float(np.mean(v)) for v in per_epoch]
@@ -289,7 +289,7 @@ def warmup_from_pool(
     warmup_cfg: dict[str, Any],
     pool: pd.DataFrame,
     epoch_dirs: Sequence[str | os.PathLike],
-    checkpoint_dir: str | os.PathLike | None = None,
+    resume_dir: str | os.PathLike | None = None,
     stop_after: int | None = None,
 ) -> tuple[TrainResult, list[float], list[float], pd.DataFrame]:
     """The warm-up job: (training result, checkpoint weights, mean lr per epoch, the warm-up subset)."""
@@ -298,5 +298,5 @@ def warmup_from_pool(
     subset = pool.iloc[rows].reset_index(drop=True)
     log.info("warm-up on %d of %d pool examples for %d epochs", len(subset), len(pool), len(epoch_dirs))
     run = prepare_epochs(model_cfg, lora_cfg, warmup_cfg, subset, epochs=len(epoch_dirs))
-    result, weights, mean_lrs = run_warmup(run, epoch_dirs, lora_cfg, checkpoint_dir, stop_after)
+    result, weights, mean_lrs = run_warmup(run, epoch_dirs, lora_cfg, resume_dir, stop_after)
     return result, weights, mean_lrs, subset

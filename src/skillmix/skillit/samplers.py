@@ -31,6 +31,8 @@ STRATEGIES = (
     "curriculum",
     "anticurriculum",
 )
+SKILLIT_OPTIONS = ("eta", "window", "aggregate", "prior", "window_unit", "normalize_loss", "eta_schedule")
+"""The keys of the `skillit` block that `SkillItSampler` takes."""
 
 
 class SkillCurriculumSampler(SkillSampler):
@@ -284,14 +286,8 @@ def make_sampler(
             seed,
             graph,
             eval_skills,
-            eta=cfg["eta"],
-            window=cfg["window"],
-            aggregate=cfg["aggregate"],
-            prior=cfg["prior"],
-            window_unit=cfg["window_unit"],
-            normalize_loss=cfg["normalize_loss"],
-            eta_schedule=cfg["eta_schedule"],
             update_steps=update_steps,
+            **{key: cfg[key] for key in SKILLIT_OPTIONS},
         )
     raise SkillmixInputError(
         f"train.strategies: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}"

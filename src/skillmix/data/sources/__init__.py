@@ -56,18 +56,27 @@ def require_int(value: Any, key: str, minimum: int, maximum: int | None = None) 
     return value
 
 
-def per_skill_counts(value: Any, n_skills: int, key: str, minimum: int = 1) -> list[int]:
+def per_skill_counts(
+    value: Any, n_skills: int, key: str, minimum: int = 1, distinct: tuple[int, str] | None = None
+) -> list[int]:
     """Per-skill example counts from one integer (the same for every skill) or a list of them.
 
-    A list must have one integer >= `minimum` per skill, in skill order.
+    A list must have one integer >= `minimum` per skill, in skill order. With `distinct` =
+    (how many distinct examples a skill has, what they are), no count may exceed that number.
     """
     if isinstance(value, list):
         if len(value) != n_skills:
             raise SkillmixInputError(
                 f"config {key}: expected {n_skills} counts (one per skill), got {len(value)}"
             )
-        return [require_int(v, key, minimum) for v in value]
-    return [require_int(value, key, minimum)] * n_skills
+        counts = [require_int(v, key, minimum) for v in value]
+    else:
+        counts = [require_int(value, key, minimum)] * n_skills
+    if distinct is not None and counts and max(counts) > distinct[0]:
+        raise SkillmixInputError(
+            f"config {key}: {max(counts)} exceeds the {distinct[0]} distinct {distinct[1]} that exist"
+        )
+    return counts
 
 
 def resolve_path(value: Any, key: str, base_dir: str | Path | None) -> Path:

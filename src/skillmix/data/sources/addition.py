@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from skillmix.data.sources import SourceData, examples_frame, per_skill_counts, require_int
-from skillmix.infra.errors import SkillmixInputError
 
 MAX_DIGITS = 18  # operands and their sum stay within int64
 
@@ -45,15 +44,13 @@ def generate_addition(
     """
     require_int(n_digits, "source.addition.n_digits", 1, MAX_DIGITS)
     counts = per_skill_counts(
-        examples_per_skill, n_digits, "source.addition.examples_per_skill", 0 if stream else 1
+        examples_per_skill,
+        n_digits,
+        "source.addition.examples_per_skill",
+        0 if stream else 1,
+        distinct=(10 ** (2 * n_digits), f"operand pairs for n_digits={n_digits}"),
     )
     require_int(seed, "source.seed", 0)
-    capacity = 10 ** (2 * n_digits)
-    if max(counts) > capacity:
-        raise SkillmixInputError(
-            f"config source.addition.examples_per_skill: {max(counts)} exceeds the "
-            f"{capacity} distinct operand pairs that exist for n_digits={n_digits}"
-        )
     skills = addition_skill_names(n_digits)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
     for d, (skill, wanted) in enumerate(zip(skills, counts, strict=True)):

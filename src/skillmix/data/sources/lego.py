@@ -67,16 +67,15 @@ def generate_lego(
     of 0). Ids are ``lego-{i}-{j:06d}``.
     """
     require_int(n_vars, "source.lego.n_vars", 1, len(_LETTERS))
+    capacity = math.perm(len(_LETTERS), n_vars) * 2**n_vars * math.factorial(n_vars)
     counts = per_skill_counts(
-        examples_per_skill, n_vars, "source.lego.examples_per_skill", 0 if stream else 1
+        examples_per_skill,
+        n_vars,
+        "source.lego.examples_per_skill",
+        0 if stream else 1,
+        distinct=(capacity, f"LEGO examples for n_vars={n_vars}"),
     )
     require_int(seed, "source.seed", 0)
-    capacity = math.perm(len(_LETTERS), n_vars) * 2**n_vars * math.factorial(n_vars)
-    if max(counts) > capacity:
-        raise SkillmixInputError(
-            f"config source.lego.examples_per_skill: {max(counts)} exceeds the "
-            f"{capacity} distinct LEGO examples that exist for n_vars={n_vars}"
-        )
     skills = lego_skill_names(n_vars)
     records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
     for i, (skill, wanted) in enumerate(zip(skills, counts, strict=True), start=1):

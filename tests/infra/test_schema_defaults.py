@@ -19,7 +19,7 @@ from skillmix.infra.errors import SkillmixInputError
 from skillmix.skillit.samplers import make_sampler
 
 SCHEMA = yaml.safe_load(
-    (Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text()
+    (Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text()
 )["properties"]
 
 
@@ -59,7 +59,7 @@ def test_the_library_writes_no_default_of_a_config_key() -> None:
     the library completes blocks with skillmix.infra.config.complete and indexes them instead."""
     keys = _schema_keys({"properties": SCHEMA})
     found = []
-    for path in sorted((Path(__file__).resolve().parents[1] / "src/skillmix").rglob("*.py")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "src/skillmix").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Call)
@@ -101,7 +101,7 @@ def test_sampler_update_steps_default_is_the_schemas() -> None:
 def test_every_rule_takes_threads_and_resources_from_config() -> None:
     """No rule writes a literal thread count or resource; every `resources` block is used by a rule
     for all four of its keys (no validated key that nothing reads)."""
-    rules_dir = Path(__file__).resolve().parents[1] / "rules"
+    rules_dir = Path(__file__).resolve().parents[2] / "rules"
     used: dict[str, set[str]] = {}
     for path in sorted(rules_dir.glob("*.smk")):
         text = path.read_text()
@@ -123,3 +123,10 @@ def test_every_rule_takes_threads_and_resources_from_config() -> None:
     assert set(used) == set(blocks), (sorted(used), sorted(blocks))
     for block, keys in used.items():
         assert keys == set(blocks[block]["properties"]), (block, keys)
+
+
+def test_skillit_sampler_takes_every_key_of_the_skillit_block() -> None:
+    from skillmix.skillit.samplers import SKILLIT_OPTIONS, SkillItSampler
+
+    assert set(SKILLIT_OPTIONS) == set(SCHEMA["skillit"]["properties"])
+    assert set(SKILLIT_OPTIONS) <= set(inspect.signature(SkillItSampler).parameters)

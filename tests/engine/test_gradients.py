@@ -10,7 +10,7 @@ import torch
 from gradient_oracles import example_gradients
 
 from skillmix.engine.encoding import IGNORE, EncodedSet, collate, encode_row, per_example_loss
-from skillmix.engine.features import AdamState, Transform
+from skillmix.engine.feature_maps import AdamState, Transform
 from skillmix.engine.gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
 from skillmix.engine.modeling import load_model, select_runtime
 from skillmix.infra.errors import SkillmixInputError

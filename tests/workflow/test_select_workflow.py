@@ -161,7 +161,7 @@ def test_training_on_selections_and_target_metrics(select_run):
         first, last = curve.loc[curve["step"].idxmin(), "loss"], curve.loc[curve["step"].idxmax(), "loss"]
         assert last < first
         assert (select_run / f"results/select/eval/{sel}/curves.png").read_bytes()[:8] == PNG_MAGIC
-    assert not any((select_run / "results/checkpoints/select/train").glob("*/step-*"))
+    assert not any((select_run / "results/resume/select/train").glob("*/step-*"))
 
 
 def test_second_dry_run_has_nothing_to_do(select_run):

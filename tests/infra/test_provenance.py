@@ -14,7 +14,7 @@ import pytest
 
 from skillmix.infra.provenance import NOT_RESULTS, code_version, module_closure, script_modules
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "workflow" / "scripts"
 
 

@@ -20,7 +20,7 @@ from skillmix.data.sources.tables import load_table
 from skillmix.infra.errors import SkillmixInputError
 
 SHARED_DATA = Path(
-    os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
 )
 NI_SUBSET = SHARED_DATA / "ni_task_subset"
 

@@ -24,7 +24,7 @@ from workflow_helpers import MAIN_CONFIG, REPO, TINY_CONFIG, run_ok, snakemake_c
 from skillmix.infra.jobs import write_parquet
 
 TINY_SELECT_CONFIG = REPO / "tests" / "configs" / "tiny_select.yaml"
-LONG_TRAINING = {"train": {"strategies": ["random"], "steps": 240, "checkpoint_every": 40, "eval_every": 80}}
+LONG_TRAINING = {"train": {"strategies": ["random"], "steps": 240, "resume_every": 40, "eval_every": 80}}
 TRAIN_TARGET = "results/train/random/steps.parquet"
 
 
@@ -69,7 +69,7 @@ def test_training_killed_part_way_resumes_and_matches_an_uninterrupted_run(tmp_p
     run_ok(reference, TRAIN_TARGET, configs=configs)
 
     proc = start(crashed, TRAIN_TARGET, configs=configs)
-    ckpt = crashed / "results/checkpoints/train/random"
+    ckpt = crashed / "results/resume/train/random"
     wait_for(lambda: any(int(p.name.split("-")[1]) >= 80 for p in ckpt.glob("step-*")), 600, "a checkpoint")
     pid = wait_for(lambda: job_pid(crashed, "train.py"), 30, "the training job")
     os.kill(pid, signal.SIGKILL)

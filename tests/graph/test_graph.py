@@ -19,7 +19,7 @@ from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.slugs import skill_slug
 
 SHARED_DATA = Path(
-    os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
 )
 NI_METADATA = SHARED_DATA / "skillit_ni_metadata"
 

@@ -8,7 +8,8 @@ import torch
 from gradient_oracles import kernel, lm_jacobians, lm_label_logits, per_logit_jacobians
 from torch.func import functional_call
 
-from skillmix.engine.features import gram, select_parameters
+from skillmix.engine.feature_maps import gram
+from skillmix.engine.features import select_parameters
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.kernel.kernels import (
     accuracy,
@@ -329,7 +330,7 @@ def _logits(model, ids, lw):
 
 
 def test_t8_adam_first_step_is_signgd_and_the_less_feature_regimes():
-    from skillmix.engine.features import AdamState, Transform
+    from skillmix.engine.feature_maps import AdamState, Transform
     from skillmix.engine.gradients import ParamSlice
 
     def adam_feature(g, m, v, b1, b2, e, variant):

@@ -67,16 +67,16 @@ WARMUP = {
 }
 SCHEDULE = [0.0, 1.0, 0.8, 0.6, 0.4, 0.2]
 SPE = 3  # steps per epoch
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def lego_pool(n_vars: int = 3, per_skill: int = 8) -> pd.DataFrame:
     return generate_lego(n_vars, per_skill, 0).examples[["id", "skill", "prompt", "answer", "text"]]
 
 
-def run_warmup(epoch_dirs, checkpoint_dir=None, stop_after=None):
+def run_warmup(epoch_dirs, resume_dir=None, stop_after=None):
     torch.manual_seed(0)  # peft draws the LoRA A init from the global generator
-    return warmup_from_pool(MODEL, LORA, WARMUP, lego_pool(), epoch_dirs, checkpoint_dir, stop_after)
+    return warmup_from_pool(MODEL, LORA, WARMUP, lego_pool(), epoch_dirs, resume_dir, stop_after)
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +154,14 @@ def test_warmup_indices_bad_fraction(fraction) -> None:
 
 def test_epoch_settings() -> None:
     s = epoch_settings({"batch_size": 4, "warmup_ratio": 0.1, "epochs": 3, "lr": 1e-3}, 10)
-    assert (s.steps, s.batch_size, s.warmup_steps, s.checkpoint_every) == (9, 4, 1, 3)
+    assert (s.steps, s.batch_size, s.warmup_steps, s.resume_every) == (9, 4, 1, 3)
     assert s.lr == 1e-3 and s.schedule == "linear"
     s = epoch_settings({"batch_size": 32, "warmup_ratio": 0.03}, 13533, epochs=4)  # LESS at batch 32
     assert s.steps == 4 * math.ceil(13533 / 32) == 1692
     assert s.warmup_steps == math.ceil(0.03 * 1692) == 51
-    assert s.checkpoint_every == 423
+    assert s.resume_every == 423
     s = epoch_settings({"batch_size": 8, "warmup_ratio": 0.5, "epochs": 2}, 8)
-    assert (s.steps, s.warmup_steps, s.checkpoint_every) == (2, 1, 1)
+    assert (s.steps, s.warmup_steps, s.resume_every) == (2, 1, 1)
     with pytest.raises(SkillmixInputError, match="epochs"):
         epoch_settings({"batch_size": 4}, 10, epochs=0)
 
@@ -234,10 +234,10 @@ def test_checkpoint_without_optimizer_state_stops(warm, tmp_path) -> None:
 def test_warmup_resume_equals_uninterrupted(warm, tmp_path) -> None:
     dirs = [tmp_path / "epoch-1", tmp_path / "epoch-2"]
     resume = tmp_path / "resume"
-    first, _, _, _ = run_warmup(dirs, checkpoint_dir=resume, stop_after=SPE)
+    first, _, _, _ = run_warmup(dirs, resume_dir=resume, stop_after=SPE)
     assert not first.completed and len(first.steps) == SPE
     assert dirs[0].is_dir() and not dirs[1].exists() and resume.is_dir()
-    second, weights, mean_lrs, _ = run_warmup(dirs, checkpoint_dir=resume)
+    second, weights, mean_lrs, _ = run_warmup(dirs, resume_dir=resume)
     assert second.completed and second.resumed_from == SPE
     ref_dirs, ref_result, ref_weights, ref_lrs, _ = warm
     for d, ref in zip(dirs, ref_dirs, strict=True):

@@ -84,7 +84,7 @@ def test_fresh_sampler_indexes_each_rounds_own_examples_once() -> None:
         curriculum.use_fresh()
 
 
-def _fresh_run(tok, seed: int, checkpoint_dir=None, stop_after=None, fingerprint_=""):
+def _fresh_run(tok, seed: int, resume_dir=None, stop_after=None, fingerprint_=""):
     source = {"kind": "xor", "seed": 0, "xor": {"n_symbols": 16, "examples_per_skill": 20}}
     skills = load_source(source).skills
     val = [encode_frame(tok, f, s, 16) for s, f in load_source(source).examples.groupby("skill", sort=False)]
@@ -92,7 +92,7 @@ def _fresh_run(tok, seed: int, checkpoint_dir=None, stop_after=None, fingerprint
     sampler = make_sampler("stratified", skills, [20] * len(skills), seed, update_steps=4)
     sampler.use_fresh()
     sets = FreshSets(source, skills, tok, 16, seed)
-    settings = TrainSettings(steps=12, batch_size=8, lr=3e-3, eval_every=6, checkpoint_every=5, seed=seed)
+    settings = TrainSettings(steps=12, batch_size=8, lr=3e-3, eval_every=6, resume_every=5, seed=seed)
     result = train(
         model,
         tok,
@@ -101,7 +101,7 @@ def _fresh_run(tok, seed: int, checkpoint_dir=None, stop_after=None, fingerprint
         settings,
         CPU,
         val_sets=val,
-        checkpoint_dir=checkpoint_dir,
+        resume_dir=resume_dir,
         fingerprint_=fingerprint_,
         stop_after=stop_after,
     )
@@ -116,9 +116,9 @@ def test_fresh_training_is_deterministic_by_seed_and_survives_resume(tmp_path) -
     assert rounds[0][0].input_ids != rounds[1][0].input_ids  # each round its own examples
 
     ckpt = tmp_path / "ckpt"
-    _, stopped, _ = _fresh_run(tok, seed=1, checkpoint_dir=ckpt, stop_after=7, fingerprint_="f")
+    _, stopped, _ = _fresh_run(tok, seed=1, resume_dir=ckpt, stop_after=7, fingerprint_="f")
     assert not stopped.completed  # stopped mid-round 1 (steps 5-8), checkpoint at step 5
-    model, resumed, _ = _fresh_run(tok, seed=1, checkpoint_dir=ckpt, fingerprint_="f")
+    model, resumed, _ = _fresh_run(tok, seed=1, resume_dir=ckpt, fingerprint_="f")
     assert resumed.resumed_from == 5
     assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
     pd.testing.assert_frame_equal(resumed.steps, full.steps)

@@ -198,9 +198,7 @@ def test_exact_match_equals_teacher_forced_greedy(toy, trained) -> None:
 
 def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path) -> None:
     tok, skills, tr, va = toy
-    settings = TrainSettings(
-        steps=24, batch_size=8, lr=3e-3, warmup_steps=4, eval_every=8, checkpoint_every=5
-    )
+    settings = TrainSettings(steps=24, batch_size=8, lr=3e-3, warmup_steps=4, eval_every=8, resume_every=5)
 
     def fresh():
         model, _ = build_tiny_model(TINY, seed=0)
@@ -220,7 +218,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path) -> None:
         settings,
         CPU,
         val_sets=va,
-        checkpoint_dir=ckpt,
+        resume_dir=ckpt,
         fingerprint_="run-a",
         stop_after=13,
     )
@@ -229,7 +227,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path) -> None:
 
     model, sampler = fresh()  # a new process would start from scratch like this
     resumed = train(
-        model, tok, tr, sampler, settings, CPU, val_sets=va, checkpoint_dir=ckpt, fingerprint_="run-a"
+        model, tok, tr, sampler, settings, CPU, val_sets=va, resume_dir=ckpt, fingerprint_="run-a"
     )
     assert resumed.completed and resumed.resumed_from == 10
     got = model.state_dict()
@@ -242,7 +240,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path) -> None:
 
 def test_checkpoint_of_another_run_is_not_resumed(toy, tmp_path) -> None:
     tok, skills, tr, va = toy
-    settings = TrainSettings(steps=6, batch_size=4, eval_every=6, checkpoint_every=2)
+    settings = TrainSettings(steps=6, batch_size=4, eval_every=6, resume_every=2)
     model, _ = build_tiny_model(TINY, seed=0)
     train(
         model,
@@ -251,7 +249,7 @@ def test_checkpoint_of_another_run_is_not_resumed(toy, tmp_path) -> None:
         make_sampler("random", skills, [200, 200], 0),
         settings,
         CPU,
-        checkpoint_dir=tmp_path / "c",
+        resume_dir=tmp_path / "c",
         fingerprint_="old",
         stop_after=4,
     )
@@ -263,7 +261,7 @@ def test_checkpoint_of_another_run_is_not_resumed(toy, tmp_path) -> None:
         make_sampler("random", skills, [200, 200], 0),
         settings,
         CPU,
-        checkpoint_dir=tmp_path / "c",
+        resume_dir=tmp_path / "c",
         fingerprint_="new",
     )
     assert result.resumed_from is None and len(result.steps) == 6

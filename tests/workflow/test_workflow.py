@@ -206,7 +206,7 @@ def test_logs_and_benchmarks_exist_for_every_job(tiny_run):
 
 def test_no_checkpoints_left_after_success(tiny_run):
     for run in RUNS:
-        directory = tiny_run / "results/checkpoints/train" / run
+        directory = tiny_run / "results/resume/train" / run
         assert not directory.exists() or not any(directory.iterdir()), directory
 
 
