@@ -273,7 +273,7 @@ def train(
     t0 = time.perf_counter()
     if eval_batch_size is None:
         eval_batch_size = complete("eval", None)["batch_size"]
-    ckpt_dir = Path(resume_dir) if resume_dir is not None else None
+    state_dir = Path(resume_dir) if resume_dir is not None else None
     torch.manual_seed(settings.seed)
     model.to(runtime.device)
     model.train()
@@ -302,14 +302,14 @@ def train(
         )
         model.train()
 
-    found = latest_resume_state(ckpt_dir, fingerprint_)
+    found = latest_resume_state(state_dir, fingerprint_)
     if found is not None:
         start, history = load_resume_state(found, model, optimizer, scheduler, sampler)
         resumed_from = start
         log.info("resuming from %s (step %d of %d)", found, start, settings.steps)
     else:
-        if ckpt_dir is not None and ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
+        if state_dir is not None and state_dir.exists():
+            shutil.rmtree(state_dir)
         if val_sets:
             evaluate_at(0)
     pad = tokenizer.pad_token_id
@@ -372,14 +372,14 @@ def train(
         due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
         if val_sets and due:
             evaluate_at(step)
-        if ckpt_dir is not None and settings.resume_every and step % settings.resume_every == 0:
-            save_resume_state(ckpt_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
+        if state_dir is not None and settings.resume_every and step % settings.resume_every == 0:
+            save_resume_state(state_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
         if stop_after is not None and step >= stop_after and step < settings.steps:
             completed = False
             break
     bar.close()
-    if completed and ckpt_dir is not None and not settings.keep_resume and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
+    if completed and state_dir is not None and not settings.keep_resume and state_dir.exists():
+        shutil.rmtree(state_dir)
     return TrainResult(
         steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
         skill_counts=pd.DataFrame(history.counts, columns=["step", "skill", "count"]),
