@@ -112,3 +112,43 @@ def test_an_edited_module_changes_exactly_the_scripts_that_reach_it(
     assert moved == reach  # exactly the scripts whose imports reach the module
     assert changed <= moved
     assert (not moved) if unchanged is None else not (unchanged & moved)
+
+
+def test_imports_in_nested_statements_count(tmp_path: Path) -> None:
+    """Imports inside functions, classes, try/except/finally, with, if/else, loops and match
+    cases all count; names that only look like imports (strings, attributes) do not."""
+    script = tmp_path / "nested.py"
+    script.write_text(
+        "import json\n"
+        "def f():\n"
+        "    from skillmix.infra import errors\n"
+        "class C:\n"
+        "    def m(self):\n"
+        "        try:\n"
+        "            import skillmix.data.slicing\n"
+        "        except ImportError:\n"
+        "            from skillmix.graph import units\n"
+        "        finally:\n"
+        "            from skillmix.infra.slugs import slugify\n"
+        "with open('x') as fh:\n"
+        "    if fh:\n"
+        "        pass\n"
+        "    else:\n"
+        "        from skillmix.infra import config\n"
+        "for _ in range(1):\n"
+        "    match _:\n"
+        "        case 0:\n"
+        "            import skillmix.infra.jobs\n"
+        "text = 'from skillmix.less import influence'\n"
+    )
+    modules = set(script_modules(script))
+    for wanted in (
+        "skillmix.infra.errors",
+        "skillmix.data.slicing",
+        "skillmix.graph.units",
+        "skillmix.infra.slugs",
+        "skillmix.infra.config",
+        "skillmix.infra.jobs",
+    ):
+        assert wanted in modules, wanted
+    assert "skillmix.less.influence" not in modules

@@ -16,6 +16,7 @@ import ast
 import hashlib
 import importlib.util
 import os
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -53,10 +54,21 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
 
 
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement in `body` and, recursively, in the bodies of compound statements (imports
+    are statements, so the expressions in between need not be visited)."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+
+
 def _imports_in(source: str, package: str) -> set[str]:
     """The library modules a Python source imports; `package` resolves relative imports."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _statements(ast.parse(source).body):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
