@@ -427,9 +427,6 @@ def build_all(tmp_path, ckpt, examples, feature, count, tag, grads_cfg=None):
         stem = tmp_path / f"{tag}-{i}-of-{count}"
         paths = {128: f"{stem}.d128.npy", 256: f"{stem}.d256.npy"}
         res = build_shard(
-            MODEL,
-            LORA,
-            grads_cfg or {"batch_size": 16, "projection_seed": 0},
             feature,
             ckpt,
             examples,
@@ -437,6 +434,9 @@ def build_all(tmp_path, ckpt, examples, feature, count, tag, grads_cfg=None):
             paths,
             f"{stem}.index.parquet",
             f"{stem}.info.json",
+            model_cfg=MODEL,
+            lora_cfg=LORA,
+            grads_cfg=grads_cfg or {"batch_size": 16, "projection_seed": 0},
         )
         results.append(res)
         for d in (128, 256):

@@ -8,9 +8,6 @@ from skillmix.less.datastore import build_shard  # noqa: E402
 
 p = snakemake.params
 build_shard(
-    p.model,
-    p.lora,
-    p.grads,
     p.feature,
     snakemake.input.checkpoint,
     snakemake.input.examples,
@@ -18,4 +15,7 @@ build_shard(
     dict(zip(p.dims, snakemake.output.features, strict=True)),
     snakemake.output.index,
     snakemake.output.info,
+    model_cfg=p.model,
+    lora_cfg=p.lora,
+    grads_cfg=p.grads,
 )

@@ -9,13 +9,13 @@ from skillmix.graph.runs import graph_unit_curve
 
 p = snakemake.params
 curve = graph_unit_curve(
-    p.model,
-    p.runs,
-    p.eval,
     p.unit,
     snakemake.input.manifest,
     snakemake.input.train,
     snakemake.input.val,
+    model_cfg=p.model,
+    runs_cfg=p.runs,
+    eval_cfg=p.eval,
     source_cfg=p.source,
 )
 write_parquet(curve, snakemake.output.curve)

@@ -12,13 +12,13 @@ from skillmix.skillit.runs import prepare_run
 p = snakemake.params
 graph = snakemake.input.get("graph")
 run = prepare_run(
-    p.model,
-    p.train,
-    p.eval,
     p.strategy,
     snakemake.input.manifest,
     snakemake.input.train,
     snakemake.input.val,
+    model_cfg=p.model,
+    train_cfg=p.train,
+    eval_cfg=p.eval,
     strategy_cfg=p.strategy_settings,
     graph_dir=Path(graph).parent if graph else None,
     source_cfg=p.source,

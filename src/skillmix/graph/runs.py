@@ -34,13 +34,14 @@ def repeat_seed(seed: int, repeat: int) -> int:
 
 
 def graph_unit_curve(
-    model_cfg: dict[str, Any],
-    runs_cfg: dict[str, Any],
-    eval_cfg: dict[str, Any],
     unit: str,
     manifest_path: str | os.PathLike,
     train_paths: Sequence[str | os.PathLike],
     val_dir: str | os.PathLike,
+    *,
+    model_cfg: dict[str, Any],
+    runs_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
     source_cfg: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Train on the unit's skills (equal mix) from the initial model, `graph.runs.repeats` times,

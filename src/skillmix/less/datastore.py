@@ -163,9 +163,6 @@ def write_feature_shard(
 
 
 def build_shard(
-    model_cfg: dict[str, Any],
-    lora_cfg: dict[str, Any],
-    grads_cfg: dict[str, Any],
     feature: str,
     checkpoint_dir: str | os.PathLike,
     examples_path: str | os.PathLike,
@@ -173,6 +170,10 @@ def build_shard(
     feature_paths: dict[int, str | os.PathLike],
     index_path: str | os.PathLike,
     info_path: str | os.PathLike,
+    *,
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    grads_cfg: dict[str, Any],
 ) -> FeatureResult:
     """One datastore shard job: the shard's rows of an examples file, features at one checkpoint.
 

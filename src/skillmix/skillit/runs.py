@@ -54,13 +54,14 @@ def initial_example_losses(
 
 
 def prepare_run(
-    model_cfg: dict[str, Any],
-    train_cfg: dict[str, Any],
-    eval_cfg: dict[str, Any],
     strategy: str,
     manifest_path: str | os.PathLike,
     train_paths: Sequence[str | os.PathLike],
     val_paths: Sequence[str | os.PathLike],
+    *,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
     strategy_cfg: dict[str, Any] | None = None,
     graph_dir: str | os.PathLike | None = None,
     source_cfg: dict[str, Any] | None = None,
