@@ -129,4 +129,11 @@ def test_skillit_sampler_takes_every_key_of_the_skillit_block() -> None:
     from skillmix.skillit.samplers import SKILLIT_OPTIONS, SkillItSampler
 
     assert set(SKILLIT_OPTIONS) == set(SCHEMA["skillit"]["properties"])
-    assert set(SKILLIT_OPTIONS) <= set(inspect.signature(SkillItSampler).parameters)
+    parameters = inspect.signature(SkillItSampler).parameters
+    assert set(SKILLIT_OPTIONS) <= set(parameters)
+    schema = _defaults(SCHEMA["skillit"])
+    for key in SKILLIT_OPTIONS:
+        default = parameters[key].default
+        if default is inspect.Parameter.empty or schema[key] == "auto":  # auto is resolved before
+            continue
+        assert default == schema[key], (key, default, schema[key])

@@ -495,6 +495,71 @@ def test_graph_units_are_trained_repeats_times_from_one_initial_model(tiny_run):
         assert not np.allclose(after[0].to_numpy(), after[1].to_numpy()), unit
 
 
+def _merged(*paths: Path) -> dict:
+    """Config files merged as Snakemake merges --configfile options (later keys win, nested)."""
+
+    def merge(base: dict, extra: dict) -> dict:
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = (
+                merge(out[key], value)
+                if isinstance(value, dict) and isinstance(out.get(key), dict)
+                else value
+            )
+        return out
+
+    config: dict = {}
+    for path in paths:
+        config = merge(config, yaml.safe_load(path.read_text()))
+    return config
+
+
+def test_repeat_init_new_starts_each_repeat_from_its_own_initialisation(tiny_run):
+    """graph.runs.repeat_init: new: repeat 0 is the configured model's run (the same curve as the
+    workflow's, bit for bit), repeat 1 starts from another initialisation (other losses at step 0)."""
+    from skillmix.data.sources import resolve_tiny_tokenizer
+    from skillmix.graph.runs import graph_unit_curve
+
+    config = _merged(MAIN_CONFIG, TINY_CONFIG)
+    config["model"]["tiny"] = resolve_tiny_tokenizer(config["model"], config["source"])  # as the rules
+    slices = tiny_run / "results/slices"
+    manifest = json.loads((slices / "manifest.json").read_text())
+    slug = manifest["skills"][0]["slug"]
+    curve = graph_unit_curve(
+        slug,
+        slices / "manifest.json",
+        [slices / "train" / f"{slug}.parquet"],
+        slices / "val",
+        model_cfg=config["model"],
+        runs_cfg={**config["graph"]["runs"], "repeat_init": "new"},
+        eval_cfg=config["eval"],
+        source_cfg=config["source"],
+    )
+    raw = pd.read_parquet(tiny_run / "results/graph/brute_force/raw.parquet")
+    same = raw[raw["unit"] == slug].sort_values(["repeat", "step", "skill"]).reset_index(drop=True)
+    new = curve.sort_values(["repeat", "step", "skill"]).reset_index(drop=True)
+    first = new["repeat"] == 0
+    assert new[first]["loss"].tolist() == same[same["repeat"] == 0]["loss"].tolist()
+    start_new = new[(new["repeat"] == 1) & (new["step"] == 0)]["loss"].to_numpy()
+    start_same = same[(same["repeat"] == 1) & (same["step"] == 0)]["loss"].to_numpy()
+    assert len(start_new) == len(start_same) > 0
+    assert not np.allclose(start_new, start_same)
+
+
+def test_repeat_init_new_needs_a_model_built_from_config():
+    from skillmix.graph.runs import repeat_model
+    from skillmix.infra.errors import SkillmixInputError
+
+    config = _merged(MAIN_CONFIG, TINY_CONFIG)
+    runs = {**config["graph"]["runs"], "repeat_init": "new"}
+    assert repeat_model(config["model"], runs, 0) is config["model"]
+    assert repeat_model(config["model"], runs, 2)["seed"] != config["model"]["seed"]
+    assert repeat_model(config["model"], {**runs, "repeat_init": "same"}, 2) is config["model"]
+    pretrained = {**config["model"], "kind": "pretrained", "name_or_path": "some/folder"}
+    with pytest.raises(SkillmixInputError, match="graph.runs.repeat_init: new .*model.kind is 'pretrained'"):
+        repeat_model(pretrained, runs, 1)
+
+
 def test_linear_graph_dag_has_one_run_per_skill(tiny_run, tmp_path):
     result = run_ok(tiny_run, "-n", "results/graph/linear/adjacency.npy")
     assert job_stats(result.output) == {"graph_run": N_SKILLS, "graph_assemble": 1}, result.describe()

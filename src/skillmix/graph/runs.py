@@ -1,7 +1,8 @@
 """Graph-learning runs: one skill or an equal pair, from the initial model, every skill's loss.
 
-A unit may be trained several times (`graph.runs.repeats`), from the same initial model with
-another batch order (and other fresh examples) each time; its curve then has a `repeat` column.
+A unit may be trained several times (`graph.runs.repeats`), each time with another batch order
+(and other fresh examples), from the same initial model or, with `graph.runs.repeat_init: new`, from
+a tiny model initialised with the repeat's own seed; its curve then has a `repeat` column.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ REPEAT_SEED_STRIDE = 1_000_003
 def repeat_seed(seed: int, repeat: int) -> int:
     """The training seed (batch order, fresh examples) of repeat `repeat` of a graph unit."""
     return int(seed) + int(repeat) * REPEAT_SEED_STRIDE
+
+
+def repeat_model(model_cfg: dict[str, Any], runs_cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
+    """The `model` block repeat `repeat` of a graph unit starts from: the configured model, or with
+    `graph.runs.repeat_init: new` (tiny models only) the same model initialised with seed
+    `repeat_seed(model.seed, repeat)` (repeat 0 keeps `model.seed`)."""
+    if runs_cfg["repeat_init"] == "same" or repeat == 0:
+        return model_cfg
+    kind = complete("model", model_cfg)["kind"]
+    if kind != "tiny":
+        raise SkillmixInputError(
+            "graph.runs.repeat_init: new draws a new initialisation for each repeat, which only a "
+            f"model built from config has (model.kind: tiny); model.kind is {kind!r}"
+        )
+    return {**model_cfg, "seed": repeat_seed(model_cfg["seed"], repeat)}
 
 
 def graph_unit_curve(
@@ -76,9 +92,10 @@ def graph_unit_curve(
     )
     curves = []
     for repeat in range(runs_cfg["repeats"]):
-        if repeat:  # training changed the model in place: start again from the initial one
-            data = dataclasses.replace(data, model=load_model(model_cfg)[0])
-        run = _unit_run(data, unit, unit_skills, model_cfg, runs_cfg, eval_cfg, source_cfg, repeat)
+        start = repeat_model(model_cfg, runs_cfg, repeat)
+        if repeat:  # training changed the model in place: start again from an initial one
+            data = dataclasses.replace(data, model=load_model(start)[0])
+        run = _unit_run(data, unit, unit_skills, start, runs_cfg, eval_cfg, source_cfg, repeat)
         curve = run.train().val_curve[["step", "skill", "loss"]]
         curves.append(curve.assign(unit=unit, repeat=repeat))
     return pd.concat(curves, ignore_index=True)[["unit", "repeat", "step", "skill", "loss"]]
