@@ -8,6 +8,7 @@ a tiny model initialised with the repeat's own seed; its curve then has a `repea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,8 @@ from skillmix.graph.units import unit_slugs
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
+log = logging.getLogger(__name__)
+
 REPEAT_SEED_STRIDE = 1_000_003
 """Seed distance between two repeats of a unit (far from the small seeds a benchmark sweeps)."""
 
@@ -36,16 +39,19 @@ def repeat_seed(seed: int, repeat: int) -> int:
 
 def repeat_model(model_cfg: dict[str, Any], runs_cfg: dict[str, Any], repeat: int) -> dict[str, Any]:
     """The `model` block repeat `repeat` of a graph unit starts from: the configured model, or with
-    `graph.runs.repeat_init: new` (tiny models only) the same model initialised with seed
-    `repeat_seed(model.seed, repeat)` (repeat 0 keeps `model.seed`)."""
+    `graph.runs.repeat_init: new` a model built from config (`model.kind: tiny`) initialised with
+    seed `repeat_seed(model.seed, repeat)` (repeat 0 keeps `model.seed`). A pretrained model has
+    one initialisation, its weights, so every repeat starts from them (logged)."""
     if runs_cfg["repeat_init"] == "same" or repeat == 0:
         return model_cfg
     kind = complete("model", model_cfg)["kind"]
     if kind != "tiny":
-        raise SkillmixInputError(
-            "graph.runs.repeat_init: new draws a new initialisation for each repeat, which only a "
-            f"model built from config has (model.kind: tiny); model.kind is {kind!r}"
+        log.info(
+            "graph.runs.repeat_init new: model.kind %s has one initialisation; repeat %d starts from it",
+            kind,
+            repeat,
         )
+        return model_cfg
     return {**model_cfg, "seed": repeat_seed(model_cfg["seed"], repeat)}
 
 
