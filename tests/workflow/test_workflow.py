@@ -496,21 +496,12 @@ def test_graph_units_are_trained_repeats_times_from_one_initial_model(tiny_run):
 
 
 def _merged(*paths: Path) -> dict:
-    """Config files merged as Snakemake merges --configfile options (later keys win, nested)."""
-
-    def merge(base: dict, extra: dict) -> dict:
-        out = dict(base)
-        for key, value in extra.items():
-            out[key] = (
-                merge(out[key], value)
-                if isinstance(value, dict) and isinstance(out.get(key), dict)
-                else value
-            )
-        return out
+    """Config files merged as Snakemake merges --configfile options (its own update_config)."""
+    from snakemake.utils import update_config
 
     config: dict = {}
     for path in paths:
-        config = merge(config, yaml.safe_load(path.read_text()))
+        update_config(config, yaml.safe_load(path.read_text()))
     return config
 
 

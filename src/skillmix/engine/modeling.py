@@ -158,7 +158,9 @@ def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int)
     """A transformers config for the tiny model (`architecture`: llama or gpt2)."""
     arch = tiny["architecture"]
     if arch not in TINY_ARCHITECTURES:
-        raise SkillmixInputError(f"model.tiny.architecture must be llama or gpt2, got {arch!r}")
+        raise SkillmixInputError(
+            f"model.tiny.architecture must be one of {', '.join(TINY_ARCHITECTURES)}, got {arch!r}"
+        )
     config_class, fields, fixed = TINY_ARCHITECTURES[arch]
     values = {name: tiny[key] for key, names in fields.items() for name in names}
     special = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)

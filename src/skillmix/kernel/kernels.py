@@ -8,13 +8,12 @@ parameter subset. Kernels between a training set (rows i) and a set X (columns j
 * ``signgd``:            K[i, c, j, c'] = ⟨sign g_c(x_i), sign g_c'(x_j)⟩  (integer-valued)
 * ``asymmetric_signgd``: K[0] = ⟨sign g(x_i), g(x_j)⟩ and K[1] = ⟨g(x_i), sign g(x_j)⟩, stacked [2, …]
 
-Every kernel is a Gram matrix of per-(example, logit) feature rows of the gradient-feature
-engine (`skillmix.engine.features` and `feature_maps`: transform, optional projection, blocked
-float64 Gram), so memory
-stays bounded and the result does not depend on the block sizes. The solvers flatten
-[N, C, M, C] to (N·C) × (M·C) with row index i·C + c: kernel regression with a ridge relative
-to the top eigenvalue, with or without the initial model's outputs f0, and logistic regression
-on the kernel's rows.
+Every kernel is a Gram matrix of per-(example, logit) feature rows of the gradient-feature engine
+(`skillmix.engine.features` and `feature_maps`: transform, optional projection, blocked float64
+Gram), so memory stays bounded and the result does not depend on the block sizes. The solvers
+flatten [N, C, M, C] to (N·C) × (M·C) with row index i·C + c: kernel regression with a ridge
+relative to the top eigenvalue, with or without the initial model's outputs f0, and logistic
+regression on the kernel's rows.
 """
 
 from __future__ import annotations

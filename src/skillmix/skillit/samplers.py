@@ -31,8 +31,6 @@ STRATEGIES = (
     "curriculum",
     "anticurriculum",
 )
-SKILLIT_OPTIONS = ("eta", "window", "aggregate", "prior", "window_unit", "normalize_loss", "eta_schedule")
-"""The keys of the `skillit` block that `SkillItSampler` takes."""
 
 
 class SkillCurriculumSampler(SkillSampler):
@@ -287,7 +285,7 @@ def make_sampler(
             graph,
             eval_skills,
             update_steps=update_steps,
-            **{key: cfg[key] for key in SKILLIT_OPTIONS},
+            **cfg,  # the completed `skillit` block: every key is a SkillItSampler option
         )
     raise SkillmixInputError(
         f"train.strategies: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}"
