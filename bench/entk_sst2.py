@@ -65,7 +65,7 @@ def read_sst2(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, dev
 
 
-GRID = {"sgd": [1e-3, 1e-2, 1e-1, 1.0], "signgd": [1e-5, 1e-4, 1e-3], "adam": [1e-5, 1e-4, 1e-3, 1e-2]}
+GRID = {"sgd": [1e-3, 1e-2, 1e-1, 1.0, 10.0], "signgd": [1e-5, 1e-4, 1e-3], "adam": [1e-5, 1e-4, 1e-3, 1e-2]}
 
 
 def k_shot(train: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

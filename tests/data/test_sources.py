@@ -322,6 +322,7 @@ def test_table_prompt_answer_files(tmp_path: Path, suffix: str) -> None:
         "prompt": "2*3?",
         "answer": "6",
         "text": "2*3? 6",
+        "messages": "",
     }
 
 
@@ -608,3 +609,62 @@ def test_per_skill_counts(kind, generate) -> None:
         generate([4, 4])
     with pytest.raises(SkillmixInputError, match=f"source.{kind}.examples_per_skill"):
         generate([4, 4, 0, 4, 4])
+
+
+CHATS = [
+    {
+        "topic": "geo",
+        "messages": [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris"},
+        ],
+    },
+    {
+        "topic": "math",
+        "messages": [
+            {"role": "system", "content": "Be exact."},
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": "2"},
+            {"role": "user", "content": "2*3?"},
+            {"role": "assistant", "content": "6"},
+        ],
+    },
+]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_table_messages_column(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"chats{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in CHATS))
+    else:
+        pd.DataFrame(CHATS).to_parquet(path, index=False)
+    data = load_table(
+        {"path": path.name, "skill_column": "topic", "messages_column": "messages"}, base_dir=tmp_path
+    )
+    assert_data_model(data)
+    row = data.examples.iloc[1]
+    assert (row["prompt"], row["answer"], row["text"]) == ("2*3?", "6", "2*3? 6")
+    assert json.loads(row["messages"]) == CHATS[1]["messages"]
+
+
+def test_table_messages_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps({"topic": "x", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    cfg = {"path": path.name, "skill_column": "topic", "messages_column": "messages"}
+    with pytest.raises(
+        SkillmixInputError, match=r"chats.jsonl: row row-000000, column 'messages': the last turn"
+    ):
+        load_table(cfg, base_dir=tmp_path)
+    with pytest.raises(SkillmixInputError, match="sets messages_column and prompt_column"):
+        load_table({**cfg, "prompt_column": "topic"}, base_dir=tmp_path)
+
+
+def test_ni_chat_rows(ni_dir: Path) -> None:
+    plain = load_natural_instructions(ni_cfg(), ni_dir).examples
+    chat = load_natural_instructions(ni_cfg(chat=True), ni_dir).examples
+    assert (plain["messages"] == "").all() and plain["id"].tolist() == chat["id"].tolist()
+    turns = json.loads(chat["messages"].iloc[0])
+    assert [t["role"] for t in turns] == ["user", "assistant"]
+    assert turns[0]["content"] + "\nOutput:" == plain["prompt"].iloc[0]  # the definition is kept
+    assert turns[1]["content"] == plain["answer"].iloc[0] == chat["answer"].iloc[0]

@@ -4,17 +4,20 @@ Prompt/answer rows: the loss covers the answer tokens and, unless `eos_label` is
 end-of-sequence token (`loss_on="sequence"` covers the prompt tokens too, as the original
 Skill-It trains); the answer region is `" " + answer`, matching
 `text = prompt + " " + answer`. Plain-text rows (empty prompt and answer): the loss covers
-every token.
+every token. Chat rows (a `messages` list): the tokenizer's chat template, the loss on the
+assistant turns. Losses take the LM head at the label positions only (:func:`label_logits`).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from skillmix.data.sources.chat import parse_messages
 from skillmix.infra.errors import SkillmixInputError
 
 IGNORE = -100
@@ -92,6 +95,61 @@ def encode_row(
     return input_ids, labels, prefix + p, truncated
 
 
+# The LESS encoding of chat turns (less.md §1), used when a tokenizer has no chat template of its own.
+TULU_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{{ '<|assistant|>\\n' + m['content'] | trim + eos_token + '\\n' }}"
+    "{% else %}{{ '<|' + m['role'] + '|>\\n' + m['content'] | trim + '\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, str]], generation: bool) -> str:
+    template = None if getattr(tokenizer, "chat_template", None) else TULU_TEMPLATE
+    return tokenizer.apply_chat_template(
+        turns, chat_template=template, tokenize=False, add_generation_prompt=generation
+    )
+
+
+def encode_messages(
+    tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, str]], max_length: int, where: str = "messages"
+) -> tuple[list[int], list[int], list[int], bool]:
+    """Token ids, labels and generation prompt of a chat, cut from the right to `max_length` tokens.
+
+    The text is the tokenizer's chat template (the LESS format of less.md §1 when it has none);
+    labels cover each assistant turn as the template renders it (its text and end-of-turn
+    tokens), the rest is IGNORE. Cutting from the right is what the original does; an example
+    whose answer is cut away keeps no label. The generation prompt is the chat up to the last
+    assistant turn with the assistant header, uncut. Returns (input_ids, labels, prompt_ids, truncated).
+    """
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for k, turn in enumerate(turns):
+        if turn["role"] != "assistant":
+            continue
+        before = _render(tokenizer, turns[:k], generation=True) if k else _render(tokenizer, [], True)
+        upto = _render(tokenizer, turns[: k + 1], generation=False)
+        if not before.startswith(done) or not upto.startswith(before):
+            raise SkillmixInputError(
+                f"{where}: the tokenizer's chat template does not render a chat as a prefix of its "
+                "continuation; labels on the assistant turns cannot be placed"
+            )
+        pieces += [(before[len(done) :], False), (upto[len(before) :], True)]
+        done = upto
+    prompt_text = _render(tokenizer, turns[:-1], generation=True)
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, supervised in pieces:
+        if not text:
+            continue
+        part = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += part
+        labels += part if supervised else [IGNORE] * len(part)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    truncated = len(ids) > max_length
+    return ids[:max_length], labels[:max_length], prompt_ids, truncated
+
+
 def encode_frame(
     tokenizer: PreTrainedTokenizerBase,
     frame: pd.DataFrame,
@@ -100,18 +158,27 @@ def encode_frame(
     loss_on: str = "answer",
     eos_label: bool = True,
 ) -> EncodedSet:
-    """Encode the rows of one skill's slice (columns id, prompt, answer, text).
+    """Encode the rows of one skill's slice (columns id, prompt, answer, text, optionally messages).
 
-    `loss_on` and `eos_label` choose the label tokens, as in :func:`encode_row`.
+    A row with messages (a list of turns or its JSON text) is a chat, encoded by
+    :func:`encode_messages` (loss on the assistant turns, cut from the right); the others by
+    :func:`encode_row`, where `loss_on` and `eos_label` choose the label tokens.
     """
     if loss_on not in ("answer", "sequence"):
         raise SkillmixInputError(f"loss_on must be answer or sequence, got {loss_on!r}")
     out = EncodedSet(skill=skill, ids=[], input_ids=[], labels=[])
     prefix = special_prefix(tokenizer)
-    for row in frame.itertuples(index=False):
-        ids, labels, prompt_ids, cut = encode_row(
-            tokenizer, row.prompt, row.answer, row.text, max_length, prefix, loss_on, eos_label
-        )
+    chats = frame["messages"].tolist() if "messages" in frame.columns else [""] * len(frame)
+    for row, chat in zip(frame.itertuples(index=False), chats, strict=True):
+        if isinstance(chat, str) and chat == "":
+            ids, labels, prompt_ids, cut = encode_row(
+                tokenizer, row.prompt, row.answer, row.text, max_length, prefix, loss_on, eos_label
+            )
+        else:
+            turns = parse_messages(chat, f"{skill}, example {row.id}")
+            ids, labels, prompt_ids, cut = encode_messages(
+                tokenizer, turns, max_length, f"{skill}, example {row.id}"
+            )
         out.ids.append(str(row.id))
         out.input_ids.append(ids)
         out.labels.append(labels)
@@ -146,24 +213,71 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token next-token cross-entropy and the label mask, both [batch, seq-1].
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    """True when the model's forward takes transformers' `logits_to_keep` (through peft too)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
-    Positions whose label is ignored get loss 0 and mask 0. Computed in float32, or float64
-    for a float64 model.
+
+def label_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next-token logits at the positions that predict a label token, [B, P, V], and the labels
+    they predict, [B, P] (IGNORE where a row has none there).
+
+    P is the number of positions where any row of the batch has a label, so the LM head runs at the
+    answer positions only (transformers' `logits_to_keep`; models without it compute every position
+    and the others are dropped). A batch without labels keeps one position, all IGNORE.
     """
-    shift_logits = logits[:, :-1, :].to(torch.promote_types(logits.dtype, torch.float32))
-    shift_labels = labels[:, 1:]
-    mask = shift_labels != IGNORE
+    following = batch["labels"][:, 1:]
+    keep = (following != IGNORE).any(0).nonzero().flatten()
+    if keep.numel() == 0:
+        keep = torch.zeros(1, dtype=torch.long, device=following.device)
+    if _keeps_logits(model):
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+        ).logits
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, keep]
+    return logits, following[:, keep]
+
+
+def target_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of each position's logits [B, P, V] against its target [B, P] and the target mask.
+
+    Positions whose target is IGNORE get loss 0 and mask 0. Computed in float32, or float64 for a
+    float64 model.
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    mask = targets != IGNORE
     loss = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)),
-        shift_labels.clamp_min(0).reshape(-1),
-        reduction="none",
-    ).view_as(shift_labels)
+        logits.reshape(-1, logits.size(-1)), targets.clamp_min(0).reshape(-1), reduction="none"
+    ).view_as(targets)
     return loss * mask, mask
 
 
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean label-token loss of each example, [batch]."""
-    loss, mask = token_losses(logits, labels)
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token next-token cross-entropy and the label mask, both [batch, seq-1], from the logits
+    of every position (see :func:`target_losses`)."""
+    return target_losses(logits[:, :-1, :], labels[:, 1:])
+
+
+def target_means(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each row's mean loss over its targets, [B] (see :func:`target_losses`)."""
+    loss, mask = target_losses(logits, targets)
     return loss.sum(1) / mask.sum(1).clamp_min(1)
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean label-token loss of each example, [batch], from the logits of every position."""
+    return target_means(logits[:, :-1, :], labels[:, 1:])
+
+
+def label_token_losses(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-label-position losses and mask, [B, P], of a collated batch (the head at label positions only)."""
+    return target_losses(*label_logits(model, batch))
+
+
+def example_mean_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each example's mean label-token loss, [B], of a collated batch (the head at label positions only)."""
+    return target_means(*label_logits(model, batch))

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.engine.encoding import EncodedSet, collate, left_pad, per_example_loss
+from skillmix.engine.encoding import EncodedSet, collate, example_mean_losses, left_pad
 from skillmix.engine.modeling import Runtime
 from skillmix.infra.errors import SkillmixInputError
 
@@ -57,8 +57,7 @@ def example_losses(
         )
         batch = {k: v.to(runtime.device) for k, v in batch.items()}
         with runtime.autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        out.extend(per_example_loss(logits, batch["labels"]).tolist())
+            out.extend(example_mean_losses(model, batch).tolist())
     return out
 
 

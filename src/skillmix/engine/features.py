@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from skillmix.engine.encoding import IGNORE, EncodedSet, collate, per_example_loss, token_losses
+from skillmix.engine.encoding import IGNORE, EncodedSet, collate, label_logits, target_losses, target_means
 from skillmix.engine.feature_maps import Gradients
 from skillmix.engine.gradients import ParamSlice, PerExampleGradients, labelled_examples
 from skillmix.engine.modeling import Runtime
@@ -90,13 +90,14 @@ def _loss_gradient(
     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     what: str,
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """(gradients w.r.t. `params`, loss) of `loss_of(logits, labels)` on examples `idx` of `data`,
-    one padded batch; a non-finite loss raises FloatingPointError naming `what`."""
+    """(gradients w.r.t. `params`, loss) of `loss_of(logits, targets)` on examples `idx` of `data`,
+    one padded batch (logits and targets at the label positions, as :func:`label_logits` gives them);
+    a non-finite loss raises FloatingPointError naming `what`."""
     batch = collate([data.input_ids[i] for i in idx], [data.labels[i] for i in idx], pad_id)
     batch = {k: v.to(runtime.device) for k, v in batch.items()}
     with torch.enable_grad(), runtime.autocast():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = loss_of(logits, batch["labels"])
+        logits, targets = label_logits(model, batch)
+    loss = loss_of(logits, targets)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss for {what}")
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True, materialize_grads=True)
@@ -157,7 +158,7 @@ def example_loss_gradients(
                 data,
                 [i],
                 params,
-                lambda logits, labels: per_example_loss(logits, labels)[0],
+                lambda logits, targets: target_means(logits, targets)[0],
                 f"example {data.ids[i]}",
             )
             yield [j], {name: g.detach()[None] for name, g in zip(params, grads, strict=True)}
@@ -193,10 +194,10 @@ def mean_loss_gradient(
     tokens = sum(sum(t != IGNORE for t in data.labels[i][1:]) for i in kept)
     total = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
 
-    def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if reduction == "tokens":
-            return token_losses(logits, labels)[0].sum() / tokens
-        return per_example_loss(logits, labels).sum() / len(kept)
+            return target_losses(logits, targets)[0].sum() / tokens
+        return target_means(logits, targets).sum() / len(kept)
 
     loss_sum = 0.0
     for start in range(0, len(kept), batch_size):

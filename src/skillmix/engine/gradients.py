@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from skillmix.engine.encoding import IGNORE, EncodedSet, collate, per_example_loss
+from skillmix.engine.encoding import IGNORE, EncodedSet, collate, example_mean_losses
 from skillmix.engine.modeling import Runtime
 from skillmix.infra.errors import SkillmixInputError
 
@@ -228,10 +228,7 @@ class PerExampleGradients:
         try:
             with torch.enable_grad():
                 with self.runtime.autocast():
-                    logits = self.model(
-                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-                    ).logits
-                losses = per_example_loss(logits, batch["labels"])
+                    losses = example_mean_losses(self.model, batch)
         finally:
             self._recording = False
         try:

@@ -244,17 +244,37 @@ def load_pretrained(
 
 def apply_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
     """Wrap `model` with peft LoRA adapters (r, alpha, dropout, target_modules from `lora`, a
-    complete `model.lora`-style block)."""
+    complete `model.lora`-style block).
+
+    With `top_layers` N, only the top N decoder layers get adapters and the layers below run
+    once per distinct example (`skillmix.engine.prefix.FrozenLowerLayers`, Llama-style decoders).
+    """
     from peft import LoraConfig, get_peft_model
 
+    from skillmix.engine.prefix import decoder_of, freeze_lower_layers
+
+    top = lora.get("top_layers")
+    layers = None
+    if top is not None:
+        n_layers = len(decoder_of(model).layers)
+        if not 0 < top < n_layers:
+            raise SkillmixInputError(
+                f"lora.top_layers {top}: the model has {n_layers} layers, expected 1..{n_layers - 1}"
+            )
+        layers = list(range(n_layers - top, n_layers))
     config = LoraConfig(
         r=lora["r"],
         lora_alpha=lora["alpha"],
         lora_dropout=lora["dropout"],
         target_modules=lora["target_modules"],
+        layers_to_transform=layers,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    if top is not None:
+        frozen = freeze_lower_layers(peft_model, top)
+        log.info("LoRA on the top %d layers; layers below %d run once per example", top, frozen.start)
+    return peft_model
 
 
 def trainable_parameters(model: torch.nn.Module) -> int:

@@ -92,3 +92,149 @@ class CachedPrefix:
         weight = head.weight[list(rows)]
         bias = head.bias[list(rows)] if getattr(head, "bias", None) is not None else None
         return torch.nn.functional.linear(last, weight, bias)
+
+
+def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The Llama-style decoder (`.layers`, `.rotary_emb`, `.norm`, `.embed_tokens`) inside a causal LM,
+    a peft model wrapping one, or the decoder itself."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = inner if hasattr(inner, "layers") else getattr(inner, "model", None)
+    if base is None or not all(hasattr(base, a) for a in ("layers", "rotary_emb", "norm", "embed_tokens")):
+        raise SkillmixInputError(
+            f"{type(inner).__name__}: frozen lower layers need a Llama-style decoder "
+            "(model.layers, model.rotary_emb, model.norm, model.embed_tokens)"
+        )
+    return base
+
+
+class _Given(torch.nn.Module):
+    """Stands in for the embedding: returns the hidden states it was given."""
+
+    def __init__(self, states: torch.Tensor) -> None:
+        super().__init__()
+        self.states = states
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.states
+
+
+class FrozenLowerLayers:
+    """Runs a decoder's layers below `start` once per distinct token sequence.
+
+    Installed on a model, every later plain forward pass (right-padded or unpadded batches, no
+    key/value cache) takes the hidden states entering layer `start` of each row from a cache,
+    filled the first time a sequence is seen, and runs only layers `start`.. and the head. Outputs
+    equal the full model's (to float rounding) as long as nothing below `start` changes: every
+    parameter that requires grad must sit in layer `start` or above (or in the final norm or an
+    untied head), checked on install and on each pass. Generation (a key/value cache passed in),
+    `inputs_embeds` and left-padded batches run the full model.
+    """
+
+    def __init__(self, model: torch.nn.Module, start: int) -> None:
+        self.decoder = decoder_of(model)
+        n_layers = len(self.decoder.layers)
+        if not 0 < start < n_layers:
+            raise SkillmixInputError(f"frozen lower layers: start layer {start} is not in 1..{n_layers - 1}")
+        if hasattr(self.decoder, "_skillmix_frozen"):
+            raise SkillmixInputError("frozen lower layers are already installed on this model")
+        self.start = start
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+        self._original = self.decoder.forward
+        self.check_frozen(model)
+        self.decoder.forward = self._forward
+        self.decoder._skillmix_frozen = self
+
+    def check_frozen(self, model: torch.nn.Module) -> None:
+        """SkillmixInputError when a parameter below layer `start` (embeddings included) requires grad."""
+        below = {id(p) for layer in self.decoder.layers[: self.start] for p in layer.parameters()}
+        below |= {id(p) for p in self.decoder.embed_tokens.parameters()}
+        moving = [n for n, p in model.named_parameters() if p.requires_grad and id(p) in below]
+        if moving:
+            raise SkillmixInputError(
+                f"frozen lower layers from layer {self.start}: {moving[0]} (and {len(moving) - 1} more) "
+                "requires grad below that layer; adapt only the top layers (select.lora.top_layers)"
+            )
+
+    def remove(self) -> None:
+        """Restore the decoder's own forward and drop the cache."""
+        if getattr(self.decoder, "_skillmix_frozen", None) is self:
+            self.decoder.forward = self._original
+            del self.decoder._skillmix_frozen
+        self.cache.clear()
+
+    def _run(self, input_ids, attention_mask, layers, norm, **kwargs):
+        """The decoder's own forward with its layer list and final norm swapped for the call."""
+        saved = (self.decoder.layers, self.decoder.norm)
+        self.decoder.layers, self.decoder.norm = layers, norm
+        try:
+            return self._original(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs
+            )
+        finally:
+            self.decoder.layers, self.decoder.norm = saved
+
+    def _states(self, rows: list[tuple[int, ...]], device: torch.device) -> list[torch.Tensor]:
+        """The hidden states entering layer `start` of each row (cached; misses run in one batch)."""
+        missing = list(dict.fromkeys(r for r in rows if r not in self.cache))
+        self.misses += len(missing)
+        self.hits += len(rows) - len(missing)
+        if missing:
+            width = max(len(r) for r in missing)
+            ids = torch.zeros((len(missing), width), dtype=torch.long, device=device)
+            mask = torch.zeros_like(ids)
+            for i, r in enumerate(missing):
+                ids[i, : len(r)] = torch.tensor(r, device=device)
+                mask[i, : len(r)] = 1
+            lower = torch.nn.ModuleList(self.decoder.layers[: self.start])
+            with torch.no_grad():
+                out = self._run(ids, mask, lower, torch.nn.Identity()).last_hidden_state
+            for i, r in enumerate(missing):
+                self.cache[r] = out[i, : len(r)].detach()
+        return [self.cache[r] for r in rows]
+
+    def _forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        full = (
+            input_ids is None
+            or inputs_embeds is not None
+            or kwargs.get("cache") is not None
+            or kwargs.get("past_key_values") is not None
+            or kwargs.get("position_ids") is not None
+        )
+        if attention_mask is not None and not full:
+            lengths = attention_mask.sum(1)
+            expected = (
+                torch.arange(attention_mask.shape[1], device=attention_mask.device)[None] < lengths[:, None]
+            )
+            full = not bool((attention_mask.bool() == expected).all())  # not right-padded
+        if full:
+            return self._original(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
+        n, width = input_ids.shape
+        lengths = attention_mask.sum(1).tolist() if attention_mask is not None else [width] * n
+        rows = [tuple(input_ids[i, : int(length)].tolist()) for i, length in enumerate(lengths)]
+        states = self._states(rows, input_ids.device)
+        hidden = torch.zeros((n, width, states[0].shape[-1]), dtype=states[0].dtype, device=input_ids.device)
+        for i, s in enumerate(states):
+            hidden[i, : s.shape[0]] = s
+        top = torch.nn.ModuleList(self.decoder.layers[self.start :])
+        saved = self.decoder.embed_tokens
+        self.decoder.embed_tokens = _Given(hidden)
+        kwargs.pop("use_cache", None)
+        try:
+            return self._run(input_ids, attention_mask, top, self.decoder.norm, **kwargs)
+        finally:
+            self.decoder.embed_tokens = saved
+
+
+def freeze_lower_layers(model: torch.nn.Module, top_layers: int) -> FrozenLowerLayers:
+    """Install :class:`FrozenLowerLayers` so that only the top `top_layers` decoder layers run per
+    pass; returns the installed cache (call `remove()` to undo)."""
+    n_layers = len(decoder_of(model).layers)
+    if not 0 < top_layers < n_layers:
+        raise SkillmixInputError(
+            f"top_layers {top_layers}: the model has {n_layers} layers, expected 1..{n_layers - 1}"
+        )
+    return FrozenLowerLayers(model, n_layers - top_layers)

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from skillmix.engine.encoding import EncodedSet, collate, token_losses
+from skillmix.engine.encoding import EncodedSet, collate, label_token_losses
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.sampling import SkillSampler
@@ -339,8 +339,7 @@ def train(
         batch = {k: v.to(runtime.device) for k, v in batch.items()}
         lr = scheduler.get_last_lr()[0]
         with runtime.autocast():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        losses, mask = token_losses(logits, batch["labels"])
+            losses, mask = label_token_losses(model, batch)
         n_tokens = int(mask.sum())
         loss = losses.sum() / max(n_tokens, 1)
         if not torch.isfinite(loss):

@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from skillmix.data.slicing import read_manifest, read_slices
+from skillmix.data.sources import COLUMNS
 from skillmix.infra.errors import SkillmixInputError
-
-POOL_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
 
 
 def pool_frame(
@@ -35,7 +34,7 @@ def pool_frame(
             )
     wanted = [s for s in all_skills if not skills or s in skills]
     frames = read_slices(train_paths, wanted, "candidate pool")
-    pool = pd.concat([frames[s][POOL_COLUMNS] for s in wanted], ignore_index=True)
+    pool = pd.concat([frames[s][COLUMNS] for s in wanted], ignore_index=True)
     if pool.empty:
         raise SkillmixInputError("candidate pool: the training slices of the pool skills hold no rows")
     return pool

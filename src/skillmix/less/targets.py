@@ -3,7 +3,7 @@
 A target set comes either from the sliced data (the validation slice of each named skill is
 one skill; that skill's test slice is what the trained models are evaluated on) or from
 external files (each file is one skill: its first examples are the target, the following
-ones the evaluation set). Both give two frames with the columns of `TARGET_COLUMNS`.
+ones the evaluation set). Both give two frames with the columns of `COLUMNS`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from skillmix.data.slicing import read_slices
+from skillmix.data.sources import COLUMNS
 from skillmix.data.sources.tables import read_columns
 from skillmix.engine.encoding import EncodedSet, encode_frame
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-
-TARGET_COLUMNS = ["id", "skill", "prompt", "answer", "text"]
 
 
 def _head(frame: pd.DataFrame, n: int | None) -> pd.DataFrame:
@@ -58,9 +57,9 @@ def targets_from_slices(
             if frame is None:
                 continue
             part = _head(frame, n)
-            out.append(part[TARGET_COLUMNS])
+            out.append(part[COLUMNS])
     return _checked(pd.concat(target, ignore_index=True), "select.target.skills"), (
-        pd.concat(evaluation, ignore_index=True) if evaluation else pd.DataFrame(columns=TARGET_COLUMNS)
+        pd.concat(evaluation, ignore_index=True) if evaluation else pd.DataFrame(columns=COLUMNS)
     )
 
 
@@ -124,6 +123,7 @@ def targets_from_files(
                 "prompt": prompts,
                 "answer": answers,
                 "text": "",
+                "messages": "",
             }
         )
         n = len(frame) if per_skill is None else int(per_skill)

@@ -19,7 +19,7 @@ from skillmix.infra.errors import SkillmixInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text"]
+COLUMNS: list[str] = ["id", "skill", "prompt", "answer", "text", "messages"]
 KINDS: tuple[str, ...] = ("xor", "lego", "addition", "table", "natural_instructions")
 SYNTHETIC_KINDS: tuple[str, ...] = ("xor", "lego", "addition")
 
@@ -34,9 +34,12 @@ class SourceData:
 
 
 def examples_frame(records: dict[str, list[str]]) -> pd.DataFrame:
-    """Build an examples frame with exactly :data:`COLUMNS` (in that order) from column lists."""
+    """Build an examples frame with exactly :data:`COLUMNS` (in that order) from column lists; rows
+    without `messages` (JSON text of a chat) get "" there."""
     import pandas as pd  # here, not at the top: the Snakefile imports this package at parse time
 
+    if not records.get("messages"):
+        records = {**records, "messages": [""] * len(records["id"])}
     return pd.DataFrame({column: pd.Series(records[column], dtype=str) for column in COLUMNS})
 
 

@@ -8,6 +8,9 @@ A CSV lists the task files to use and maps each to a category. Each task file is
     prompt: "<Definition>\\n\\n" + "Input: <demo input>\\nOutput: <demo output>\\n\\n" * n_demos
             + "Input: <instance input>\\nOutput:"
     answer: the first output, stripped
+
+With ``chat: true`` an instance is a chat instead: one user turn (the prompt above without the
+final "Output:") and one assistant turn (the answer), encoded with the tokenizer's chat template.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from skillmix.data.sources import (
     resolve_path,
     stable_seed,
 )
+from skillmix.data.sources.chat import chat_fields
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
@@ -193,7 +197,7 @@ def load_natural_instructions(
         )
     n_demos = require_int(cfg["n_demonstrations"], "source.natural_instructions.n_demonstrations", 0)
 
-    records: dict[str, list[str]] = {"id": [], "skill": [], "prompt": [], "answer": [], "text": []}
+    records: dict[str, list[str]] = {k: [] for k in ("id", "skill", "prompt", "answer", "text", "messages")}
     for path, category in _read_task_table(cfg, csv_path, tasks_dir):
         name = task_name(path.name)
         task = read_ni_task(path, n_demos)
@@ -205,12 +209,19 @@ def load_natural_instructions(
         skill = category if cfg["skill"] == "category" else name
         for index in _kept_indices(len(task["Instances"]), cfg["max_per_task"], seed, name):
             instance_input, answer = _instance(task, index, path)
-            prompt = f"{header}Input: {instance_input}\nOutput:"
+            if cfg["chat"]:
+                turns = [
+                    {"role": "user", "content": f"{header}Input: {instance_input}"},
+                    {"role": "assistant", "content": answer},
+                ]
+                fields = chat_fields(turns)
+            else:
+                prompt = f"{header}Input: {instance_input}\nOutput:"
+                fields = {"prompt": prompt, "answer": answer, "text": f"{prompt} {answer}", "messages": ""}
             records["id"].append(f"{name}-{index:06d}")
             records["skill"].append(skill)
-            records["prompt"].append(prompt)
-            records["answer"].append(answer)
-            records["text"].append(f"{prompt} {answer}")
+            for key, value in fields.items():
+                records[key].append(value)
     return SourceData(
         examples=examples_frame(records),
         skills=sorted(set(records["skill"])),

@@ -3,7 +3,8 @@
 Reads JSON lines, JSON (a list of records), Parquet and CSV files with the standard library,
 pandas and pyarrow, and Hugging Face ``datasets`` tables, either a ``save_to_disk`` directory
 (format ``hf_disk``) or ``datasets.load_dataset(hf_name, data_files=...)`` with a packaged builder
-or a local builder directory (format ``hf``). Nothing is downloaded.
+or a local builder directory (format ``hf``). Nothing is downloaded. A row is plain text, a
+prompt/answer pair, or a chat (``messages_column``: a list of {role, content} turns).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from skillmix.data.sources import SourceData, examples_frame, resolve_path
+from skillmix.data.sources.chat import chat_fields, parse_messages
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
@@ -225,7 +227,15 @@ def _row_ids(id_values: list[Any] | None, cfg: dict[str, Any], n_rows: int, orig
 
 
 def _check_column_config(cfg: dict[str, Any], origin: str) -> None:
-    """Require either ``text_column`` or both ``prompt_column`` and ``answer_column``."""
+    """Require one of ``text_column``, ``messages_column``, or ``prompt_column`` with ``answer_column``."""
+    if cfg["messages_column"] is not None:
+        others = [k for k in ("text_column", "prompt_column", "answer_column") if cfg[k] is not None]
+        if others:
+            raise SkillmixInputError(
+                f"{origin}: config source.table sets messages_column and {', '.join(others)}; "
+                "a chat table gives messages_column only"
+            )
+        return
     has_text = cfg["text_column"] is not None
     has_prompt = cfg["prompt_column"] is not None
     has_answer = cfg["answer_column"] is not None
@@ -244,7 +254,7 @@ def _check_column_config(cfg: dict[str, Any], origin: str) -> None:
 
 def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceData:
     """Validate the configured columns of a read table and turn its rows into a SourceData."""
-    keys = ["skill_column", "id_column", "text_column", "prompt_column", "answer_column"]
+    keys = ["skill_column", "id_column", "text_column", "prompt_column", "answer_column", "messages_column"]
     values = {key: _column(columns, cfg, key, origin) for key in keys if cfg[key] is not None}
     n_rows = len(values["skill_column"])
     if n_rows == 0:
@@ -257,7 +267,22 @@ def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceD
                 f"{origin}: row {row_id} has an empty or null skill in column "
                 f"{cfg['skill_column']!r} (source.table.skill_column)"
             )
-    if "text_column" in values:
+    chats = [""] * n_rows
+    if "messages_column" in values:
+        fields = [
+            chat_fields(parse_messages(value, f"{origin}: row {row_id}, column {cfg['messages_column']!r}"))
+            for row_id, value in zip(ids, values["messages_column"], strict=True)
+        ]
+        prompts, answers, texts, chats = (
+            [f[k] for f in fields] for k in ("prompt", "answer", "text", "messages")
+        )
+        empty = [row_id for row_id, a in zip(ids, answers, strict=True) if not a.strip()]
+        if empty:
+            raise SkillmixInputError(
+                f"{origin}: row(s) {empty[:_MAX_NAMED]} end with an empty assistant turn in column "
+                f"{cfg['messages_column']!r} (source.table.messages_column)"
+            )
+    elif "text_column" in values:
         texts = [_as_text(value) for value in values["text_column"]]
         for row_id, skill, text in zip(ids, skills, texts, strict=True):
             if not text.strip():
@@ -279,7 +304,7 @@ def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceD
                     )
         texts = [f"{prompt} {answer}" for prompt, answer in zip(prompts, answers, strict=True)]
     examples = examples_frame(
-        {"id": ids, "skill": skills, "prompt": prompts, "answer": answers, "text": texts}
+        {"id": ids, "skill": skills, "prompt": prompts, "answer": answers, "text": texts, "messages": chats}
     )
     return SourceData(examples=examples, skills=sorted(set(skills)), origin=origin)
 
