@@ -38,6 +38,7 @@ from skillmix.engine.prefix import CachedPrefix
 from skillmix.infra.config import complete
 from skillmix.kernel.kernels import (
     kernel_from_features,
+    label_logits,
     label_words,
     lm_label_features,
     prompt_ids,
@@ -66,6 +67,8 @@ def read_sst2(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 GRID = {"sgd": [1e-3, 1e-2, 1e-1, 1.0, 10.0], "signgd": [1e-5, 1e-4, 1e-3], "adam": [1e-5, 1e-4, 1e-3, 1e-2]}
+# all parameters move together: smaller steps (the original's full fine-tuning grids)
+GRID_ALL = {"sgd": [1e-4, 1e-3, 1e-2, 1e-1], "signgd": [1e-7, 1e-6, 1e-5], "adam": [1e-6, 1e-5, 1e-4]}
 
 
 def k_shot(train: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +81,8 @@ def k_shot(train: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 
 def finetune(
-    cache: CachedPrefix,
-    weight: torch.nn.Parameter,
+    cache: CachedPrefix | FullModel,
+    weights: list[torch.nn.Parameter],
     label_ids: list[int],
     train: tuple[np.ndarray, np.ndarray],
     evals: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -89,10 +92,10 @@ def finetune(
     batch: int,
     seed: int,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Train `weight` from its current value on the cached rows `train` (rows, labels): accuracy
-    and mean loss on each of `evals`, and the trained value; `weight` is restored afterwards."""
-    start = weight.detach().clone()
-    opt = torch.optim.Adam([weight], lr=lr) if optimizer == "adam" else None
+    """Train `weights` from their current values on the cached rows `train` (rows, labels): accuracy
+    and mean loss on each of `evals`, and the trained values; `weights` are restored afterwards."""
+    start = [w.detach().clone() for w in weights]
+    opt = torch.optim.Adam(weights, lr=lr) if optimizer == "adam" else None
     rng = np.random.default_rng(seed)
     rows, labels = train
     order: list[int] = []
@@ -102,38 +105,54 @@ def finetune(
             order += rng.permutation(len(rows)).tolist()
         take, order = order[:batch], order[batch:]
         logits = torch.stack([cache.logits(int(rows[j]), label_ids) for j in take])
-        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels[take]))
-        (grad,) = torch.autograd.grad(loss, [weight])
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels[take], device=logits.device))
+        grads = torch.autograd.grad(loss, weights, allow_unused=True, materialize_grads=True)
         with torch.no_grad():
             if optimizer == "signgd":
-                weight -= lr * scale * torch.sign(grad)
+                for w, g in zip(weights, grads, strict=True):
+                    w -= lr * scale * torch.sign(g)
                 continue
-            norm = grad.norm()
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
             if norm > 1.0:
-                grad = grad / norm
+                grads = [g / norm for g in grads]
             if optimizer == "sgd":
-                weight -= lr * scale * grad
+                for w, g in zip(weights, grads, strict=True):
+                    w -= lr * scale * g
             else:
-                weight.grad = grad
+                for w, g in zip(weights, grads, strict=True):
+                    w.grad = g
                 for group in opt.param_groups:
                     group["lr"] = lr * scale
                 opt.step()
-                weight.grad = None
+                for w in weights:
+                    w.grad = None
     out = {k: v for name, (r, y) in evals.items() for k, v in evaluate(cache, label_ids, name, r, y).items()}
-    trained = weight.detach().clone()
+    trained = [w.detach().clone() for w in weights]
     with torch.no_grad():
-        weight.copy_(start)
+        for w, s in zip(weights, start, strict=True):
+            w.copy_(s)
     return out, trained
 
 
 def evaluate(cache: CachedPrefix, label_ids: list[int], name: str, rows, y) -> dict[str, float]:
     """Accuracy and mean cross-entropy of the cached rows under the model's current weights."""
     with torch.no_grad():
-        logits = torch.stack([cache.logits(int(i), label_ids) for i in rows])
+        logits = torch.stack([cache.logits(int(i), label_ids) for i in rows]).cpu()
     return {
         f"{name}_acc": float((logits.argmax(1).numpy() == y).mean()),
         f"{name}_loss": float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y))),
     }
+
+
+class FullModel:
+    """The whole model on its prompts, with CachedPrefix's `logits(i, rows)` (for fine-tuning all
+    parameters, where nothing below a block stays frozen)."""
+
+    def __init__(self, model: torch.nn.Module, prompts: list[list[int]]) -> None:
+        self.model, self.prompts = model, prompts
+
+    def logits(self, i: int, rows: list[int]) -> torch.Tensor:
+        return label_logits(self.model, self.prompts[i], rows)
 
 
 def solve_all(k: dict[str, np.ndarray], f0_train, f0_test, y_train, y_test) -> list[dict]:
@@ -162,16 +181,24 @@ def finetune_all(model, tokenizer, lw, train, dev, both, args) -> list[dict]:
     """Per seed and optimizer, the grid's run with the best validation accuracy (then loss)."""
     for p in model.parameters():
         p.requires_grad_(False)
-    layer = int(args.subset.split(".")[1]) if args.subset.startswith("layers.") else None
-    if layer is None or args.subset.count(",") or not args.subset.endswith(("proj", "proj.weight")):
-        raise SystemExit(f"fine-tuning needs one weight of one layer as --subset, got {args.subset!r}")
-    weight = model.model.get_submodule(args.subset.removesuffix(".weight")).weight
-    weight.requires_grad_(True)
     valid = np.unique(np.concatenate([va for _, va in both.values()]))
     union = np.unique(np.concatenate([tr for tr, _ in both.values()]))
     rows_all = np.concatenate([union, valid])
     prompts = [s + " It was" for s in [*train["sentence"].iloc[rows_all], *dev["sentence"]]]
-    cache = CachedPrefix(model, prompt_ids(tokenizer, prompts, lw, args.max_length), layer)
+    ids = prompt_ids(tokenizer, prompts, lw, args.max_length)
+    if args.subset == "all":
+        weights = list(model.parameters())
+        cache = FullModel(model, ids)
+    else:
+        layer = int(args.subset.split(".")[1]) if args.subset.startswith("layers.") else None
+        if layer is None or args.subset.count(",") or not args.subset.endswith(("proj", "proj.weight")):
+            raise SystemExit(
+                f"fine-tuning needs all or one weight of one layer as --subset, got {args.subset!r}"
+            )
+        weights = [model.model.get_submodule(args.subset.removesuffix(".weight")).weight]
+        cache = CachedPrefix(model, ids, layer)
+    for w in weights:
+        w.requires_grad_(True)
     where = {int(r): i for i, r in enumerate(union)}
     where_valid = {int(r): len(union) + i for i, r in enumerate(valid)}
     test_rows = np.arange(len(rows_all), len(prompts))
@@ -181,21 +208,23 @@ def finetune_all(model, tokenizer, lw, train, dev, both, args) -> list[dict]:
         split = (np.array([where[int(r)] for r in tr]), y_all[tr])
         valid_set = {"valid": (np.array([where_valid[int(r)] for r in va]), y_all[va])}
         test_set = (test_rows, dev["label"].to_numpy())
-        for optimizer, grid in GRID.items():
+        for optimizer, grid in (GRID_ALL if args.subset == "all" else GRID).items():
             runs, trained = [], []
             for lr in grid:
                 metrics, value = finetune(
-                    cache, weight, lw.ids, split, valid_set, optimizer, lr, args.steps, 8, seed
+                    cache, weights, lw.ids, split, valid_set, optimizer, lr, args.steps, 8, seed
                 )
                 runs.append({"lr": lr, **metrics})
                 trained.append(value)
             chosen = max(range(len(runs)), key=lambda j: (runs[j]["valid_acc"], -runs[j]["valid_loss"]))
-            start = weight.detach().clone()
+            start = [w.detach().clone() for w in weights]
             with torch.no_grad():  # only the chosen run is tested
-                weight.copy_(trained[chosen])
+                for w, v in zip(weights, trained[chosen], strict=True):
+                    w.copy_(v)
             test = evaluate(cache, lw.ids, "test", *test_set)
             with torch.no_grad():
-                weight.copy_(start)
+                for w, v in zip(weights, start, strict=True):
+                    w.copy_(v)
             out.append({"seed": seed, "optimizer": optimizer, **runs[chosen], **test, "grid": runs})
     return out
 
@@ -213,6 +242,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps")
     parser.add_argument("--no-finetune", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--projection", type=int, default=None, help="project the gradients to this width (all parameters)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "entk_sst2")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -229,12 +262,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model, tokenizer = load_pretrained(str(args.gguf), gguf_file=GGUF)
-    model.eval()
+    model.to(args.device).eval()
     lw = label_words(tokenizer, WORDS)
     ids = prompt_ids(tokenizer, prompts, lw, args.max_length)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    feats, f0 = lm_label_features(model, ids, lw, args.subset, ("sgd", "sign"), binary=True)
+    feats, f0 = lm_label_features(
+        model, ids, lw, args.subset, ("sgd", "sign"), projection_dim=args.projection, binary=True
+    )
     grad_s = time.perf_counter() - t0
     d = int(feats["sgd"].shape[-1])
     f0 = f0.numpy()[:, 0]  # f_great − f_terrible at θ0
@@ -267,6 +302,8 @@ def main() -> None:
         "k": args.k,
         "seeds": args.seeds,
         "subset": args.subset,
+        "projection": args.projection,
+        "device": args.device,
         "parameters": d,
         "train_sentences": int(n_train),
         "test_sentences": int(len(dev)),

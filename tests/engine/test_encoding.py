@@ -119,11 +119,13 @@ def test_label_logits_equal_the_full_logits_at_the_label_positions(arch):
     model.eval()
     gen = torch.Generator().manual_seed(0)
     rows = [torch.randint(3, 200, (n,), generator=gen).tolist() for n in (7, 12, 4)]
-    labels = [[IGNORE] * (n - 3) + r[n - 3 :] for r, n in zip(rows, (7, 12, 4), strict=True)]
+    labels = [[IGNORE] * (n - k) + r[n - k :] for r, n, k in zip(rows, (7, 12, 4), (3, 4, 2), strict=True)]
     batch = collate(rows, labels, 0)
     logits, targets = label_logits(model, batch)
-    # answers sit at different places per row: the union of positions, IGNORE where a row has none
-    assert logits.shape[:2] == targets.shape and targets.shape[1] < batch["input_ids"].shape[1] - 1
+    # answers sit at different places per row: each row's own label positions, the longest
+    # row's count wide, IGNORE where a row has fewer
+    assert logits.shape[:2] == targets.shape == (3, 4)
+    assert (targets != IGNORE).sum(1).tolist() == [3, 4, 2]
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss, mask = label_token_losses(model, batch)
     want_loss, want_mask = token_losses(full, batch["labels"])

@@ -391,3 +391,33 @@ def test_binary_collapse_and_the_asym_solver_on_a_separable_problem():
     assert result.settings == {"solver": "asym", "gamma": 1.0, "mix": 0.5}
     with pytest.raises(SkillmixInputError):
         solve_asym(kernel(jt, jt, "sgd"), y, kernel(jt, jo, "sgd"))  # not an asymmetric pair
+
+
+@pytest.mark.parametrize("subset", ["no_embeddings", "no_head"])
+def test_a_tied_head_is_split_by_the_embedding_subsets(subset):
+    from skillmix.engine.features import logit_gradients
+    from skillmix.engine.modeling import build_tiny_model
+    from skillmix.kernel.kernels import label_logits
+
+    model, _ = build_tiny_model(TINY, seed=0)
+    model = model.double()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    x = [5, 9, 11, 4]
+    rows = [7, 8]
+    want_logits = label_logits(model, x, rows).detach()
+    # reference: each use of the shared weight alone, from the tied model
+    emb = model.model.embed_tokens.weight
+    out = model(inputs_embeds=model.model.embed_tokens(torch.tensor([x])).detach()).logits[0, -1, rows]
+    (head_side,) = torch.autograd.grad(out[1], [emb])
+    (both,) = torch.autograd.grad(label_logits(model, x, rows)[1], [emb])
+    layout, items = logit_gradients(model, [x], lambda m, p: label_logits(m, p, rows), subset)
+    names = [p.name for p in layout]
+    _, grads, logits = next(items)
+    torch.testing.assert_close(logits, want_logits)  # untying changes no output
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    if subset == "no_embeddings":
+        assert "lm_head.weight" in names and not any("embed" in n for n in names)
+        torch.testing.assert_close(grads["lm_head.weight"][1], head_side)
+    else:
+        assert "model.embed_tokens.weight" in names and "lm_head.weight" not in names
+        torch.testing.assert_close(grads["model.embed_tokens.weight"][1], both - head_side)

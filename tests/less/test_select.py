@@ -24,7 +24,7 @@ from skillmix.engine.sampling import EpochSampler
 from skillmix.engine.training import trainable_state
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import parse_scatteritem, shard_range
-from skillmix.less.datastore import build_shard, gradient_features
+from skillmix.less.datastore import build_shard, gradient_feature_sets, gradient_features
 from skillmix.less.influence import STATUS_NO_ANSWER, STATUS_NON_FINITE, STATUS_SCORED, score_datastore
 from skillmix.less.pool import warmup_indices
 from skillmix.less.selection import (
@@ -321,6 +321,20 @@ def test_adam_feature_equals_hand_computation(warm) -> None:
         torch.testing.assert_close(
             got.features[256].to(torch.float64), hand_features(x, 256, seed=7), atol=1e-5, rtol=0
         )
+    # several kinds from one gradient pass equal one call per kind, projected and exact
+    for dims in ([256], [256, 100_000]):
+        both = gradient_feature_sets(
+            model, runtime, tok.pad_token_id, data, groups, dims, ["adam", "sgd"],
+            optimizer_state=state, projection_seed=7, batch_size=2,
+        )  # fmt: skip
+        for kind in ("adam", "sgd"):
+            one = gradient_features(
+                model, runtime, tok.pad_token_id, data, groups, dims, feature=kind,
+                optimizer_state=state, projection_seed=7,
+            )  # fmt: skip
+            assert both[kind].kept_ids == one.kept_ids and set(both[kind].features) == set(one.features)
+            for d in one.features:
+                torch.testing.assert_close(both[kind].features[d], one.features[d], atol=1e-6, rtol=1e-5)
     # faithful mode: the feature rounded to float16 before the projection (less.md §9.4)
     half = gradient_features(
         model,
@@ -848,3 +862,22 @@ def test_targets_from_slices(tmp_path) -> None:
     assert e2["id"].tolist() == by["lego-1"]["id"][4:7].tolist()
     with pytest.raises(SkillmixInputError, match="lego-9"):
         targets_from_slices(["lego-9"], val_paths, test_paths)
+
+
+def test_lora_top_layers_through_warmup_and_datastore(tmp_path) -> None:
+    model_cfg = {**MODEL, "tiny": {**MODEL["tiny"], "num_layers": 2}}
+    lora = {**LORA, "dropout": 0.0, "top_layers": 1}
+    dirs = [tmp_path / "epoch-1", tmp_path / "epoch-2"]
+    torch.manual_seed(0)
+    warmup_from_pool(model_cfg, lora, WARMUP, lego_pool(), dirs)
+    adapter = load_file(dirs[-1] / "adapter.safetensors")
+    assert adapter and all(".layers.1." in name for name in adapter)  # the top layer only
+    model, tok, runtime, state = load_epoch_checkpoint(dirs[-1], model_cfg, lora)
+    frozen = model.get_base_model().model._skillmix_frozen
+    data, groups = encoded_pool(tok, n=6)
+    kw = {"optimizer_state": state, "feature": "adam", "batch_size": 4}
+    cached = gradient_features(model, runtime, tok.pad_token_id, data, groups, [100_000], **kw)
+    assert frozen.misses == 6 and cached.stats["exact_dims"] == [100_000]
+    frozen.remove()  # the same adapters, every layer run each pass
+    full = gradient_features(model, runtime, tok.pad_token_id, data, groups, [100_000], **kw)
+    torch.testing.assert_close(cached.features[100_000], full.features[100_000], atol=1e-5, rtol=1e-4)

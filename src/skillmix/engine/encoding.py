@@ -221,23 +221,32 @@ def _keeps_logits(model: torch.nn.Module) -> bool:
 
 def label_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The next-token logits at the positions that predict a label token, [B, P, V], and the labels
-    they predict, [B, P] (IGNORE where a row has none there).
+    they predict, [B, P].
 
-    P is the number of positions where any row of the batch has a label, so the LM head runs at the
-    answer positions only (transformers' `logits_to_keep`; models without it compute every position
-    and the others are dropped). A batch without labels keeps one position, all IGNORE.
+    Row b's label positions come first in its row, in order; P is the largest count in the batch
+    and shorter rows are filled with their last position, target IGNORE. So the LM head runs at
+    the answer positions only (transformers' `logits_to_keep` with per-row positions; models
+    without it compute every position and the others are dropped). A row without labels keeps one
+    position, IGNORE.
     """
     following = batch["labels"][:, 1:]
-    keep = (following != IGNORE).any(0).nonzero().flatten()
-    if keep.numel() == 0:
-        keep = torch.zeros(1, dtype=torch.long, device=following.device)
+    has = following != IGNORE
+    counts = has.sum(1)
+    width = max(1, int(counts.max()))
+    # per row: its label positions in order, then its last position (filler)
+    order = torch.argsort((~has).to(torch.int8), dim=1, stable=True)[:, :width]
+    fill = torch.arange(width, device=has.device)[None] >= counts[:, None]
+    last = (batch["attention_mask"].sum(1) - 1).clamp_min(0)[:, None].expand_as(order)
+    positions = torch.where(fill, last.clamp_max(following.shape[1] - 1), order)
+    targets = torch.where(fill, torch.full_like(order, IGNORE), following.gather(1, positions))
     if _keeps_logits(model):
         logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=positions
         ).logits
     else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, keep]
-    return logits, following[:, keep]
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = torch.take_along_dim(full, positions[..., None], dim=1)
+    return logits, targets
 
 
 def target_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,32 @@ log = logging.getLogger(__name__)
 # Parameter subsets
 
 
+def untie_head(model: torch.nn.Module, subset: str) -> bool:
+    """Give a tied LM head its own copy of the weight when `subset` separates head and embeddings.
+
+    On a model whose output head shares its weight with the input embeddings (SmolLM2, GPT-2,
+    the tiny models), `named_parameters()` lists the shared weight once, under the embedding's
+    name, so `no_embeddings` would drop the head too and `no_head` would keep both uses. After
+    untying, `no_embeddings` differentiates the head's use of the weight (the output side) and
+    `no_head` the embedding lookup alone; the outputs do not change. `all` and other subsets keep
+    the tie (a tied weight's gradient is the sum over both uses). Returns whether it untied.
+    """
+    if subset not in ("no_embeddings", "no_head"):
+        return False
+    getters = (getattr(model, "get_output_embeddings", None), getattr(model, "get_input_embeddings", None))
+    if not all(getters):
+        return False
+    head, embeddings = (g() for g in getters)
+    if head is None or embeddings is None or head.weight is not embeddings.weight:
+        return False
+    shared = embeddings.weight
+    head.weight = torch.nn.Parameter(shared.detach().clone(), requires_grad=shared.requires_grad)
+    if hasattr(model, "config"):
+        model.config.tie_word_embeddings = False
+    log.info("subset %s: the LM head tied to the input embeddings gets its own copy of the weight", subset)
+    return True
+
+
 def select_parameters(
     named: Mapping[str, torch.Tensor] | Sequence[tuple[str, torch.Tensor]], subset: str = "all"
 ) -> dict[str, torch.Tensor]:
@@ -228,9 +254,11 @@ def logit_gradients(
 
     Each item is (example index, gradients [C, *shape], the C logits (float64, CPU)). One
     forward pass per prompt (no padding) and one backward pass per output; a tied weight gets
-    the sum of both uses' gradients. The model is put in eval mode.
+    the sum of both uses' gradients (`no_embeddings` / `no_head` untie the head first, see
+    :func:`untie_head`). The model is put in eval mode.
     """
     model.eval()
+    untie_head(model, subset)
     params = select_parameters(model.named_parameters(), subset)
     plist = list(params.values())
 

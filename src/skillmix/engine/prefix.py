@@ -231,10 +231,16 @@ class FrozenLowerLayers:
 
 def freeze_lower_layers(model: torch.nn.Module, top_layers: int) -> FrozenLowerLayers:
     """Install :class:`FrozenLowerLayers` so that only the top `top_layers` decoder layers run per
-    pass; returns the installed cache (call `remove()` to undo)."""
-    n_layers = len(decoder_of(model).layers)
+    pass; returns the installed cache (call `remove()` to undo). A model that has one installed
+    from the same layer keeps it, and its cache (e.g. new adapters on the same base model)."""
+    decoder = decoder_of(model)
+    n_layers = len(decoder.layers)
     if not 0 < top_layers < n_layers:
         raise SkillmixInputError(
             f"top_layers {top_layers}: the model has {n_layers} layers, expected 1..{n_layers - 1}"
         )
+    existing = getattr(decoder, "_skillmix_frozen", None)
+    if existing is not None and existing.start == n_layers - top_layers:
+        existing.check_frozen(model)
+        return existing
     return FrozenLowerLayers(model, n_layers - top_layers)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from skillmix.engine.features import select_parameters
+from skillmix.engine.features import select_parameters, untie_head
 from skillmix.engine.modeling import load_model
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
@@ -330,6 +330,7 @@ def finetune(
         )
         for s in SPLITS
     }
+    untie_head(model, subset)  # the kernel's parameters, also on a tied head
     params = list(select_parameters(model.named_parameters(), subset).values())
     for p in model.parameters():
         p.requires_grad_(False)

@@ -82,10 +82,35 @@ def gradient_features(
     narrower widths are still prefixes of the widest projected one. Without it every width is
     projected, as the original always does.
     """
+    return gradient_feature_sets(
+        model, runtime, pad_id, data, skills, dims, [feature], optimizer_state, adam_variant,
+        projection_seed, batch_size, projection_input, exact,
+    )[feature]  # fmt: skip
+
+
+def gradient_feature_sets(
+    model: torch.nn.Module,
+    runtime: Runtime,
+    pad_id: int,
+    data: EncodedSet,
+    skills: Sequence[str],
+    dims: Sequence[int],
+    features: Sequence[str],
+    optimizer_state: dict[str, Any] | None = None,
+    adam_variant: str = "less",
+    projection_seed: int = 0,
+    batch_size: int = 16,
+    projection_input: str = "float32",
+    exact: bool = True,
+) -> dict[str, FeatureResult]:
+    """:func:`gradient_features` of several feature kinds (e.g. "adam" and "sgd") from one pass of
+    per-example gradients: one result per kind, same examples, same projection."""
     if projection_input not in ("float32", "float16"):
         raise SkillmixInputError(f"projection_input must be float32 or float16, got {projection_input!r}")
-    if feature not in FEATURES:
-        raise SkillmixInputError(f"gradient feature must be one of {FEATURES}, got {feature!r}")
+    features = list(dict.fromkeys(features))
+    bad = [f for f in features if f not in FEATURES]
+    if bad or not features:
+        raise SkillmixInputError(f"gradient feature must be one of {FEATURES}, got {bad or features!r}")
     dims = sorted({int(d) for d in dims})
     if not dims:
         raise SkillmixInputError("select.grads.dims is empty")
@@ -93,51 +118,64 @@ def gradient_features(
         raise ValueError("one skill label per example is needed")
     kept, excluded = labelled_examples(data)
     model.to(runtime.device)
-    stats: dict[str, Any] = {"feature": feature, "examples": len(data), "excluded": len(excluded)}
+    stats: dict[str, dict[str, Any]] = {
+        f: {"feature": f, "examples": len(data), "excluded": len(excluded)} for f in features
+    }
     layout, batches = example_loss_gradients(model, runtime, pad_id, data, kept, "lora", batch_size)
-    if feature == "adam":
-        if optimizer_state is None:
-            raise SkillmixInputError("the Adam feature needs the checkpoint's optimizer state")
-        adam = AdamState.from_optimizer(optimizer_state, layout, adam_variant)
-        transform = Transform("adam", adam.to(runtime.device))
-        stats.update(beta1=adam.beta1, beta2=adam.beta2, eps=adam.eps, adam_variant=adam_variant)
-    else:
-        transform = Transform("sign" if feature == "sign" else "sgd")
+    transforms = []
+    for f in features:
+        if f == "adam":
+            if optimizer_state is None:
+                raise SkillmixInputError("the Adam feature needs the checkpoint's optimizer state")
+            adam = AdamState.from_optimizer(optimizer_state, layout, adam_variant)
+            transforms.append(Transform("adam", adam.to(runtime.device)))
+            stats[f].update(beta1=adam.beta1, beta2=adam.beta2, eps=adam.eps, adam_variant=adam_variant)
+        else:
+            transforms.append(Transform("sign" if f == "sign" else "sgd"))
     grad_dim = sum(p.numel for p in layout)
     exact_dims = [d for d in dims if exact and d >= grad_dim]
     projected_dims = [d for d in dims if d not in exact_dims]
     projection = None
     if projected_dims:
         projection = Projection(grad_dim, projected_dims[-1], projection_seed, runtime.device)
-    # one pass: the transformed gradient when an exact width needs it, projected from it per
-    # parameter slice exactly as FeatureMap projects (the transform runs once per row)
-    whole = FeatureMap(layout, [transform]) if exact_dims else None
-    fmap = None if whole is not None else FeatureMap(layout, [transform], projection, projection_input)
-    raw = torch.zeros((len(kept), grad_dim), dtype=torch.float32) if exact_dims else None
-    out = torch.zeros((len(kept), projected_dims[-1]), dtype=torch.float32) if projected_dims else None
-    for pos, grads in tqdm(batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients"):
+    # one pass: the transformed gradients when an exact width needs them, projected from them per
+    # parameter slice exactly as FeatureMap projects (each transform runs once per row)
+    whole = FeatureMap(layout, transforms) if exact_dims else None
+    fmap = None if whole is not None else FeatureMap(layout, transforms, projection, projection_input)
+    n_kept = len(kept)
+    raw = [torch.zeros((n_kept, grad_dim), dtype=torch.float32) if exact_dims else None for _ in features]
+    out = [
+        torch.zeros((n_kept, projected_dims[-1]), dtype=torch.float32) if projected_dims else None
+        for _ in features
+    ]
+    for pos, grads in tqdm(batches, total=-(-n_kept // batch_size), mininterval=5.0, desc="gradients"):
         if whole is None:
-            out[pos] = fmap(grads)[0].cpu()
+            for j, x in enumerate(fmap(grads)):
+                out[j][pos] = x.cpu()
             continue
-        x = whole(grads)[0]
-        raw[pos] = x.cpu()
-        if projection is not None:
-            out[pos] = project_slices(x, layout, projection, projection_input).cpu()
-    if feature == "adam" and kept:
-        stats["share_v_above_1e-9"] = transform.large_v / (len(kept) * grad_dim)
-    stats["grad_dim"] = grad_dim
-    stats["projection_input"] = projection_input
-    stats["projector"] = projection.identity if projection is not None else None
-    stats["exact_dims"] = exact_dims
-    features = {d: normalise_rows(out[:, :d]) for d in projected_dims}
-    features.update({d: normalise_rows(raw) for d in exact_dims})
-    return FeatureResult(
-        features,
-        [data.ids[i] for i in kept],
-        [str(skills[i]) for i in kept],
-        excluded,
-        stats,
-    )
+        for j, x in enumerate(whole(grads)):
+            raw[j][pos] = x.cpu()
+            if projection is not None:
+                out[j][pos] = project_slices(x, layout, projection, projection_input).cpu()
+    results = {}
+    for j, (f, transform) in enumerate(zip(features, transforms, strict=True)):
+        st = stats[f]
+        if f == "adam" and kept:
+            st["share_v_above_1e-9"] = transform.large_v / (n_kept * grad_dim)
+        st["grad_dim"] = grad_dim
+        st["projection_input"] = projection_input
+        st["projector"] = projection.identity if projection is not None else None
+        st["exact_dims"] = exact_dims
+        feats = {d: normalise_rows(out[j][:, :d]) for d in projected_dims}
+        feats.update({d: normalise_rows(raw[j]) for d in exact_dims})
+        results[f] = FeatureResult(
+            feats,
+            [data.ids[i] for i in kept],
+            [str(skills[i]) for i in kept],
+            excluded,
+            st,
+        )
+    return results
 
 
 def write_feature_shard(

@@ -217,13 +217,10 @@ def save_epoch_checkpoint(
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
 
 
-def load_epoch_checkpoint(
-    path: str | os.PathLike, model_cfg: dict[str, Any], lora_cfg: dict[str, Any]
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, dict[str, Any]]:
-    """The LoRA model of an epoch checkpoint, its tokenizer, runtime and the optimizer state_dict.
+def read_epoch_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The adapter weights (by parameter name) and the optimizer state_dict of an epoch checkpoint.
 
-    Stops with SkillmixInputError when the adapter or the optimizer state is missing or does
-    not fit the configured model.
+    Stops with SkillmixInputError when the adapter or the optimizer state is missing.
     """
     path = Path(path)
     adapter, opt_tensors, opt_json = (
@@ -238,18 +235,33 @@ def load_epoch_checkpoint(
             f"warm-up checkpoint {path}: no optimizer state ({opt_tensors.name} and {opt_json.name}); "
             "the Adam gradient feature needs the optimizer's moments saved with the checkpoint"
         )
+    return load_file(adapter), join_optimizer_state(load_file(opt_tensors), json.loads(opt_json.read_text()))
+
+
+def load_epoch_checkpoint(
+    path: str | os.PathLike, model_cfg: dict[str, Any], lora_cfg: dict[str, Any]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime, dict[str, Any]]:
+    """The LoRA model of an epoch checkpoint, its tokenizer, runtime and the optimizer state_dict.
+
+    Stops with SkillmixInputError when the adapter or the optimizer state is missing or does
+    not fit the configured model.
+    """
+    weights, state = read_epoch_checkpoint(path)
     model, tokenizer, runtime = lora_model(model_cfg, lora_cfg)
-    weights = load_file(adapter)
+    load_adapter(model, weights, path)
+    return model, tokenizer, runtime, state
+
+
+def load_adapter(model: torch.nn.Module, weights: dict[str, torch.Tensor], origin: Any) -> None:
+    """Set a LoRA model's trainable weights from `weights` (exactly its trainable parameter names)."""
     expected = set(trainable_state(model))
     if set(weights) != expected:
         raise SkillmixInputError(
-            f"warm-up checkpoint {path}: adapter tensors do not match the configured LoRA "
+            f"warm-up checkpoint {origin}: adapter tensors do not match the configured LoRA "
             f"(missing {sorted(expected - set(weights))[:3]}, "
             f"unexpected {sorted(set(weights) - expected)[:3]})"
         )
     model.load_state_dict(weights, strict=False)
-    state = join_optimizer_state(load_file(opt_tensors), json.loads(opt_json.read_text()))
-    return model, tokenizer, runtime, state
 
 
 def run_warmup(
