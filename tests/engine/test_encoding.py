@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from skillmix.data.sources.chat import chat_fields, parse_messages
+from skillmix.data.chat import chat_fields, parse_messages
 from skillmix.engine.encoding import (
     IGNORE,
     collate,

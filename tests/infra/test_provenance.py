@@ -39,7 +39,7 @@ def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
 
 def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
     closure = module_closure("skillmix.data.sources.addition")
-    assert closure[:3] == ["skillmix", "skillmix.data", "skillmix.data.sources"]
+    assert closure[:2] == ["skillmix", "skillmix.data"] and "skillmix.data.sources" in closure
     assert "skillmix.data.sources.addition" in closure
     assert code_version("data.sources.addition") == code_version("skillmix.data.sources.addition")
 

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from skillmix.data.sources.chat import parse_messages
+from skillmix.data.chat import parse_messages
 from skillmix.infra.errors import SkillmixInputError
 
 IGNORE = -100

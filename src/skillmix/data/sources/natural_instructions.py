@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from skillmix.data.chat import chat_fields
 from skillmix.data.sources import (
     SourceData,
     examples_frame,
@@ -31,7 +32,6 @@ from skillmix.data.sources import (
     resolve_path,
     stable_seed,
 )
-from skillmix.data.sources.chat import chat_fields
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from skillmix.data.chat import chat_fields, parse_messages
 from skillmix.data.sources import SourceData, examples_frame, resolve_path
-from skillmix.data.sources.chat import chat_fields, parse_messages
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
