@@ -881,3 +881,20 @@ def test_lora_top_layers_through_warmup_and_datastore(tmp_path) -> None:
     frozen.remove()  # the same adapters, every layer run each pass
     full = gradient_features(model, runtime, tok.pad_token_id, data, groups, [100_000], **kw)
     torch.testing.assert_close(cached.features[100_000], full.features[100_000], atol=1e-5, rtol=1e-4)
+
+
+def test_selection_jsonl_writes_chats_as_turns(tmp_path) -> None:
+    from skillmix.data.chat import chat_fields
+    from skillmix.less.selection import write_jsonl
+
+    turns = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    frame = pd.DataFrame(
+        [
+            {"rank": 1, "id": "a", "skill": "s", **chat_fields(turns)},
+            {"rank": 2, "id": "b", "skill": "s", "prompt": "q", "answer": "x", "text": "q x", "messages": ""},
+        ]
+    )
+    write_jsonl(frame, tmp_path / "sel.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
+    assert rows[0]["messages"] == turns and rows[0]["rank"] == 1
+    assert "messages" not in rows[1] and rows[1]["answer"] == "x"

@@ -159,10 +159,15 @@ def random_examples(pool: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
 
 
 def write_jsonl(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """One JSON object per row, in row order; the file appears only when complete."""
+    """One JSON object per row, in row order; the file appears only when complete. A chat row's
+    `messages` is written as its list of turns; rows without one leave the key out."""
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in frame.to_dict("records"):
-            f.write(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}) + "\n")
+            record = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            chat = record.pop("messages", "")
+            if chat:
+                record["messages"] = json.loads(chat)
+            f.write(json.dumps(record) + "\n")
 
 
 def composition(pool: pd.DataFrame, selections: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
