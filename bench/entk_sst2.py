@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from skillmix.engine.features import select_parameters, untie_head
 from skillmix.engine.modeling import load_pretrained
 from skillmix.engine.prefix import CachedPrefix
 from skillmix.infra.config import complete
@@ -186,17 +187,19 @@ def finetune_all(model, tokenizer, lw, train, dev, both, args) -> list[dict]:
     rows_all = np.concatenate([union, valid])
     prompts = [s + " It was" for s in [*train["sentence"].iloc[rows_all], *dev["sentence"]]]
     ids = prompt_ids(tokenizer, prompts, lw, args.max_length)
-    if args.subset == "all":
-        weights = list(model.parameters())
-        cache = FullModel(model, ids)
-    else:
-        layer = int(args.subset.split(".")[1]) if args.subset.startswith("layers.") else None
-        if layer is None or args.subset.count(",") or not args.subset.endswith(("proj", "proj.weight")):
-            raise SystemExit(
-                f"fine-tuning needs all or one weight of one layer as --subset, got {args.subset!r}"
-            )
+    layer = int(args.subset.split(".")[1]) if args.subset.startswith("layers.") else None
+    if layer is not None and not args.subset.count(",") and args.subset.endswith(("proj", "proj.weight")):
+        # one weight of one layer: the layers below it run once per sentence
         weights = [model.model.get_submodule(args.subset.removesuffix(".weight")).weight]
         cache = CachedPrefix(model, ids, layer)
+    else:  # any other subset (all parameters): the whole model every step
+        for p in model.parameters():
+            p.requires_grad_(True)
+        untie_head(model, args.subset)
+        weights = list(select_parameters(model.named_parameters(), args.subset).values())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        cache = FullModel(model, ids)
     for w in weights:
         w.requires_grad_(True)
     where = {int(r): i for i, r in enumerate(union)}
@@ -243,6 +246,7 @@ def main() -> None:
     parser.add_argument("--no-finetune", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--projection-batch", type=int, default=1, help="prompts projected together")
     parser.add_argument(
         "--projection", type=int, default=None, help="project the gradients to this width (all parameters)"
     )
@@ -268,8 +272,9 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     feats, f0 = lm_label_features(
-        model, ids, lw, args.subset, ("sgd", "sign"), projection_dim=args.projection, binary=True
-    )
+        model, ids, lw, args.subset, ("sgd", "sign"), projection_dim=args.projection, binary=True,
+        batch=args.projection_batch,
+    )  # fmt: skip
     grad_s = time.perf_counter() - t0
     d = int(feats["sgd"].shape[-1])
     f0 = f0.numpy()[:, 0]  # f_great − f_terrible at θ0

@@ -46,6 +46,7 @@ import torch
 
 from skillmix.data.sources.natural_instructions import load_natural_instructions
 from skillmix.engine.encoding import collate, encode_frame, encode_messages, label_token_losses
+from skillmix.engine.evaluation import greedy_answers, score_answers
 from skillmix.engine.modeling import apply_lora, load_pretrained, select_runtime
 from skillmix.engine.sampling import EpochSampler
 from skillmix.engine.training import train
@@ -90,9 +91,10 @@ def build_sets(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str
             pool.append(frame.head(args.per_task))
             continue
         labels[task] = sorted(frame["answer"].unique())
-        if len(labels[task]) > 10:
-            raise SystemExit(f"{task}: {len(labels[task])} distinct answers; a target task needs a label set")
-        picked = frame.groupby("answer", sort=True).head(args.target_per_label)
+        if len(labels[task]) > 10:  # open answers: the first few, no label balance
+            picked = frame.head(args.target_per_label * 3)
+        else:
+            picked = frame.groupby("answer", sort=True).head(args.target_per_label)
         target.append(picked)
         test.append(frame.drop(picked.index).head(args.test_per_task))
     return (
@@ -104,24 +106,70 @@ def build_sets(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str
     )
 
 
+class Generator:
+    """Exact-match accuracy of greedy answers to the test chats (the model's own continuation of the
+    assistant turn, cut at its end-of-turn token)."""
+
+    def __init__(self, tokenizer, test: pd.DataFrame, max_length: int, batch: int, runtime):
+        self.sets = {
+            task: encode_frame(tokenizer, part, task, max_length)
+            for task, part in test.groupby("skill", sort=True)
+        }
+        self.tokenizer, self.batch, self.runtime = tokenizer, batch, runtime
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict[str, float]:
+        model.eval()
+        hits, out, majority = [], {}, []
+        for task, data in self.sets.items():
+            got = greedy_answers(model, self.tokenizer, data, self.runtime, self.batch)
+            acc, _ = score_answers(got, data.answers, "exact")
+            out[f"acc_{task.split('_')[0]}"] = acc
+            hits += [g == a.strip() for g, a in zip(got, data.answers, strict=True)]
+            majority += got
+        out["accuracy"] = float(np.mean(hits))
+        out["majority_prediction"] = float(pd.Series(majority).value_counts(normalize=True).iloc[0])
+        return {"accuracy": out.pop("accuracy"), **out}
+
+
+def candidates(row, labels: list[str]) -> list[str]:
+    """The answers a test chat is ranked over: the task's labels when it has a few (classification);
+    else the comma-separated items of the instance input when the answer is one of them (odd man
+    out), else the task's labels that occur in the input (ToM-QA: the containers of the story)."""
+    if len(labels) <= 10:
+        return labels
+    text = json.loads(row.messages)[0]["content"]
+    instance = text[text.rindex("Input: ") + len("Input: ") :]
+    items = list(dict.fromkeys(w.strip() for w in instance.split(",") if w.strip()))
+    found = items if row.answer in items else [lab for lab in labels if lab in instance]
+    if row.answer not in found:
+        raise SystemExit(f"{row.id}: its answer {row.answer!r} is not among its candidates {found}")
+    return found
+
+
 class Scorer:
-    """Rank-classification accuracy on the test chats: every label of the task as the assistant turn."""
+    """Rank-classification accuracy on the test chats: every candidate answer (`candidates`) as the
+    assistant turn, the one with the lowest summed loss predicted."""
 
     def __init__(
         self, tokenizer, test: pd.DataFrame, labels: dict[str, list[str]], max_length: int, batch: int
     ):
-        self.rows, self.owner, self.truth, self.task = [], [], [], []
+        self.rows, self.owner, self.truth, self.task, self.choices = [], [], [], [], []
         for i, row in enumerate(test.itertuples(index=False)):
             turns = json.loads(row.messages)
-            for lab in labels[row.skill]:
+            options = candidates(row, labels[row.skill])
+            for lab in options:
                 ids, lab_ids, _, _ = encode_messages(
                     tokenizer, [*turns[:-1], {"role": "assistant", "content": lab}], max_length
                 )
                 self.rows.append((ids, lab_ids))
                 self.owner.append(i)
-            self.truth.append(labels[row.skill].index(row.answer))
+            self.truth.append(options.index(row.answer))
+            self.choices.append(len(options))
             self.task.append(row.skill)
         self.labels, self.batch, self.pad = labels, batch, tokenizer.pad_token_id
+        inverse = pd.Series(1 / np.array(self.choices, dtype=float))
+        self.chance = {t: float(inverse[np.array(self.task) == t].mean()) for t in labels}
         order = sorted(range(len(self.rows)), key=lambda j: len(self.rows[j][0]))
         self.batches = [order[s : s + batch] for s in range(0, len(order), batch)]
 
@@ -207,6 +255,10 @@ def main() -> None:
     parser.add_argument("--no-full", action="store_true", help="skip training on the full pool")
     parser.add_argument("--variants", nargs="+", default=["faithful", "sgd", "answer", "example", "max"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--eval", choices=["rank", "generate"], default="rank",
+        help="rank: the label with the lowest loss; generate: greedy answer, exact match",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dim", type=int, default=None, help="projection width (default: exact features)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "less_pretrained")
@@ -252,7 +304,12 @@ def main() -> None:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     print(json.dumps(setting, indent=1), flush=True)
-    scorer = Scorer(tokenizer, test, labels, args.max_length, 16)
+    if args.eval == "rank":
+        scorer = Scorer(tokenizer, test, labels, args.max_length, 16)
+        setting["chance"] = scorer.chance
+        print("chance accuracy per task:", scorer.chance, flush=True)
+    else:
+        scorer = Generator(tokenizer, test, args.max_length, 16, runtime)
     lap("data", t0)
 
     rows: list[dict] = []
@@ -347,6 +404,10 @@ def main() -> None:
             kind, match, balance = plans[variant]
             table = mean_adam if (kind, match) == ("adam", "mean") else scores(kind, match)
             selections[variant] = select_examples(pool, table, size, balance, target)
+            selections[variant].drop(columns=["messages"]).to_parquet(
+                args.out / f"selected_{variant}.parquet"
+            )
+        mean_adam.to_parquet(args.out / "scores_adam_mean.parquet")
         lap("scores and selections", t0)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,8 +2,9 @@
 protocol of `bench/entk_sst2.py` with all parameters, on one H100/H200 within about 10 minutes.
 
 - eNTK: SST-2, SmolLM2-135M-Instruct, k = 16 per label, seeds 13 21 42 87 100, the 872 test
-  sentences; gradients of all 135M parameters per prompt, projected to `--projection` (Rademacher,
-  JL: the kernels' inner products are kept in expectation); SGD, SignGD and asymmetric-SignGD
+  sentences; gradients of all 135M parameters per prompt, projected to `--projection` (2048: the
+  portable Rademacher matrix is generated on the fly, once per batch of 64 prompts; JL keeps the
+  kernels' inner products in expectation); SGD, SignGD and asymmetric-SignGD
   kernels with their solvers; fine-tuning of all parameters (SGD, SignGD, Adam; lr grids selected
   on a validation split).
 - LESS: the transfer setting of issue 13 item 2 with `--per-task` pool instances per task, LoRA on
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--gguf", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--projection", type=int, default=8192)
+    parser.add_argument("--projection", type=int, default=2048)
     parser.add_argument("--per-task", type=int, default=300, help="LESS pool instances per task")
     parser.add_argument("--entk-limit", type=int, default=270, help="seconds for the eNTK part")
     parser.add_argument("--less-limit", type=int, default=270, help="seconds for the LESS part")
@@ -65,7 +66,8 @@ def main() -> None:
     py = sys.executable
     entk = [
         py, str(REPO / "bench" / "entk_sst2.py"), "--gguf", str(args.gguf), "--device", args.device,
-        "--subset", "all", "--projection", str(args.projection), "--k", "16", "--threads", "16",
+        "--subset", "all", "--projection", str(args.projection), "--projection-batch", "64", "--k", "16",
+        "--threads", "16",
         "--out", str(args.out / "entk_all"),
     ]  # fmt: skip
     less = [
@@ -86,13 +88,18 @@ def main() -> None:
             str(args.out / "entk_all"),
         ]
         entk[entk.index("--k") + 1] = "2"
-        entk[entk.index("--projection") + 1] = "256"
+        entk[entk.index("--projection") + 1] = "128"
+        entk[entk.index("--projection-batch") + 1] = "4"
+        # the all-parameter code path (whole-model fine-tuning, projection in batches) on 128 weights:
+        # the portable projector regenerates its matrix per batch, too slow for 135M on a CPU
+        entk[entk.index("--subset") + 1] = "layers.29.post_attention_layernorm,model.norm"
         entk[entk.index("--threads") + 1] = "2"
         less = [
             *less[:-2], "--per-task", "3", "--test-per-task", "4", "--target-per-label", "1", "--seeds", "0",
             "--epochs", "2", "--variants", "faithful", "sgd", "--no-full", "--out", str(args.out / "less"),
         ]  # fmt: skip
         less[less.index("--dim") + 1] = "512"
+        less[less.index("--top-layers") + 1] = "1"
         less[less.index("--threads") + 1] = "2"
     parts = [run("entk_all", entk, args.out, args.entk_limit), run("less", less, args.out, args.less_limit)]
     lines = ["| part | status | seconds |", "| --- | --- | --- |"]

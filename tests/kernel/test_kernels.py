@@ -421,3 +421,20 @@ def test_a_tied_head_is_split_by_the_embedding_subsets(subset):
     else:
         assert "model.embed_tokens.weight" in names and "lm_head.weight" not in names
         torch.testing.assert_close(grads["model.embed_tokens.weight"][1], both - head_side)
+
+
+@pytest.mark.parametrize("projection_dim", [None, 128])
+def test_kernel_features_in_batches_equal_one_prompt_at_a_time(tiny_lm, projection_dim):
+    from skillmix.kernel.kernels import label_words, lm_label_features, prompt_ids
+
+    model, tok = tiny_lm
+    lw = label_words(tok, ["terrible", "great"])
+    ids = prompt_ids(tok, ["good film", "bad", "a long and dull film", "fine"], lw, 48)
+    one, f_one = lm_label_features(model, ids, lw, "all", ("sgd", "sign"), projection_dim, binary=True)
+    many, f_many = lm_label_features(
+        model, ids, lw, "all", ("sgd", "sign"), projection_dim, binary=True, batch=3
+    )
+    torch.testing.assert_close(f_many, f_one)
+    for t in ("sgd", "sign"):
+        assert many[t].shape == one[t].shape == (4, 1, projection_dim or many[t].shape[-1])
+        torch.testing.assert_close(many[t], one[t], atol=1e-5, rtol=1e-5)

@@ -300,6 +300,7 @@ def lm_label_features(
     projection_dim: int | None = None,
     projection_seed: int = 0,
     binary: bool = False,
+    batch: int = 1,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-(example, label word) gradient features of a causal LM and its label-word logits.
 
@@ -307,8 +308,12 @@ def lm_label_features(
     projected). d is the number of parameters of `subset`, or `projection_dim` with the
     portable Rademacher projection of seed `projection_seed` (T is applied before projecting).
     With `binary` (two label words) the one output f_1 − f_0 is used: C = 1, collapsed before
-    the transform, since a sign does not split over logits.
+    the transform, since a sign does not split over logits. `batch` prompts are transformed and
+    projected together (the projection matrix is generated once per batch instead of once per
+    prompt; the numbers are the same).
     """
+    if batch < 1:
+        raise SkillmixInputError(f"kernel features: batch must be >= 1, got {batch}")
     layout, items = logit_gradients(model, ids, lambda m, x: label_logits(m, x, lw.ids), subset)
     projection = None
     if projection_dim is not None:
@@ -318,13 +323,25 @@ def lm_label_features(
     fmap = FeatureMap(layout, [Transform(t) for t in transforms], projection, dtype=torch.float64)
     rows: dict[str, list[torch.Tensor]] = {t: [] for t in transforms}
     logits = []
+    pending: list[dict[str, torch.Tensor]] = []
+
+    def flush() -> None:
+        stacked = {name: torch.cat([g[name] for g in pending]) for name in pending[0]}  # [B·C, *shape]
+        n_out = pending[0][next(iter(pending[0]))].shape[0]
+        for t, feat in zip(transforms, fmap(stacked), strict=True):
+            rows[t].extend(feat.to(device="cpu", dtype=dtype).split(n_out))
+        pending.clear()
+
     for _, grads, f in tqdm(items, total=len(ids), mininterval=5.0, desc="label-word gradients"):
         if binary:
             grads = {name: binary_collapse(g[None])[0] for name, g in grads.items()}
             f = binary_collapse(f[None])[0]
-        for t, feat in zip(transforms, fmap(grads), strict=True):
-            rows[t].append(feat.to(device="cpu", dtype=dtype))
+        pending.append(grads)
+        if len(pending) == batch:
+            flush()
         logits.append(f)
+    if pending:
+        flush()
     if not logits:
         raise SkillmixInputError("kernel: no prompts to compute features of")
     return {t: torch.stack(r) for t, r in rows.items()}, torch.stack(logits)
