@@ -508,6 +508,8 @@ def _merged(*paths: Path) -> dict:
 def test_repeat_init_new_starts_each_repeat_from_its_own_initialisation(tiny_run):
     """graph.runs.repeat_init: new: repeat 0 is the configured model's run (the same curve as the
     workflow's, bit for bit), repeat 1 starts from another initialisation (other losses at step 0)."""
+    import torch
+
     from skillmix.data.sources import resolve_tiny_tokenizer
     from skillmix.graph.runs import graph_unit_curve
 
@@ -516,16 +518,21 @@ def test_repeat_init_new_starts_each_repeat_from_its_own_initialisation(tiny_run
     slices = tiny_run / "results/slices"
     manifest = json.loads((slices / "manifest.json").read_text())
     slug = manifest["skills"][0]["slug"]
-    curve = graph_unit_curve(
-        slug,
-        slices / "manifest.json",
-        [slices / "train" / f"{slug}.parquet"],
-        slices / "val",
-        model_cfg=config["model"],
-        runs_cfg={**config["graph"]["runs"], "repeat_init": "new"},
-        eval_cfg=config["eval"],
-        source_cfg=config["source"],
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config["resources"]["graph_run"]["threads"])  # as the job runs: bit for bit
+    try:
+        curve = graph_unit_curve(
+            slug,
+            slices / "manifest.json",
+            [slices / "train" / f"{slug}.parquet"],
+            slices / "val",
+            model_cfg=config["model"],
+            runs_cfg={**config["graph"]["runs"], "repeat_init": "new"},
+            eval_cfg=config["eval"],
+            source_cfg=config["source"],
+        )
+    finally:
+        torch.set_num_threads(threads)
     raw = pd.read_parquet(tiny_run / "results/graph/brute_force/raw.parquet")
     same = raw[raw["unit"] == slug].sort_values(["repeat", "step", "skill"]).reset_index(drop=True)
     new = curve.sort_values(["repeat", "step", "skill"]).reset_index(drop=True)
