@@ -217,11 +217,6 @@ def train_on(base, tokenizer, runtime, frame, lora_cfg, recipe, seed, max_length
     return model, result, weights
 
 
-def unload(model):
-    """The base model without the LoRA adapters."""
-    return model.unload()
-
-
 def composition(frame: pd.DataFrame, siblings: set[str]) -> dict[str, float]:
     answers = frame["answer"].value_counts(normalize=True)
     return {
@@ -329,7 +324,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = fresh_lora(base, lora_cfg, 0)
     record("base", None, model)
-    base = unload(model)
+    base = model.unload()
     lap("base", t0)
 
     work = Path(tempfile.mkdtemp(prefix="less_pretrained_", dir=args.out))
@@ -377,7 +372,7 @@ def main() -> None:
                 f"  checkpoint {e}: features of {dim} dimensions, exact: {bool(res.stats['exact_dims'])}",
                 flush=True,
             )
-        base = unload(model)
+        base = model.unload()
         lap("datastore", t0)
 
         t0 = time.perf_counter()
@@ -421,20 +416,20 @@ def main() -> None:
             record(
                 f"less_{variant}", seed, model, frame, {"final_loss": float(result.steps["loss"].iloc[-1])}
             )
-            base = unload(model)
+            base = model.unload()
             lap(f"less_{variant} seed {seed}", t0)
     for seed in args.seeds:
         t0 = time.perf_counter()
         frame = random_examples(pool, size, seed)
         model, result, _ = train_on(base, tokenizer, runtime, frame, lora_cfg, recipe, seed, args.max_length)
         record("random", seed, model, frame, {"final_loss": float(result.steps["loss"].iloc[-1])})
-        base = unload(model)
+        base = model.unload()
         lap(f"random seed {seed}", t0)
     if not args.no_full:
         t0 = time.perf_counter()
         model, result, _ = train_on(base, tokenizer, runtime, pool, lora_cfg, recipe, 0, args.max_length)
         record("full_pool", 0, model, pool, {"final_loss": float(result.steps["loss"].iloc[-1])})
-        base = unload(model)
+        base = model.unload()
         lap("full pool", t0)
 
     table = pd.DataFrame(rows)

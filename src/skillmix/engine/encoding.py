@@ -10,6 +10,7 @@ assistant turns. Losses take the LM head at the label positions only (:func:`lab
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 
@@ -216,7 +217,13 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 def _keeps_logits(model: torch.nn.Module) -> bool:
     """True when the model's forward takes transformers' `logits_to_keep` (through peft too)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _takes_logits_to_keep(cls: type) -> bool:
+    """Whether a model class's forward has a `logits_to_keep` parameter (read once per class)."""
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def label_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

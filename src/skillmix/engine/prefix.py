@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from transformers.masking_utils import create_causal_mask
 
+from skillmix.engine.encoding import collate
 from skillmix.infra.errors import SkillmixInputError
 
 
@@ -126,8 +127,8 @@ class FrozenLowerLayers:
     filled the first time a sequence is seen, and runs only layers `start`.. and the head. Outputs
     equal the full model's (to float rounding) as long as nothing below `start` changes: every
     parameter that requires grad must sit in layer `start` or above (or in the final norm or an
-    untied head), checked on install and on each pass. Generation (a key/value cache passed in),
-    `inputs_embeds` and left-padded batches run the full model.
+    untied head), checked on install and when a new adapter reuses it. Generation (a key/value
+    cache passed in), `inputs_embeds` and left-padded batches run the full model.
     """
 
     def __init__(self, model: torch.nn.Module, start: int) -> None:
@@ -181,15 +182,15 @@ class FrozenLowerLayers:
         self.misses += len(missing)
         self.hits += len(rows) - len(missing)
         if missing:
-            width = max(len(r) for r in missing)
-            ids = torch.zeros((len(missing), width), dtype=torch.long, device=device)
-            mask = torch.zeros_like(ids)
-            for i, r in enumerate(missing):
-                ids[i, : len(r)] = torch.tensor(r, device=device)
-                mask[i, : len(r)] = 1
+            batch = collate([list(r) for r in missing], [list(r) for r in missing], 0)
             lower = torch.nn.ModuleList(self.decoder.layers[: self.start])
             with torch.no_grad():
-                out = self._run(ids, mask, lower, torch.nn.Identity()).last_hidden_state
+                out = self._run(
+                    batch["input_ids"].to(device),
+                    batch["attention_mask"].to(device),
+                    lower,
+                    torch.nn.Identity(),
+                ).last_hidden_state
             for i, r in enumerate(missing):
                 self.cache[r] = out[i, : len(r)].detach()
         return [self.cache[r] for r in rows]
