@@ -70,6 +70,7 @@ rule warmup:
         mem_mb=res("warmup", "mem_mb"),
         runtime=res("warmup", "runtime"),
         gpu=res("warmup", "gpu"),
+        processes=res("warmup", "processes") or 0,
     params:
         model=base_model(SELECT["base_run"]),
         lora=SELECT["lora"],
@@ -237,6 +238,7 @@ rule train_selected:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
+        processes=res("train", "processes") or 0,
     params:
         model=base_model(SELECT["base_run"]),
         lora=SELECT["lora"],

@@ -19,6 +19,7 @@ rule train:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
+        processes=res("train", "processes") or 0,
     params:
         strategy="{run}",
         source=config["source"],

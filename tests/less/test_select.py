@@ -19,6 +19,7 @@ from skillmix.data.sources import COLUMNS
 from skillmix.data.sources.lego import generate_lego
 from skillmix.engine.encoding import IGNORE, EncodedSet, encode_frame
 from skillmix.engine.gradients import lora_parameters, optimizer_moments
+from skillmix.engine.modeling import load_model
 from skillmix.engine.projection import RademacherProjector
 from skillmix.engine.sampling import EpochSampler
 from skillmix.engine.training import trainable_state
@@ -184,7 +185,8 @@ def test_warmup_checkpoints_and_weights(warm) -> None:
     np.testing.assert_allclose(weights, [0.6, 0.4], rtol=1e-12)
     for e, d in enumerate(dirs, start=1):
         assert {p.name for p in d.iterdir()} == {
-            "adapter.safetensors",
+            "adapter_model.safetensors",
+            "adapter_config.json",
             "optimizer.safetensors",
             "optimizer.json",
             "checkpoint.json",
@@ -192,7 +194,7 @@ def test_warmup_checkpoints_and_weights(warm) -> None:
         meta = json.loads((d / "checkpoint.json").read_text())
         assert (meta["epoch"], meta["step"], meta["steps_in_epoch"]) == (e, e * SPE, SPE)
         assert meta["mean_lr"] == pytest.approx(mean_lrs[e - 1], rel=1e-12)
-    a1, a2 = (load_file(d / "adapter.safetensors") for d in dirs)
+    a1, a2 = (load_file(d / "adapter_model.safetensors") for d in dirs)
     assert set(a1) == set(a2) and len(a1) == 4  # q.A, q.B, v.A, v.B of one layer
     assert any(not torch.equal(a1[k], a2[k]) for k in a1)  # epoch 2 trained on
 
@@ -200,14 +202,24 @@ def test_warmup_checkpoints_and_weights(warm) -> None:
 def test_load_epoch_checkpoint(warm) -> None:
     dirs = warm[0]
     model, tok, runtime, state = load_epoch_checkpoint(dirs[0], MODEL, LORA)
-    saved = load_file(dirs[0] / "adapter.safetensors")
+    saved = load_file(dirs[0] / "adapter_model.safetensors")
     got = trainable_state(model)
     assert list(got) == [n for n, p in model.named_parameters() if p.requires_grad]
-    assert set(got) == set(saved)
+    # peft's file names drop the adapter name: ...lora_A.weight is parameter ...lora_A.default.weight
+    assert {n.replace(".default.", ".") for n in got} == set(saved)
     for name, t in saved.items():
-        assert torch.equal(got[name], t), name
+        assert torch.equal(got[name.replace(".weight", ".default.weight")], t), name
         if "lora_B" in name:
             assert float(t.abs().max()) > 0  # trained away from peft's B = 0
+    # the checkpoint is a peft adapter folder: PeftModel.from_pretrained gives the same adapter
+    from peft import PeftModel
+
+    base, _ = load_model({**MODEL, "lora": {"enabled": False}})
+    peft_model = PeftModel.from_pretrained(base, dirs[0])
+    loaded = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert set(loaded) == set(got)
+    for name, t in got.items():
+        assert torch.equal(loaded[name], t), name
     params = lora_parameters(model)
     keys = [k for g in state["param_groups"] for k in g["params"]]
     assert len(keys) == len(params) == 4
@@ -242,7 +254,7 @@ def test_warmup_resume_equals_uninterrupted(warm, tmp_path) -> None:
     assert second.completed and second.resumed_from == SPE
     ref_dirs, ref_result, ref_weights, ref_lrs, _ = warm
     for d, ref in zip(dirs, ref_dirs, strict=True):
-        for name in ("adapter.safetensors", "optimizer.safetensors"):
+        for name in ("adapter_model.safetensors", "optimizer.safetensors"):
             got, want = load_file(d / name), load_file(ref / name)
             assert set(got) == set(want)
             for k in want:
@@ -870,7 +882,7 @@ def test_lora_top_layers_through_warmup_and_datastore(tmp_path) -> None:
     dirs = [tmp_path / "epoch-1", tmp_path / "epoch-2"]
     torch.manual_seed(0)
     warmup_from_pool(model_cfg, lora, WARMUP, lego_pool(), dirs)
-    adapter = load_file(dirs[-1] / "adapter.safetensors")
+    adapter = load_file(dirs[-1] / "adapter_model.safetensors")
     assert adapter and all(".layers.1." in name for name in adapter)  # the top layer only
     model, tok, runtime, state = load_epoch_checkpoint(dirs[-1], model_cfg, lora)
     frozen = model.get_base_model().model._skillmix_frozen

@@ -82,7 +82,13 @@ def test_warmup_checkpoints_and_weights(select_run):
     root = select_run / "results/select/warmup"
     for c in CKPTS:
         names = sorted(p.name for p in (root / c).iterdir() if not p.name.startswith("."))
-        assert names == ["adapter.safetensors", "checkpoint.json", "optimizer.json", "optimizer.safetensors"]
+        assert names == [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "checkpoint.json",
+            "optimizer.json",
+            "optimizer.safetensors",
+        ]
     subset = pd.read_parquet(root / "subset.parquet")
     assert len(subset) == int(SELECT["warmup"]["fraction"] * N_POOL)
     steps = pd.read_parquet(root / "steps.parquet")

@@ -215,8 +215,9 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def _keeps_logits(model: torch.nn.Module) -> bool:
-    """True when the model's forward takes transformers' `logits_to_keep` (through peft too)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """True when the model's forward takes transformers' `logits_to_keep` (through peft and DDP too)."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     return _takes_logits_to_keep(type(inner))
 
 

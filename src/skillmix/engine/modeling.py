@@ -56,7 +56,12 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Choose the device (CUDA when present) and the autocast precision.
 
     `precision`: "auto" (bf16 on a CUDA device that supports it, else fp32), "fp32" or "bf16".
+    In a multi-process GPU job, `auto` and `cuda` mean this process's GPU.
     """
+    from skillmix.infra.processes import local_device
+
+    if device in ("auto", "cuda") and local_device() is not None:
+        device = local_device()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -181,28 +186,54 @@ def build_tiny_model(tiny: dict[str, Any], seed: int) -> tuple[PreTrainedModel, 
     return model, tokenizer
 
 
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weight_dtype(name: str, device: str = "auto") -> torch.dtype:
+    """The dtype of `model.dtype`: float32, bfloat16, float16, or auto (bfloat16 on a CUDA device that
+    supports it, else float32)."""
+    if name == "auto":
+        cuda = device != "cpu" and torch.cuda.is_available()
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in WEIGHT_DTYPES:
+        raise SkillmixInputError(f"model.dtype must be auto or one of {list(WEIGHT_DTYPES)}, got {name!r}")
+    return WEIGHT_DTYPES[name]
+
+
 def load_model(model_cfg: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model and tokenizer named by the `model` config block (on CPU, float32).
+    """The model and tokenizer named by the `model` config block (on CPU, weights in `model.dtype`).
 
     kind `tiny` builds from `model.tiny` with `model.seed`; `pretrained` loads
     `model.name_or_path` (a local folder, or a hub name already in the local cache);
     `gguf` loads `model.gguf_file` from the folder or repo `model.name_or_path`.
+    `model.gradient_checkpointing` recomputes each layer's activations in the backward pass
+    (transformers' gradient checkpointing, non-reentrant) instead of keeping them.
     """
     model_cfg = complete("model", model_cfg)
     kind = model_cfg["kind"]
+    dtype = weight_dtype(model_cfg["dtype"], model_cfg["device"])
     if kind == "tiny":
         model, tokenizer = build_tiny_model(model_cfg["tiny"], model_cfg["seed"])
+        model.to(dtype)
     elif kind in ("pretrained", "gguf"):
         model, tokenizer = load_pretrained(
             model_cfg["name_or_path"],
             gguf_file=model_cfg["gguf_file"] if kind == "gguf" else None,
             trust_remote_code=model_cfg["trust_remote_code"],
             revision=model_cfg["revision"],
+            dtype=dtype,
         )
     else:
         raise SkillmixInputError(f"model.kind must be one of {MODEL_KINDS}, got {kind!r}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if model_cfg["gradient_checkpointing"]:
+        # transformers 5 renames it activation checkpointing; older versions have the first name only
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     if model_cfg["lora"]["enabled"]:
         model = apply_lora(model, model_cfg["lora"])
     return model, tokenizer
@@ -213,8 +244,10 @@ def load_pretrained(
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A Hugging Face causal LM and its tokenizer from a folder, a cached hub name or a GGUF file."""
+    """A Hugging Face causal LM (weights in `dtype`) and its tokenizer from a folder, a cached hub
+    name or a GGUF file."""
     if not name_or_path:
         raise SkillmixInputError("model.name_or_path is required when model.kind is pretrained or gguf")
     if gguf_file is not None and Path(gguf_file).is_absolute():
@@ -233,7 +266,7 @@ def load_pretrained(
         kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     except OSError as err:
         raise SkillmixInputError(
             f"model.name_or_path: could not load {name_or_path!r} (gguf_file={gguf_file!r}) "
@@ -283,12 +316,25 @@ def trainable_parameters(model: torch.nn.Module) -> int:
 
 
 def save_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | os.PathLike,
+    model_cfg: dict[str, Any] | None = None,
 ) -> None:
-    """Write a model (LoRA merged in) and its tokenizer as a Hugging Face folder, atomically."""
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    """Write a trained model and its tokenizer as a Hugging Face folder, atomically.
+
+    A LoRA model also writes its adapter as a peft folder in `out_dir/adapter` (what
+    `peft.PeftModel.from_pretrained(base, out_dir/adapter)` loads); the folder itself holds the
+    weights with the adapter merged in, in `model.save_dtype` (float32 or bfloat16).
+    """
+    save_dtype = WEIGHT_DTYPES[complete("model", model_cfg)["save_dtype"]]
     with atomic_directory(out_dir) as tmp:
+        if hasattr(model, "merge_and_unload"):
+            model.save_pretrained(tmp / "adapter")
+            tokenizer.save_pretrained(tmp / "adapter")
+            model = model.merge_and_unload()
+        if save_dtype != model.dtype:
+            model = model.to(save_dtype)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 

@@ -8,6 +8,7 @@ was never interrupted. Tensors go to safetensors, everything else to JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -26,11 +27,13 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from skillmix.engine.encoding import EncodedSet, collate, label_token_losses
+from skillmix.engine.encoding import IGNORE, EncodedSet, collate, label_token_losses
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.sampling import SkillSampler
+from skillmix.infra import processes
 from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class TrainSettings:
 
     steps: int = 600
     batch_size: int = 32
+    gradient_accumulation_steps: int = 1
     lr: float = 3e-3
     warmup_steps: int = 30
     schedule: str = "linear"
@@ -104,6 +108,37 @@ def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-serialisable values (the identity of a run's inputs)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def label_count(labels: Sequence[int]) -> int:
+    """The label tokens of one encoded example that its loss averages over (all but position 0)."""
+    return sum(1 for t in labels[1:] if t != IGNORE)
+
+
+def batch_split(batch_size: int, n_processes: int, accumulation: int) -> tuple[int, int]:
+    """(examples per process, examples per forward pass) of one optimiser step of `batch_size` examples
+    shared by `n_processes` processes, each accumulating gradients over `accumulation` passes."""
+    if accumulation < 1:
+        raise SkillmixInputError(f"gradient_accumulation_steps must be >= 1, got {accumulation}")
+    if batch_size % (n_processes * accumulation):
+        raise SkillmixInputError(
+            f"batch_size {batch_size} is not divisible by {n_processes} process(es) x "
+            f"gradient_accumulation_steps {accumulation}: every process needs the same whole number of "
+            "examples per forward pass"
+        )
+    per_process = batch_size // n_processes
+    return per_process, per_process // accumulation
+
+
+def distributed_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """`model` wrapped for data-parallel training (PyTorch DDP) when the job runs several processes;
+    the model itself otherwise."""
+    if processes.world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -269,6 +304,13 @@ def train(
     early after that step (as an interruption would), leaving its resume states in place.
     `on_step(step, model, optimizer, step_rows)` runs after every optimiser step, before that
     step's resume state (step_rows: the per-step history so far: step, loss, lr, ...).
+
+    Each step's `batch_size` examples are split over the job's processes
+    (:mod:`skillmix.infra.processes`; PyTorch DDP averages their gradients) and, within a process,
+    over `gradient_accumulation_steps` forward passes; the loss is the mean over the label tokens
+    of the whole step's batch however it is split, so a step's update is the same on one process
+    and on several (within float rounding). Every process samples the same batches and evaluates
+    the same model; only the first writes resume states and runs `on_step`.
     """
     t0 = time.perf_counter()
     if eval_batch_size is None:
@@ -302,16 +344,21 @@ def train(
         )
         model.train()
 
+    main = processes.is_main()
+    n_proc, proc = processes.world_size(), processes.rank()
+    per_process, micro = batch_split(settings.batch_size, n_proc, settings.gradient_accumulation_steps)
     found = latest_resume_state(state_dir, fingerprint_)
     if found is not None:
         start, history = load_resume_state(found, model, optimizer, scheduler, sampler)
         resumed_from = start
         log.info("resuming from %s (step %d of %d)", found, start, settings.steps)
     else:
-        if state_dir is not None and state_dir.exists():
+        if main and state_dir is not None and state_dir.exists():
             shutil.rmtree(state_dir)
+        processes.barrier()
         if val_sets:
             evaluate_at(0)
+    net = distributed_model(model, runtime)
     pad = tokenizer.pad_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     completed = True
@@ -322,6 +369,7 @@ def train(
         file=sys.stderr,
         mininterval=5.0,
         desc="train",
+        disable=not main,
     )
     per_round = isinstance(train_sets, RoundSets)
     if per_round != sampler.fresh:
@@ -331,20 +379,30 @@ def train(
         sets = (
             train_sets.for_round(sampler.round_of(step), sampler.plan_counts()) if per_round else train_sets
         )
-        batch = collate(
-            [sets[s].input_ids[i] for s, i in pairs],
-            [sets[s].labels[i] for s, i in pairs],
-            pad,
-        )
-        batch = {k: v.to(runtime.device) for k, v in batch.items()}
         lr = scheduler.get_last_lr()[0]
-        with runtime.autocast():
-            losses, mask = label_token_losses(model, batch)
-        n_tokens = int(mask.sum())
-        loss = losses.sum() / max(n_tokens, 1)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}")
-        loss.backward()
+        # the loss is the mean over the label tokens of the whole step's batch, whichever process
+        # and forward pass a token falls in; DDP averages the processes' gradients
+        n_tokens = sum(label_count(sets[s].labels[i]) for s, i in pairs)
+        denominator = max(n_tokens, 1)
+        mine = pairs[proc * per_process : (proc + 1) * per_process]
+        local_sum = 0.0
+        for first in range(0, per_process, micro):
+            chunk = mine[first : first + micro]
+            batch = collate(
+                [sets[s].input_ids[i] for s, i in chunk], [sets[s].labels[i] for s, i in chunk], pad
+            )
+            batch = {k: v.to(runtime.device) for k, v in batch.items()}
+            last = first + micro >= per_process
+            sync = contextlib.nullcontext() if last or net is model else net.no_sync()
+            with sync:
+                with runtime.autocast():
+                    losses, _ = label_token_losses(net, batch)
+                part = losses.sum()
+                (part / denominator * n_proc).backward()
+            local_sum += part.item()
+        loss = processes.sum_over_processes(local_sum) / denominator
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {step}")
         clip = settings.grad_clip if settings.grad_clip else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         optimizer.step()
@@ -353,7 +411,7 @@ def train(
         history.steps.append(
             {
                 "step": step,
-                "loss": loss.item(),
+                "loss": loss,
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "n_tokens": n_tokens,
@@ -366,18 +424,23 @@ def train(
             {"step": step, "skill": skill, "count": c}
             for skill, c in zip(sampler.skills, counts, strict=True)
         )
-        if on_step is not None:
+        if on_step is not None and main:
             on_step(step, model, optimizer, history.steps)
         due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
         if val_sets and due:
             evaluate_at(step)
         if state_dir is not None and settings.resume_every and step % settings.resume_every == 0:
-            save_resume_state(state_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_)
+            if main:
+                save_resume_state(
+                    state_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_
+                )
+            processes.barrier()
         if stop_after is not None and step >= stop_after and step < settings.steps:
             completed = False
             break
     bar.close()
-    if completed and state_dir is not None and not settings.keep_resume and state_dir.exists():
+    processes.barrier()
+    if main and completed and state_dir is not None and not settings.keep_resume and state_dir.exists():
         shutil.rmtree(state_dir)
     return TrainResult(
         steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),

@@ -81,6 +81,7 @@ def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = No
     return TrainSettings(
         steps=steps,
         batch_size=batch,
+        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
         lr=float(cfg["lr"]),
         warmup_steps=math.ceil(float(cfg["warmup_ratio"]) * steps),
         schedule=cfg["schedule"],
@@ -190,6 +191,10 @@ def prepare_epochs(
     return EpochRun(model, tokenizer, runtime, train_sets, val_sets, settings, digest, batch)
 
 
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+"""The files of a peft adapter folder (what `peft.PeftModel.from_pretrained` reads)."""
+
+
 def save_epoch_checkpoint(
     path: str | os.PathLike,
     model: torch.nn.Module,
@@ -199,32 +204,34 @@ def save_epoch_checkpoint(
     lrs: Sequence[float],
     lora_cfg: dict[str, Any],
 ) -> None:
-    """Write an epoch checkpoint (adapter, optimizer state, metadata) atomically."""
+    """Write an epoch checkpoint atomically: a peft adapter folder (adapter_model.safetensors,
+    adapter_config.json) with the optimizer state and the checkpoint's metadata beside it."""
     tensors, rest = split_optimizer_state(optimizer.state_dict())
-    adapter = trainable_state(model)
     meta = {
         "epoch": epoch,
         "step": step,
         "mean_lr": float(np.mean(lrs)),
         "steps_in_epoch": len(lrs),
         "lora": lora_cfg,
-        "trainable": list(adapter),
+        "trainable": list(trainable_state(model)),
     }
     with atomic_directory(path) as tmp:
-        save_file(adapter, tmp / "adapter.safetensors")
+        model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(rest))
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
 
 
 def read_epoch_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The adapter weights (by parameter name) and the optimizer state_dict of an epoch checkpoint.
+    """The adapter weights (peft's names, as in adapter_model.safetensors) and the optimizer
+    state_dict of an epoch checkpoint.
 
     Stops with SkillmixInputError when the adapter or the optimizer state is missing.
     """
     path = Path(path)
     adapter, opt_tensors, opt_json = (
-        path / "adapter.safetensors",
+        path / ADAPTER_FILES[0],
         path / "optimizer.safetensors",
         path / "optimizer.json",
     )
@@ -253,15 +260,17 @@ def load_epoch_checkpoint(
 
 
 def load_adapter(model: torch.nn.Module, weights: dict[str, torch.Tensor], origin: Any) -> None:
-    """Set a LoRA model's trainable weights from `weights` (exactly its trainable parameter names)."""
-    expected = set(trainable_state(model))
+    """Set a peft LoRA model's adapter from `weights` (peft's names: exactly the adapter's tensors)."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    expected = set(get_peft_model_state_dict(model))
     if set(weights) != expected:
         raise SkillmixInputError(
             f"warm-up checkpoint {origin}: adapter tensors do not match the configured LoRA "
             f"(missing {sorted(expected - set(weights))[:3]}, "
             f"unexpected {sorted(set(weights) - expected)[:3]})"
         )
-    model.load_state_dict(weights, strict=False)
+    set_peft_model_state_dict(model, weights)
 
 
 def run_warmup(
@@ -312,3 +321,79 @@ def warmup_from_pool(
     run = prepare_epochs(model_cfg, lora_cfg, warmup_cfg, subset, epochs=len(epoch_dirs))
     result, weights, mean_lrs = run_warmup(run, epoch_dirs, lora_cfg, resume_dir, stop_after)
     return result, weights, mean_lrs, subset
+
+
+def warmup_job(
+    pool: str,
+    *,
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    warmup_cfg: dict[str, Any],
+    checkpoints: list[str],
+    names: list[str],
+    resume: str | None,
+    outputs: dict[str, str],
+) -> None:
+    """The `warmup` rule's job (in each of its processes): the warm-up on the pool file, its epoch
+    checkpoints, and `outputs` (subset, steps, weights) written by the first process."""
+    from skillmix.infra import processes
+    from skillmix.infra.jobs import write_json, write_parquet
+
+    result, weights, mean_lrs, subset = warmup_from_pool(
+        model_cfg, lora_cfg, warmup_cfg, pd.read_parquet(pool), checkpoints, resume_dir=resume
+    )
+    if not processes.is_main():
+        return
+    write_parquet(subset, outputs["subset"])
+    write_parquet(result.steps, outputs["steps"])
+    write_json(
+        {
+            "weights": dict(zip(names, weights, strict=True)),
+            "mean_lr": dict(zip(names, mean_lrs, strict=True)),
+            "resumed_from": result.resumed_from,
+            "processes": processes.world_size(),
+        },
+        outputs["weights"],
+    )
+
+
+def train_selected_job(
+    selected: str,
+    evaluation: str,
+    *,
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    warmup_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    resume: str | None,
+    outputs: dict[str, str],
+) -> None:
+    """The `train_selected` rule's job (in each of its processes): the warm-up recipe on a selection,
+    tracking the evaluation set; `outputs` (model, steps, val_curve, metrics) from the first process."""
+    from skillmix.engine.modeling import save_model
+    from skillmix.infra import processes
+    from skillmix.infra.jobs import JobClock, write_json, write_parquet
+    from skillmix.less.targets import first_per_skill
+
+    held_out = first_per_skill(pd.read_parquet(evaluation), eval_cfg["max_examples_per_skill"])
+    run = prepare_epochs(
+        model_cfg,
+        lora_cfg,
+        dict(warmup_cfg, eval_every=train_cfg["eval_every"]),
+        pd.read_parquet(selected),
+        held_out,
+        epochs=train_cfg["epochs"] or warmup_cfg["epochs"],
+        eval_batch_size=eval_cfg["batch_size"],
+    )
+    clock = JobClock(run.runtime.device)
+    result = run.train(resume_dir=resume)
+    if not processes.is_main():
+        return
+    save_model(run.model, run.tokenizer, outputs["model"], model_cfg)
+    write_parquet(result.steps, outputs["steps"])
+    write_parquet(result.val_curve, outputs["val_curve"])
+    metrics = clock.metrics(
+        resumed_from=result.resumed_from, steps=run.settings.steps, processes=processes.world_size()
+    )
+    write_json(metrics, outputs["metrics"])

@@ -152,3 +152,51 @@ def prepare_run(
         None if graph is None else graph.tolist(),
     ]
     return data.training_run(sampler, settings, fresh, eval_cfg["batch_size"], identity, source_cfg)
+
+
+def train_job(
+    strategy: str,
+    manifest: str,
+    train: list[str],
+    val: list[str],
+    *,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    strategy_cfg: dict[str, Any] | None,
+    graph_dir: str | None,
+    source_cfg: dict[str, Any] | None,
+    resume: str | None,
+    outputs: dict[str, str],
+) -> None:
+    """The `train` rule's job (in each of its processes): prepare the strategy's run, train it, and
+    write `outputs` (model, steps, skill_counts, val_curve, mixture, metrics) from the first process."""
+    from skillmix.engine.modeling import save_model
+    from skillmix.infra import processes
+    from skillmix.infra.jobs import JobClock, write_json, write_parquet
+
+    run = prepare_run(
+        strategy,
+        manifest,
+        train,
+        val,
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        eval_cfg=eval_cfg,
+        strategy_cfg=strategy_cfg,
+        graph_dir=graph_dir,
+        source_cfg=source_cfg,
+    )
+    clock = JobClock(run.runtime.device)
+    result = run.train(resume_dir=resume)
+    if not processes.is_main():
+        return
+    save_model(run.model, run.tokenizer, outputs["model"], model_cfg)
+    write_parquet(result.steps, outputs["steps"])
+    write_parquet(result.skill_counts, outputs["skill_counts"])
+    write_parquet(result.val_curve, outputs["val_curve"])
+    write_parquet(result.mixtures, outputs["mixture"])
+    metrics = clock.metrics(
+        resumed_from=result.resumed_from, steps=run.settings.steps, processes=processes.world_size()
+    )
+    write_json(metrics, outputs["metrics"])
