@@ -1,5 +1,6 @@
 # Shared helpers: config validation, resources, input functions over the sliced skills.
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -7,6 +8,7 @@ from snakemake.utils import validate
 from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.infra.provenance import script_code_version
 from skillmix.data.sources import resolve_tiny_tokenizer
+from skillmix.infra.inputs import model_files, source_files
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
@@ -19,11 +21,42 @@ if "target_only" in STRATEGIES and not config["train"]["target_skills"]:
     raise ValueError(
         "train.strategies includes target_only, which needs train.target_skills (the skills to train on)"
     )
+
+
+def local_files(files):
+    """Config-named files as rule inputs, flat, exempt from a module's prefix (they are read where
+    the config names them, relative to the working directory)."""
+    return [local(f) for paths in files.values() for f in paths]
+
+
+# the files of the source and of the configured model: editing one re-runs what reads it, and a
+# missing one stops here, naming its key
+SOURCE_FILES = local_files(source_files(config["source"]))
+MODEL_FILES = local_files(model_files(config["model"]))
+
+
+def results_path(sub):
+    """Params function: `results/<sub>` (wildcards filled) beside the job's first output, so under a
+    module's prefix too (for folders a job keeps that are not outputs, e.g. resume states).
+    """
+
+    def path(wildcards, output):
+        first = str(output[0])
+        prefix = first[: first.rindex("results/")] if "results/" in first else ""
+        return f"{prefix}results/{sub.format(**wildcards)}"
+
+    return path
+
+
 SLICES = "results/slices"
 MANIFEST = f"{SLICES}/manifest.json"
 
 
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+# the folder of this file, also when the workflow is used as a module of another
+SOURCE = Path(str(workflow.current_basedir)).parent
+SCRIPTS = SOURCE / "workflow" / "scripts"
+# where the conda env (envs/skillmix.yaml) installs the skillmix package from
+os.environ.setdefault("SKILLMIX_SOURCE", str(SOURCE))
 
 
 def script_code(script):
@@ -33,8 +66,9 @@ def script_code(script):
 
 
 def res(rule_name, key):
-    """A resource value of a rule, from config `resources`."""
-    return config["resources"][rule_name][key]
+    """A resource value of a rule, from config `resources` (0 for null: Snakemake's resources are numbers)."""
+    value = config["resources"][rule_name][key]
+    return 0 if value is None else value
 
 
 def run_settings():
@@ -106,6 +140,7 @@ def train_inputs(wildcards):
         "train": split_slices("train")(wildcards),
         "val": split_slices("val")(wildcards),
         "manifest": MANIFEST,
+        "model_files": MODEL_FILES,
     }
     if wildcards.run == "skillit":
         inputs["graph"] = graph_outputs(graph_dir())["adjacency"]
@@ -135,9 +170,9 @@ def given_graph_files(wildcards):
         raise ValueError(
             "graph.method is given but graph.given.adjacency names no file"
         )
-    files = {"given_adjacency": given["adjacency"]}
+    files = {"given_adjacency": local(given["adjacency"])}
     if given.get("skills"):
-        files["given_skills"] = given["skills"]
+        files["given_skills"] = local(given["skills"])
     return files
 
 
@@ -173,19 +208,16 @@ SELECTIONS = ["less", "random"]
 
 
 def base_input(run):
-    """The trained model a stage starts from (a `base_run`), as an input; none by default."""
+    """The trained model a stage starts from (a `base_run`), as an input; none by default.
+
+    Jobs load it from this input (`skillmix.infra.inputs.based_on`), so under a module's prefix too.
+    """
     return [f"results/train/{run}/model"] if run else []
 
 
-def base_model(run):
-    """The model config of a stage: the configured model, or the base run's saved model."""
-    if not run:
-        return config["model"]
-    return {
-        **config["model"],
-        "kind": "pretrained",
-        "name_or_path": f"results/train/{run}/model",
-    }
+def model_inputs(run):
+    """The configured model's files, as inputs of a stage that loads it (none with a `base_run`)."""
+    return [] if run else MODEL_FILES
 
 
 def target_inputs(wildcards):
@@ -195,7 +227,7 @@ def target_inputs(wildcards):
 
     files = [e["path"] for e in expand_target_files(SELECT["target"]["files"])]
     if files:
-        return {"files": files}
+        return {"files": [local(f) for f in files]}
     if not SELECT["target"]["skills"]:
         raise ValueError(
             "select is enabled but neither select.target.skills nor select.target.files is set"

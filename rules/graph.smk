@@ -3,6 +3,7 @@ rule graph_run:
         train=unit_train_slices,
         val=f"{SLICES}/val",
         manifest=MANIFEST,
+        model_files=MODEL_FILES,
     output:
         curve="results/graph/{method}/runs/{unit}.parquet",
     log:
@@ -62,6 +63,7 @@ rule graph_gradient:
         val=split_slices("val"),
         manifest=MANIFEST,
         models=gradient_graph_models,
+        model_files=MODEL_FILES,
     output:
         **graph_report_outputs("results/graph/{method}"),
     log:

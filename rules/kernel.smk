@@ -35,6 +35,7 @@ rule kernel_features:
         task=f"{KER}/task.parquet",
         words=f"{KER}/words.json",
         base=base_input(KERNEL["base_run"]),
+        model_files=model_inputs(KERNEL["base_run"]),
     output:
         features=f"{KER}/features/{{scatteritem}}.npz",
     log:
@@ -49,7 +50,7 @@ rule kernel_features:
         runtime=res("kernel", "runtime"),
         gpu=res("kernel", "gpu"),
     params:
-        model=base_model(KERNEL["base_run"]),
+        model=config["model"],
         formulas=KERNEL["formulas"],
         subset=KERNEL["subset"],
         binary=KERNEL["binary"],
@@ -92,6 +93,7 @@ rule kernel_finetune:
         task=f"{KER}/task.parquet",
         words=f"{KER}/words.json",
         base=base_input(KERNEL["base_run"]),
+        model_files=model_inputs(KERNEL["base_run"]),
     output:
         metrics=f"{KER}/finetune/{{optimizer}}.parquet",
         steps=f"{KER}/finetune/{{optimizer}}_steps.parquet",
@@ -109,7 +111,7 @@ rule kernel_finetune:
         runtime=res("kernel", "runtime"),
         gpu=res("kernel", "gpu"),
     params:
-        model=base_model(KERNEL["base_run"]),
+        model=config["model"],
         optimizer="{optimizer}",
         finetune=KERNEL["finetune"],
         subset=KERNEL["subset"],

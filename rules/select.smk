@@ -54,6 +54,7 @@ rule warmup:
     input:
         pool=f"{SEL}/pool.parquet",
         base=base_input(SELECT["base_run"]),
+        model_files=model_inputs(SELECT["base_run"]),
     output:
         checkpoints=[directory(f"{SEL}/warmup/{c}") for c in CHECKPOINTS],
         weights=f"{SEL}/warmup/weights.json",
@@ -70,13 +71,13 @@ rule warmup:
         mem_mb=res("warmup", "mem_mb"),
         runtime=res("warmup", "runtime"),
         gpu=res("warmup", "gpu"),
-        processes=res("warmup", "processes") or 0,
+        processes=res("warmup", "processes"),
     params:
-        model=base_model(SELECT["base_run"]),
+        model=config["model"],
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         names=CHECKPOINTS,
-        resume=f"results/resume/select/warmup",
+        resume=results_path("resume/select/warmup"),
         code=script_code("warmup.py"),
     script:
         "../workflow/scripts/warmup.py"
@@ -87,6 +88,7 @@ rule grads:
         checkpoint=f"{SEL}/warmup/{{ckpt}}",
         examples=grads_examples,
         base=base_input(SELECT["base_run"]),
+        model_files=model_inputs(SELECT["base_run"]),
     output:
         features=expand(
             f"{SEL}/grads/{{{{ckpt}}}}/{{{{set}}}}/d{{dim}}/{{{{scatteritem}}}}.npy",
@@ -109,7 +111,7 @@ rule grads:
         runtime=res("grads", "runtime"),
         gpu=res("grads", "gpu"),
     params:
-        model=base_model(SELECT["base_run"]),
+        model=config["model"],
         lora=SELECT["lora"],
         grads=SELECT["grads"],
         feature=grads_feature,
@@ -156,6 +158,8 @@ rule select_random:
     output:
         parquet=f"{SEL}/selected/random.parquet",
         jsonl=f"{SEL}/selected/random.jsonl",
+        messages=f"{SEL}/selected/random.messages.jsonl",
+        prompt_completion=f"{SEL}/selected/random.prompt_completion.jsonl",
     log:
         "logs/select/random.log",
     benchmark:
@@ -183,6 +187,8 @@ rule select_top:
     output:
         parquet=f"{SEL}/selected/less.parquet",
         jsonl=f"{SEL}/selected/less.jsonl",
+        messages=f"{SEL}/selected/less.messages.jsonl",
+        prompt_completion=f"{SEL}/selected/less.prompt_completion.jsonl",
         composition=f"{SEL}/selected/composition.parquet",
         answers=f"{SEL}/selected/answers.parquet",
         composition_plot=report(
@@ -220,6 +226,7 @@ rule train_selected:
         selected=f"{SEL}/selected/{{selection}}.parquet",
         evaluation=f"{SEL}/target/evaluation.parquet",
         base=base_input(SELECT["base_run"]),
+        model_files=model_inputs(SELECT["base_run"]),
     output:
         model=directory(f"{SEL}/train/{{selection}}/model"),
         steps=f"{SEL}/train/{{selection}}/steps.parquet",
@@ -238,14 +245,14 @@ rule train_selected:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
-        processes=res("train", "processes") or 0,
+        processes=res("train", "processes"),
     params:
-        model=base_model(SELECT["base_run"]),
+        model=config["model"],
         lora=SELECT["lora"],
         warmup=SELECT["warmup"],
         train=SELECT["train"],
         eval=config["eval"],
-        resume=f"results/resume/select/train/{{selection}}",
+        resume=results_path("resume/select/train/{selection}"),
         code=script_code("train_selected.py"),
     script:
         "../workflow/scripts/train_selected.py"

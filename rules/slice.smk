@@ -1,4 +1,6 @@
 checkpoint slice:
+    input:
+        source=SOURCE_FILES,
     output:
         manifest=MANIFEST,
         train=directory(f"{SLICES}/train"),

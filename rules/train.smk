@@ -19,7 +19,7 @@ rule train:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
-        processes=res("train", "processes") or 0,
+        processes=res("train", "processes"),
     params:
         strategy="{run}",
         source=config["source"],
@@ -27,7 +27,7 @@ rule train:
         train=run_settings(),
         strategy_settings=strategy_settings,
         eval=config["eval"],
-        resume="results/resume/train/{run}",
+        resume=results_path("resume/train/{run}"),
         code=script_code("train.py"),
     script:
         "../workflow/scripts/train.py"

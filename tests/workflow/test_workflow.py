@@ -417,8 +417,19 @@ def test_ni_example_config_is_a_complete_override(tmp_path):
     # The smallest categories of the subset hold a single task, i.e. max_per_task examples.
     per_task = example["source"]["natural_instructions"]["max_per_task"]
     assert example["split"]["val"] + example["split"]["test"] < per_task
-    result = run_ok(tmp_path, "-n", configs=(MAIN_CONFIG, NI_EXAMPLE_CONFIG))
+    data = shared_data_dir()
+    if data is None or not (data / "ni_task_subset").is_dir():
+        pytest.skip("NI subset not found: set SKILLMIX_SHARED_DATA to the folder holding ni_task_subset/")
+    # its relative paths (../shared/data/...) are meant for a run beside the shared folder, and the
+    # task files are checked when the workflow is parsed
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(data, target_is_directory=True)
+    result = run_ok(work, "-n", configs=(MAIN_CONFIG, NI_EXAMPLE_CONFIG))
     assert job_stats(result.output) == BEFORE_CHECKPOINT, result.describe()
+    missing = snakemake(tmp_path, "-n", configs=(MAIN_CONFIG, NI_EXAMPLE_CONFIG))
+    assert missing.returncode != 0 and "source.natural_instructions.tasks_dir: folder" in missing.output
 
 
 # --------------------------------------------------------------------------- skills graph and Skill-It

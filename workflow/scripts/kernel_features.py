@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 
+from skillmix.infra.inputs import based_on
 from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
@@ -15,7 +16,7 @@ p = snakemake.params
 task = pd.read_parquet(snakemake.input.task)
 rows = shard_range(len(task), *parse_scatteritem(p.shard))
 arrays = task_features(
-    p.model,
+    based_on(p.model, snakemake.input.base),
     task,
     json.loads(open(snakemake.input.words).read()),
     p.formulas,

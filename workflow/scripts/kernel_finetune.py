@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 
+from skillmix.infra.inputs import based_on
 from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
@@ -14,7 +15,7 @@ from skillmix.kernel.task import finetune  # noqa: E402
 p = snakemake.params
 ft = p.finetune
 metrics, steps = finetune(
-    p.model,
+    based_on(p.model, snakemake.input.base),
     pd.read_parquet(snakemake.input.task),
     json.loads(open(snakemake.input.words).read()),
     p.optimizer,

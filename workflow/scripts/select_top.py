@@ -6,6 +6,7 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
+from skillmix.data.export import write_training_files  # noqa: E402
 from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.less.selection import (  # noqa: E402
     answer_composition,
@@ -31,6 +32,7 @@ log.info(
 log.info("answers of the pool, the target and the selections:\n%s", answers.to_string(index=False))
 write_parquet(chosen, out.parquet)
 write_jsonl(chosen, out.jsonl)
+write_training_files(chosen, out.messages, out.prompt_completion)
 write_parquet(table, out.composition)
 write_parquet(answers, out.answers)
 plot_composition(table, out.composition_plot, f"composition of the {len(chosen)} selected examples")

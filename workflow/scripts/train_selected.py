@@ -4,15 +4,17 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
+from skillmix.infra.inputs import based_on
 from skillmix.infra.processes import job_processes, launch
+from skillmix.less.warmup import train_selected_job
 
 p = snakemake.params
 launch(
-    "skillmix.less.warmup:train_selected_job",
+    train_selected_job,
     dict(
         selected=snakemake.input.selected,
         evaluation=snakemake.input.evaluation,
-        model_cfg=p.model,
+        model_cfg=based_on(p.model, snakemake.input.base),
         lora_cfg=p.lora,
         warmup_cfg=p.warmup,
         train_cfg=p.train,

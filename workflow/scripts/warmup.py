@@ -4,14 +4,16 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
+from skillmix.infra.inputs import based_on
 from skillmix.infra.processes import job_processes, launch
+from skillmix.less.warmup import warmup_job
 
 p = snakemake.params
 launch(
-    "skillmix.less.warmup:warmup_job",
+    warmup_job,
     dict(
         pool=snakemake.input.pool,
-        model_cfg=p.model,
+        model_cfg=based_on(p.model, snakemake.input.base),
         lora_cfg=p.lora,
         warmup_cfg=p.warmup,
         checkpoints=list(snakemake.output.checkpoints),

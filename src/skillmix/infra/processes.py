@@ -106,14 +106,19 @@ def resolve(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-def launch(target: str, kwargs: dict[str, Any], processes: int = 1, threads: int | None = None) -> None:
-    """Run the job function `target` (`module:function`) with JSON-serialisable `kwargs`.
+def launch(
+    target: Callable[..., Any] | str, kwargs: dict[str, Any], processes: int = 1, threads: int | None = None
+) -> None:
+    """Run the job function `target` (a module-level function, or its name `module:function`) with
+    JSON-serialisable `kwargs`.
 
     With one process it runs here. With more it runs in `processes` processes of one process
     group, each with `threads` // `processes` CPU threads (at least one); their output goes to
     this process's stderr (the job's log). Stops with RuntimeError naming the exit status when
     a process fails.
     """
+    if not isinstance(target, str):
+        target = f"{target.__module__}:{target.__qualname__}"
     if processes <= 1:
         resolve(target)(**kwargs)
         return
