@@ -31,11 +31,20 @@ def test_pip_installs_the_checkout_named_by_skillmix_source(tmp_path) -> None:
     # conda hands the pip entries to pip as a requirements file; pip expands the variable
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("\n".join(editable) + "\n")
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+    ]
+    env = {**os.environ, "SKILLMIX_SOURCE": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation",
-         "--no-index", "-r", str(requirements)],
-        capture_output=True, text=True, env={**os.environ, "SKILLMIX_SOURCE": str(REPO)}, timeout=300, check=False,
-    )  # fmt: skip
+        [*pip, "-r", str(requirements)], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Would install skillmix-0.1.0" in done.stdout, done.stdout
 

@@ -8,7 +8,6 @@ import pytest
 import yaml
 from workflow_helpers import MAIN_CONFIG, SNAKEFILE, TINY_CONFIG, files_under, run_ok, write_yaml
 
-
 TINY_SELECT_CONFIG = SNAKEFILE.parent / "tests" / "configs" / "tiny_select.yaml"
 
 OUTER = """\
@@ -48,7 +47,11 @@ def test_skillmix_as_a_module_with_a_prefix(tmp_path):
     outer = work / "Snakefile"
     outer.write_text(
         OUTER.format(
-            main=MAIN_CONFIG, tiny=TINY_CONFIG, select=TINY_SELECT_CONFIG, override=override, snakefile=SNAKEFILE
+            main=MAIN_CONFIG,
+            tiny=TINY_CONFIG,
+            select=TINY_SELECT_CONFIG,
+            override=override,
+            snakefile=SNAKEFILE,
         )
     )
     run_ok(work, configs=(), snakefile=outer, timeout=1500)
@@ -56,6 +59,8 @@ def test_skillmix_as_a_module_with_a_prefix(tmp_path):
     assert top == ["Snakefile", "sm"], top  # results, logs, benchmarks and resume states: under the prefix
     assert (work / "sm/results/select/eval/summary.parquet").is_file()
     assert (work / "sm/results/select/train/less/model/adapter/adapter_config.json").is_file()
-    assert not files_under(work / "sm/results/resume")  # resume states were kept under the prefix, then removed
+    assert not files_under(
+        work / "sm/results/resume"
+    )  # resume states were kept under the prefix, then removed
     warmup_log = (work / "sm/logs/select/warmup.log").read_text()
     assert "Traceback" not in warmup_log
