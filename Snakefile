@@ -29,6 +29,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/select.smk"
 include: "rules/kernel.smk"
+include: "rules/lm_eval.smk"
 
 
 rule all:

@@ -123,3 +123,9 @@ def based_on(model: dict[str, Any], base: list[str] | tuple[str, ...] | None) ->
     if not base:
         return dict(model)
     return {**model, "kind": "pretrained", "name_or_path": str(base[0]), "gguf_file": None}
+
+
+def task_files(folder: str) -> list[str]:
+    """Every file below an lm-eval task folder (`lm_eval.include_path`); stops naming the key when it
+    does not exist."""
+    return _files_under(_existing(folder, "lm_eval.include_path", "folder"))
