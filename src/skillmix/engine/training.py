@@ -8,7 +8,6 @@ was never interrupted. Tensors go to safetensors, everything else to JSON.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +26,14 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
+from skillmix.engine.distributed import (
+    full_tensor,
+    load_full_,
+    parallel_model,
+    reshard,
+    set_gradient_sync,
+    shard_like,
+)
 from skillmix.engine.encoding import IGNORE, EncodedSet, collate, label_token_losses
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import Runtime
@@ -67,6 +74,7 @@ class TrainSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     seed: int = 0
+    parallel: str = "ddp"
     eval_every: int = 100
     eval_accuracy: bool = True
     eval_score: str = "auto"
@@ -130,17 +138,6 @@ def batch_split(batch_size: int, n_processes: int, accumulation: int) -> tuple[i
     return per_process, per_process // accumulation
 
 
-def distributed_model(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
-    """`model` wrapped for data-parallel training (PyTorch DDP) when the job runs several processes;
-    the model itself otherwise."""
-    if processes.world_size() == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
-
-
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (not on biases, norms or 1-d parameters)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -153,17 +150,21 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Opti
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters by name, detached, contiguous, on the CPU."""
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable parameters by name, whole (gathered from their shards under FSDP, in every
+    process), detached, contiguous, on the CPU."""
+    return {
+        n: full_tensor(p).detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer state_dict as (tensors for safetensors, everything else for JSON)."""
+    """An optimizer state_dict as (tensors for safetensors, everything else for JSON); tensors whole
+    (gathered from their shards under FSDP, in every process)."""
     tensors, rest = {}, {"param_groups": state["param_groups"], "scalars": {}}
     for idx, entry in state["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
+                tensors[f"{idx}.{key}"] = full_tensor(value).detach().contiguous().cpu()
             else:
                 rest["scalars"][f"{idx}.{key}"] = value
     return tensors, rest
@@ -187,10 +188,18 @@ def save_resume_state(
     sampler: SkillSampler,
     history: _History,
     fingerprint_: str,
+    write: bool = True,
 ) -> Path:
-    """Write the resume state of `step` atomically and remove older ones."""
+    """Write the resume state of `step` atomically and remove older ones.
+
+    Every process of a job calls it (under FSDP the weights and optimizer state are gathered from
+    their shards); the one with `write` writes.
+    """
     target = directory / f"step-{step:08d}"
     opt_tensors, opt_rest = split_optimizer_state(optimizer.state_dict())
+    weights = trainable_state(model)
+    if not write:
+        return target
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -203,7 +212,7 @@ def save_resume_state(
         "history": {"steps": history.steps, "counts": history.counts, "curve": history.curve},
     }
     with atomic_directory(target) as tmp:
-        save_file(trainable_state(model), tmp / "trainable.safetensors")
+        save_file(weights, tmp / "trainable.safetensors")
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps(meta))
@@ -231,16 +240,23 @@ def load_resume_state(
     scheduler: Any,
     sampler: SkillSampler,
 ) -> tuple[int, _History]:
-    """Restore everything `save_resume_state` wrote; returns (step, history)."""
+    """Restore everything `save_resume_state` wrote (into this process's shards under FSDP);
+    returns (step, history)."""
     meta = json.loads((path / "state.json").read_text())
     weights = load_file(path / "trainable.safetensors")
-    missing = set(trainable_state(model)) - set(weights)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = set(trainable) - set(weights)
     if missing:
         raise ValueError(f"resume state {path} lacks trainable parameters: {sorted(missing)[:5]}")
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(
-        join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
-    )
+    for name, param in trainable.items():
+        load_full_(param, weights[name])
+    state = join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value) and value.shape == params[idx].shape:
+                entry[key] = shard_like(value, params[idx])
+    optimizer.load_state_dict(state)
     scheduler.load_state_dict(meta["scheduler"])
     sampler.load_state_dict(meta["sampler"])
     rng = load_file(path / "rng.safetensors")
@@ -309,8 +325,11 @@ def train(
     (:mod:`skillmix.infra.processes`; PyTorch DDP averages their gradients) and, within a process,
     over `gradient_accumulation_steps` forward passes; the loss is the mean over the label tokens
     of the whole step's batch however it is split, so a step's update is the same on one process
-    and on several (within float rounding). Every process samples the same batches and evaluates
-    the same model; only the first writes resume states and runs `on_step`.
+    and on several (within float rounding). `settings.parallel` chooses how the processes hold the
+    model (:func:`skillmix.engine.distributed.parallel_model`: ddp or fsdp). Every process samples
+    the same batches, evaluates the same model and runs `on_step` (which must write from the first
+    process only); the first writes resume states. Under FSDP the model stays sharded when the run
+    ends (:func:`skillmix.engine.distributed.unsharded` gives it whole).
     """
     t0 = time.perf_counter()
     if eval_batch_size is None:
@@ -319,6 +338,7 @@ def train(
     torch.manual_seed(settings.seed)
     model.to(runtime.device)
     model.train()
+    net = parallel_model(model, runtime, settings.parallel)
     optimizer = make_optimizer(model, settings)
     scheduler = get_scheduler(
         settings.schedule,
@@ -342,6 +362,7 @@ def train(
             settings.eval_accuracy,
             settings.eval_score,
         )
+        reshard(model)
         model.train()
 
     main = processes.is_main()
@@ -358,7 +379,6 @@ def train(
         processes.barrier()
         if val_sets:
             evaluate_at(0)
-    net = distributed_model(model, runtime)
     pad = tokenizer.pad_token_id
     params = [p for p in model.parameters() if p.requires_grad]
     completed = True
@@ -392,19 +412,18 @@ def train(
                 [sets[s].input_ids[i] for s, i in chunk], [sets[s].labels[i] for s, i in chunk], pad
             )
             batch = {k: v.to(runtime.device) for k, v in batch.items()}
-            last = first + micro >= per_process
-            sync = contextlib.nullcontext() if last or net is model else net.no_sync()
-            with sync:
-                with runtime.autocast():
-                    losses, _ = label_token_losses(net, batch)
-                part = losses.sum()
-                (part / denominator * n_proc).backward()
+            if n_proc > 1:  # gradients are averaged over the processes after the step's last pass only
+                set_gradient_sync(net, first + micro >= per_process)
+            with runtime.autocast():
+                losses, _ = label_token_losses(net, batch)
+            part = losses.sum()
+            (part / denominator * n_proc).backward()
             local_sum += part.item()
         loss = processes.sum_over_processes(local_sum) / denominator
         if not math.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss} at step {step}")
         clip = settings.grad_clip if settings.grad_clip else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(params, clip)))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -424,16 +443,15 @@ def train(
             {"step": step, "skill": skill, "count": c}
             for skill, c in zip(sampler.skills, counts, strict=True)
         )
-        if on_step is not None and main:
+        if on_step is not None:
             on_step(step, model, optimizer, history.steps)
         due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
         if val_sets and due:
             evaluate_at(step)
         if state_dir is not None and settings.resume_every and step % settings.resume_every == 0:
-            if main:
-                save_resume_state(
-                    state_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_
-                )
+            save_resume_state(
+                state_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_, write=main
+            )
             processes.barrier()
         if stop_after is not None and step >= stop_after and step < settings.steps:
             completed = False

@@ -173,6 +173,7 @@ def prepare_epochs(
         raise SkillmixInputError("no examples to train on")
     settings = epoch_settings(recipe, len(examples), epochs)
     settings.eval_accuracy = eval_accuracy
+    settings.parallel = complete("model", model_cfg)["parallel"]
     model, tokenizer, runtime = lora_model(model_cfg, lora_cfg, settings.seed)
     max_length = complete("model", model_cfg)["max_length"]
     train_sets = encode_skills(tokenizer, examples, max_length)
@@ -205,19 +206,33 @@ def save_epoch_checkpoint(
     lora_cfg: dict[str, Any],
 ) -> None:
     """Write an epoch checkpoint atomically: a peft adapter folder (adapter_model.safetensors,
-    adapter_config.json) with the optimizer state and the checkpoint's metadata beside it."""
+    adapter_config.json) with the optimizer state and the checkpoint's metadata beside it.
+
+    Every process of a job calls it (under FSDP the adapter and optimizer state are gathered from
+    their shards); the first writes.
+    """
+    from peft import get_peft_model_state_dict
+
+    from skillmix.infra import processes
+
     tensors, rest = split_optimizer_state(optimizer.state_dict())
+    trainable = trainable_state(model)
+    # peft's file names (the adapter name dropped), in every process: nothing after this gathers
+    adapter = get_peft_model_state_dict(model, state_dict=trainable, save_embedding_layers=False)
+    if not processes.is_main():
+        return
     meta = {
         "epoch": epoch,
         "step": step,
         "mean_lr": float(np.mean(lrs)),
         "steps_in_epoch": len(lrs),
         "lora": lora_cfg,
-        "trainable": list(trainable_state(model)),
+        "trainable": list(trainable),
     }
     with atomic_directory(path) as tmp:
-        model.save_pretrained(tmp)
-        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
+        save_file({k: v.contiguous() for k, v in adapter.items()}, tmp / ADAPTER_FILES[0], {"format": "pt"})
+        config = model.peft_config["default"]
+        config.save_pretrained(tmp)
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(rest))
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1))
@@ -371,6 +386,7 @@ def train_selected_job(
 ) -> None:
     """The `train_selected` rule's job (in each of its processes): the warm-up recipe on a selection,
     tracking the evaluation set; `outputs` (model, steps, val_curve, metrics) from the first process."""
+    from skillmix.engine.distributed import unsharded
     from skillmix.engine.modeling import save_model
     from skillmix.infra import processes
     from skillmix.infra.jobs import JobClock, write_json, write_parquet
@@ -388,9 +404,10 @@ def train_selected_job(
     )
     clock = JobClock(run.runtime.device)
     result = run.train(resume_dir=resume)
+    model = unsharded(run.model, lambda: lora_model(model_cfg, lora_cfg)[0])
     if not processes.is_main():
         return
-    save_model(run.model, run.tokenizer, outputs["model"], model_cfg)
+    save_model(model, run.tokenizer, outputs["model"], model_cfg)
     write_parquet(result.steps, outputs["steps"])
     write_parquet(result.val_curve, outputs["val_curve"])
     metrics = clock.metrics(

@@ -94,7 +94,9 @@ def prepare_run(
         train_cfg["loss_on"],
         eval_cfg["eos_in_loss"],
     )
-    settings = TrainSettings.from_config({**train_cfg, "eval_score": eval_cfg["score"]})
+    settings = TrainSettings.from_config(
+        {**train_cfg, "eval_score": eval_cfg["score"], "parallel": model_cfg["parallel"]}
+    )
     if strategy == "skillit":
         strategy_cfg = complete("skillit", strategy_cfg)
     elif strategy == "skill_curriculum":
@@ -168,10 +170,15 @@ def train_job(
     source_cfg: dict[str, Any] | None,
     resume: str | None,
     outputs: dict[str, str],
+    stop_after: int | None = None,
 ) -> None:
     """The `train` rule's job (in each of its processes): prepare the strategy's run, train it, and
-    write `outputs` (model, steps, skill_counts, val_curve, mixture, metrics) from the first process."""
-    from skillmix.engine.modeling import save_model
+    write `outputs` (model, steps, skill_counts, val_curve, mixture, metrics) from the first process.
+
+    `stop_after` ends the run after that step, as an interruption would: resume states stay, no
+    outputs are written."""
+    from skillmix.engine.distributed import unsharded
+    from skillmix.engine.modeling import load_model, save_model
     from skillmix.infra import processes
     from skillmix.infra.jobs import JobClock, write_json, write_parquet
 
@@ -188,10 +195,13 @@ def train_job(
         source_cfg=source_cfg,
     )
     clock = JobClock(run.runtime.device)
-    result = run.train(resume_dir=resume)
+    result = run.train(resume_dir=resume, stop_after=stop_after)
+    if not result.completed:
+        return
+    model = unsharded(run.model, lambda: load_model(model_cfg)[0])
     if not processes.is_main():
         return
-    save_model(run.model, run.tokenizer, outputs["model"], model_cfg)
+    save_model(model, run.tokenizer, outputs["model"], model_cfg)
     write_parquet(result.steps, outputs["steps"])
     write_parquet(result.skill_counts, outputs["skill_counts"])
     write_parquet(result.val_curve, outputs["val_curve"])
