@@ -98,6 +98,39 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary folder left behind
 
 
+def test_lora_run_saves_a_peft_adapter_and_bf16_merged_weights(tmp_path) -> None:
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    cfg = {
+        "kind": "tiny",
+        "seed": 1,
+        "tiny": {**TINY, "architecture": "llama"},
+        "lora": {"enabled": True, "r": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj"]},
+        "save_dtype": "bfloat16",
+    }
+    model, tok = load_model(cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.01)
+    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    ids = torch.tensor([[10, 11, 12, 13]])
+    expected = model(input_ids=ids).logits
+    save_model(model, tok, tmp_path / "m", cfg)
+    # the adapter as a peft folder, on the base model built from the same config
+    base, _ = build_tiny_model({**TINY, "architecture": "llama"}, seed=1)
+    peft_model = PeftModel.from_pretrained(base, tmp_path / "m" / "adapter")
+    loaded = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert set(loaded) == set(adapter) and all(torch.equal(loaded[n], t) for n, t in adapter.items())
+    torch.testing.assert_close(peft_model(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+    # the merged weights, in bfloat16
+    with safe_open(tmp_path / "m" / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    merged, _ = load_saved(tmp_path / "m")
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=0.05, atol=0.05)
+
+
 def test_pretrained_folder_loads(tmp_path) -> None:
     model, tok = build_tiny_model({**TINY, "architecture": "llama"}, seed=0)
     save_model(model, tok, tmp_path / "hf")
@@ -144,7 +177,7 @@ def smollm2_dir():
 
 
 @pytest.mark.slow
-def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch) -> None:
+def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch, tmp_path) -> None:
     import pandas as pd
 
     from skillmix.engine.encoding import encode_frame, encode_row
@@ -178,3 +211,10 @@ def test_gguf_model_loads_scores_and_trains_with_lora(monkeypatch) -> None:
     batch = torch.tensor([ids])
     model(input_ids=batch, labels=torch.tensor([labels])).loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    # a model loaded from GGUF is dequantised: it saves (adapter merged) like any other
+    out = tmp_path / "saved"
+    save_model(model, tok, out, {"save_dtype": "bfloat16"})
+    saved, _ = load_saved(out)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    paris2, berlin2 = example_losses(saved, data, tok.pad_token_id, select_runtime("cpu"), 2)
+    assert paris2 < berlin2

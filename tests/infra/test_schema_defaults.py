@@ -28,7 +28,10 @@ def _defaults(block: dict) -> dict:
 
 
 def test_train_settings_defaults_are_the_schemas() -> None:
-    schema = _defaults(SCHEMA["train"]) | {"eval_score": _defaults(SCHEMA["eval"])["score"]}
+    schema = _defaults(SCHEMA["train"]) | {
+        "eval_score": _defaults(SCHEMA["eval"])["score"],
+        "parallel": _defaults(SCHEMA["model"])["parallel"],
+    }
     internal = {"eval_accuracy"}  # not a config key: the graph runs switch generation off
     for field in dataclasses.fields(TrainSettings):
         if field.name in internal:

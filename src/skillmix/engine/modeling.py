@@ -272,6 +272,12 @@ def load_pretrained(
             f"model.name_or_path: could not load {name_or_path!r} (gguf_file={gguf_file!r}) "
             f"from local files: {err}"
         ) from err
+    if gguf_file:
+        # the GGUF tensors are dequantised on loading: a plain float model, saved like any other
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return model, tokenizer
 
 
