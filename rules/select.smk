@@ -110,6 +110,7 @@ rule grads:
         mem_mb=res("grads", "mem_mb"),
         runtime=res("grads", "runtime"),
         gpu=res("grads", "gpu"),
+        processes=res("grads", "processes"),
     params:
         model=config["model"],
         lora=SELECT["lora"],

@@ -910,3 +910,48 @@ def test_selection_jsonl_writes_chats_as_turns(tmp_path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "sel.jsonl").read_text().splitlines()]
     assert rows[0]["messages"] == turns and rows[0]["rank"] == 1
     assert "messages" not in rows[1] and rows[1]["answer"] == "x"
+
+
+@pytest.mark.parametrize("feature", ["adam", "sgd"])
+def test_a_shard_computed_by_two_processes_is_the_shard_of_one(warm, tmp_path, feature) -> None:
+    """The `grads` job on 2 processes (gloo): each computes half of the shard's rows, the first
+    writes all of them; the files equal one process's (float16 rounding aside)."""
+    from skillmix.infra.processes import launch
+    from skillmix.less.datastore import shard_job
+
+    pool = lego_pool(per_skill=5)
+    pool.to_parquet(tmp_path / "pool.parquet")
+    outs = {}
+    for n in (1, 2):
+        out = tmp_path / f"p{n}"
+        kwargs = dict(
+            feature=feature,
+            checkpoint=str(warm[0][1]),
+            examples=str(tmp_path / "pool.parquet"),
+            scatteritem="2-of-2",
+            dims=[128, 10_000],
+            features=[str(out / "d128.npy"), str(out / "exact.npy")],
+            index=str(out / "index.parquet"),
+            info=str(out / "info.json"),
+            model_cfg=MODEL,
+            lora_cfg={**LORA, "dropout": 0.0},
+            grads_cfg={"batch_size": 3},
+        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            launch(shard_job, kwargs, n, threads=n)
+        finally:
+            torch.set_num_threads(threads)
+        outs[n] = out
+    i1, i2 = (pd.read_parquet(outs[n] / "index.parquet") for n in (1, 2))
+    assert len(i1) == 8 and i1["id"].tolist() == pool["id"].iloc[7:].tolist()  # rows 7..14 of 15
+    pd.testing.assert_frame_equal(i2, i1)
+    for name in ("d128.npy", "exact.npy"):
+        a, b = (np.load(outs[n] / name).astype(np.float32) for n in (1, 2))
+        assert a.shape == b.shape and a.shape[0] == 8
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-4)
+    info1, info2 = (json.loads((outs[n] / "info.json").read_text()) for n in (1, 2))
+    assert info1["rows"] == info2["rows"] == 8 and info1["examples"] == info2["examples"] == 8
+    if feature == "adam":
+        assert info2["share_v_above_1e-9"] == pytest.approx(info1["share_v_above_1e-9"])

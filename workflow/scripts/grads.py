@@ -5,18 +5,25 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.less.datastore import build_shard  # noqa: E402
+from skillmix.infra.processes import job_processes, launch  # noqa: E402
+from skillmix.less.datastore import shard_job  # noqa: E402
 
 p = snakemake.params
-build_shard(
-    p.feature,
-    snakemake.input.checkpoint,
-    snakemake.input.examples,
-    p.shard,
-    dict(zip(p.dims, snakemake.output.features, strict=True)),
-    snakemake.output.index,
-    snakemake.output.info,
-    model_cfg=based_on(p.model, snakemake.input.base),
-    lora_cfg=p.lora,
-    grads_cfg=p.grads,
+launch(
+    shard_job,
+    dict(
+        feature=p.feature,
+        checkpoint=snakemake.input.checkpoint,
+        examples=snakemake.input.examples,
+        scatteritem=p.shard,
+        dims=list(p.dims),
+        features=list(snakemake.output.features),
+        index=snakemake.output.index,
+        info=snakemake.output.info,
+        model_cfg=based_on(p.model, snakemake.input.base),
+        lora_cfg=p.lora,
+        grads_cfg=p.grads,
+    ),
+    job_processes(snakemake.resources.processes or None, snakemake.resources.gpu),
+    snakemake.threads,
 )

@@ -32,6 +32,7 @@ from skillmix.engine.features import example_loss_gradients
 from skillmix.engine.gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.projection import normalise_rows
+from skillmix.infra import processes
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import parse_scatteritem, shard_range, write_json, write_parquet
@@ -200,6 +201,35 @@ def write_feature_shard(
     write_json({**info, **result.stats, "excluded_ids": result.excluded_ids, "rows": len(index)}, info_path)
 
 
+def gather_features(result: FeatureResult) -> FeatureResult | None:
+    """The features of every process of the job, rows in process order: the first process gets them
+    all (examples and exclusions summed, Adam's share of large v' weighted by rows), the others None.
+    With one process, `result` itself."""
+    if processes.world_size() == 1:
+        return result
+    import torch.distributed as dist
+
+    parts: list[Any] | None = [None] * processes.world_size() if processes.is_main() else None
+    dist.gather_object(result, parts, dst=0)
+    if parts is None:
+        return None
+    stats = dict(parts[0].stats)
+    for key in ("examples", "excluded"):
+        if key in stats:
+            stats[key] = sum(part.stats[key] for part in parts)
+    kept = [len(part.kept_ids) for part in parts]
+    if "share_v_above_1e-9" in stats and sum(kept):
+        shares = [part.stats.get("share_v_above_1e-9", 0.0) for part in parts]
+        stats["share_v_above_1e-9"] = sum(s * k for s, k in zip(shares, kept, strict=True)) / sum(kept)
+    return FeatureResult(
+        {d: torch.cat([part.features[d] for part in parts]) for d in parts[0].features},
+        [i for part in parts for i in part.kept_ids],
+        [s for part in parts for s in part.kept_skills],
+        [i for part in parts for i in part.excluded_ids],
+        stats,
+    )
+
+
 def build_shard(
     feature: str,
     checkpoint_dir: str | os.PathLike,
@@ -212,25 +242,28 @@ def build_shard(
     model_cfg: dict[str, Any],
     lora_cfg: dict[str, Any],
     grads_cfg: dict[str, Any],
-) -> FeatureResult:
+) -> FeatureResult | None:
     """One datastore shard job: the shard's rows of an examples file, features at one checkpoint.
 
     The examples file is the candidate pool or the target set (both grouped by column `skill`).
-    Candidates with feature "adam" use the checkpoint's optimizer moments.
+    Candidates with feature "adam" use the checkpoint's optimizer moments. In a job of several
+    processes each computes a contiguous part of the shard's rows and the first writes them all
+    (the same files as one process writes); it returns the features there, None elsewhere.
     """
     grads_cfg = complete("select.grads", grads_cfg)
     model_cfg = complete("model", model_cfg)
     frame = pd.read_parquet(examples_path)
     index, count = parse_scatteritem(scatteritem)
     start, stop = shard_range(len(frame), index, count)
-    part = frame.iloc[start:stop]
+    first, last = shard_range(stop - start, processes.rank() + 1, processes.world_size())
+    part = frame.iloc[start + first : start + last]
     model, tokenizer, runtime, opt_state = load_epoch_checkpoint(checkpoint_dir, model_cfg, lora_cfg)
     data = encode_frame(tokenizer, part, str(examples_path), model_cfg["max_length"])
     log.info(
         "shard %s: rows %d..%d of %s (%d examples), feature %s, dims %s",
         scatteritem,
-        start,
-        stop,
+        start + first,
+        start + last,
         examples_path,
         len(part),
         feature,
@@ -251,6 +284,9 @@ def build_shard(
         projection_input=grads_cfg["projection_input"],
         exact=grads_cfg["exact"],
     )
+    result = gather_features(result)
+    if result is None:
+        return None
     if "share_v_above_1e-9" in result.stats:
         log.info("share of coordinates with v' > 1e-9: %.4f", result.stats["share_v_above_1e-9"])
     info = {
@@ -261,3 +297,33 @@ def build_shard(
     }
     write_feature_shard(result, feature_paths, index_path, info_path, info)
     return result
+
+
+def shard_job(
+    feature: str,
+    checkpoint: str,
+    examples: str,
+    scatteritem: str,
+    dims: list[int],
+    features: list[str],
+    index: str,
+    info: str,
+    *,
+    model_cfg: dict[str, Any],
+    lora_cfg: dict[str, Any],
+    grads_cfg: dict[str, Any],
+) -> None:
+    """The `grads` rule's job (in each of its processes): :func:`build_shard` with the feature file of
+    width dims[i] at features[i]."""
+    build_shard(
+        feature,
+        checkpoint,
+        examples,
+        scatteritem,
+        dict(zip(dims, features, strict=True)),
+        index,
+        info,
+        model_cfg=model_cfg,
+        lora_cfg=lora_cfg,
+        grads_cfg=grads_cfg,
+    )
