@@ -252,6 +252,38 @@ def test_two_processes_warmup_as_one(tmp_path, parallel) -> None:
             torch.testing.assert_close(a2[name], t, rtol=1e-4, atol=1e-6, msg=name)
         for name, t in o1.items():
             torch.testing.assert_close(o2[name], t, rtol=1e-3, atol=1e-8, msg=name)
+    # LESS's selection from either warm-up's checkpoints is the same: the pool's Adam features
+    # against a target's gradient features, summed over the checkpoints with their weights
+    selections = [selection_of(dirs[n], pool, lora, w) for n, w in ((1, w1), (2, w2))]
+    assert len(selections[0]) == 12 and selections[0] == selections[1]
+
+
+WIDE = 10**6  # wider than the LoRA gradient: exact features
+
+
+def set_features(model, tok, runtime, frame, **kw):
+    """Exact LESS features of a frame's examples (library call)."""
+    from skillmix.less.datastore import gradient_features
+
+    data = encode_frame(tok, frame, "set", MODEL["max_length"])
+    skills = frame["skill"].tolist()
+    return gradient_features(model, runtime, tok.pad_token_id, data, skills, [WIDE], batch_size=8, **kw)
+
+
+def selection_of(folder, pool, lora, weights) -> list[str]:
+    """The top 10% of `pool` by LESS's score from the warm-up checkpoints in `folder`."""
+    from skillmix.less.warmup import load_epoch_checkpoint
+
+    target = pool[pool["skill"] == "lego-3"].head(4)
+    score = torch.zeros(len(pool))
+    for name, weight in weights["weights"].items():
+        model, tok, runtime, opt_state = load_epoch_checkpoint(folder / name, MODEL, lora)
+
+        cand = set_features(model, tok, runtime, pool, feature="adam", optimizer_state=opt_state)
+        targ = set_features(model, tok, runtime, target, feature="sgd")
+        assert len(cand.kept_ids) == len(pool)
+        score += weight * (cand.features[WIDE] @ targ.features[WIDE].T).mean(1)
+    return [pool["id"].iloc[i] for i in torch.argsort(score, descending=True)[:12].tolist()]
 
 
 def test_resume_states_move_between_one_process_and_fsdp_shards(sliced, tmp_path) -> None:
