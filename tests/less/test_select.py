@@ -912,10 +912,10 @@ def test_selection_jsonl_writes_chats_as_turns(tmp_path) -> None:
     assert "messages" not in rows[1] and rows[1]["answer"] == "x"
 
 
-@pytest.mark.parametrize("feature", ["adam", "sgd"])
-def test_a_shard_computed_by_two_processes_is_the_shard_of_one(warm, tmp_path, feature) -> None:
+def test_a_shard_computed_by_two_processes_is_the_shard_of_one(warm, tmp_path) -> None:
     """The `grads` job on 2 processes (gloo): each computes half of the shard's rows, the first
     writes all of them; the files equal one process's (float16 rounding aside)."""
+    feature = "adam"  # the one with more to gather (the share of large v' is weighted by rows)
     from skillmix.infra.processes import launch
     from skillmix.less.datastore import shard_job
 
@@ -953,5 +953,4 @@ def test_a_shard_computed_by_two_processes_is_the_shard_of_one(warm, tmp_path, f
         np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-4)
     info1, info2 = (json.loads((outs[n] / "info.json").read_text()) for n in (1, 2))
     assert info1["rows"] == info2["rows"] == 8 and info1["examples"] == info2["examples"] == 8
-    if feature == "adam":
-        assert info2["share_v_above_1e-9"] == pytest.approx(info1["share_v_above_1e-9"])
+    assert info2["share_v_above_1e-9"] == pytest.approx(info1["share_v_above_1e-9"])
