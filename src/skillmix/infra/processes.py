@@ -170,6 +170,12 @@ def _worker(spec_path: str) -> None:
     )
     torch.set_num_threads(int(spec["threads"]))
     if torch.cuda.is_available():
+        if local >= torch.cuda.device_count():
+            raise SkillmixInputError(
+                f"process {local} of the job has no GPU of its own: the job sees "
+                f"{torch.cuda.device_count()} GPU(s); on GPUs a job runs one process per GPU "
+                "(set resources.<rule>.gpu to the number of processes)"
+            )
         torch.cuda.set_device(local)
         dist.init_process_group("nccl", device_id=torch.device("cuda", local))
     else:
