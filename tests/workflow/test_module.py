@@ -33,7 +33,6 @@ rule all:
     default_target: True
     input:
         "sm/results/eval/random/metrics.parquet",
-        "sm/results/select/eval/summary.parquet",
         "sm/results/select/selected/less.messages.jsonl",
 """
 
@@ -57,8 +56,9 @@ def test_skillmix_as_a_module_with_a_prefix(tmp_path):
     run_ok(work, configs=(), snakefile=outer, timeout=1500)
     top = sorted(p.name for p in work.iterdir() if not p.name.startswith("."))
     assert top == ["Snakefile", "sm"], top  # results, logs, benchmarks and resume states: under the prefix
-    assert (work / "sm/results/select/eval/summary.parquet").is_file()
-    assert (work / "sm/results/select/train/less/model/adapter/adapter_config.json").is_file()
+    assert (work / "sm/results/select/selected/less.messages.jsonl").is_file()
+    # the warm-up started from the random run's model under the prefix (its input), as a peft folder
+    assert (work / "sm/results/select/warmup/epoch1/adapter_config.json").is_file()
     assert not files_under(
         work / "sm/results/resume"
     )  # resume states were kept under the prefix, then removed
