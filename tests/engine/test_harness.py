@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
+from lm_eval_tasks import choice_task
 
 from skillmix.engine.harness import results_table, run_lm_eval
 from skillmix.engine.modeling import build_tiny_model, save_model
 from skillmix.infra.errors import SkillmixInputError
-
-TASK = """\
-task: toy_sum
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
-def write_task(tmp_path, rows):
-    data = tmp_path / "toy.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tasks = tmp_path / "tasks"
-    tasks.mkdir()
-    (tasks / "toy_sum.yaml").write_text(TASK.format(data=data))
-    return tasks
 
 
 def test_lm_eval_scores_a_saved_model_on_a_local_task(tmp_path) -> None:
@@ -51,14 +25,13 @@ def test_lm_eval_scores_a_saved_model_on_a_local_task(tmp_path) -> None:
         for a in range(3)
         for b in range(2)
     ]
-    tasks = write_task(tmp_path, rows)
+    tasks = choice_task(tmp_path / "tasks", "toy_sum", rows)
     results = run_lm_eval(folder, ["toy_sum"], include_path=tasks, batch_size=4)
     table = results_table("tiny", results)
     assert table[["model", "task", "metric", "n"]].values.tolist() == [["tiny", "toy_sum", "acc", 6]]
     assert table["value"].iloc[0] == 1.0 and math.isfinite(table["stderr"].iloc[0])
     flipped = [{**r, "label": 1} for r in rows]
-    (tmp_path / "flipped").mkdir()
-    tasks2 = write_task(tmp_path / "flipped", flipped)
+    tasks2 = choice_task(tmp_path / "flipped", "toy_sum", flipped)
     again = results_table(
         "tiny", run_lm_eval(folder, ["toy_sum"], include_path=tasks2, batch_size=4, limit=3)
     )

@@ -6,36 +6,13 @@ import json
 
 import pandas as pd
 import pytest
+from lm_eval_tasks import choice_task
 from workflow_helpers import MAIN_CONFIG, TINY_CONFIG, run_ok, snakemake, write_yaml
-
-TASK = """\
-task: toy_pick
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def lm_eval_config(tmp_path, **override):
-    data = tmp_path / "toy.jsonl"
-    data.write_text(
-        "".join(
-            json.dumps({"question": f"a={i}", "choices": ["0", "1"], "label": i % 2}) + "\n" for i in range(6)
-        )
-    )
-    tasks = tmp_path / "tasks"
-    tasks.mkdir(exist_ok=True)
-    (tasks / "toy_pick.yaml").write_text(TASK.format(data=data))
+    rows = [{"question": f"a={i}", "choices": ["0", "1"], "label": i % 2} for i in range(6)]
+    tasks = choice_task(tmp_path / "tasks", "toy_pick", rows)
     block = {
         "enabled": True,
         "models": ["random"],
