@@ -13,13 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 from skillmix.data.slicing import make_slices
-from skillmix.engine.encoding import encode_frame
+from skillmix.engine.encoding import encode_frame, label_count
 from skillmix.engine.modeling import build_tiny_model, byte_tokenizer, load_model, select_runtime
-from skillmix.engine.training import TrainSettings, batch_split, label_count, train
+from skillmix.engine.training import TrainSettings, batch_split, train
 from skillmix.graph.store import write_graph
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.processes import job_processes, launch
 from skillmix.less.pool import warmup_indices
+from skillmix.less.warmup import warmup_job
+from skillmix.skillit.runs import train_job
 from skillmix.skillit.samplers import make_sampler
 
 CPU = select_runtime("cpu", "fp32")
@@ -171,7 +173,7 @@ def run_train_job(
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as each of the two processes
         try:
-            launch("skillmix.skillit.runs:train_job", kwargs, n, threads=n)
+            launch(train_job, kwargs, n, threads=n)
         finally:
             torch.set_num_threads(threads)
     return out
@@ -234,7 +236,7 @@ def test_two_processes_warmup_as_one(tmp_path, parallel) -> None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            launch("skillmix.less.warmup:warmup_job", kwargs, n, threads=n)
+            launch(warmup_job, kwargs, n, threads=n)
         finally:
             torch.set_num_threads(threads)
         dirs[n] = out

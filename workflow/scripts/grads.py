@@ -24,6 +24,6 @@ launch(
         lora_cfg=p.lora,
         grads_cfg=p.grads,
     ),
-    job_processes(snakemake.resources.processes or None, snakemake.resources.gpu),
+    job_processes(snakemake.resources.processes, snakemake.resources.gpu),
     snakemake.threads,
 )

@@ -27,6 +27,6 @@ launch(
         resume=p.resume,
         outputs=dict(snakemake.output.items()),
     ),
-    job_processes(snakemake.resources.processes or None, snakemake.resources.gpu),
+    job_processes(snakemake.resources.processes, snakemake.resources.gpu),
     snakemake.threads,
 )

@@ -73,7 +73,9 @@ def parallel_model(model: torch.nn.Module, runtime: Runtime, mode: str = "ddp") 
         return DistributedDataParallel(model, device_ids=ids)
     from torch.distributed.fsdp import fully_shard
 
-    if any(hasattr(m, "_skillmix_frozen") for m in model.modules()):
+    from skillmix.engine.prefix import has_frozen_lower_layers
+
+    if has_frozen_lower_layers(model):
         raise SkillmixInputError(
             "model.parallel fsdp with lora.top_layers: the frozen lower layers run outside the sharded "
             "model; use model.parallel ddp"

@@ -39,6 +39,11 @@ class EncodedSet:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @functools.cached_property
+    def label_counts(self) -> list[int]:
+        """Each example's label tokens that its loss averages over (see :func:`label_count`)."""
+        return [label_count(labels) for labels in self.labels]
+
     @property
     def has_answers(self) -> bool:
         """True when the rows are prompt/answer pairs (accuracy is defined)."""
@@ -187,6 +192,12 @@ def encode_frame(
         out.answers.append(row.answer)
         out.truncated += int(cut)
     return out
+
+
+def label_count(labels: list[int]) -> int:
+    """The label tokens of one encoded example that its loss averages over (all but position 0, which
+    no position predicts)."""
+    return sum(1 for t in labels[1:] if t != IGNORE)
 
 
 def collate(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -31,6 +31,7 @@ from transformers import (
 
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.inputs import looks_local
 from skillmix.infra.jobs import atomic_directory
 
 log = logging.getLogger(__name__)
@@ -252,12 +253,12 @@ def load_pretrained(
         raise SkillmixInputError("model.name_or_path is required when model.kind is pretrained or gguf")
     if gguf_file is not None and Path(gguf_file).is_absolute():
         name_or_path, gguf_file = str(Path(gguf_file).parent), Path(gguf_file).name
-    local = Path(name_or_path)
+    local = Path(name_or_path).expanduser()  # as the workflow's input check reads it
     if local.exists():
         name_or_path = str(local)
         if gguf_file is not None and not (local / gguf_file).is_file():
             raise SkillmixInputError(f"model.gguf_file: {local / gguf_file} does not exist")
-    elif name_or_path.startswith((".", "/")):
+    elif looks_local(name_or_path):
         raise SkillmixInputError(f"model.name_or_path: {name_or_path} does not exist")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision:

@@ -230,6 +230,11 @@ class FrozenLowerLayers:
             self.decoder.embed_tokens = saved
 
 
+def has_frozen_lower_layers(model: torch.nn.Module) -> bool:
+    """Whether :class:`FrozenLowerLayers` runs some of `model`'s layers (lora.top_layers)."""
+    return any(hasattr(m, "_skillmix_frozen") for m in model.modules())
+
+
 def freeze_lower_layers(model: torch.nn.Module, top_layers: int) -> FrozenLowerLayers:
     """Install :class:`FrozenLowerLayers` so that only the top `top_layers` decoder layers run per
     pass; returns the installed cache (call `remove()` to undo). A model that has one installed

@@ -15,7 +15,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -34,7 +34,7 @@ from skillmix.engine.distributed import (
     set_gradient_sync,
     shard_like,
 )
-from skillmix.engine.encoding import IGNORE, EncodedSet, collate, label_token_losses
+from skillmix.engine.encoding import EncodedSet, collate, label_token_losses
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.sampling import SkillSampler
@@ -116,11 +116,6 @@ def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-serialisable values (the identity of a run's inputs)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def label_count(labels: Sequence[int]) -> int:
-    """The label tokens of one encoded example that its loss averages over (all but position 0)."""
-    return sum(1 for t in labels[1:] if t != IGNORE)
 
 
 def batch_split(batch_size: int, n_processes: int, accumulation: int) -> tuple[int, int]:
@@ -402,7 +397,7 @@ def train(
         lr = scheduler.get_last_lr()[0]
         # the loss is the mean over the label tokens of the whole step's batch, whichever process
         # and forward pass a token falls in; DDP averages the processes' gradients
-        n_tokens = sum(label_count(sets[s].labels[i]) for s, i in pairs)
+        n_tokens = sum(sets[s].label_counts[i] for s, i in pairs)
         denominator = max(n_tokens, 1)
         mine = pairs[proc * per_process : (proc + 1) * per_process]
         local_sum = 0.0

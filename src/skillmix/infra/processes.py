@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def job_processes(processes: int | None, gpus: int) -> int:
-    """How many processes a job runs: `processes` when given, else one per GPU (at least one)."""
-    if processes is not None:
+    """How many processes a job runs: `processes` when given (None or 0, Snakemake's number for an
+    unset resource, is not), else one per GPU (at least one)."""
+    if processes:
         if processes < 1:
             raise SkillmixInputError(f"resources: processes must be >= 1, got {processes}")
         if gpus > 1 and processes != gpus:
@@ -82,9 +83,11 @@ def sum_over_processes(value: float) -> float:
 
 
 def _device():
+    """Where a collective's tensor lives: this process's GPU under NCCL, else the CPU."""
     import torch
 
-    if torch.cuda.is_available() and _dist() and _dist().get_backend() == "nccl":
+    dist = _dist()
+    if dist and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -99,7 +102,7 @@ def local_device() -> str | None:
 
 
 def resolve(target: str) -> Callable[..., Any]:
-    """The function named `module:function`."""
+    """The job function named `module:function` (in a launched process)."""
     module, _, name = target.partition(":")
     if not module or not name:
         raise ValueError(f"job function must be named module:function, got {target!r}")
@@ -107,25 +110,23 @@ def resolve(target: str) -> Callable[..., Any]:
 
 
 def launch(
-    target: Callable[..., Any] | str, kwargs: dict[str, Any], processes: int = 1, threads: int | None = None
+    target: Callable[..., Any], kwargs: dict[str, Any], processes: int = 1, threads: int | None = None
 ) -> None:
-    """Run the job function `target` (a module-level function, or its name `module:function`) with
-    JSON-serialisable `kwargs`.
+    """Run the job function `target` (a module-level function) with JSON-serialisable `kwargs`.
 
     With one process it runs here. With more it runs in `processes` processes of one process
     group, each with `threads` // `processes` CPU threads (at least one); their output goes to
     this process's stderr (the job's log). Stops with RuntimeError naming the exit status when
     a process fails.
     """
-    if not isinstance(target, str):
-        target = f"{target.__module__}:{target.__qualname__}"
     if processes <= 1:
-        resolve(target)(**kwargs)
+        target(**kwargs)
         return
+    name = f"{target.__module__}:{target.__qualname__}"
     per_process = max(1, (threads or processes) // processes)
     with tempfile.TemporaryDirectory(prefix="skillmix-launch-") as tmp:
         spec = Path(tmp) / "job.json"
-        spec.write_text(json.dumps({"target": target, "kwargs": kwargs, "threads": per_process}))
+        spec.write_text(json.dumps({"target": name, "kwargs": kwargs, "threads": per_process}))
         command = [
             sys.executable,
             "-m",
@@ -136,13 +137,13 @@ def launch(
             "skillmix.infra.processes",
             str(spec),
         ]
-        log.info("launching %s in %d processes (%d threads each)", target, processes, per_process)
+        log.info("launching %s in %d processes (%d threads each)", name, processes, per_process)
         err = sys.stderr if _has_fileno(sys.stderr) else None
         env = {**os.environ, "OMP_NUM_THREADS": str(per_process)}
         done = subprocess.run(command, stdout=err, stderr=err, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(
-            f"{target} failed in one of its {processes} processes (exit status {done.returncode}); "
+            f"{name} failed in one of its {processes} processes (exit status {done.returncode}); "
             "the traceback is in the job's log above"
         )
 
