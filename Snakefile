@@ -1,7 +1,12 @@
 # skillmix: choose what a language model trains on. See README.md and config.yaml.
 from snakemake.utils import min_version
 
+from skillmix.infra.config import check_yaml_file
+
 min_version("9.0")
+
+# Snakemake reports a YAML syntax error without its place: name the line first
+check_yaml_file("config.yaml")
 
 
 configfile: "config.yaml"

@@ -1,5 +1,4 @@
 # Shared helpers: config validation, resources, input functions over the sliced skills.
-import json
 import os
 from pathlib import Path
 
@@ -14,6 +13,12 @@ validate(config, schema="../workflow/schemas/config.schema.yaml")
 
 
 config["model"]["tiny"] = resolve_tiny_tokenizer(config["model"], config["source"])
+
+if not config["model"]["download"]:
+    # jobs (which inherit this environment) never reach the model or data hub: a wrong name
+    # fails at once instead of retrying the network
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[variable] = "1"
 
 
 STRATEGIES = config["train"]["strategies"]
@@ -79,10 +84,37 @@ def run_settings():
     return {k: v for k, v in config["train"].items() if k != "strategies"}
 
 
+_CHECKED_MANIFESTS = {}
+
+
 def manifest():
-    """The slice manifest; waits for the slice checkpoint."""
-    with checkpoints.slice.get().output.manifest.open() as f:
-        return json.load(f)
+    """The slice manifest; waits for the slice checkpoint. Before its first use in a run of
+    snakemake, every slice file is checked against its checksum and the config against the skills
+    (skillmix.infra.preflight), so a damaged slice or a wrong skill name stops the DAG here, before
+    any job runs or any output is deleted."""
+    path = checkpoints.slice.get().output.manifest
+    key = (str(path), os.stat(path).st_mtime_ns)
+    if key not in _CHECKED_MANIFESTS:
+        # imported here: they need pandas, which parsing alone does not
+        from skillmix.data.slicing import check_slice_set
+        from skillmix.engine.model_config import check_model_config
+        from skillmix.infra.preflight import check_against_skills
+
+        found = check_slice_set(path)
+        check_against_skills(config, found)
+        check_model_config(config["model"])
+        _CHECKED_MANIFESTS[key] = found
+    return _CHECKED_MANIFESTS[key]
+
+
+def tokenizer_settings():
+    """What the answers `model.max_length` cuts (counted by the slice job) depend on."""
+    model = config["model"]
+    keys = ("kind", "name_or_path", "gguf_file", "revision", "max_length")
+    return {
+        **{k: model[k] for k in keys},
+        "tiny_tokenizer": {k: model["tiny"][k] for k in ("tokenizer", "vocabulary")},
+    }
 
 
 def split_slices(split):
@@ -97,13 +129,61 @@ def split_slices(split):
 CURRICULA = ("curriculum", "anticurriculum", "skill_curriculum")
 
 
-def strategy_settings(wildcards):
+def settings_of(run):
     """The settings of one strategy only, so that editing them re-runs only that strategy."""
-    if wildcards.run == "skillit":
+    if run == "skillit":
         return config["skillit"]
-    if wildcards.run in CURRICULA:
+    if run in CURRICULA:
         return config["curriculum"]
     return {}
+
+
+def strategy_settings(wildcards):
+    """Params function: the settings of the run's strategy."""
+    return settings_of(wildcards.run)
+
+
+def stamp(script, **settings):
+    """The provenance stamp of a rule's outputs (skillmix.infra.stamps): the settings its jobs are
+    made with, by config key, and the code version of its script. A stage that combines several
+    outputs compares their stamps with this, to refuse outputs left from an interrupted run.
+    """
+    return {**settings, "code": script_code(script)}
+
+
+GRAPH_RUN_STAMP = stamp(
+    "graph_run.py",
+    source=config["source"],
+    model=config["model"],
+    **{"graph.runs": config["graph"]["runs"]},
+    eval=config["eval"],
+)
+EVALUATE_STAMP = stamp("evaluate.py", model=config["model"], eval=config["eval"])
+
+
+def train_stamp(run):
+    """The stamp of a training run's outputs (its strategy's settings included)."""
+    return stamp(
+        "train.py",
+        source=config["source"],
+        model=config["model"],
+        train=run_settings(),
+        strategy=settings_of(run),
+        eval=config["eval"],
+    )
+
+
+def train_stamp_param(wildcards):
+    """Params function: the stamp of the run's outputs."""
+    return train_stamp(wildcards.run)
+
+
+def metrics_stamps():
+    """What `compare` expects of each run's metrics: the training and evaluation settings now."""
+    return {
+        run: {"train": train_stamp(run), "evaluate": EVALUATE_STAMP}
+        for run in STRATEGIES
+    }
 
 
 def graph_dir():
@@ -205,6 +285,17 @@ if SELECT_DIM not in DIMS:
         f"select.selection.dim is {SELECT_DIM}, which is not one of select.grads.dims {DIMS}"
     )
 SELECTIONS = ["less", "random"]
+# what training on a selection and its evaluation are made with, the same for both selections
+SELECTED_TRAIN_STAMP = stamp(
+    "train_selected.py",
+    model=config["model"],
+    base_run=SELECT["base_run"],
+    **{k: SELECT[k] for k in ("lora", "warmup", "train")},
+    eval=config["eval"],
+)
+SELECTED_EVALUATE_STAMP = stamp(
+    "evaluate_selected.py", model=config["model"], eval=config["eval"]
+)
 
 
 def base_input(run):
@@ -246,12 +337,32 @@ def grads_examples(wildcards):
     return f"{SEL}/target/target.parquet"
 
 
-def grads_feature(wildcards):
+def set_feature(set_name):
     """The feature of a set: LESS's Adam feature (by default) for candidates, the gradient for targets."""
     grads = SELECT["grads"]
-    return (
-        grads["feature"] if wildcards.set == "candidates" else grads["target_feature"]
+    return grads["feature"] if set_name == "candidates" else grads["target_feature"]
+
+
+def grads_feature(wildcards):
+    """Params function: the feature of the shard's set."""
+    return set_feature(wildcards.set)
+
+
+def grads_stamp(set_name):
+    """The stamp of a gradient shard of the candidates or the target set."""
+    return stamp(
+        "grads.py",
+        model=config["model"],
+        **{"select.lora": SELECT["lora"], "select.grads": SELECT["grads"]},
+        base_run=SELECT["base_run"],
+        feature=set_feature(set_name),
+        dims=DIMS,
     )
+
+
+def grads_stamp_param(wildcards):
+    """Params function: the stamp of the shard's set."""
+    return grads_stamp(wildcards.set)
 
 
 def influence_inputs(wildcards):
@@ -291,6 +402,17 @@ KERNEL_TASK = {
     k: KERNEL[k]
     for k in ("skills", "label_split", "label_words", "k_shot", "seed", "max_eval")
 }
+
+
+# what every kernel feature shard is made with
+KERNEL_FEATURES_STAMP = stamp(
+    "kernel_features.py",
+    model=config["model"],
+    base_run=KERNEL["base_run"],
+    **{
+        f"kernel.{k}": KERNEL[k] for k in ("formulas", "subset", "binary", "projection")
+    },
+)
 
 
 # Optional standard evaluation (rules/lm_eval.smk).

@@ -37,6 +37,7 @@ rule evaluate:
         run="{run}",
         model=config["model"],
         eval=config["eval"],
+        stamp=EVALUATE_STAMP,
         code=script_code("evaluate.py"),
     script:
         "../workflow/scripts/evaluate.py"
@@ -65,6 +66,8 @@ rule compare:
         runtime=res("small", "runtime"),
         gpu=res("small", "gpu"),
     params:
+        runs=STRATEGIES,
+        expect=metrics_stamps(),
         code=script_code("compare.py"),
     script:
         "../workflow/scripts/compare.py"

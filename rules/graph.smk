@@ -25,6 +25,7 @@ rule graph_run:
         model=config["model"],
         runs=config["graph"]["runs"],
         eval=config["eval"],
+        stamp=GRAPH_RUN_STAMP,
         code=script_code("graph_run.py"),
     script:
         "../workflow/scripts/graph_run.py"
@@ -52,6 +53,7 @@ rule graph_assemble:
     params:
         method="{method}",
         options=config["graph"]["assemble"],
+        expect=GRAPH_RUN_STAMP,
         code=script_code("graph_assemble.py"),
     script:
         "../workflow/scripts/graph_assemble.py"

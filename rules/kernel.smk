@@ -56,6 +56,7 @@ rule kernel_features:
         binary=KERNEL["binary"],
         projection=KERNEL["projection"],
         shard="{scatteritem}",
+        stamp=KERNEL_FEATURES_STAMP,
         code=script_code("kernel_features.py"),
     script:
         "../workflow/scripts/kernel_features.py"
@@ -83,6 +84,7 @@ rule kernel:
         formulas=KERNEL["formulas"],
         row_block=KERNEL["row_block"],
         col_block=KERNEL["col_block"],
+        expect=KERNEL_FEATURES_STAMP,
         code=script_code("kernel.py"),
     script:
         "../workflow/scripts/kernel.py"

@@ -118,6 +118,7 @@ rule grads:
         feature=grads_feature,
         dims=DIMS,
         shard="{scatteritem}",
+        stamp=grads_stamp_param,
         code=script_code("grads.py"),
     script:
         "../workflow/scripts/grads.py"
@@ -148,6 +149,7 @@ rule influence:
         chunk_rows=SELECT["influence"]["chunk_rows"],
         match=SELECT["influence"]["match"],
         per_example=SELECT["selection"]["balance"] == "example",
+        expect={s: grads_stamp(s) for s in ("candidates", "target")},
         code=script_code("influence.py"),
     script:
         "../workflow/scripts/influence.py"
@@ -254,6 +256,7 @@ rule train_selected:
         train=SELECT["train"],
         eval=config["eval"],
         resume=results_path("resume/select/train/{selection}"),
+        stamp=SELECTED_TRAIN_STAMP,
         code=script_code("train_selected.py"),
     script:
         "../workflow/scripts/train_selected.py"
@@ -264,6 +267,7 @@ rule evaluate_selected:
         model=f"{SEL}/train/{{selection}}/model",
         evaluation=f"{SEL}/target/evaluation.parquet",
         val_curve=f"{SEL}/train/{{selection}}/target_curve.parquet",
+        steps=f"{SEL}/train/{{selection}}/steps.parquet",
     output:
         metrics=f"{SEL}/eval/{{selection}}/metrics.parquet",
         plot=f"{SEL}/eval/{{selection}}/curves.png",
@@ -284,6 +288,7 @@ rule evaluate_selected:
         selection="{selection}",
         model=config["model"],
         eval=config["eval"],
+        stamp=SELECTED_EVALUATE_STAMP,
         code=script_code("evaluate_selected.py"),
     script:
         "../workflow/scripts/evaluate_selected.py"
@@ -314,6 +319,8 @@ rule compare_selected:
         runtime=res("small", "runtime"),
         gpu=res("small", "gpu"),
     params:
+        selections=SELECTIONS,
+        expect={"train": SELECTED_TRAIN_STAMP, "evaluate": SELECTED_EVALUATE_STAMP},
         code=script_code("compare_selected.py"),
     script:
         "../workflow/scripts/compare_selected.py"

@@ -20,6 +20,7 @@ checkpoint slice:
     params:
         source=config["source"],
         split=config["split"],
+        tokenizer=tokenizer_settings(),
         code=script_code("slice.py"),
     script:
         "../workflow/scripts/slice.py"

@@ -28,6 +28,7 @@ rule train:
         strategy_settings=strategy_settings,
         eval=config["eval"],
         resume=results_path("resume/train/{run}"),
+        stamp=train_stamp_param,
         code=script_code("train.py"),
     script:
         "../workflow/scripts/train.py"

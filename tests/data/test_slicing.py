@@ -12,6 +12,7 @@ import pytest
 
 from skillmix.data import slicing
 from skillmix.data.slicing import (
+    check_slice_set,
     make_slices,
     read_manifest,
     read_slices,
@@ -226,6 +227,13 @@ def test_write_and_read_slices(tmp_path: Path) -> None:
     splits = split_by_skill(data, 4, 3, seed=0)
     manifest = write_slices(splits, data.skills, tmp_path / "out", extra={"note": "x"})
     slug = skill_slug("Café au lait")
+    for entry in manifest["skills"]:  # each split file's checksum, as the file on disk has it
+        assert entry.pop("sha256") == {
+            split: hashlib.sha256(
+                (tmp_path / "out" / split / f"{entry['slug']}.parquet").read_bytes()
+            ).hexdigest()
+            for split in ("train", "val", "test")
+        }
     assert manifest == {
         "skills": [
             {"name": "Café au lait", "slug": slug, "counts": {"train": 23, "val": 4, "test": 3}},
@@ -235,8 +243,8 @@ def test_write_and_read_slices(tmp_path: Path) -> None:
         "columns": COLUMNS,
         "note": "x",
     }
-    assert read_manifest(tmp_path / "out") == manifest
-    assert read_manifest(tmp_path / "out" / "manifest.json") == manifest
+    written = read_manifest(tmp_path / "out")
+    assert [e.pop("sha256") for e in written["skills"]] and written == manifest
     assert leftovers(tmp_path) == ["out"]
     assert leftovers(tmp_path / "out") == ["manifest.json", "test", "train", "val"]
     for split in ("train", "val", "test"):
@@ -371,3 +379,37 @@ def test_make_slices_bad_input_writes_nothing(
     with pytest.raises(SkillmixInputError, match=message):
         make_slices(source, split, tmp_path / "out" / "slices", base_dir=work)
     assert leftovers(tmp_path) == ["work"]
+
+
+@pytest.mark.parametrize("damage", ["empty", "flipped", "removed"])
+def test_a_damaged_slice_is_caught_by_its_readers(tmp_path: Path, damage: str) -> None:
+    data = make_data({"a": 30, "b": 30})
+    manifest = write_slices(split_by_skill(data, 4, 3, seed=0), data.skills, tmp_path / "out")
+    paths = [tmp_path / "out" / "train" / f"{e['slug']}.parquet" for e in manifest["skills"]]
+    check_slice_set(tmp_path / "out" / "manifest.json")  # intact: passes
+    victim = paths[1]
+    if damage == "empty":
+        victim.write_bytes(b"")
+    elif damage == "flipped":
+        raw = bytearray(victim.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        victim.write_bytes(bytes(raw))
+    else:
+        victim.unlink()
+    words = "missing" if damage == "removed" else "damaged or changed after slicing"
+    with pytest.raises(SkillmixInputError, match=rf"train/b\.parquet: slice file {words}.*--forcerun slice"):
+        read_slices(paths, ["a", "b"], "train")
+    with pytest.raises(SkillmixInputError, match=r"train/b\.parquet"):
+        check_slice_set(tmp_path / "out")
+    read_slices(paths[:1], ["a"], "train")  # the intact file still reads
+
+
+def test_a_manifest_slug_that_leaves_the_slices_folder_is_refused(tmp_path: Path) -> None:
+    data = make_data({"a": 30, "b": 30})
+    write_slices(split_by_skill(data, 4, 3, seed=0), data.skills, tmp_path / "out")
+    path = tmp_path / "out" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["skills"][0]["slug"] = "../../../etc/passwd"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(SkillmixInputError, match=r"slug '../../../etc/passwd', not the slug slicing gives"):
+        read_manifest(path)

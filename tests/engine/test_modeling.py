@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from skillmix.engine.model_config import check_model_config
 from skillmix.engine.modeling import (
     build_tiny_model,
     byte_tokenizer,
@@ -13,6 +14,7 @@ from skillmix.engine.modeling import (
     load_saved,
     save_model,
     select_runtime,
+    tiny_config,
     trainable_parameters,
 )
 from skillmix.infra.errors import SkillmixInputError
@@ -149,6 +151,74 @@ def test_bad_model_config_is_named(tmp_path) -> None:
         build_tiny_model({**TINY, "architecture": "rnn"}, seed=0)
     with pytest.raises(SkillmixInputError, match="model.kind"):
         load_model({"kind": "huge"})
+
+
+def test_max_length_beyond_tiny_positions_is_named() -> None:
+    """gpt2 has absolute positions: training at max_length > max_positions died with an IndexError."""
+    cfg = {"kind": "tiny", "tiny": {**TINY, "architecture": "gpt2"}, "max_length": 65}
+    pattern = r"model\.max_length 65 exceeds the 64 positions .*model\.tiny\.max_positions"
+    with pytest.raises(SkillmixInputError, match=pattern):
+        check_model_config(cfg)
+    with pytest.raises(SkillmixInputError, match=pattern):
+        load_model(cfg)  # a library caller gets the same message, before any model is built
+    check_model_config({**cfg, "max_length": 64})
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_heads_not_dividing_hidden_size_are_named(arch: str) -> None:
+    tiny = {**TINY, "architecture": arch, "num_heads": 3}
+    pattern = r"model\.tiny\.num_heads 3 does not divide model\.tiny\.hidden_size 32"
+    with pytest.raises(SkillmixInputError, match=pattern):
+        check_model_config({"kind": "tiny", "tiny": tiny, "max_length": 32})
+    with pytest.raises(SkillmixInputError, match=pattern):
+        build_tiny_model(tiny, seed=0)
+
+
+def test_llama_needs_an_even_head_size() -> None:
+    tiny = {**TINY, "architecture": "llama", "hidden_size": 30, "num_heads": 2}
+    with pytest.raises(SkillmixInputError, match=r"hidden_size 30 / model\.tiny\.num_heads 2 = 15"):
+        check_model_config({"kind": "tiny", "tiny": tiny, "max_length": 32})
+    check_model_config({"kind": "tiny", "tiny": {**tiny, "architecture": "gpt2"}, "max_length": 32})
+
+
+def test_valid_tiny_config_passes() -> None:
+    for arch in ("llama", "gpt2"):
+        check_model_config({"kind": "tiny", "tiny": {**TINY, "architecture": arch}, "max_length": 64})
+    check_model_config({})  # the schema's defaults are compatible
+
+
+@pytest.mark.parametrize(("arch", "field"), [("llama", "max_position_embeddings"), ("gpt2", "n_positions")])
+def test_pretrained_folder_with_few_positions_is_refused(tmp_path, arch: str, field: str) -> None:
+    tiny = {**TINY, "architecture": arch, "max_positions": 16}
+    tok = byte_tokenizer()
+    tiny_config(tiny, len(tok), tok.pad_token_id, tok.eos_token_id).save_pretrained(tmp_path / "cfg")
+    cfg = {"kind": "pretrained", "name_or_path": str(tmp_path / "cfg"), "max_length": 17}
+    pattern = rf"model\.max_length 17 exceeds the 16 positions .*{field} .*model\.name_or_path"
+    with pytest.raises(SkillmixInputError, match=pattern):
+        check_model_config(cfg)  # the folder holds a configuration only: no weights are needed
+    check_model_config({**cfg, "max_length": 16})
+    model, tok = build_tiny_model(tiny, seed=0)
+    save_model(model, tok, tmp_path / "hf")
+    with pytest.raises(SkillmixInputError, match=pattern):
+        load_model({**cfg, "name_or_path": str(tmp_path / "hf")})
+
+
+def test_pretrained_config_errors_are_named(tmp_path) -> None:
+    with pytest.raises(SkillmixInputError, match="model.name_or_path"):
+        check_model_config({"kind": "pretrained"})
+    with pytest.raises(SkillmixInputError, match="does not exist"):
+        check_model_config({"kind": "pretrained", "name_or_path": str(tmp_path / "missing")})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SkillmixInputError, match=r"model\.name_or_path .*empty: could not read"):
+        check_model_config({"kind": "pretrained", "name_or_path": str(tmp_path / "empty")})
+
+
+def test_gguf_positions_come_from_the_file(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder, name = smollm2_dir()
+    cfg = {"kind": "gguf", "name_or_path": str(folder), "gguf_file": name, "max_length": 1_000_000}
+    with pytest.raises(SkillmixInputError, match=rf"max_position_embeddings .*model\.gguf_file .*{name}"):
+        check_model_config(cfg)
 
 
 def test_runtime_on_cpu() -> None:

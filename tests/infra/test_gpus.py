@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from skillmix.infra import gpus
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.infra.gpus import gpu_pool, lease_gpus, try_lease
+from skillmix.infra.gpus import check_lock_dir, default_lock_dir, gpu_pool, lease_gpus, try_lease
 
 HOLDER = textwrap.dedent(
     """
@@ -153,3 +155,79 @@ def test_workflow_gpu_jobs_lease_distinct_gpus(tmp_path, monkeypatch):
         (work / "logs/slice/slice.log").read_text() if (work / "logs/slice/slice.log").exists() else ""
     )
     assert "leased GPU" not in slice_log  # a CPU job takes no GPU
+
+
+# ------------------------------------------------------------------------------------------
+# the lock folder
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_default_lock_dir_is_per_user_in_the_system_temp_folder():
+    folder = default_lock_dir({})
+    assert folder.parent == Path("/tmp") and str(os.getuid()) in folder.name
+    assert default_lock_dir({"SKILLMIX_GPU_LOCK_DIR": "/x/y"}) == Path("/x/y")
+
+
+def test_created_folder_is_private_and_lock_files_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpus, "SYSTEM_TMP", tmp_path)  # the per-user default, under a test folder
+    old_umask = os.umask(0o002)  # a lax umask must not widen the modes
+    try:
+        default = default_lock_dir({})
+        lease = try_lease(1, ["0"], default)
+        chosen = tmp_path / "chosen" / "locks"
+        other = try_lease(1, ["0"], chosen)
+    finally:
+        os.umask(old_umask)
+    assert lease is not None and other is not None
+    assert mode_of(default) == 0o700 and mode_of(chosen) == 0o700
+    assert mode_of(default / "gpu-0.lock") == 0o600 and mode_of(chosen / "gpu-0.lock") == 0o600
+    lease.release()
+    other.release()
+
+
+def test_symlinked_lock_folder_is_refused(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(SkillmixInputError, match=rf"{link} is a symbolic link.*SKILLMIX_GPU_LOCK_DIR"):
+        try_lease(1, ["0"], link)
+    monkeypatch.setattr(gpus, "SYSTEM_TMP", tmp_path)  # the default folder planted as a link
+    default = default_lock_dir({})
+    default.symlink_to(real)
+    with pytest.raises(SkillmixInputError, match="is a symbolic link"):
+        lease_gpus(1, {"SKILLMIX_GPU_POOL": "0"}, wait_seconds=0)
+    assert not list(real.iterdir())  # nothing was written through the link
+
+
+def test_lock_folder_open_to_others_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    env = {"SKILLMIX_GPU_POOL": "0", "SKILLMIX_GPU_LOCK_DIR": str(shared)}
+    with pytest.raises(SkillmixInputError, match=r"has mode 0o777: group/other write.*SKILLMIX_GPU_LOCK_DIR"):
+        lease_gpus(1, env, wait_seconds=0)
+    os.chmod(shared, 0o755)  # a chosen folder may be readable by others, never writable
+    lease = lease_gpus(1, env, wait_seconds=0)
+    assert lease.ids == ["0"]
+    lease.release()
+    monkeypatch.setattr(gpus, "SYSTEM_TMP", tmp_path)
+    default = default_lock_dir({})
+    default.mkdir(mode=0o755)
+    os.chmod(default, 0o750)  # the default folder must have no group/other permission at all
+    with pytest.raises(SkillmixInputError, match=r"has mode 0o750: group/other permissions"):
+        try_lease(1, ["0"], default)
+
+
+def test_lock_folder_of_another_user_or_a_file_is_refused(tmp_path, monkeypatch):
+    folder = check_lock_dir(tmp_path / "mine")
+    monkeypatch.setattr(gpus.os, "getuid", lambda: os.stat(folder).st_uid + 1)
+    with pytest.raises(SkillmixInputError, match=r"is owned by uid \d+, not by the current user"):
+        check_lock_dir(folder)
+    monkeypatch.undo()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SkillmixInputError, match="is not a directory"):
+        check_lock_dir(tmp_path / "file")

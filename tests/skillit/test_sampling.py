@@ -223,3 +223,11 @@ def test_make_sampler_needs_its_inputs() -> None:
         make_sampler("curriculum", ["a"], [3], 0)
     with pytest.raises(SkillmixInputError, match="unknown strategy"):
         make_sampler("magic", ["a"], [3], 0)
+
+
+def test_a_graph_of_large_values_gives_a_finite_initial_mixture() -> None:
+    # row sums × η far beyond exp's range (709): the mixture is the limit, never NaN
+    s = skillit([[1e4, 0.0], [0.0, 1e3]], ["s0", "s1"], eta=1.0)
+    np.testing.assert_allclose(s.mixture(), [1.0, 0.0])
+    s = skillit([[1e4, 0.0], [0.0, 1e4]], ["s0", "s1"], eta=1.0)
+    np.testing.assert_allclose(s.mixture(), [0.5, 0.5])

@@ -659,10 +659,11 @@ def test_fine_tuning_strategies_run_end_to_end(tmp_path):
 
 
 def test_curriculum_needs_a_pool_at_least_the_budget(tmp_path):
-    """A curriculum draws every example once: a budget above the pool stops its job with the keys."""
+    """A curriculum draws every example once: a budget above the pool stops the slice job (before any
+    training) with the keys."""
     override = write_yaml(tmp_path / "cur.yaml", {"train": {"strategies": ["curriculum"], "steps": 40}})
     result = snakemake(tmp_path, configs=(MAIN_CONFIG, TINY_CONFIG, override))
     assert result.returncode != 0, result.describe()
-    log = (tmp_path / "logs/train/curriculum.log").read_text()
-    assert "train.steps × train.batch_size = 320 examples exceeds the pool of 120" in log, log
-    assert not (tmp_path / "results/train/curriculum/model").exists()
+    log = (tmp_path / "logs/slice/slice.log").read_text()
+    assert "train.steps × train.batch_size = 320 exceeds the 120 training examples" in log, log
+    assert not (tmp_path / "logs/train").exists() and not (tmp_path / "results").exists()

@@ -4,6 +4,13 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
+from skillmix.infra.stamps import check_stamps
 from skillmix.skillit.results import compare_runs
 
+p = snakemake.params
+# every run trained and evaluated with the settings the config gives now
+check_stamps(
+    {path: p.expect[run] for run, path in zip(p.runs, snakemake.input.metrics, strict=True)},
+    "evaluated training runs",
+)
 compare_runs(snakemake.input.metrics, snakemake.output.summary, snakemake.output.plot)

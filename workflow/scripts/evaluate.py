@@ -19,4 +19,5 @@ evaluate_run(
     plot_path=snakemake.output.plot,
     mixture_path=snakemake.input.mixture,
     mixture_plot_path=snakemake.output.mixture_plot,
+    stamp=snakemake.params.stamp,
 )

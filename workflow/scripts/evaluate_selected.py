@@ -7,6 +7,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
+from skillmix.infra.stamps import read_stamp  # noqa: E402
 from skillmix.less.selection import evaluate_target  # noqa: E402
 from skillmix.plotting import plot_skill_curves  # noqa: E402
 
@@ -19,7 +20,9 @@ metrics = evaluate_target(
 )
 metrics.insert(0, "selection", p.selection)
 log.info("target metrics of %s:\n%s", p.selection, metrics.to_string(index=False))
-write_parquet(metrics, snakemake.output.metrics)
+# the settings of the training it evaluates and its own, for compare_selected to check
+stamp = {"train": read_stamp(snakemake.input.steps), "evaluate": p.stamp}
+write_parquet(metrics, snakemake.output.metrics, stamp=stamp)
 curve = pd.read_parquet(snakemake.input.val_curve)
 plot_skill_curves(
     curve,

@@ -23,6 +23,7 @@ launch(
         model_cfg=based_on(p.model, snakemake.input.base),
         lora_cfg=p.lora,
         grads_cfg=p.grads,
+        stamp=p.stamp,
     ),
     job_processes(snakemake.resources.processes, snakemake.resources.gpu),
     snakemake.threads,

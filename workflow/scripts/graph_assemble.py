@@ -5,6 +5,10 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.graph.learned import assemble_from_files
+from skillmix.infra.stamps import check_stamps
+
+# every run made with the settings the config gives now (not left from an interrupted run)
+check_stamps({curve: snakemake.params.expect for curve in snakemake.input.curves}, "graph runs")
 
 assemble_from_files(
     snakemake.params.method,

@@ -18,4 +18,4 @@ curve = graph_unit_curve(
     eval_cfg=p.eval,
     source_cfg=p.source,
 )
-write_parquet(curve, snakemake.output.curve)
+write_parquet(curve, snakemake.output.curve, stamp=p.stamp)

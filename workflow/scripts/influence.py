@@ -7,9 +7,20 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
+from skillmix.infra.stamps import check_stamps  # noqa: E402
 from skillmix.less.influence import read_weights, score_datastore  # noqa: E402
 
 inp, ckpts = snakemake.input, snakemake.params.checkpoints
+# every shard made with the settings the config gives now (not left from an interrupted run)
+check_stamps(
+    {
+        path: snakemake.params.expect[s]
+        for c in ckpts
+        for s in ("candidates", "target")
+        for path in inp[f"{s}_index_{c}"]
+    },
+    "gradient datastore shards",
+)
 scores = score_datastore(
     pd.read_parquet(inp.pool),
     {c: inp[f"candidates_{c}"] for c in ckpts},

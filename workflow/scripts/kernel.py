@@ -8,9 +8,12 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
+from skillmix.infra.stamps import check_stamps  # noqa: E402
 from skillmix.kernel.task import kernels_from_features, read_arrays, write_arrays  # noqa: E402
 
 p = snakemake.params
+# every shard made with the settings the config gives now (not left from an interrupted run)
+check_stamps({path: p.expect for path in snakemake.input.features}, "kernel feature shards")
 kernels = kernels_from_features(
     pd.read_parquet(snakemake.input.task),
     json.loads(open(snakemake.input.words).read()),

@@ -26,4 +26,4 @@ arrays = task_features(
     p.projection["dim"],
     p.projection["seed"],
 )
-write_arrays(arrays, snakemake.output.features)
+write_arrays(arrays, snakemake.output.features, stamp=p.stamp)

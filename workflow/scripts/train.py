@@ -26,6 +26,7 @@ launch(
         source_cfg=p.source,
         resume=p.resume,
         outputs=dict(snakemake.output.items()),
+        stamp=p.stamp,
     ),
     job_processes(snakemake.resources.processes, snakemake.resources.gpu),
     snakemake.threads,

@@ -21,6 +21,7 @@ launch(
         eval_cfg=p.eval,
         resume=p.resume,
         outputs=dict(snakemake.output.items()),
+        stamp=p.stamp,
     ),
     job_processes(snakemake.resources.processes, snakemake.resources.gpu),
     snakemake.threads,

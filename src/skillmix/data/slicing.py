@@ -2,8 +2,12 @@
 
 Layout of an output directory::
 
-    {out_dir}/manifest.json            skills (name, slug, counts), splits, columns, extras
-    {out_dir}/{split}/{slug}.parquet   columns id, skill, prompt, answer, text
+    {out_dir}/manifest.json            skills (name, slug, counts, sha256 per split), splits, columns,
+                                       extras
+    {out_dir}/{split}/{slug}.parquet   columns id, skill, prompt, answer, text, messages
+
+Every reader checks a slice file against the checksum its manifest records, so a file damaged or
+edited after slicing stops the job (or Snakemake's DAG) naming it, before anything is trained on it.
 
 Splits are per skill and depend only on the skill's own examples, the seed and the skill name,
 so adding or removing other skills, or reordering input rows, never changes a skill's split.
@@ -11,12 +15,15 @@ so adding or removing other skills, or reordering input rows, never changes a sk
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,7 @@ from skillmix.data.sources import (
 )
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.infra.slugs import skill_slug
+from skillmix.infra.slugs import SLUG_PATTERN, skill_slug
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
@@ -219,7 +226,8 @@ def write_slices(
 
     Everything is first written to a temporary sibling directory and then moved into place;
     on any error the temporary directory is removed. Output is byte-stable. Returns the
-    manifest: ``{"skills": [{"name", "slug", "counts"}], "splits", "columns", **extra}``.
+    manifest: ``{"skills": [{"name", "slug", "counts", "sha256"}], "splits", "columns", **extra}``,
+    ``sha256`` holding each split file's checksum.
     """
     out_dir = Path(out_dir)
     extra = dict(extra or {})
@@ -266,6 +274,10 @@ def write_slices(
             (tmp / split).mkdir()
             for skill, slug in zip(skills, slugs, strict=True):
                 _write_parquet(groups[split].get(skill, empty), tmp / split / f"{slug}.parquet")
+        for entry in manifest["skills"]:
+            entry["sha256"] = {
+                split: _sha256_of(tmp / split / f"{entry['slug']}.parquet") for split in SPLITS
+            }
         text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         (tmp / MANIFEST_NAME).write_text(text, encoding="utf-8")
         _install(tmp, out_dir)
@@ -293,18 +305,94 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     for entry in manifest["skills"]:
         if not isinstance(entry, dict) or not {"name", "slug", "counts"} <= set(entry):
             raise SkillmixInputError(f"{path}: manifest skill entry {entry!r} lacks name/slug/counts")
+        # slugs become file names under results/: only what slicing itself would write is accepted
+        slug = entry["slug"]
+        if not isinstance(slug, str) or not _SLUG_RE.fullmatch(slug) or slug != skill_slug(entry["name"]):
+            raise SkillmixInputError(
+                f"{path}: manifest skill {entry['name']!r} has slug {slug!r}, not the slug slicing gives "
+                f"it; the manifest was edited or damaged: rebuild the slices (snakemake --forcerun slice)"
+            )
+    return manifest
+
+
+_SLUG_RE = re.compile(SLUG_PATTERN)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The checksum of a file, computed once per (path, size, modification time) in a process."""
+    return _sha256_of(Path(path))
+
+
+def _recorded_checksums(manifest: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """{(split, slug file name): sha256} of a manifest (empty for one written before checksums)."""
+    return {
+        (split, f"{entry['slug']}.parquet"): digest
+        for entry in manifest["skills"]
+        for split, digest in (entry.get("sha256") or {}).items()
+    }
+
+
+def check_slice_file(path: str | os.PathLike, manifest_path: str | os.PathLike | None = None) -> None:
+    """Require a slice file to match the checksum its manifest records.
+
+    The manifest is `manifest_path`, else the one of the slice set the file sits in
+    (``{set}/{split}/{slug}.parquet``); a file outside a slice set, or listed by a manifest written
+    before checksums, is not checked. Raises naming the file and how to rebuild it.
+    """
+    path = Path(path)
+    manifest_file = Path(manifest_path) if manifest_path else path.parent.parent / MANIFEST_NAME
+    if not manifest_file.is_file():
+        return
+    expected = _recorded_checksums(read_manifest(manifest_file)).get((path.parent.name, path.name))
+    if expected is None:
+        return
+    if not path.is_file():
+        raise SkillmixInputError(
+            f"{path}: slice file missing (the manifest {manifest_file} lists it); rebuild the slices: "
+            "snakemake --forcerun slice"
+        )
+    stat = path.stat()
+    found = _cached_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if found != expected:
+        raise SkillmixInputError(
+            f"{path}: slice file damaged or changed after slicing ({stat.st_size} bytes, sha256 "
+            f"{found[:12]}…; the manifest {manifest_file} records {expected[:12]}…). Rebuild the "
+            "slices, and what was made from them, with: snakemake --forcerun slice"
+        )
+
+
+def check_slice_set(manifest_path: str | os.PathLike) -> dict[str, Any]:
+    """Check every file of a slice set against its manifest (the file, or the folder holding it);
+    return the manifest."""
+    manifest_path = Path(manifest_path)
+    if manifest_path.is_dir():
+        manifest_path = manifest_path / MANIFEST_NAME
+    manifest = read_manifest(manifest_path)
+    for split, name in _recorded_checksums(manifest):
+        check_slice_file(manifest_path.parent / split / name, manifest_path)
     return manifest
 
 
 def read_slices(
     paths: Sequence[str | os.PathLike], skills: Sequence[str] = (), what: str = "slices"
 ) -> dict[str, pd.DataFrame]:
-    """Slice files keyed by the skill of their rows (files without rows are left out).
+    """Slice files keyed by the skill of their rows (files without rows are left out), each checked
+    against its manifest's checksum (:func:`check_slice_file`).
 
     Raises naming `what` when one of `skills` has no file with rows among `paths`.
     """
     frames: dict[str, pd.DataFrame] = {}
     for path in paths:
+        check_slice_file(path)
         frame = pd.read_parquet(path)
         if len(frame):
             frames[str(frame["skill"].iloc[0])] = frame
@@ -326,15 +414,18 @@ def make_slices(
     split_cfg: dict[str, Any] | None,
     out_dir: str | Path,
     base_dir: str | Path | None = None,
+    check: Callable[[list[str], dict[str, pd.DataFrame]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Load a source, validate and split it per skill, and write the slices; return the manifest.
 
     ``split_cfg`` is ``{"seed", "val", "test", "max_train"}``. Relative source paths resolve
-    against ``base_dir``; ``out_dir`` is used as given. Nothing is written unless every check
-    passes.
+    against ``base_dir``; ``out_dir`` is used as given. `check` (skills, splits) runs last before
+    writing and returns more manifest entries. Nothing is written unless every check passes.
     """
     split = _split_config(split_cfg)
     data = load_source(source_cfg, base_dir)
     splits = split_by_skill(data, split["val"], split["test"], split["seed"], split["max_train"])
     extra = {"source": {"kind": source_cfg["kind"], "origin": data.origin}, "split": split}
+    if check is not None:
+        extra.update(check(data.skills, splits))
     return write_slices(splits, data.skills, out_dir, extra)

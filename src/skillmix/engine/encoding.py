@@ -35,6 +35,8 @@ class EncodedSet:
     prompt_ids: list[list[int]] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
     truncated: int = 0
+    answers_cut: int = 0
+    """Examples whose answer (a plain text's end, a chat's last turns) lost tokens to max_length."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -180,18 +182,29 @@ def encode_frame(
             ids, labels, prompt_ids, cut = encode_row(
                 tokenizer, row.prompt, row.answer, row.text, max_length, prefix, loss_on, eos_label
             )
+            # a cut prompt only loses its start; what counts is whether the answer lost tokens
+            lost = cut and (row.prompt == "" or answer_cut(tokenizer, row.answer, max_length, prefix))
         else:
             turns = parse_messages(chat, f"{skill}, example {row.id}")
             ids, labels, prompt_ids, cut = encode_messages(
                 tokenizer, turns, max_length, f"{skill}, example {row.id}"
             )
+            lost = cut
         out.ids.append(str(row.id))
         out.input_ids.append(ids)
         out.labels.append(labels)
         out.prompt_ids.append(prompt_ids)
         out.answers.append(row.answer)
         out.truncated += int(cut)
+        out.answers_cut += int(lost)
     return out
+
+
+def answer_cut(tokenizer: PreTrainedTokenizerBase, answer: str, max_length: int, prefix: list[int]) -> bool:
+    """Whether :func:`encode_row` cuts tokens of `answer` (with its end-of-sequence token) to fit
+    `max_length` beside at least one prompt token."""
+    n_answer = len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) + 1
+    return n_answer > max_length - len(prefix) - 1
 
 
 def label_count(labels: list[int]) -> int:

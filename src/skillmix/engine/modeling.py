@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,14 +28,18 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from skillmix.engine.model_config import (
+    MODEL_KINDS,
+    check_length,
+    check_pretrained_length,
+    check_tiny_heads,
+    model_source,
+)
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.infra.inputs import looks_local
 from skillmix.infra.jobs import atomic_directory
 
 log = logging.getLogger(__name__)
-
-MODEL_KINDS = ("tiny", "pretrained", "gguf")
 
 
 @dataclass
@@ -167,6 +170,7 @@ def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int)
         raise SkillmixInputError(
             f"model.tiny.architecture must be one of {', '.join(TINY_ARCHITECTURES)}, got {arch!r}"
         )
+    check_tiny_heads(tiny)
     config_class, fields, fixed = TINY_ARCHITECTURES[arch]
     values = {name: tiny[key] for key, names in fields.items() for name in names}
     special = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)
@@ -207,13 +211,19 @@ def load_model(model_cfg: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTo
     kind `tiny` builds from `model.tiny` with `model.seed`; `pretrained` loads
     `model.name_or_path` (a local folder, or a hub name already in the local cache);
     `gguf` loads `model.gguf_file` from the folder or repo `model.name_or_path`.
+    A block that sets `model.max_length` is checked against the model's positions (as
+    `check_model_config` does); the tiny model's heads are always checked.
     `model.gradient_checkpointing` recomputes each layer's activations in the backward pass
     (transformers' gradient checkpointing, non-reentrant) instead of keeping them.
     """
+    length_set = model_cfg is not None and "max_length" in model_cfg
     model_cfg = complete("model", model_cfg)
     kind = model_cfg["kind"]
     dtype = weight_dtype(model_cfg["dtype"], model_cfg["device"])
     if kind == "tiny":
+        if length_set:
+            positions = model_cfg["tiny"]["max_positions"]
+            check_length(model_cfg["max_length"], positions, "model.tiny.max_positions")
         model, tokenizer = build_tiny_model(model_cfg["tiny"], model_cfg["seed"])
         model.to(dtype)
     elif kind in ("pretrained", "gguf"):
@@ -224,6 +234,9 @@ def load_model(model_cfg: dict[str, Any]) -> tuple[PreTrainedModel, PreTrainedTo
             revision=model_cfg["revision"],
             dtype=dtype,
         )
+        if length_set:
+            key = "gguf_file" if kind == "gguf" else "name_or_path"
+            check_pretrained_length(model.config, model_cfg["max_length"], f"model.{key} {model_cfg[key]}")
     else:
         raise SkillmixInputError(f"model.kind must be one of {MODEL_KINDS}, got {kind!r}")
     if tokenizer.pad_token_id is None:
@@ -249,22 +262,8 @@ def load_pretrained(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A Hugging Face causal LM (weights in `dtype`) and its tokenizer from a folder, a cached hub
     name or a GGUF file."""
-    if not name_or_path:
-        raise SkillmixInputError("model.name_or_path is required when model.kind is pretrained or gguf")
-    if gguf_file is not None and Path(gguf_file).is_absolute():
-        name_or_path, gguf_file = str(Path(gguf_file).parent), Path(gguf_file).name
-    local = Path(name_or_path).expanduser()  # as the workflow's input check reads it
-    if local.exists():
-        name_or_path = str(local)
-        if gguf_file is not None and not (local / gguf_file).is_file():
-            raise SkillmixInputError(f"model.gguf_file: {local / gguf_file} does not exist")
-    elif looks_local(name_or_path):
-        raise SkillmixInputError(f"model.name_or_path: {name_or_path} does not exist")
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if revision:
-        kwargs["revision"] = revision
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
+    name_or_path, kwargs = model_source(name_or_path, gguf_file, trust_remote_code, revision)
+    gguf_file = kwargs.get("gguf_file")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)

@@ -90,3 +90,24 @@ def complete(where: str, block: dict[str, Any] | None, name: str | None = None) 
             message = f"unknown key(s) {unknown}; expected keys from {sorted(known)}"
         raise SkillmixInputError(f"config {path}: {message}")
     return result
+
+
+def check_yaml_file(path: str | Path) -> None:
+    """Require a config file, if it exists, to be valid YAML; raise naming its line and column.
+
+    (Snakemake reads config files itself and reports a syntax error without the place.)"""
+    path = Path(path)
+    if not path.is_file():
+        return
+    try:
+        yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SkillmixInputError(f"{path}: not UTF-8 text ({exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise SkillmixInputError(
+            f"{path}: not valid YAML{where}: {problem}" + (f" ({context})" if context else "")
+        ) from exc

@@ -8,7 +8,8 @@ sets `CUDA_VISIBLE_DEVICES` to them, and keeps the locks until the process ends:
 drops a `flock` when its process dies, `kill -9` included, so a crashed job never holds a GPU.
 Under SLURM, which already set `CUDA_VISIBLE_DEVICES` for the job's allocation, nothing changes.
 A job that asks for no GPU sees none (`CUDA_VISIBLE_DEVICES` empty), so it cannot take one that
-another job leased.
+another job leased. The lock folder belongs to the user alone (mode 0o700, checked before use), so
+another account cannot plant, link or hold its lock files.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -29,12 +31,67 @@ POOL_ENV = "SKILLMIX_GPU_POOL"
 LOCK_DIR_ENV = "SKILLMIX_GPU_LOCK_DIR"
 WAIT_ENV = "SKILLMIX_GPU_WAIT"
 DEFAULT_WAIT_SECONDS = float("inf")  # queue for a GPU until one is free
+SYSTEM_TMP = Path("/tmp")  # not $TMPDIR, which may differ between jobs that share the machine's GPUs
+DIR_MODE = 0o700
+LOCK_MODE = 0o600
 
 
-def default_lock_dir() -> Path:
-    """Where the per-GPU lock files live: `SKILLMIX_GPU_LOCK_DIR`, else one folder per user in /tmp
-    (machine-wide, so that two workflows on one machine do not share a GPU either)."""
-    return Path(os.environ.get(LOCK_DIR_ENV) or f"/tmp/skillmix-gpu-locks-{os.getuid()}")
+def per_user_lock_dir() -> Path:
+    """The default lock folder: one per user in the system temp folder, machine-wide, so that two
+    workflows of one user on one machine do not share a GPU either."""
+    return SYSTEM_TMP / f"skillmix-gpu-locks-{os.getuid()}"
+
+
+def default_lock_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where the per-GPU lock files live: `SKILLMIX_GPU_LOCK_DIR` (in `environ`, default the process
+    environment), else `per_user_lock_dir()`."""
+    env = os.environ if environ is None else environ
+    return Path(env.get(LOCK_DIR_ENV) or per_user_lock_dir())
+
+
+def _lock_dir_problem(folder: Path, forbidden: int) -> str | None:
+    """What makes `folder` unsafe for lock files (`forbidden`: mode bits it must not have), or None."""
+    try:
+        info = os.lstat(folder)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.getuid():
+        return f"is owned by uid {info.st_uid}, not by the current user (uid {os.getuid()})"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & forbidden:
+        kind = "permissions" if forbidden == 0o077 else "write permission"
+        return f"has mode {mode:#o}: group/other {kind} (expected {DIR_MODE:#o}, `chmod 700` it)"
+    return None
+
+
+def check_lock_dir(folder: str | os.PathLike) -> Path:
+    """Create the lock folder with mode 0o700 if missing, and refuse one that is a symbolic link, not a
+    directory, owned by another user, or open to others: the per-user default must have no group or
+    other permissions at all, a chosen folder (`SKILLMIX_GPU_LOCK_DIR`) no group or other write."""
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=DIR_MODE)
+        os.chmod(folder, DIR_MODE)  # mkdir's mode is masked by the umask
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise SkillmixInputError(
+            f"GPU lock folder {folder}: cannot be created ({error.strerror}); "
+            f"set {LOCK_DIR_ENV} to a folder of your own (mode 0o700)"
+        ) from error
+    forbidden = 0o077 if folder == per_user_lock_dir() else 0o022
+    problem = _lock_dir_problem(folder, forbidden)
+    if problem is not None:
+        raise SkillmixInputError(
+            f"GPU lock folder {folder} {problem}; lock files must live in a real directory that only "
+            f"you can write; set {LOCK_DIR_ENV} to another folder of your own (mode 0o700)"
+        )
+    return folder
 
 
 def detected_gpus() -> list[str]:
@@ -80,14 +137,29 @@ def _lock_name(gpu: str) -> str:
     return "gpu-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in gpu) + ".lock"
 
 
-def try_lease(n: int, pool: list[str], lock_dir: Path) -> GpuLease | None:
-    """Lock `n` free GPUs of `pool` at once, or none (returns None when fewer than `n` are free)."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
+def _open_lock(path: Path):
+    """The lock file at `path`, opened for writing (created with mode 0o600; never a symbolic link)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, LOCK_MODE)
+    except OSError as error:
+        raise SkillmixInputError(
+            f"GPU lock file {path}: cannot be opened ({error.strerror}; a symbolic link is refused); "
+            f"remove it or set {LOCK_DIR_ENV} to another folder of your own (mode 0o700)"
+        ) from error
+    return os.fdopen(fd, "r+")
+
+
+def try_lease(n: int, pool: list[str], lock_dir: str | os.PathLike) -> GpuLease | None:
+    """Lock `n` free GPUs of `pool` at once, or none (returns None when fewer than `n` are free).
+
+    `lock_dir` is created if missing and checked first (`check_lock_dir`).
+    """
+    lock_dir = check_lock_dir(lock_dir)
     held = GpuLease([])
     for gpu in pool:
         if len(held.ids) == n:
             break
-        handle = open(lock_dir / _lock_name(gpu), "a+")  # noqa: SIM115 - held while the job runs
+        handle = _open_lock(lock_dir / _lock_name(gpu))  # held while the job runs
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -140,7 +212,7 @@ def lease_gpus(
         return GpuLease([], source="none")
     if len(pool) < n:
         raise SkillmixInputError(f"the job asks for {n} GPU(s) but the GPU pool has {len(pool)}: {pool}")
-    folder = Path(lock_dir) if lock_dir is not None else default_lock_dir()
+    folder = Path(lock_dir) if lock_dir is not None else default_lock_dir(env)
     wait = float(env.get(WAIT_ENV, DEFAULT_WAIT_SECONDS)) if wait_seconds is None else wait_seconds
     deadline = time.monotonic() + wait
     waiting = False

@@ -98,10 +98,13 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def write_parquet(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a table as Parquet; the file appears only when complete."""
+def write_parquet(frame: pd.DataFrame, path: str | os.PathLike, stamp: dict[str, Any] | None = None) -> None:
+    """Write a table as Parquet, with the settings it was made with (`skillmix.infra.stamps`) when
+    given; the file appears only when complete."""
+    from skillmix.infra.stamps import write_stamped_parquet
+
     with atomic_file(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        write_stamped_parquet(frame, tmp, stamp)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

@@ -24,6 +24,7 @@ from skillmix.engine.modeling import load_model
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_file
+from skillmix.infra.stamps import STAMP_ARRAY, stamp_arrays
 from skillmix.kernel import kernels
 
 log = logging.getLogger(__name__)
@@ -194,16 +195,21 @@ def kernels_from_features(
     return out
 
 
-def write_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Save named arrays as an `.npz`; the file appears only when complete."""
+def write_arrays(
+    arrays: dict[str, np.ndarray], path: str | os.PathLike, stamp: dict[str, Any] | None = None
+) -> None:
+    """Save named arrays as an `.npz`, with the settings they were made with (`skillmix.infra.stamps`)
+    when given; the file appears only when complete."""
+    if stamp is not None:
+        arrays = {**arrays, **stamp_arrays(stamp)}
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 
 
 def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The named arrays of an `.npz` written by `write_arrays`."""
+    """The named arrays of an `.npz` written by `write_arrays` (its stamp left out)."""
     with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+        return {k: data[k] for k in data.files if k != STAMP_ARRAY}
 
 
 def solve_kernels(
@@ -272,25 +278,25 @@ def solve_kernels(
 
 def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
     """Accuracy of the initial model's label-word logits (argmax of f0) on val and test."""
-    data = np.load(path)
-    return pd.DataFrame(
-        [
-            {
-                "formula": "none",
-                "solver": "initial_model",
-                "split": s,
-                "accuracy": kernels.accuracy(
-                    kernels.predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
-                    data[f"y_{s}"],
-                ),
-                "mse": float("nan"),
-                "reg": 0.0,
-                "f0": True,
-                "n": int(len(data[f"y_{s}"])),
-            }
-            for s in SPLITS[1:]
-        ]
-    )
+    with np.load(path, allow_pickle=False) as data:
+        return pd.DataFrame(
+            [
+                {
+                    "formula": "none",
+                    "solver": "initial_model",
+                    "split": s,
+                    "accuracy": kernels.accuracy(
+                        kernels.predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
+                        data[f"y_{s}"],
+                    ),
+                    "mse": float("nan"),
+                    "reg": 0.0,
+                    "f0": True,
+                    "n": int(len(data[f"y_{s}"])),
+                }
+                for s in SPLITS[1:]
+            ]
+        )
 
 
 FT_OPTIMIZERS = ("sgd", "adam")

@@ -185,8 +185,10 @@ def write_feature_shard(
     index_path: str | os.PathLike,
     info_path: str | os.PathLike,
     info: dict[str, Any],
+    stamp: dict[str, Any] | None = None,
 ) -> None:
-    """Write one shard: a float16 `.npy` per width, the index Parquet (row, id, skill), the info JSON."""
+    """Write one shard: a float16 `.npy` per width, the index Parquet (row, id, skill; carrying `stamp`,
+    the settings it was made with), the info JSON."""
     missing = sorted(set(result.features) - set(feature_paths))
     if missing or set(feature_paths) - set(result.features):
         raise ValueError(
@@ -197,7 +199,7 @@ def write_feature_shard(
     index = pd.DataFrame(
         {"row": range(len(result.kept_ids)), "id": result.kept_ids, "skill": result.kept_skills}
     )
-    write_parquet(index, index_path)
+    write_parquet(index, index_path, stamp=stamp)
     write_json({**info, **result.stats, "excluded_ids": result.excluded_ids, "rows": len(index)}, info_path)
 
 
@@ -242,6 +244,7 @@ def build_shard(
     model_cfg: dict[str, Any],
     lora_cfg: dict[str, Any],
     grads_cfg: dict[str, Any],
+    stamp: dict[str, Any] | None = None,
 ) -> FeatureResult | None:
     """One datastore shard job: the shard's rows of an examples file, features at one checkpoint.
 
@@ -295,7 +298,7 @@ def build_shard(
         "shard": scatteritem,
         "row_range": [start, stop],
     }
-    write_feature_shard(result, feature_paths, index_path, info_path, info)
+    write_feature_shard(result, feature_paths, index_path, info_path, info, stamp)
     return result
 
 
@@ -312,6 +315,7 @@ def shard_job(
     model_cfg: dict[str, Any],
     lora_cfg: dict[str, Any],
     grads_cfg: dict[str, Any],
+    stamp: dict[str, Any] | None = None,
 ) -> None:
     """The `grads` rule's job (in each of its processes): :func:`build_shard` with the feature file of
     width dims[i] at features[i]."""
@@ -326,4 +330,5 @@ def shard_job(
         model_cfg=model_cfg,
         lora_cfg=lora_cfg,
         grads_cfg=grads_cfg,
+        stamp=stamp,
     )

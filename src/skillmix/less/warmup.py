@@ -348,6 +348,7 @@ def warmup_job(
     names: list[str],
     resume: str | None,
     outputs: dict[str, str],
+    stamp: dict[str, Any] | None = None,
 ) -> None:
     """The `warmup` rule's job (in each of its processes): the warm-up on the pool file, its epoch
     checkpoints, and `outputs` (subset, steps, weights) written by the first process."""
@@ -383,6 +384,7 @@ def train_selected_job(
     eval_cfg: dict[str, Any],
     resume: str | None,
     outputs: dict[str, str],
+    stamp: dict[str, Any] | None = None,
 ) -> None:
     """The `train_selected` rule's job (in each of its processes): the warm-up recipe on a selection,
     tracking the evaluation set; `outputs` (model, steps, val_curve, metrics) from the first process."""
@@ -408,7 +410,7 @@ def train_selected_job(
     if not processes.is_main():
         return
     save_model(model, run.tokenizer, outputs["model"], model_cfg)
-    write_parquet(result.steps, outputs["steps"])
+    write_parquet(result.steps, outputs["steps"], stamp=stamp)
     write_parquet(result.val_curve, outputs["val_curve"])
     metrics = clock.metrics(
         resumed_from=result.resumed_from, steps=run.settings.steps, processes=processes.world_size()

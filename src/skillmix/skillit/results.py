@@ -15,6 +15,7 @@ from skillmix.engine.modeling import load_saved, select_runtime
 from skillmix.engine.training_run import load_sets
 from skillmix.infra.config import complete
 from skillmix.infra.jobs import write_parquet
+from skillmix.infra.stamps import read_stamp
 from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
 
 METRICS_COLUMNS = ["run", "split", "step", *METRIC_COLUMNS]
@@ -33,8 +34,12 @@ def evaluate_run(
     plot_path: str | os.PathLike,
     mixture_path: str | os.PathLike | None = None,
     mixture_plot_path: str | os.PathLike | None = None,
+    stamp: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Test-split metrics of a trained model joined to its validation curve; table and plot.
+
+    The table carries the training run's stamp (read from its steps table) and this evaluation's
+    `stamp` (`skillmix.infra.stamps`), so that comparing runs can refuse a stale one.
 
     The metrics table has one row per (split, step, skill): the validation rows come from
     training, the test rows are measured here at the final step.
@@ -70,7 +75,7 @@ def evaluate_run(
     metrics = pd.concat([val, test], ignore_index=True)
     metrics.insert(0, "run", run)
     metrics = metrics[METRICS_COLUMNS]
-    write_parquet(metrics, metrics_path)
+    write_parquet(metrics, metrics_path, stamp={"train": read_stamp(steps_path), "evaluate": stamp})
     plot_skill_curves(
         val,
         plot_path,

@@ -171,9 +171,11 @@ def train_job(
     resume: str | None,
     outputs: dict[str, str],
     stop_after: int | None = None,
+    stamp: dict[str, Any] | None = None,
 ) -> None:
     """The `train` rule's job (in each of its processes): prepare the strategy's run, train it, and
-    write `outputs` (model, steps, skill_counts, val_curve, mixture, metrics) from the first process.
+    write `outputs` (model, steps, skill_counts, val_curve, mixture, metrics) from the first process;
+    the steps table carries `stamp` (the settings it was made with, `skillmix.infra.stamps`).
 
     `stop_after` ends the run after that step, as an interruption would: resume states stay, no
     outputs are written."""
@@ -202,7 +204,7 @@ def train_job(
     if not processes.is_main():
         return
     save_model(model, run.tokenizer, outputs["model"], model_cfg)
-    write_parquet(result.steps, outputs["steps"])
+    write_parquet(result.steps, outputs["steps"], stamp=stamp)
     write_parquet(result.skill_counts, outputs["skill_counts"])
     write_parquet(result.val_curve, outputs["val_curve"])
     write_parquet(result.mixtures, outputs["mixture"])

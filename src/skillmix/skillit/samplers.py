@@ -136,7 +136,9 @@ class SkillItSampler(SkillSampler):
             raise SkillmixInputError(f"skillit.prior needs {len(skills)} weights, got {len(self.prior)}")
         self.losses: list[list[float]] = []
         self.initial: list[float] | None = None
-        initial_mixture = self.prior * np.exp(self.eta * graph @ np.ones(len(eval_skills)))
+        logits = self.eta * graph @ np.ones(len(eval_skills))
+        # shifted by the largest logit (the mixture is normalised): large graph rows cannot overflow
+        initial_mixture = self.prior * np.exp(logits - logits.max())
         super().__init__(skills, sizes, initial_mixture, seed, update_steps)
 
     def needs_eval(self, step: int) -> bool:

@@ -3,7 +3,8 @@
 A CSV lists the task files to use and maps each to a category. Each task file is NI JSON
 (plain ``.json`` or ``.json.gz``) with ``Definition`` (a string or a list of strings),
 ``Positive Examples`` (``{input, output, explanation}``) and ``Instances``
-(``{input, output: [str, ...]}``). An instance becomes::
+(``{input, output: [str, ...]}``); bytes that are not UTF-8 and truncated ``.gz`` files are
+reported with their file and line. An instance becomes::
 
     prompt: "<Definition>\\n\\n" + "Input: <demo input>\\nOutput: <demo output>\\n\\n" * n_demos
             + "Input: <instance input>\\nOutput:"
@@ -32,6 +33,7 @@ from skillmix.data.sources import (
     resolve_path,
     stable_seed,
 )
+from skillmix.data.sources.tables import READ_ERRORS, read_error
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
@@ -52,8 +54,10 @@ def read_ni_task(path: Path, n_demonstrations: int = 0) -> dict[str, Any]:
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             task = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+    except json.JSONDecodeError as exc:
         raise SkillmixInputError(f"{path}: not a valid NI JSON task file ({exc})") from exc
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from exc
     if not isinstance(task, dict):
         raise SkillmixInputError(f"{path}: expected a JSON object (NI task), got {type(task).__name__}")
     required = ["Definition", "Instances"] + (["Positive Examples"] if n_demonstrations else [])
@@ -130,8 +134,10 @@ def _read_task_table(cfg: dict[str, Any], csv_path: Path, tasks_dir: Path) -> li
     """Read the categories CSV; return (task file path, category) per row, all files existing."""
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SkillmixInputError(f"{csv_path}: not a readable CSV file ({exc})") from exc
+    except READ_ERRORS as exc:
+        raise read_error(csv_path, exc) from exc
     needed = ["file_column"] + (["category_column"] if cfg["skill"] == "category" else [])
     for key in needed:
         if cfg[key] not in table.columns:

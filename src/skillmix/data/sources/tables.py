@@ -5,16 +5,26 @@ pandas and pyarrow, and Hugging Face ``datasets`` tables, either a ``save_to_dis
 (format ``hf_disk``) or ``datasets.load_dataset(hf_name, data_files=...)`` with a packaged builder
 or a local builder directory (format ``hf``). Nothing is downloaded. A row is plain text, a
 prompt/answer pair, or a chat (``messages_column``: a list of {role, content} turns).
+
+Cells are checked strictly: the skill, id, text, prompt and answer columns hold strings or numbers
+(never lists, dicts or bytes), the skill column one kind of the two, and skill names that differ
+only by letter case or surrounding whitespace stop the load unless ``merge_skill_names`` is set.
+Bytes that are not UTF-8 and truncated ``.gz`` files are reported with their file and line.
 """
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import math
+import numbers
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from skillmix.data.chat import chat_fields, parse_messages
@@ -31,6 +41,10 @@ _SUFFIX_FORMATS: dict[str, str] = {
     ".csv": "csv",
 }
 _MAX_NAMED = 5  # offending values listed in an error message
+_GZIP_ERRORS: tuple[type[Exception], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
+# what reading a text file whole (json, pandas) raises on bad bytes or a broken .gz
+READ_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, *_GZIP_ERRORS)
+_SCALARS = (str, numbers.Number, np.bool_, np.datetime64, np.timedelta64, datetime.date, datetime.time)
 
 Columns = dict[str, list[Any]]
 
@@ -40,6 +54,37 @@ def _open_text(path: Path):
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The numbered lines (from 1) of a UTF-8 text file, optionally gzipped; raise naming the file
+    and line on bytes that are not UTF-8, or on a truncated or corrupt ``.gz``."""
+    lineno = 0
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SkillmixInputError(
+                        f"{path}: line {lineno} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte "
+                        f"{exc.start + 1} of the line); save the file as UTF-8"
+                    ) from exc
+    except _GZIP_ERRORS as exc:
+        where = f"reading stopped after line {lineno}" if lineno else "not even line 1 could be read"
+        raise SkillmixInputError(f"{path}: truncated or corrupt gzip file ({exc}); {where}") from exc
+
+
+def read_error(path: Path, exc: Exception) -> SkillmixInputError:
+    """The error for ``exc`` (one of READ_ERRORS) met reading ``path`` whole, naming the line it
+    concerns (found by reading the file again line by line)."""
+    try:
+        for _ in text_lines(path):
+            pass
+    except SkillmixInputError as located:
+        return located
+    return SkillmixInputError(f"{path}: could not be read as UTF-8 text ({exc})")
 
 
 def _records_to_columns(records: list[Any], origin: str) -> Columns:
@@ -57,25 +102,26 @@ def _records_to_columns(records: list[Any], origin: str) -> Columns:
 def _read_jsonl(path: Path) -> Columns:
     """Read a JSON-lines file (optionally gzipped): one JSON object per non-blank line."""
     records = []
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise SkillmixInputError(f"{path}: line {lineno} is not valid JSON ({exc})") from exc
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise SkillmixInputError(f"{path}: line {lineno} is not valid JSON ({exc})") from exc
     return _records_to_columns(records, str(path))
 
 
 def _read_json(path: Path) -> Columns:
     """Read a JSON file (optionally gzipped) holding a list of objects, or an object whose
     ``examples`` key holds that list (the BIG-Bench task-file layout)."""
-    with _open_text(path) as handle:
-        try:
+    try:
+        with _open_text(path) as handle:
             data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise SkillmixInputError(f"{path}: not valid JSON ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise SkillmixInputError(f"{path}: not valid JSON ({exc})") from exc
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from exc
     if isinstance(data, dict) and isinstance(data.get("examples"), list):
         data = data["examples"]
     if not isinstance(data, list):
@@ -90,8 +136,10 @@ def _read_csv(path: Path) -> Columns:
     """Read a CSV file as strings; empty cells stay empty strings."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SkillmixInputError(f"{path}: not a readable CSV file ({exc})") from exc
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from exc
     return {str(name): frame[name].tolist() for name in frame.columns}
 
 
@@ -252,6 +300,82 @@ def _check_column_config(cfg: dict[str, Any], origin: str) -> None:
         )
 
 
+def _kind(value: Any) -> str:
+    """The type of a cell value as an error message names it, e.g. "a list"."""
+    if isinstance(value, np.ndarray):
+        return "a numpy array"
+    if isinstance(value, bytes):
+        return "bytes"
+    name = type(value).__name__
+    return f"an {name}" if name[0].lower() in "aeiou" else f"a {name}"
+
+
+def _check_cells(
+    values: list[Any], key: str, cfg: dict[str, Any], origin: str, ids: list[str] | None
+) -> None:
+    """Reject a cell of column ``key`` that is not a string, number or other scalar (a list, dict,
+    bytes, array...); rows are named by ``ids``, or by index when None."""
+    expected = "a string or a number" if key in ("skill_column", "id_column") else "text"
+    for index, value in enumerate(values):
+        if not (_is_missing(value) or isinstance(value, _SCALARS)):
+            row = ids[index] if ids is not None else f"{index} (0-based)"
+            raise SkillmixInputError(
+                f"{origin}: column {cfg[key]!r} (source.table.{key}) holds {_kind(value)} in row {row}; "
+                f"expected {expected}"
+            )
+
+
+def _check_skill_types(values: list[Any], ids: list[str], cfg: dict[str, Any], origin: str) -> None:
+    """Reject a skill column mixing strings with numbers (skill 1 and skill "1" would become one)."""
+    first: dict[bool, tuple[str, Any]] = {}
+    for row_id, value in zip(ids, values, strict=True):
+        if not _is_missing(value):
+            first.setdefault(isinstance(value, str), (row_id, value))
+            if len(first) == 2:
+                (text_id, text), (other_id, other) = first[True], first[False]
+                raise SkillmixInputError(
+                    f"{origin}: column {cfg['skill_column']!r} (source.table.skill_column) holds both "
+                    f"{type(other).__name__} and str skills (row {other_id}: {other!r}; row {text_id}: "
+                    f"{text!r}); give every skill as a string, or every skill as a number"
+                )
+
+
+def _merged_skill_names(skills: list[str], ids: list[str], cfg: dict[str, Any], origin: str) -> list[str]:
+    """The skills, with names that differ only by letter case or surrounding whitespace made one
+    (named by the first spelling in the file, stripped) if ``merge_skill_names``; else raise naming them."""
+    spellings: dict[str, dict[str, str]] = {}  # folded name -> spelling -> first row id
+    for row_id, skill in zip(ids, skills, strict=True):
+        spellings.setdefault(skill.strip().casefold(), {}).setdefault(skill, row_id)
+    clashes = [group for group in spellings.values() if len(group) > 1]
+    if not clashes:
+        return skills
+    if not cfg["merge_skill_names"]:
+        named = "; ".join(
+            ", ".join(f"{name!r} (row {row_id})" for name, row_id in list(group.items())[:_MAX_NAMED])
+            for group in clashes[:_MAX_NAMED]
+        )
+        raise SkillmixInputError(
+            f"{origin}: column {cfg['skill_column']!r} (source.table.skill_column) has skill names that "
+            f"differ only by letter case or surrounding whitespace: {named}; set "
+            "source.table.merge_skill_names: true to make each group one skill, or fix the data"
+        )
+    rename = {name: next(iter(group)).strip() for group in clashes for name in group}
+    return [rename.get(skill, skill) for skill in skills]
+
+
+def _skills(values: list[Any], ids: list[str], cfg: dict[str, Any], origin: str) -> list[str]:
+    """The checked skill of each row, as a string."""
+    _check_skill_types(values, ids, cfg, origin)
+    skills = [_as_text(value) for value in values]
+    for row_id, skill in zip(ids, skills, strict=True):
+        if not skill.strip():
+            raise SkillmixInputError(
+                f"{origin}: row {row_id} has an empty or null skill in column "
+                f"{cfg['skill_column']!r} (source.table.skill_column)"
+            )
+    return _merged_skill_names(skills, ids, cfg, origin)
+
+
 def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceData:
     """Validate the configured columns of a read table and turn its rows into a SourceData."""
     keys = ["skill_column", "id_column", "text_column", "prompt_column", "answer_column", "messages_column"]
@@ -259,14 +383,13 @@ def _build_source(columns: Columns, cfg: dict[str, Any], origin: str) -> SourceD
     n_rows = len(values["skill_column"])
     if n_rows == 0:
         raise SkillmixInputError(f"{origin}: the table has no rows")
+    if "id_column" in values:
+        _check_cells(values["id_column"], "id_column", cfg, origin, None)
     ids = _row_ids(values.get("id_column"), cfg, n_rows, origin)
-    skills = [_as_text(value) for value in values["skill_column"]]
-    for row_id, skill in zip(ids, skills, strict=True):
-        if not skill.strip():
-            raise SkillmixInputError(
-                f"{origin}: row {row_id} has an empty or null skill in column "
-                f"{cfg['skill_column']!r} (source.table.skill_column)"
-            )
+    for key in ("skill_column", "text_column", "prompt_column", "answer_column"):
+        if key in values:
+            _check_cells(values[key], key, cfg, origin, ids)
+    skills = _skills(values["skill_column"], ids, cfg, origin)
     chats = [""] * n_rows
     if "messages_column" in values:
         fields = [
