@@ -668,3 +668,13 @@ def test_ni_chat_rows(ni_dir: Path) -> None:
     assert [t["role"] for t in turns] == ["user", "assistant"]
     assert turns[0]["content"] + "\nOutput:" == plain["prompt"].iloc[0]  # the definition is kept
     assert turns[1]["content"] == plain["answer"].iloc[0] == chat["answer"].iloc[0]
+
+
+def test_format_json_is_a_format_the_schema_accepts(tmp_path: Path) -> None:
+    # a JSON list of objects under a name that does not say so: format json, as README documents
+    records = [
+        {"category": s, "question": f"q{i}", "solution": f"a{i}"} for s in ("x", "y") for i in range(3)
+    ]
+    (tmp_path / "data.txt").write_text(json.dumps(records))
+    built = load_table({"path": "data.txt", "format": "json", **QA}, tmp_path)
+    assert built.skills == ["x", "y"] and len(built.examples) == 6

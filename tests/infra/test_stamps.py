@@ -60,5 +60,7 @@ def test_an_npz_carries_its_stamp_and_its_arrays_read_back_without_it(tmp_path: 
     write_arrays(arrays, tmp_path / "b.npz", stamp=OLD)
     assert read_stamp(tmp_path / "a.npz") == NOW
     assert list(read_arrays(tmp_path / "a.npz")) == ["x"]
-    with pytest.raises(SkillmixInputError, match=r"(?s)1 of 2 kernel feature shards.*b\.npz: graph\.runs\.lr"):
+    with pytest.raises(
+        SkillmixInputError, match=r"(?s)1 of 2 kernel feature shards.*b\.npz: graph\.runs\.lr"
+    ):
         check_stamps({tmp_path / "a.npz": NOW, tmp_path / "b.npz": NOW}, "kernel feature shards")

@@ -6,6 +6,7 @@ checks while it builds the DAG.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,5 +133,13 @@ def load_config(name_or_path: str, kwargs: dict[str, Any]) -> PretrainedConfig:
     except (OSError, ValueError) as err:
         raise SkillmixInputError(
             f"{_source_name(name_or_path, kwargs)}: could not read the model's configuration "
-            f"from local files: {err}"
+            f"from local files{hub_note()}: {err}"
         ) from err
+
+
+def hub_note() -> str:
+    """What an error about a model that is not found adds when the hub is offline (as the workflow's
+    jobs run it unless `model.download` is true)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return " (the model hub is offline for skillmix jobs; model.download: true lets them download)"
+    return ""

@@ -33,6 +33,7 @@ from skillmix.engine.model_config import (
     check_length,
     check_pretrained_length,
     check_tiny_heads,
+    hub_note,
     model_source,
 )
 from skillmix.infra.config import complete
@@ -270,7 +271,7 @@ def load_pretrained(
     except OSError as err:
         raise SkillmixInputError(
             f"model.name_or_path: could not load {name_or_path!r} (gguf_file={gguf_file!r}) "
-            f"from local files: {err}"
+            f"from local files{hub_note()}: {err}"
         ) from err
     if gguf_file:
         # the GGUF tensors are dequantised on loading: a plain float model, saved like any other

@@ -177,7 +177,7 @@ def check_cut_answers(counts: Mapping[str, Mapping[str, int]], max_length: int, 
 
 def config_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
     """The tokenizer of the configured model, loaded without its weights."""
-    from skillmix.engine.model_config import model_source
+    from skillmix.engine.model_config import hub_note, model_source
     from skillmix.engine.modeling import tiny_tokenizer
     from skillmix.infra.config import complete
 
@@ -195,7 +195,7 @@ def config_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
     except OSError as err:
         raise SkillmixInputError(
             f"config model.name_or_path: could not load the tokenizer of {model_cfg['name_or_path']!r} "
-            f"from local files: {err}"
+            f"from local files{hub_note()}: {err}"
         ) from err
 
 
