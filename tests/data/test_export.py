@@ -92,7 +92,8 @@ def test_trl_sft_trainer_trains_on_the_files_as_they_are(tmp_path, kind) -> None
     """TRL's SFTTrainer prepares (tokenises, masks) and trains a step on each file, unchanged."""
     from trl import SFTConfig, SFTTrainer
 
-    from skillmix.engine.modeling import build_tiny_model, word_tokenizer
+    from skillmix.engine.modeling import build_tiny_model
+    from skillmix.engine.tokenizers import word_tokenizer
 
     frame = chat_frame() if kind == "chat_prompt_completion" else plain_frame()
     messages, pc = write(frame, tmp_path)

@@ -21,7 +21,8 @@ from skillmix.engine.encoding import (
     per_example_loss,
     token_losses,
 )
-from skillmix.engine.modeling import build_tiny_model, byte_tokenizer
+from skillmix.engine.modeling import build_tiny_model
+from skillmix.engine.tokenizers import byte_tokenizer
 from skillmix.infra.errors import SkillmixInputError
 
 CHATML = (

@@ -12,8 +12,9 @@ from skillmix.data.sources.lego import resolve_lego
 from skillmix.data.sources.xor import xor_answer, xor_bit_maps
 from skillmix.engine.encoding import encode_frame
 from skillmix.engine.fresh import FreshSets
-from skillmix.engine.modeling import build_tiny_model, byte_tokenizer, select_runtime, word_tokenizer
+from skillmix.engine.modeling import build_tiny_model, select_runtime
 from skillmix.engine.sampling import round_counts
+from skillmix.engine.tokenizers import byte_tokenizer, word_tokenizer
 from skillmix.engine.training import TrainSettings, train
 from skillmix.engine.training_run import fresh_training_sets
 from skillmix.infra.errors import SkillmixInputError

@@ -8,7 +8,6 @@ import torch
 from skillmix.engine.model_config import check_model_config
 from skillmix.engine.modeling import (
     build_tiny_model,
-    byte_tokenizer,
     load_model,
     load_pretrained,
     load_saved,
@@ -17,6 +16,7 @@ from skillmix.engine.modeling import (
     tiny_config,
     trainable_parameters,
 )
+from skillmix.engine.tokenizers import byte_tokenizer
 from skillmix.infra.errors import SkillmixInputError
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 2, "max_positions": 64}

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from skillmix.data.slicing import make_slices
 from skillmix.engine.encoding import encode_frame, label_count
-from skillmix.engine.modeling import build_tiny_model, byte_tokenizer, load_model, select_runtime
+from skillmix.engine.modeling import build_tiny_model, load_model, select_runtime
+from skillmix.engine.tokenizers import byte_tokenizer
 from skillmix.engine.training import TrainSettings, batch_split, train
 from skillmix.graph.store import write_graph
 from skillmix.infra.errors import SkillmixInputError

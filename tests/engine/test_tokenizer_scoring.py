@@ -10,7 +10,8 @@ from transformers import AutoTokenizer
 from skillmix.data.sources import load_source, source_vocabulary
 from skillmix.engine.encoding import IGNORE, encode_row
 from skillmix.engine.evaluation import first_char, score_answers
-from skillmix.engine.modeling import build_tiny_model, word_tokenizer
+from skillmix.engine.modeling import build_tiny_model
+from skillmix.engine.tokenizers import word_tokenizer
 from skillmix.infra.errors import SkillmixInputError
 
 SYNTHETIC = [

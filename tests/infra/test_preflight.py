@@ -13,7 +13,7 @@ from snakemake.utils import validate
 from workflow_helpers import MAIN_CONFIG
 
 from skillmix.data.sources import examples_frame
-from skillmix.engine.modeling import byte_tokenizer
+from skillmix.engine.tokenizers import byte_tokenizer
 from skillmix.infra.config import SCHEMA_PATH
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.preflight import check_against_skills, check_cut_answers, count_cut_answers

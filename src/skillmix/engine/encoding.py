@@ -13,13 +13,16 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from skillmix.data.chat import parse_messages
 from skillmix.infra.errors import SkillmixInputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: encoding rows (slicing's checks) needs none
+    import torch
 
 IGNORE = -100
 
@@ -215,6 +218,8 @@ def label_count(labels: list[int]) -> int:
 
 def collate(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch tensors: input_ids, attention_mask, labels (pads ignored)."""
+    import torch
+
     width = max(len(x) for x in input_ids)
     n = len(input_ids)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -229,6 +234,8 @@ def collate(input_ids: list[list[int]], labels: list[list[int]], pad_id: int) ->
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded prompt batch for generation: input_ids, attention_mask."""
+    import torch
+
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -240,6 +247,8 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 def _keeps_logits(model: torch.nn.Module) -> bool:
     """True when the model's forward takes transformers' `logits_to_keep` (through peft and DDP too)."""
+    import torch
+
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     return _takes_logits_to_keep(type(inner))
@@ -261,6 +270,8 @@ def label_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tupl
     without it compute every position and the others are dropped). A row without labels keeps one
     position, IGNORE.
     """
+    import torch
+
     following = batch["labels"][:, 1:]
     has = following != IGNORE
     counts = has.sum(1)
@@ -287,6 +298,8 @@ def target_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     Positions whose target is IGNORE get loss 0 and mask 0. Computed in float32, or float64 for a
     float64 model.
     """
+    import torch
+
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     mask = targets != IGNORE
     loss = torch.nn.functional.cross_entropy(
@@ -298,17 +311,20 @@ def target_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token next-token cross-entropy and the label mask, both [batch, seq-1], from the logits
     of every position (see :func:`target_losses`)."""
+
     return target_losses(logits[:, :-1, :], labels[:, 1:])
 
 
 def target_means(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Each row's mean loss over its targets, [B] (see :func:`target_losses`)."""
+
     loss, mask = target_losses(logits, targets)
     return loss.sum(1) / mask.sum(1).clamp_min(1)
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean label-token loss of each example, [batch], from the logits of every position."""
+
     return target_means(logits[:, :-1, :], labels[:, 1:])
 
 
@@ -316,9 +332,11 @@ def label_token_losses(
     model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-label-position losses and mask, [B, P], of a collated batch (the head at label positions only)."""
+
     return target_losses(*label_logits(model, batch))
 
 
 def example_mean_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Each example's mean label-token loss, [B], of a collated batch (the head at label positions only)."""
+
     return target_means(*label_logits(model, batch))

@@ -178,7 +178,7 @@ def check_cut_answers(counts: Mapping[str, Mapping[str, int]], max_length: int, 
 def config_tokenizer(model_cfg: Mapping[str, Any]) -> Any:
     """The tokenizer of the configured model, loaded without its weights."""
     from skillmix.engine.model_config import hub_note, model_source
-    from skillmix.engine.modeling import tiny_tokenizer
+    from skillmix.engine.tokenizers import tiny_tokenizer
     from skillmix.infra.config import complete
 
     model_cfg = complete("model", dict(model_cfg))
