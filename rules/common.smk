@@ -290,7 +290,7 @@ SELECTED_TRAIN_STAMP = stamp(
     "train_selected.py",
     model=config["model"],
     base_run=SELECT["base_run"],
-    **{k: SELECT[k] for k in ("lora", "warmup", "train")},
+    **{f"select.{k}": SELECT[k] for k in ("lora", "warmup", "train")},
     eval=config["eval"],
 )
 SELECTED_EVALUATE_STAMP = stamp(
