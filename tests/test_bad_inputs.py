@@ -51,6 +51,7 @@ class Case:
     files: Files | None = None
     damage: Callable[[Path], None] | None = None  # stage dag: done to the slices folder after slicing
     job: Callable[[Path], None] | None = None  # stage job: what the job runs, given the inputs folder
+    workdir_files: dict[str, str] = field(default_factory=dict)  # written into the working folder
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -170,6 +171,12 @@ def edit_manifest(slices: Path, slug: str) -> None:
 
 CASES = [
     # --- config: snakemake -n refuses before any job
+    Case(
+        "YAML syntax error in config.yaml",
+        "config",
+        ["config.yaml: not valid YAML at line 3, column 1", "found '<stream end>'"],
+        workdir_files={"config.yaml": "train:\n  strategies: [random,\n"},
+    ),
     Case("unknown key", "config", ["lerning_rate"], {"train": {"lerning_rate": 0.1}}),
     Case("wrong type", "config", ["'ten' is not of type 'integer'"], {"train": {"steps": "ten"}}),
     Case("out of range", "config", ["-1 is less than the minimum of 1"], {"train": {"batch_size": -1}}),
@@ -485,6 +492,36 @@ CASES = [
         ["lego-3"],
         files=given_graph(np.eye(2), names=["lego-1", "lego-2"]),
     ),
+    Case(
+        "given graph of garbage bytes",
+        "slice",
+        ["config graph.given.adjacency", "graph.npy", "expected a NumPy .npy file"],
+        files=given_graph(data=b"this is not a numpy file"),
+    ),
+    Case(
+        "given graph that is pickled objects",
+        "slice",
+        ["config graph.given.adjacency", "graph.npy", "never unpickled"],
+        files=given_graph(np.array([{"a": 1}, None], dtype=object)),
+    ),
+    Case(
+        "given graph of the wrong shape",
+        "slice",
+        ["config graph.given.adjacency", "graph.npy"],
+        files=given_graph(np.ones(3)),
+    ),
+    Case(
+        "given graph of huge values",
+        "slice",
+        ["config graph.given.adjacency", "graph.npy", "1e+308"],
+        files=given_graph(np.full((3, 3), 1e308)),
+    ),
+    Case(
+        "given graph with NaN",
+        "slice",
+        ["config graph.given.adjacency", "graph.npy"],
+        files=given_graph(np.array([[1, np.nan, 0], [0, 1, 0], [0, 0, 1]])),
+    ),
     # --- job: what a job meets when it starts or combines outputs
     Case(
         "graph runs of two settings",
@@ -559,6 +596,8 @@ def test_a_bad_input_stops_at_its_stage_naming_it(case: Case, tmp_path: Path) ->
     workdir.mkdir()
     overrides = configs_for(case, inputs)
     sliced: list[Path] = []
+    for name, text in case.workdir_files.items():
+        (workdir / name).write_text(text)
     if case.stage == "dag":  # slices of the tiny config, then the damage
         run_slice(workflow_config({}), workdir)
         if case.damage:
