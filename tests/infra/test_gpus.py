@@ -217,8 +217,11 @@ def test_lock_folder_open_to_others_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(gpus, "SYSTEM_TMP", tmp_path)
     default = default_lock_dir({})
     default.mkdir(mode=0o755)
-    os.chmod(default, 0o750)  # the default folder must have no group/other permission at all
-    with pytest.raises(SkillmixInputError, match=r"has mode 0o750: group/other permissions"):
+    os.chmod(default, 0o755)  # the user's default folder as earlier versions made it: closed, then used
+    try_lease(1, ["0"], default).release()
+    assert stat.S_IMODE(default.stat().st_mode) == 0o700
+    os.chmod(default, 0o775)  # writable by the group: someone else may have planted lock files
+    with pytest.raises(SkillmixInputError, match=r"has mode 0o775: group/other permissions"):
         try_lease(1, ["0"], default)
 
 
