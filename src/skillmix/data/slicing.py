@@ -216,6 +216,15 @@ def _install(tmp: Path, out_dir: Path) -> None:
     os.replace(tmp / MANIFEST_NAME, out_dir / MANIFEST_NAME)
 
 
+def skill_counts(splits: dict[str, pd.DataFrame], skills: list[str]) -> list[dict[str, Any]]:
+    """The manifest's ``{"name", "counts": {split: rows}}`` entry of every skill, in `skills` order."""
+    sizes = {split: frame["skill"].value_counts() for split, frame in splits.items()}
+    return [
+        {"name": skill, "counts": {split: int(sizes[split].get(skill, 0)) for split in splits}}
+        for skill in skills
+    ]
+
+
 def write_slices(
     splits: dict[str, pd.DataFrame],
     skills: list[str],
@@ -253,12 +262,8 @@ def write_slices(
     empty = pd.DataFrame({column: pd.Series([], dtype=str) for column in COLUMNS})
     manifest: dict[str, Any] = {
         "skills": [
-            {
-                "name": skill,
-                "slug": slug,
-                "counts": {split: len(groups[split].get(skill, empty)) for split in SPLITS},
-            }
-            for skill, slug in zip(skills, slugs, strict=True)
+            {"name": entry["name"], "slug": slug, "counts": entry["counts"]}
+            for entry, slug in zip(skill_counts(splits, skills), slugs, strict=True)
         ],
         "splits": list(SPLITS),
         "columns": list(COLUMNS),
@@ -341,6 +346,12 @@ def _recorded_checksums(manifest: dict[str, Any]) -> dict[tuple[str, str], str]:
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _manifest_checksums(path: str, size: int, mtime_ns: int) -> dict[tuple[str, str], str]:
+    """The checksums a manifest records, read once per (path, size, modification time) in a process."""
+    return _recorded_checksums(read_manifest(path))
+
+
 def check_slice_file(path: str | os.PathLike, manifest_path: str | os.PathLike | None = None) -> None:
     """Require a slice file to match the checksum its manifest records.
 
@@ -352,7 +363,9 @@ def check_slice_file(path: str | os.PathLike, manifest_path: str | os.PathLike |
     manifest_file = Path(manifest_path) if manifest_path else path.parent.parent / MANIFEST_NAME
     if not manifest_file.is_file():
         return
-    expected = _recorded_checksums(read_manifest(manifest_file)).get((path.parent.name, path.name))
+    stat = manifest_file.stat()
+    recorded = _manifest_checksums(str(manifest_file.resolve()), stat.st_size, stat.st_mtime_ns)
+    expected = recorded.get((path.parent.name, path.name))
     if expected is None:
         return
     if not path.is_file():

@@ -85,11 +85,12 @@ def check_lock_dir(folder: str | os.PathLike) -> Path:
             f"set {LOCK_DIR_ENV} to a folder of your own (mode 0o700)"
         ) from error
     forbidden = 0o077 if folder == per_user_lock_dir() else 0o022
-    if forbidden == 0o077 and _lock_dir_problem(folder, 0o022) is None:
+    problem = _lock_dir_problem(folder, forbidden)
+    if problem is not None and forbidden == 0o077 and _lock_dir_problem(folder, 0o022) is None:
         # the user's own default folder, writable by them alone (as earlier versions made it, mode
         # 0o755): closing it to others is safe
         os.chmod(folder, DIR_MODE)
-    problem = _lock_dir_problem(folder, forbidden)
+        problem = None
     if problem is not None:
         raise SkillmixInputError(
             f"GPU lock folder {folder} {problem}; lock files must live in a real directory that only "

@@ -206,18 +206,10 @@ def slice_checks(config: Mapping[str, Any]) -> Callable[[list[str], dict[str, An
     the manifest entry ``answers_cut`` ({max_length, per-skill counts})."""
 
     def check(skills: list[str], splits: dict[str, Any]) -> dict[str, Any]:
+        from skillmix.data.slicing import skill_counts
         from skillmix.engine.model_config import check_model_config
 
-        counts = {
-            "skills": [
-                {
-                    "name": s,
-                    "counts": {split: int((frame["skill"] == s).sum()) for split, frame in splits.items()},
-                }
-                for s in skills
-            ]
-        }
-        check_against_skills(config, counts)
+        check_against_skills(config, {"skills": skill_counts(splits, skills)})
         model_cfg = config["model"]
         check_model_config(model_cfg)
         max_length = model_cfg["max_length"]

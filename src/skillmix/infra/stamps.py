@@ -47,9 +47,6 @@ def stamp_arrays(stamp: Mapping[str, Any]) -> dict[str, Any]:
 def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
     """The stamp of a Parquet or `.npz` file; None when it has none (written before stamps, or not by
     skillmix)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if str(path).endswith(".npz"):
         import numpy as np
 
@@ -58,6 +55,8 @@ def read_stamp(path: str | os.PathLike) -> dict[str, Any] | None:
                 return json.loads(str(data[STAMP_ARRAY])) if STAMP_ARRAY in data.files else None
         except (OSError, ValueError) as exc:
             raise SkillmixInputError(f"{path}: not a readable .npz file ({exc}); delete it, re-run") from exc
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
         metadata = pq.read_schema(path).metadata or {}

@@ -278,25 +278,25 @@ def solve_kernels(
 
 def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
     """Accuracy of the initial model's label-word logits (argmax of f0) on val and test."""
-    with np.load(path, allow_pickle=False) as data:
-        return pd.DataFrame(
-            [
-                {
-                    "formula": "none",
-                    "solver": "initial_model",
-                    "split": s,
-                    "accuracy": kernels.accuracy(
-                        kernels.predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
-                        data[f"y_{s}"],
-                    ),
-                    "mse": float("nan"),
-                    "reg": 0.0,
-                    "f0": True,
-                    "n": int(len(data[f"y_{s}"])),
-                }
-                for s in SPLITS[1:]
-            ]
-        )
+    data = read_arrays(path)
+    return pd.DataFrame(
+        [
+            {
+                "formula": "none",
+                "solver": "initial_model",
+                "split": s,
+                "accuracy": kernels.accuracy(
+                    kernels.predictions_to_labels(data[f"f0_{s}"].reshape(-1), data[f"f0_{s}"].shape[1]),
+                    data[f"y_{s}"],
+                ),
+                "mse": float("nan"),
+                "reg": 0.0,
+                "f0": True,
+                "n": int(len(data[f"y_{s}"])),
+            }
+            for s in SPLITS[1:]
+        ]
+    )
 
 
 FT_OPTIMIZERS = ("sgd", "adam")
