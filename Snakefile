@@ -24,7 +24,7 @@ scattergather:
 
 
 wildcard_constraints:
-    run="[a-z0-9_]+",
+    run=registry.pattern("strategy"),
     unit=UNIT_PATTERN,
 
 

@@ -29,6 +29,6 @@ rule train:
         eval=config["eval"],
         resume=results_path("resume/train/{run}"),
         stamp=train_stamp_param,
-        code=script_code("train.py"),
+        code=train_code_param,
     script:
         "../workflow/scripts/train.py"

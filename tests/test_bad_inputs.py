@@ -24,17 +24,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from snakemake.utils import validate
 from workflow_helpers import MAIN_CONFIG, TINY_CONFIG, files_under, snakemake, write_yaml
 
 from skillmix.data.slicing import make_slices
 from skillmix.data.sources import resolve_tiny_tokenizer
-from skillmix.infra.config import SCHEMA_PATH
+from skillmix.infra.config import validate_config
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.gpus import lease_gpus
 from skillmix.infra.jobs import write_parquet
-from skillmix.infra.preflight import slice_checks
 from skillmix.infra.stamps import check_stamps
+from skillmix.preflight import slice_checks
 
 Files = Callable[[Path], dict[str, Any]]  # writes a case's files under a folder; returns config overrides
 
@@ -557,7 +556,7 @@ def workflow_config(overrides: dict[str, Any]) -> dict[str, Any]:
     """config.yaml, tests/configs/tiny.yaml and `overrides`, completed as the Snakefile does."""
     cfg = yaml.safe_load(MAIN_CONFIG.read_text())
     cfg = merge(merge(cfg, yaml.safe_load(TINY_CONFIG.read_text())), overrides)
-    validate(cfg, str(SCHEMA_PATH))
+    validate_config(cfg)
     cfg["model"]["tiny"] = resolve_tiny_tokenizer(cfg["model"], cfg["source"])
     return cfg
 

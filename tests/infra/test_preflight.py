@@ -9,14 +9,13 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from snakemake.utils import validate
 from workflow_helpers import MAIN_CONFIG
 
 from skillmix.data.sources import examples_frame
 from skillmix.engine.tokenizers import byte_tokenizer
-from skillmix.infra.config import SCHEMA_PATH
+from skillmix.infra.config import validate_config
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.infra.preflight import check_against_skills, check_cut_answers, count_cut_answers
+from skillmix.preflight import check_against_skills, check_cut_answers, count_cut_answers
 
 SKILLS = ["alpha", "beta", "gamma"]
 MANIFEST = {"skills": [{"name": s, "counts": {"train": 40, "val": 5, "test": 5}} for s in SKILLS]}
@@ -28,7 +27,7 @@ def config(**blocks: Any) -> dict[str, Any]:
     for key, block in blocks.items():
         cfg[key] = {**cfg.get(key, {}), **block}
     cfg = copy.deepcopy(cfg)
-    validate(cfg, str(SCHEMA_PATH))
+    validate_config(cfg)
     return cfg
 
 

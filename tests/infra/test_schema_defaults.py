@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skillmix.engine.sampling import RandomSampler, StratifiedSampler
 from skillmix.engine.training import TrainSettings
 from skillmix.graph.learned import GraphOptions
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.skillit.samplers import make_sampler
+from skillmix.mixing.baselines import RandomSampler, StratifiedSampler
+from skillmix.mixing.strategies import make_sampler
 
 SCHEMA = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text()
@@ -129,7 +129,7 @@ def test_every_rule_takes_threads_and_resources_from_config() -> None:
 
 
 def test_skillit_sampler_takes_every_key_of_the_skillit_block() -> None:
-    from skillmix.skillit.samplers import SkillItSampler
+    from skillmix.mixing.skillit import SkillItSampler
 
     options = list(SCHEMA["skillit"]["properties"])
     parameters = inspect.signature(SkillItSampler).parameters

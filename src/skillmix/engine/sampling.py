@@ -10,9 +10,9 @@ new ones generated for it (:class:`skillmix.engine.fresh.FreshSets`): the k-th s
 the round's plan takes example k of the round's set of s, and `plan_counts` says how many
 examples of each skill the round needs.
 
-The base samplers are here: fixed mixtures (`random`, proportional to the data; `stratified`,
-uniform; `target_only`, uniform over the target skills) and plain epochs (LESS). Skill-It's
-online mixture and the curricula are in :mod:`skillmix.skillit.samplers`.
+This module holds the contract every training strategy implements (:class:`SkillSampler`) and
+plain epochs (LESS's training). The strategies themselves are in :mod:`skillmix.mixing`, one
+module per method, registered in :mod:`skillmix.infra.registry`.
 
 All sampler state is JSON (mixture, counters, loss window, mixture history) and is saved
 with the training resume states.
@@ -20,6 +20,7 @@ with the training resume states.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,14 +43,72 @@ def round_counts(p: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
+@dataclass
+class MixingInputs:
+    """What a training run hands a strategy when it builds its sampler.
+
+    `skills` and `sizes` are the training skills and their pool sizes; `eval_skills` the skills
+    whose validation losses `observe` receives; `targets` the configured target skills. The rest
+    is filled only for the strategies whose registry entry needs it (:mod:`skillmix.infra.registry`):
+    `graph` (training × evaluation skills), `example_losses` (the initial model's loss of every
+    training example), `mixture` (weights by skill name, from a file a stage of its own wrote).
+    """
+
+    skills: list[str]
+    sizes: list[int]
+    seed: int
+    update_steps: int
+    eval_skills: list[str]
+    targets: list[str] = field(default_factory=list)
+    graph: np.ndarray | None = None
+    example_losses: list[list[float]] | None = None
+    mixture: dict[str, float] | None = None
+
+
+@dataclass
+class BatchStats:
+    """Per-skill training statistics of one optimiser step's batch, from the forward pass whose
+    gradient the step applies (summed over every micro-batch and process): the sum of the
+    label-token losses, the label-token count and the example count, one entry per training skill
+    (zeros for skills not in the batch). With a reference model, `reference_loss_sum` holds the
+    reference's summed losses on the same tokens; `example_losses` (per example: skill index,
+    summed loss, tokens) are there for mixers that need them."""
+
+    step: int
+    loss_sum: np.ndarray
+    tokens: np.ndarray
+    examples: np.ndarray
+    reference_loss_sum: np.ndarray | None = None
+    example_losses: list[tuple[int, float, int]] | None = None
+
+
 class SkillSampler:
     """Draws (skill index, example index) pairs, round by round, from a mixture over skills.
 
-    This base keeps the mixture it was given; subclasses change it between rounds.
+    This base keeps the mixture it was given; subclasses change it between rounds. The engine
+    calls, per step: `sample` (the batch), then, for samplers with `needs_batch_losses`,
+    `observe_batch` (the step's :class:`BatchStats`, before its backward) and `loss_weights` (per-skill
+    weights of the step's loss, or None for the plain label-token mean); after evaluations,
+    `observe` (per-skill validation losses; `needs_eval` asks for extra ones). A sampler whose
+    mixture changes within a round overrides `segment` (its segments, each with its own mixture
+    and allocation). `cost` reports training spent outside the evaluated run.
     """
 
     name = "fixed"
     supports_fresh = True
+    needs_batch_losses = False
+    """Whether the engine must pass each step's per-skill training statistics (`observe_batch`)."""
+    needs_reference = False
+    """Whether those statistics must include a reference model's losses on the same tokens."""
+    allocation = "floor"
+    """How a segment's slots go to skills: floor (floor(p_i n), the last takes the remainder) or
+    multinomial (each slot drawn from p)."""
+
+    @classmethod
+    def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:
+        """The sampler of a training run, from what the run hands it and its completed settings
+        block (the registry's `settings`; empty for strategies without one)."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build it from a run")
 
     def __init__(
         self, skills: list[str], sizes: list[int], mixture: np.ndarray, seed: int, update_steps: int = 100
@@ -79,8 +138,8 @@ class SkillSampler:
         return self.p.copy()
 
     def round_of(self, step: int) -> int:
-        """The 0-based round of a 1-based optimiser step."""
-        return (step - 1) // self.update_steps
+        """The 0-based round (segment) of a 1-based optimiser step."""
+        return self.segment(step)[0]
 
     def needs_eval(self, step: int) -> bool:
         """Whether the sampler needs a validation evaluation after `step` (beyond the regular ones)."""
@@ -93,12 +152,30 @@ class SkillSampler:
         """The mixture used for round `round_` (the current one by default)."""
         return self.p
 
+    def observe_batch(self, stats: BatchStats) -> None:
+        """Take the per-skill training statistics of a step's batch (with `needs_batch_losses`)."""
+
+    def loss_weights(self, step: int) -> np.ndarray | None:
+        """Per-skill weights of step `step`'s loss, or None for the plain label-token mean."""
+        return None
+
+    def cost(self) -> dict[str, int]:
+        """Training this strategy spent outside the evaluated run (reported beside its results)."""
+        return {"extra_runs": 0, "extra_steps": 0, "extra_examples": 0, "extra_evaluations": 0}
+
+    def segment(self, step: int) -> tuple[int, int, int]:
+        """The segment that holds 1-based step `step`: (index, first step, length in steps).
+
+        A segment is a run of steps on one mixture; by default a round of `update_steps`."""
+        r = (step - 1) // self.update_steps
+        return r, r * self.update_steps + 1, self.update_steps
+
     def sample(self, step: int, batch_size: int) -> list[tuple[int, int]]:
         """The (skill index, example index) pairs of step `step`'s batch."""
-        r = self.round_of(step)
+        r, first, length = self.segment(step)
         if self._plan is None or self._plan[0] != r:
-            self._plan = (r, self._round_plan(r, batch_size, step))
-        offset = (step - 1 - r * self.update_steps) * batch_size
+            self._plan = (r, self._round_plan(r, batch_size, step, length))
+        offset = (step - first) * batch_size
         slots = self._plan[1][offset : offset + batch_size]
         if self.fresh:
             ranks = self._ranks[offset : offset + batch_size]
@@ -119,14 +196,18 @@ class SkillSampler:
             raise RuntimeError("plan_counts is known once the round's first batch has been sampled")
         return self._counts.copy()
 
-    def _round_plan(self, r: int, batch_size: int, step: int) -> np.ndarray:
+    def _round_plan(self, r: int, batch_size: int, step: int, length: int | None = None) -> np.ndarray:
         self.p = normalise(self.round_mixture(r))
         if not self.history or self.history[-1]["round"] < r:
             self.history.append({"round": r, "step": step, "weights": self.p.tolist()})
-        counts = round_counts(self.p, self.update_steps * batch_size)
-        plan = np.random.default_rng([self.seed, 7, r]).permutation(
-            np.repeat(np.arange(len(self.skills)), counts)
-        )
+        n = (self.update_steps if length is None else length) * batch_size
+        rng = np.random.default_rng([self.seed, 7, r])
+        if self.allocation == "multinomial":
+            plan = rng.choice(len(self.skills), size=n, p=self.p)
+            counts = np.bincount(plan, minlength=len(self.skills))
+        else:
+            counts = round_counts(self.p, n)
+            plan = rng.permutation(np.repeat(np.arange(len(self.skills)), counts))
         self._counts = counts
         if self.fresh:  # the k-th slot of skill s takes example k of the round's own set of s
             self._ranks = np.empty(len(plan), dtype=np.int64)
@@ -171,41 +252,6 @@ class SkillSampler:
         self.history = list(state["history"])
         self._plan = self._ranks = self._counts = None
         self._perm_cache.clear()
-
-
-class RandomSampler(SkillSampler):
-    """Skills in proportion to their number of training examples (the natural mixture)."""
-
-    name = "random"
-
-    def __init__(self, skills: list[str], sizes: list[int], seed: int, update_steps: int = 100) -> None:
-        super().__init__(skills, sizes, np.asarray(sizes, dtype=np.float64), seed, update_steps)
-
-
-class StratifiedSampler(SkillSampler):
-    """Every skill equally often, whatever its size."""
-
-    name = "stratified"
-
-    def __init__(self, skills: list[str], sizes: list[int], seed: int, update_steps: int = 100) -> None:
-        super().__init__(skills, sizes, np.ones(len(skills)), seed, update_steps)
-
-
-class TargetOnlySampler(SkillSampler):
-    """Only the target skills, uniformly (the fine-tuning baseline)."""
-
-    name = "target_only"
-
-    def __init__(
-        self, skills: list[str], sizes: list[int], seed: int, targets: list[str], update_steps: int = 100
-    ) -> None:
-        missing = [t for t in targets if t not in skills]
-        if not targets or missing:
-            raise SkillmixInputError(
-                "train.target_skills must name training skills for target_only; "
-                f"not training skills: {missing}"
-            )
-        super().__init__(skills, sizes, np.array([float(s in targets) for s in skills]), seed, update_steps)
 
 
 class EpochSampler(SkillSampler):

@@ -1,35 +1,54 @@
 """The workflow's config schema as the library's one source of defaults.
 
-The Snakefile validates the whole config against ``workflow/schemas/config.schema.yaml`` and
-fills its defaults; the library fills the same defaults into a block it is handed, so that a
-function called outside the workflow (a test, a notebook) with part of a block behaves as the
-workflow would. No default is written anywhere else.
+The workflow validates the whole config against the schema (package data,
+``skillmix/infra/config.schema.yaml``, linked from ``workflow/schemas/``) and fills its defaults;
+the library fills the same defaults into a block it is handed, so that a function called
+outside the workflow (a test, a notebook) with part of a block behaves as the workflow would. No default is written anywhere else.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from skillmix.infra import registry
 from skillmix.infra.errors import SkillmixInputError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_FILE = "config.schema.yaml"
+"""The schema, package data of :mod:`skillmix.infra` (``workflow/schemas/`` links to it)."""
+
+
+def _fill_registry_enums(node: Any) -> None:
+    """Replace every ``x-registry`` marker by the enum of the registered names it asks for:
+    ``{kind, also: [extra names], without_need: need}`` (:mod:`skillmix.infra.registry`)."""
+    if isinstance(node, dict):
+        marker = node.pop("x-registry", None)
+        if marker is not None:
+            chosen = registry.names(marker["kind"])
+            if "without_need" in marker:
+                excluded = set(registry.with_need(marker["kind"], marker["without_need"]))
+                chosen = [n for n in chosen if n not in excluded]
+            node["enum"] = [*marker.get("also", []), *chosen]
+        for value in node.values():
+            _fill_registry_enums(value)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_registry_enums(value)
 
 
 @functools.cache
 def schema() -> dict[str, Any]:
-    """The parsed config schema (read once per process)."""
-    if not SCHEMA_PATH.is_file():
-        raise SkillmixInputError(
-            f"the config schema {SCHEMA_PATH} is missing: install skillmix from its repository "
-            "(pip install -e .), which keeps the schema beside the package"
-        )
+    """The parsed config schema with the registered method names as enums (read once per process)."""
+    text = resources.files("skillmix.infra").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser when libyaml is there
-    return yaml.load(SCHEMA_PATH.read_text(), Loader=loader)
+    parsed = yaml.load(text, Loader=loader)
+    _fill_registry_enums(parsed)
+    return parsed
 
 
 def _subschema(where: str) -> dict[str, Any]:
@@ -66,6 +85,21 @@ def _validator():
     return filling(schema())
 
 
+def _first_error(validator: Any, instance: Any, where: str) -> SkillmixInputError | None:
+    """The first value the schema rejects, as an error naming its key (unknown keys by name only)."""
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    error = errors[0]
+    path = ".".join([p for p in [where, *(str(p) for p in error.absolute_path)] if p])
+    message = error.message
+    if error.validator == "additionalProperties":
+        known = error.schema.get("properties", {})
+        unknown = sorted(set(error.instance) - set(known))
+        message = f"unknown key(s) {unknown}; expected keys from {sorted(known)}"
+    return SkillmixInputError(f"config {path or '(top level)'}: {message}")
+
+
 def complete(where: str, block: dict[str, Any] | None, name: str | None = None) -> dict[str, Any]:
     """The config block at dotted path `where` (e.g. ``"source.xor"``, or ``"select.target.files[]"``
     for one item of a list) with the schema's defaults filled in, validated against the schema;
@@ -75,21 +109,21 @@ def complete(where: str, block: dict[str, Any] | None, name: str | None = None) 
     (under `name`, e.g. ``"select.target.files[2]"``, when given).
     """
     node = _subschema(where)
-    block = {} if block is None else block
-    where = name or where
-    result = copy.deepcopy(block)
+    result = copy.deepcopy({} if block is None else block)
     # the block's own schema, with references still resolved against the whole schema
-    errors = sorted(_validator().evolve(schema=node).iter_errors(result), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = errors[0]
-        path = ".".join([where, *(str(p) for p in error.absolute_path)])
-        message = error.message
-        if error.validator == "additionalProperties":
-            known = error.schema.get("properties", {})
-            unknown = sorted(set(error.instance) - set(known))
-            message = f"unknown key(s) {unknown}; expected keys from {sorted(known)}"
-        raise SkillmixInputError(f"config {path}: {message}")
+    error = _first_error(_validator().evolve(schema=node), result, name or where)
+    if error is not None:
+        raise error
     return result
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Validate a whole workflow config against the schema and fill its defaults in place.
+
+    Raises :class:`SkillmixInputError` naming the key of the first value the schema rejects."""
+    error = _first_error(_validator(), config, "")
+    if error is not None:
+        raise error
 
 
 def check_yaml_file(path: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""A Skill-It-stage training job: one strategy (Skill-It or a baseline) on the sliced skills."""
+"""The `train` rule's job: one training strategy (Skill-It, a baseline, a curriculum, …) on the
+sliced skills, the same engine and budget for every strategy."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from skillmix.data.slicing import read_manifest
 from skillmix.engine.encoding import EncodedSet
 from skillmix.engine.evaluation import example_losses
 from skillmix.engine.modeling import Runtime
+from skillmix.engine.sampling import MixingInputs
 from skillmix.engine.training import TrainSettings
-from skillmix.engine.training_run import TrainingRun, fresh_training_sets, load_run_data
+from skillmix.engine.training_run import RunData, TrainingRun, fresh_training_sets, load_run_data
 from skillmix.graph.store import read_graph
+from skillmix.infra import registry
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.skillit.samplers import make_sampler, resolve_aggregate
+from skillmix.mixing.strategies import build_sampler, strategy_settings
 
 
 def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
@@ -31,7 +34,7 @@ def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> l
     return [s for s in skills if s in names]
 
 
-def skillit_graph(
+def run_graph(
     graph_dir: str | os.PathLike, train_skills: list[str], eval_skills: list[str]
 ) -> np.ndarray:
     """The skills graph restricted to training-skill rows and evaluation-skill columns."""
@@ -53,6 +56,50 @@ def initial_example_losses(
     return losses
 
 
+def _check_pool(strategy: str, data: RunData, settings: TrainSettings) -> None:
+    """A strategy that draws each pool example once needs a pool at least the budget."""
+    pool, budget = sum(len(s) for s in data.train_sets), settings.steps * settings.batch_size
+    if pool < budget:
+        raise SkillmixInputError(
+            f"train.strategies {strategy}: the budget of train.steps × train.batch_size = {budget} "
+            f"examples exceeds the pool of {pool} training examples; a curriculum draws each "
+            "example once, so give it a pool at least the budget (more examples per skill in "
+            "the source, or fewer steps)"
+        )
+
+
+def mixing_inputs(
+    strategy: str,
+    data: RunData,
+    settings: TrainSettings,
+    train_skills: list[str],
+    targets: list[str],
+    graph_dir: str | os.PathLike | None,
+) -> MixingInputs:
+    """What the run hands the strategy's sampler: what its registry entry needs, and no more."""
+    needs = registry.lookup("strategy", strategy, "train.strategies").needs
+    eval_skills = targets or train_skills
+    inputs = MixingInputs(
+        skills=train_skills,
+        sizes=[len(s) for s in data.train_sets],
+        seed=settings.seed,
+        update_steps=settings.update_steps,
+        eval_skills=eval_skills,
+        targets=targets,
+    )
+    if "graph" in needs:
+        if graph_dir is None:
+            raise SkillmixInputError(f"the {strategy} strategy needs a skills graph (graph_dir)")
+        inputs.graph = run_graph(graph_dir, train_skills, eval_skills)
+    if "pool" in needs:
+        _check_pool(strategy, data, settings)
+    if "example_losses" in needs:
+        inputs.example_losses = initial_example_losses(
+            data.model, data.tokenizer, data.train_sets, data.runtime
+        )
+    return inputs
+
+
 def prepare_run(
     strategy: str,
     manifest_path: str | os.PathLike,
@@ -69,18 +116,18 @@ def prepare_run(
     """Load the model, encode the slices and build the sampler of one strategy.
 
     Training covers `train.skills` (all skills by default); validation covers every skill.
-    Skill-It evaluates on `train.target_skills` when given (fine-tuning when they are
-    training skills, out-of-domain when they are not), else on the training skills, and
-    reads its graph from `graph_dir`. `strategy_cfg` holds the strategy's own settings.
-    With `train.data: fresh` (a synthetic `source_cfg`), every round trains on new examples
-    (:mod:`skillmix.engine.fresh`), except for curriculum and anticurriculum, which order the fixed
-    pool by the initial model's losses. The pool's sizes still define the natural mixture.
+    Strategies that read validation losses evaluate on `train.target_skills` when given
+    (fine-tuning when they are training skills, out-of-domain when they are not), else on the
+    training skills; Skill-It reads its graph from `graph_dir`. `strategy_cfg` holds the
+    strategy's own settings block. With `train.data: fresh` (a synthetic `source_cfg`), every
+    round trains on new examples (:mod:`skillmix.engine.fresh`), except for strategies that order
+    the fixed pool (the curricula). The pool's sizes still define the natural mixture.
     """
     eval_cfg = complete("eval", eval_cfg)
     train_cfg = complete("train", train_cfg)
     model_cfg = complete("model", model_cfg)
-    manifest = read_manifest(manifest_path)
-    skills = [s["name"] for s in manifest["skills"]]
+    strategy_cfg = strategy_settings(strategy, strategy_cfg)
+    skills = [s["name"] for s in read_manifest(manifest_path)["skills"]]
     train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
     named_targets = train_cfg.get("target_skills")
     targets = _skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
@@ -97,62 +144,15 @@ def prepare_run(
     settings = TrainSettings.from_config(
         {**train_cfg, "eval_score": eval_cfg["score"], "parallel": model_cfg["parallel"]}
     )
-    if strategy == "skillit":
-        strategy_cfg = complete("skillit", strategy_cfg)
-    elif strategy == "skill_curriculum":
-        strategy_cfg = complete("curriculum", strategy_cfg)
-    else:
-        strategy_cfg = dict(strategy_cfg or {})
-    graph = None
-    eval_skills = targets or train_skills
-    if strategy == "skillit":
-        if graph_dir is None:
-            raise SkillmixInputError("the skillit strategy needs a skills graph (graph_dir)")
-        graph = skillit_graph(graph_dir, train_skills, eval_skills)
-        strategy_cfg = resolve_aggregate(strategy_cfg, train_skills, targets)
-    losses = None
     fresh = fresh_training_sets(
-        train_cfg["data"],
-        "train.data",
-        source_cfg,
-        train_skills,
-        data.tokenizer,
-        model_cfg,
-        settings.seed,
-        train_cfg["loss_on"],
+        train_cfg["data"], "train.data", source_cfg, train_skills, data.tokenizer, model_cfg,
+        settings.seed, train_cfg["loss_on"],
     )
-    if strategy in ("curriculum", "anticurriculum"):
-        pool, budget = sum(len(s) for s in data.train_sets), settings.steps * settings.batch_size
-        if pool < budget:
-            raise SkillmixInputError(
-                f"train.strategies {strategy}: the budget of train.steps × train.batch_size = {budget} "
-                f"examples exceeds the pool of {pool} training examples; a curriculum draws each "
-                "example once, so give it a pool at least the budget (more examples per skill in "
-                "the source, or fewer steps)"
-            )
-    if strategy in ("curriculum", "anticurriculum", "skill_curriculum"):
-        losses = initial_example_losses(data.model, data.tokenizer, data.train_sets, data.runtime)
-    sampler = make_sampler(
-        strategy,
-        train_skills,
-        [len(s) for s in data.train_sets],
-        settings.seed,
-        settings.update_steps,
-        graph=graph,
-        eval_skills=eval_skills,
-        targets=targets,
-        skillit=strategy_cfg,
-        curriculum=strategy_cfg,
-        example_losses=losses,
-    )
-    identity = [
-        model_cfg,
-        train_cfg,
-        eval_cfg,
-        strategy,
-        strategy_cfg,
-        None if graph is None else graph.tolist(),
-    ]
+    inputs = mixing_inputs(strategy, data, settings, train_skills, targets, graph_dir)
+    sampler = build_sampler(strategy, inputs, strategy_cfg)
+    graph = None if inputs.graph is None else inputs.graph.tolist()
+    # what the resume fingerprint hashes (`aggregate: auto` resolves from train_cfg's skills)
+    identity = [model_cfg, train_cfg, eval_cfg, strategy, strategy_cfg, graph]
     return data.training_run(sampler, settings, fresh, eval_cfg["batch_size"], identity, source_cfg)
 
 

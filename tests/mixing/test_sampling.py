@@ -9,12 +9,9 @@ import pytest
 
 from skillmix.engine.sampling import round_counts
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.skillit.samplers import (
-    CurriculumSampler,
-    SkillCurriculumSampler,
-    SkillItSampler,
-    make_sampler,
-)
+from skillmix.mixing.curricula import CurriculumSampler, SkillCurriculumSampler
+from skillmix.mixing.skillit import SkillItSampler
+from skillmix.mixing.strategies import make_sampler
 
 SIZES = [50, 50, 50]
 

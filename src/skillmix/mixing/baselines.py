@@ -1,0 +1,61 @@
+"""The fixed-mixture baselines: the natural mixture (`random`), uniform over skills
+(`stratified`), and uniform over the target skills only (`target_only`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from skillmix.engine.sampling import MixingInputs, SkillSampler
+from skillmix.infra.errors import SkillmixInputError
+
+
+class RandomSampler(SkillSampler):
+    """Skills in proportion to their number of training examples (the natural mixture)."""
+
+    name = "random"
+
+    def __init__(self, skills: list[str], sizes: list[int], seed: int, update_steps: int = 100) -> None:
+        super().__init__(skills, sizes, np.asarray(sizes, dtype=np.float64), seed, update_steps)
+
+    @classmethod
+    def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:
+        """The run's skills and sizes; no settings."""
+        return cls(inputs.skills, inputs.sizes, inputs.seed, inputs.update_steps)
+
+
+class StratifiedSampler(SkillSampler):
+    """Every skill equally often, whatever its size."""
+
+    name = "stratified"
+
+    def __init__(self, skills: list[str], sizes: list[int], seed: int, update_steps: int = 100) -> None:
+        super().__init__(skills, sizes, np.ones(len(skills)), seed, update_steps)
+
+    @classmethod
+    def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:
+        """The run's skills and sizes; no settings."""
+        return cls(inputs.skills, inputs.sizes, inputs.seed, inputs.update_steps)
+
+
+class TargetOnlySampler(SkillSampler):
+    """Only the target skills, uniformly (the fine-tuning baseline)."""
+
+    name = "target_only"
+
+    def __init__(
+        self, skills: list[str], sizes: list[int], seed: int, targets: list[str], update_steps: int = 100
+    ) -> None:
+        missing = [t for t in targets if t not in skills]
+        if not targets or missing:
+            raise SkillmixInputError(
+                "train.target_skills must name training skills for target_only; "
+                f"not training skills: {missing}"
+            )
+        super().__init__(skills, sizes, np.array([float(s in targets) for s in skills]), seed, update_steps)
+
+    @classmethod
+    def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:
+        """The run's skills, uniform over its target skills."""
+        return cls(inputs.skills, inputs.sizes, inputs.seed, list(inputs.targets), inputs.update_steps)
