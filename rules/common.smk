@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
-from skillmix.infra.provenance import code_version, script_code_version
+from skillmix.infra.provenance import method_code_version, script_code_version
 from skillmix.data.sources import resolve_tiny_tokenizer
 from skillmix.infra.inputs import model_files, source_files, task_files
 from skillmix.infra.config import validate_config

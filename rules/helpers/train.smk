@@ -11,8 +11,7 @@ def settings_of(run):
 def train_code(run):
     """The code version of a training run: the train script's library code and its strategy's
     module, so that editing one strategy's module re-runs that strategy only."""
-    modules = registry.method_modules("strategy", run)
-    return f"{script_code('train.py')}+{code_version(*modules)}"
+    return method_code_version(SCRIPTS / "train.py", "strategy", run)
 
 
 def train_code_param(wildcards):

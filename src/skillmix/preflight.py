@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from skillmix.infra import registry
 from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger("skillmix")
@@ -91,11 +92,11 @@ def _check_strategies(
     from skillmix.data.sources import SYNTHETIC_KINDS
 
     train = config["train"]
-    if "target_only" in strategies:
+    for strategy in registry.with_need("strategy", "targets", strategies):
         outside = [s for s in train["target_skills"] or () if s not in trained]
         if outside:
             raise SkillmixInputError(
-                f"config train.target_skills: target_only trains on them, but {outside} are not training "
+                f"config train.target_skills: {strategy} trains on them, but {outside} are not training "
                 f"skills (train.skills: {trained})"
             )
     prior = config["skillit"]["prior"]
@@ -106,7 +107,7 @@ def _check_strategies(
         )
     counts = {entry["name"]: int(entry["counts"]["train"]) for entry in manifest["skills"]}
     pool, budget = sum(counts[s] for s in trained), train["steps"] * train["batch_size"]
-    ordered = [s for s in strategies if s in ("curriculum", "anticurriculum")]
+    ordered = registry.with_need("strategy", "pool", strategies)
     if ordered and train["data"] == "pool" and pool < budget:
         raise SkillmixInputError(
             f"config train.steps: {ordered} draw each training example once, but train.steps × "
@@ -119,7 +120,8 @@ def _check_strategies(
             f"{list(SYNTHETIC_KINDS)}), not {config['source']['kind']!r}: use train.data: pool"
         )
     graph = config["graph"]
-    if "skillit" in strategies and graph["method"] == "given" and graph["given"]["adjacency"]:
+    uses_graph = registry.with_need("strategy", "graph", strategies)
+    if uses_graph and graph["method"] == "given" and graph["given"]["adjacency"]:
         from skillmix.graph.given import load_given
 
         given = graph["given"]

@@ -20,7 +20,7 @@ SCRIPTS = REPO / "workflow" / "scripts"
 
 def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
     train = script_modules(SCRIPTS / "train.py")
-    assert {"skillmix.skillit.runs", "skillmix.engine.training", "skillmix.engine.sampling"} <= set(train)
+    assert {"skillmix.mixing.job", "skillmix.engine.training", "skillmix.engine.sampling"} <= set(train)
     assert "skillmix.infra.jobs" in train  # start_log, write_parquet: what the job writes
     assert not NOT_RESULTS & set(train)  # the GPU lease decides where, not what
     assert "skillmix.plotting" not in train  # a figure's code never re-runs training
@@ -33,8 +33,8 @@ def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
         m for m in script_modules(SCRIPTS / "kernel_task.py") if m.startswith("skillmix.data.sources")
     ]
     target = set(script_modules(SCRIPTS / "select_target.py"))
-    assert {"skillmix.less.targets", "skillmix.data.sources", "skillmix.data.sources.tables"} <= target
-    assert not {"skillmix.engine.training", "skillmix.skillit.runs"} & target
+    assert {"skillmix.selection.targets", "skillmix.data.sources", "skillmix.data.sources.tables"} <= target
+    assert not {"skillmix.engine.training", "skillmix.mixing.job"} & target
 
 
 def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
@@ -47,6 +47,7 @@ def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
 def test_every_rule_hashes_the_script_it_runs() -> None:
     """The rules name no modules: each `code` param is the version of the rule's own script."""
     rules = {}
+    helpers = (REPO / "rules" / "helpers" / "train.smk").read_text()
     for path in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=rule |checkpoint )", path.read_text()):
             name = re.match(r"(?:rule|checkpoint) (\w+):", block)
@@ -54,6 +55,9 @@ def test_every_rule_hashes_the_script_it_runs() -> None:
                 continue
             code = re.search(r'code=script_code\("([\w.]+)"\)', block)
             script = re.search(r'script:\s*\n\s*"\.\./workflow/scripts/([\w.]+)"', block)
+            if code is None and re.search(r"code=train_code_param", block):
+                # a method's jobs: its script's version and its method's module (helpers/train.smk)
+                code = re.search(r'method_code_version\(SCRIPTS / "([\w.]+)"', helpers)
             assert code and script, f"rule {name.group(1)} in {path.name} lacks a code param or script"
             rules[name.group(1)] = (code.group(1), script.group(1))
     assert len(rules) >= 20
@@ -87,7 +91,7 @@ def project_copy(tmp_path_factory) -> Path:
     [
         ("kernel/kernels.py", {"kernel.py", "kernel_solve.py"}, {"train.py", "slice.py", "influence.py"}),
         ("data/sources/tables.py", {"slice.py", "select_target.py"}, {"kernel.py", "kernel_solve.py"}),
-        ("less/influence.py", {"influence.py"}, {"grads.py", "select_top.py", "train_selected.py"}),
+        ("selection/influence.py", {"influence.py"}, {"grads.py", "select_top.py", "train_selected.py"}),
         ("plotting.py", {"evaluate.py", "compare.py"}, {"train.py", "graph_run.py", "influence.py"}),
         ("infra/gpus.py", set(), None),  # None: no script changes
     ],
@@ -139,7 +143,7 @@ def test_imports_in_nested_statements_count(tmp_path: Path) -> None:
         "    match _:\n"
         "        case 0:\n"
         "            import skillmix.infra.jobs\n"
-        "text = 'from skillmix.less import influence'\n"
+        "text = 'from skillmix.selection import influence'\n"
     )
     modules = set(script_modules(script))
     for wanted in (
@@ -151,4 +155,48 @@ def test_imports_in_nested_statements_count(tmp_path: Path) -> None:
         "skillmix.infra.jobs",
     ):
         assert wanted in modules, wanted
-    assert "skillmix.less.influence" not in modules
+    assert "skillmix.selection.influence" not in modules
+
+
+def _strategy_versions(src: Path) -> dict[str, str]:
+    """Every strategy's training code version, computed in a fresh interpreter that imports `src`."""
+    program = (
+        "import json, sys\n"
+        "from skillmix.infra import registry\n"
+        "from skillmix.infra.provenance import method_code_version\n"
+        "print(json.dumps({n: method_code_version(sys.argv[1], 'strategy', n) "
+        "for n in registry.names('strategy')}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(SCRIPTS / "train.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("module", "changed"),
+    [
+        ("mixing/skillit.py", {"skillit"}),
+        ("mixing/baselines.py", {"random", "stratified", "target_only"}),
+        ("mixing/curricula.py", {"curriculum", "anticurriculum", "skill_curriculum"}),
+        ("engine/training.py", "all"),  # the engine every strategy trains with
+    ],
+)
+def test_an_edited_strategy_module_changes_that_strategy_only(
+    project_copy: Path, module: str, changed: set[str] | str
+) -> None:
+    before = _strategy_versions(project_copy)
+    path = project_copy / "skillmix" / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        after = _strategy_versions(project_copy)
+    finally:
+        path.write_text(original)
+    moved = {name for name in before if before[name] != after[name]}
+    assert moved == (set(before) if changed == "all" else changed)

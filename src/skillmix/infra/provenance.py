@@ -143,3 +143,12 @@ def code_version(*modules: str) -> str:
     ``"skillmix.engine.training"``) and of all they import."""
     dotted = [m if m.startswith(f"{PACKAGE}.") or m == PACKAGE else f"{PACKAGE}.{m}" for m in modules]
     return _digest(module_closure(*dotted))
+
+
+def method_code_version(script: str | os.PathLike, kind: str, name: str) -> str:
+    """The code version of a method's job: its script's library code and the module that implements
+    the method (:mod:`skillmix.infra.registry`), so that an edit to one method's module re-runs that
+    method's jobs and no other method's."""
+    from skillmix.infra import registry
+
+    return f"{script_code_version(script)}+{code_version(*registry.method_modules(kind, name))}"

@@ -13,6 +13,7 @@ from skillmix.data.slicing import read_manifest
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import load_saved, select_runtime
 from skillmix.engine.training_run import load_sets
+from skillmix.infra import registry
 from skillmix.infra.config import complete
 from skillmix.infra.jobs import write_parquet
 from skillmix.infra.stamps import read_stamp
@@ -83,7 +84,10 @@ def evaluate_run(
         f"test loss {test['loss'].mean():.3f} at step {final_step})",
     )
     if mixture_path is not None and mixture_plot_path is not None:
-        plot_mixture(pd.read_parquet(mixture_path), mixture_plot_path, f"{run}: training mixture over rounds")
+        title = f"{run}: training mixture over rounds"
+        if run in registry.STRATEGIES:
+            title += f"\n({registry.STRATEGIES[run].summary})"
+        plot_mixture(pd.read_parquet(mixture_path), mixture_plot_path, title)
     return metrics
 
 
