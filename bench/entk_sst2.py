@@ -44,7 +44,7 @@ from skillmix.kernel.kernels import (
     lm_label_features,
     prompt_ids,
 )
-from skillmix.kernel.task import solve_kernels
+from skillmix.kernel.task_kernels import solve_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [13, 21, 42, 87, 100]
@@ -232,7 +232,7 @@ def finetune_all(model, tokenizer, lw, train, dev, both, args) -> list[dict]:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -251,7 +251,65 @@ def main() -> None:
         "--projection", type=int, default=None, help="project the gradients to this width (all parameters)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "entk_sst2")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def kernel_rows(feats, f0, union, splits, train, y_dev) -> list[dict]:
+    """Every seed's kernels (sub-blocks of the features of the union of the seeds' training
+    sentences, then the test sentences) solved: one row per seed, formula and solver."""
+    n_train = len(union)
+    rows = []
+    for seed, picked in splits.items():
+        pos = np.searchsorted(union, picked)  # this seed's rows in the union
+        tr = {t: x[pos] for t, x in feats.items()}
+        test = {t: x[n_train:] for t, x in feats.items()}  # views: the test rows come last
+        k = {}
+        for formula in ("sgd", "signgd", "asymmetric_signgd"):
+            k[f"{formula}_train"] = kernel_from_features(tr, tr, formula).numpy()
+            k[f"{formula}_test"] = kernel_from_features(tr, test, formula).numpy()
+        y_train = train["label"].to_numpy()[picked]
+        for row in solve_all(k, f0[pos], f0[n_train:], y_train, y_dev):
+            rows.append({"seed": seed, **row})
+    return rows
+
+
+def report(info: dict, rows: list[dict], ft_rows: list[dict], n_prompts: int, steps: int) -> str:
+    """The Markdown report: zero-shot accuracy, the solvers' mean ± sd, fine-tuning."""
+    table = pd.DataFrame(rows)
+    summary = table.groupby(["formula", "solver"])["accuracy"].agg(["mean", "std"]).reset_index()
+    lines = [
+        f"SST-2, SmolLM2-135M-Instruct (GGUF Q4_1), k = {info['k']} per label, seeds {info['seeds']}, "
+        f"{info['test_sentences']} test sentences; subset {info['subset']!r} ({info['parameters']:,} "
+        f"parameters); gradients of {n_prompts} prompts in {info['gradient_seconds']:.0f} s.",
+        "",
+        f"Zero-shot accuracy {info['zero_shot_accuracy']:.3f} ({info['zero_shot_share_great']:.3f} "
+        f"predicted great; {info['zero_shot_accuracy_median_threshold']:.3f} with the threshold at "
+        "the median output).",
+        "",
+        "| kernel | solver | test accuracy (mean ± sd over seeds) |",
+        "| --- | --- | --- |",
+    ]
+    for r in summary.itertuples():
+        lines.append(f"| {r.formula} | {r.solver} | {r.mean:.3f} ± {r.std:.3f} |")
+    if ft_rows:
+        ft = pd.DataFrame(ft_rows)
+        lines += [
+            "",
+            f"Fine-tuning the same block ({steps} steps, batch 8, lr by validation accuracy; "
+            f"{info['finetune_seconds']:.0f} s for all runs):",
+            "",
+            "| optimizer | test accuracy | chosen lr per seed |",
+            "| --- | --- | --- |",
+        ]
+        for opt, t in ft.groupby("optimizer", sort=False):
+            acc = t["test_acc"].to_numpy()
+            lrs = ", ".join(f"{v:g}" for v in t["lr"])
+            lines.append(f"| {opt} | {acc.mean():.3f} ± {acc.std(ddof=1):.3f} | {lrs} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -283,26 +341,13 @@ def main() -> None:
     zero_shot = float(((f0[n_train:] > 0) == y_dev).mean())
     median = float(((f0[n_train:] > np.median(f0[n_train:])) == y_dev).mean())
 
-    rows = []
-    for seed, picked in splits.items():
-        pos = np.searchsorted(union, picked)  # this seed's rows in the union
-        tr = {t: x[pos] for t, x in feats.items()}
-        test = {t: x[n_train:] for t, x in feats.items()}  # views: the test rows come last
-        k = {}
-        for formula in ("sgd", "signgd", "asymmetric_signgd"):
-            k[f"{formula}_train"] = kernel_from_features(tr, tr, formula).numpy()
-            k[f"{formula}_test"] = kernel_from_features(tr, test, formula).numpy()
-        y_train = train["label"].to_numpy()[picked]
-        for row in solve_all(k, f0[pos], f0[n_train:], y_train, y_dev):
-            rows.append({"seed": seed, **row})
+    rows = kernel_rows(feats, f0, union, splits, train, y_dev)
     ft_rows: list[dict] = []
     ft_s = 0.0
     if not args.no_finetune:
         t0 = time.perf_counter()
         ft_rows = finetune_all(model, tokenizer, lw, train, dev, both, args)
         ft_s = time.perf_counter() - t0
-    table = pd.DataFrame(rows)
-    summary = table.groupby(["formula", "solver"])["accuracy"].agg(["mean", "std"]).reset_index()
     info = {
         "k": args.k,
         "seeds": args.seeds,
@@ -323,34 +368,7 @@ def main() -> None:
     (args.out / "results.json").write_text(
         json.dumps({"info": info, "rows": rows, "finetune": ft_rows}, indent=1)
     )
-    lines = [
-        f"SST-2, SmolLM2-135M-Instruct (GGUF Q4_1), k = {args.k} per label, seeds {args.seeds}, "
-        f"{len(dev)} test sentences; subset {args.subset!r} ({d:,} parameters); gradients of "
-        f"{len(ids)} prompts in {grad_s:.0f} s.",
-        "",
-        f"Zero-shot accuracy {zero_shot:.3f} ({info['zero_shot_share_great']:.3f} predicted great; "
-        f"{median:.3f} with the threshold at the median output).",
-        "",
-        "| kernel | solver | test accuracy (mean ± sd over seeds) |",
-        "| --- | --- | --- |",
-    ]
-    for r in summary.itertuples():
-        lines.append(f"| {r.formula} | {r.solver} | {r.mean:.3f} ± {r.std:.3f} |")
-    if ft_rows:
-        ft = pd.DataFrame(ft_rows)
-        lines += [
-            "",
-            f"Fine-tuning the same block ({args.steps} steps, batch 8, lr by validation accuracy; "
-            f"{ft_s:.0f} s for all runs):",
-            "",
-            "| optimizer | test accuracy | chosen lr per seed |",
-            "| --- | --- | --- |",
-        ]
-        for opt, t in ft.groupby("optimizer", sort=False):
-            acc = t["test_acc"].to_numpy()
-            lrs = ", ".join(f"{v:g}" for v in t["lr"])
-            lines.append(f"| {opt} | {acc.mean():.3f} ± {acc.std(ddof=1):.3f} | {lrs} |")
-    text = "\n".join(lines)
+    text = report(info, rows, ft_rows, len(ids), args.steps)
     (args.out / "report.md").write_text(text + "\n")
     print(text)
 

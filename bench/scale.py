@@ -9,7 +9,7 @@ the model, and the peak resident memory during `--steps` training steps (VmHWM, 
 loading); the difference is what the steps added (activations, gradients, optimizer state). On a
 GPU the same script reports torch's allocated memory instead.
 
-processes: the `train` rule's job (`skillmix.skillit.runs.train_job`, strategy random, LEGO data)
+processes: the `train` rule's job (`skillmix.mixing.job.train_job`, strategy random, LEGO data)
 launched with 1 process x 2 threads and with 2 processes x 1 thread (DDP over gloo; and FSDP), LoRA
 r 8 on q/k/v/o, `--train-steps` steps of `--batch` examples; throughput = examples / the job's
 training wall time (model loading excluded).
@@ -109,7 +109,7 @@ def run_processes(args: argparse.Namespace, out: Path) -> list[dict]:
 
     from skillmix.data.slicing import make_slices
     from skillmix.infra.processes import launch
-    from skillmix.skillit.runs import train_job
+    from skillmix.mixing.job import train_job
 
     root = Path(tempfile.mkdtemp(prefix="scale-", dir=out))
     source = {"kind": "lego", "seed": 0, "lego": {"n_vars": 3, "examples_per_skill": 200}}

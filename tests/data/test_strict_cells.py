@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from skillmix.data.sources.natural_instructions import load_natural_instructions
-from skillmix.data.sources.tables import _build_source, load_table
+from skillmix.data.sources.table_cells import build_source
+from skillmix.data.sources.tables import load_table
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 
@@ -103,7 +104,7 @@ def test_other_non_scalar_cells(cell: object, kind: str) -> None:
     with pytest.raises(
         SkillmixInputError, match=f"'question' .*prompt_column.* holds {kind} in row row-000001"
     ):
-        _build_source(columns, complete("source.table", QA), "mem")
+        build_source(columns, complete("source.table", QA), "mem")
 
 
 def test_hf_disk_list_column(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from skillmix.engine.encoding import (
     label_logits,
     label_token_losses,
     per_example_loss,
-    token_losses,
+    target_losses,
 )
 from skillmix.engine.modeling import build_tiny_model
 from skillmix.engine.tokenizers import byte_tokenizer
@@ -129,7 +129,7 @@ def test_label_logits_equal_the_full_logits_at_the_label_positions(arch):
     assert (targets != IGNORE).sum(1).tolist() == [3, 4, 2]
     full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss, mask = label_token_losses(model, batch)
-    want_loss, want_mask = token_losses(full, batch["labels"])
+    want_loss, want_mask = target_losses(full[:, :-1], batch["labels"][:, 1:])  # every position's loss
     assert int(mask.sum()) == int(want_mask.sum()) == 9
     torch.testing.assert_close(loss.sum(1), want_loss.sum(1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(example_mean_losses(model, batch), per_example_loss(full, batch["labels"]))

@@ -18,7 +18,7 @@ from skillmix.engine.tokenizers import byte_tokenizer, word_tokenizer
 from skillmix.engine.training import TrainSettings, train
 from skillmix.engine.training_run import fresh_training_sets
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.skillit.samplers import make_sampler
+from skillmix.mixing.strategies import make_sampler
 
 LEGO = {"kind": "lego", "seed": 3, "lego": {"n_vars": 4, "examples_per_skill": 50}}
 XOR = {"kind": "xor", "seed": 1, "xor": {"n_symbols": 16, "examples_per_skill": 40}}

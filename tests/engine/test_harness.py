@@ -7,8 +7,8 @@ import math
 import pytest
 from lm_eval_tasks import choice_task
 
-from skillmix.engine.harness import results_table, run_lm_eval
 from skillmix.engine.modeling import build_tiny_model, save_model
+from skillmix.harness import results_table, run_lm_eval
 from skillmix.infra.errors import SkillmixInputError
 
 

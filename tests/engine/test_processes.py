@@ -17,13 +17,13 @@ from skillmix.engine.encoding import encode_frame, label_count
 from skillmix.engine.modeling import build_tiny_model, load_model, select_runtime
 from skillmix.engine.tokenizers import byte_tokenizer
 from skillmix.engine.training import TrainSettings, batch_split, train
-from skillmix.graph.store import write_graph
+from skillmix.graph.writing import write_graph
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.processes import job_processes, launch
-from skillmix.less.pool import warmup_indices
-from skillmix.less.warmup import warmup_job
-from skillmix.skillit.runs import train_job
-from skillmix.skillit.samplers import make_sampler
+from skillmix.mixing.job import train_job
+from skillmix.mixing.strategies import make_sampler
+from skillmix.selection.pool import warmup_indices
+from skillmix.selection.warmup import warmup_job
 
 CPU = select_runtime("cpu", "fp32")
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 2, "max_positions": 96}
@@ -266,7 +266,7 @@ WIDE = 10**6  # wider than the LoRA gradient: exact features
 
 def set_features(model, tok, runtime, frame, **kw):
     """Exact LESS features of a frame's examples (library call)."""
-    from skillmix.less.datastore import gradient_features
+    from skillmix.selection.datastore import gradient_features
 
     data = encode_frame(tok, frame, "set", MODEL["max_length"])
     skills = frame["skill"].tolist()
@@ -275,7 +275,7 @@ def set_features(model, tok, runtime, frame, **kw):
 
 def selection_of(folder, pool, lora, weights) -> list[str]:
     """The top 10% of `pool` by LESS's score from the warm-up checkpoints in `folder`."""
-    from skillmix.less.warmup import load_epoch_checkpoint
+    from skillmix.selection.warmup import load_epoch_checkpoint
 
     target = pool[pool["skill"] == "lego-3"].head(4)
     score = torch.zeros(len(pool))

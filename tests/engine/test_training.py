@@ -10,11 +10,11 @@ import torch
 from skillmix.engine.encoding import IGNORE, collate, encode_frame, encode_row, per_example_loss
 from skillmix.engine.evaluation import evaluate_skills
 from skillmix.engine.modeling import build_tiny_model, select_runtime
-from skillmix.engine.sampling import RandomSampler, StratifiedSampler
 from skillmix.engine.tokenizers import byte_tokenizer
 from skillmix.engine.training import TrainSettings, train
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.skillit.samplers import make_sampler
+from skillmix.mixing.baselines import RandomSampler, StratifiedSampler
+from skillmix.mixing.strategies import make_sampler
 
 TINY = {
     "architecture": "llama",

@@ -98,7 +98,7 @@ def test_non_finite_values_stay_errors(tmp_path: Path, value: float) -> None:
 
 def test_huge_values_never_reach_the_heatmap(tmp_path: Path) -> None:
     """The heatmap overflows (vmax - vmin) near the float64 limit, but not at the limit load_given keeps."""
-    from skillmix.graph.store import plot_heatmap
+    from skillmix.graph.heatmap import plot_heatmap
 
     plot_heatmap(np.full((2, 2), MAX_MAGNITUDE), SKILLS, SKILLS, tmp_path / "ok.png", "limit")
     assert (tmp_path / "ok.png").stat().st_size > 0

@@ -13,7 +13,7 @@ from skillmix.engine.encoding import IGNORE, collate, encode_frame
 from skillmix.engine.features import mean_loss_gradient
 from skillmix.engine.modeling import load_model, select_runtime
 from skillmix.graph.gradient import CheckpointGraph, checkpoint_graph, combine, losses_table
-from skillmix.graph.learned import GraphOptions
+from skillmix.graph.options import GraphOptions
 from skillmix.infra.errors import SkillmixInputError
 
 MODEL = yaml.safe_load(TINY_CONFIG.read_text())["model"]  # the workflow tests' tiny model

@@ -1,27 +1,19 @@
-"""Tests of skills graphs: units, assembly from hand-made curves, given graphs, graph files."""
+"""Tests of learned skills graphs: options, the losses of one unit, assembly from hand-made curves
+(units: test_units.py; given graphs: test_given.py; the graph folder: test_graph_folder.py)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from skillmix.graph.given import load_given
-from skillmix.graph.learned import GraphOptions, UnitCurve, assemble
-from skillmix.graph.store import plot_heatmap, read_graph, write_graph
-from skillmix.graph.units import METHODS, UNIT_PATTERN, graph_units, unit_slugs
+from skillmix.graph.learned import UnitCurve, assemble
+from skillmix.graph.options import GraphOptions
+from skillmix.graph.units import graph_units
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.slugs import skill_slug
-
-SHARED_DATA = Path(
-    os.environ.get("SKILLMIX_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
-)
-NI_METADATA = SHARED_DATA / "skillit_ni_metadata"
 
 # Three skills with awkward names; A, B, C below are these skills in this order.
 SKILLS = ["skill A", "b/c", "ü"]
@@ -77,58 +69,6 @@ def curves_for(method: str, skills: list[str] = SKILLS) -> dict[str, pd.DataFram
 def build(method: str, **options) -> np.ndarray:
     A, _ = assemble(method, SKILLS, SLUGS, curves_for(method), GraphOptions(**options))
     return A
-
-
-# ------------------------------------------------------------------------------------------
-# units
-
-
-@pytest.mark.parametrize("k", range(1, 7))
-def test_graph_units_counts_and_pattern(k: int) -> None:
-    slugs = [f"s{i}" if i % 2 else f"skill_{i}-x" for i in range(k)]
-    brute = graph_units("brute_force", slugs)
-    linear = graph_units("linear", slugs)
-    assert len(brute) == k + k * (k - 1) // 2 == len(set(brute))
-    assert linear == slugs
-    assert brute[:k] == slugs
-    assert graph_units("given", slugs) == []
-    for unit in brute:
-        assert re.fullmatch(UNIT_PATTERN, unit)
-        parts = unit_slugs(unit)
-        assert "__".join(parts) == unit
-        assert all(part in slugs for part in parts)
-    pairs = [unit_slugs(unit) for unit in brute[k:]]
-    assert all(slugs.index(x) < slugs.index(y) for x, y in pairs)  # i before j in skill order
-
-
-def test_graph_units_real_slugs_and_pair_naming() -> None:
-    units = graph_units("brute_force", SLUGS)
-    assert units == [a, b, c, f"{a}__{b}", f"{a}__{c}", f"{b}__{c}"]
-    assert all(re.fullmatch(UNIT_PATTERN, u) for u in units)
-    reordered = graph_units("brute_force", [c, a, b])
-    assert f"{c}__{a}" in reordered and f"{a}__{c}" not in reordered  # only one name per pair
-    assert unit_slugs(a) == [a]
-    assert unit_slugs(f"{a}__{b}") == [a, b]
-
-
-def test_unit_pattern_rejects_bad_units() -> None:
-    for bad in ["a__b__c", "a___b", "A", "a b", "", "a__", "__a", "-a"]:
-        assert not re.fullmatch(UNIT_PATTERN, bad), bad
-        with pytest.raises(SkillmixInputError):
-            unit_slugs(bad)
-    with pytest.raises(SkillmixInputError, match="two different"):
-        unit_slugs("a__a")
-
-
-def test_graph_units_errors() -> None:
-    with pytest.raises(SkillmixInputError, match=r"graph\.method.*brute_force, linear, gradient, given"):
-        graph_units("pairwise", ["a"])
-    with pytest.raises(SkillmixInputError, match="more than once"):
-        graph_units("linear", ["a", "a"])
-    with pytest.raises(SkillmixInputError, match="slug"):
-        graph_units("linear", ["Not A Slug"])
-    assert METHODS == ("brute_force", "linear", "gradient", "given")
-    assert graph_units("gradient", ["a", "b"]) == []  # no training runs
 
 
 # ------------------------------------------------------------------------------------------
@@ -360,215 +300,6 @@ def test_assemble_input_errors() -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# given graphs
-
-GIVEN = np.array([[0.0, 1.0, -0.25], [0.5, 0.0, 2.0], [-1.5, 0.125, 0.0]])  # rows/columns SKILLS
-
-
-@pytest.fixture
-def given_files(tmp_path: Path) -> dict[str, Path]:
-    np.save(tmp_path / "g.npy", GIVEN)
-    (tmp_path / "g.txt").write_text("\n".join(SKILLS) + "\n\n", encoding="utf-8")
-    (tmp_path / "g.json").write_text(json.dumps(SKILLS), encoding="utf-8")
-    # non-square 3 x 2: columns are the targets "ü" and "skill A"
-    np.save(tmp_path / "ns.npy", GIVEN[:, [2, 0]])
-    (tmp_path / "ns.json").write_text(json.dumps({"rows": SKILLS, "columns": [C_, A_]}), encoding="utf-8")
-    return {p.stem + p.suffix: p for p in tmp_path.iterdir()}
-
-
-@pytest.mark.parametrize("names", ["g.txt", "g.json"])
-def test_load_given_reorders_to_data_order(given_files: dict[str, Path], names: str) -> None:
-    data = [C_, A_, B_]
-    A, rows, columns = load_given(given_files["g.npy"], given_files[names], data)
-    assert rows == columns == data
-    order = [2, 0, 1]
-    for i, r in enumerate(order):
-        for j, col in enumerate(order):
-            assert A[i, j] == GIVEN[r, col]  # exact: values are never altered
-    assert A.dtype == np.float64
-
-
-def test_load_given_explicit_rows(given_files: dict[str, Path]) -> None:
-    A, rows, columns = load_given(given_files["g.npy"], None, SKILLS, rows=SKILLS)
-    assert rows == columns == SKILLS
-    np.testing.assert_array_equal(A, GIVEN)
-    A, rows, columns = load_given(given_files["ns.npy"], None, [B_, A_, C_], rows=SKILLS, columns=[C_, A_])
-    assert rows == [B_, A_, C_] and columns == [A_, C_]
-    np.testing.assert_array_equal(A, GIVEN[np.ix_([1, 0, 2], [0, 2])])
-
-
-def test_load_given_non_square(given_files: dict[str, Path]) -> None:
-    data = [B_, C_, A_]
-    A, rows, columns = load_given(given_files["ns.npy"], given_files["ns.json"], data)
-    assert rows == data
-    assert columns == [C_, A_]  # graph columns that are data skills, in data order
-    np.testing.assert_array_equal(A, GIVEN[np.ix_([1, 2, 0], [2, 0])])
-
-
-def test_load_given_superset_is_restricted(tmp_path: Path) -> None:
-    big = np.arange(16, dtype=float).reshape(4, 4) / 8 - 1
-    names = ["zeta", *SKILLS]
-    np.save(tmp_path / "big.npy", big)
-    (tmp_path / "big.txt").write_text("\n".join(names), encoding="utf-8")
-    A, rows, columns = load_given(tmp_path / "big.npy", tmp_path / "big.txt", [B_, A_])
-    assert rows == columns == [B_, A_]
-    np.testing.assert_array_equal(A, big[np.ix_([2, 1], [2, 1])])
-
-
-def test_load_given_keeps_float32_values_and_ones(tmp_path: Path) -> None:
-    m = np.array([[1.0, 1.0], [0.1, 1.0]], dtype=np.float32)  # off-diagonal 1 is NOT turned into 0.5
-    np.save(tmp_path / "m.npy", m)
-    A, _, _ = load_given(tmp_path / "m.npy", None, ["x", "y"], rows=["x", "y"])
-    assert A.dtype == np.float64
-    np.testing.assert_array_equal(A, m.astype(np.float64))
-    assert A[0, 1] == 1.0
-
-
-def test_load_given_errors(given_files: dict[str, Path], tmp_path: Path) -> None:
-    npy, txt = given_files["g.npy"], given_files["g.txt"]
-    with pytest.raises(SkillmixInputError, match=r"data skill\(s\) 'new'.*graph skills not in the data: 'ü'"):
-        load_given(npy, txt, [A_, B_, "new"])
-    with pytest.raises(SkillmixInputError, match="not found"):
-        load_given(tmp_path / "absent.npy", txt, SKILLS)
-    with pytest.raises(SkillmixInputError, match="not found"):
-        load_given(npy, tmp_path / "absent.txt", SKILLS)
-    (tmp_path / "two.txt").write_text(f"{A_}\n{B_}\n", encoding="utf-8")
-    with pytest.raises(SkillmixInputError, match=r"shape \(3, 3\) does not match"):
-        load_given(npy, tmp_path / "two.txt", [A_, B_])
-    with pytest.raises(SkillmixInputError, match="does not match"):
-        load_given(given_files["ns.npy"], txt, SKILLS)  # 3 x 2 with one 3-name list
-    bad = GIVEN.copy()
-    bad[1, 2] = np.nan
-    np.save(tmp_path / "nan.npy", bad)
-    with pytest.raises(SkillmixInputError, match=r"non-finite.*row 1, column 2"):
-        load_given(tmp_path / "nan.npy", txt, SKILLS)
-    np.save(tmp_path / "flat.npy", np.zeros(3))
-    with pytest.raises(SkillmixInputError, match="2-D"):
-        load_given(tmp_path / "flat.npy", txt, SKILLS)
-    (tmp_path / "junk.npy").write_text("not numpy")
-    with pytest.raises(SkillmixInputError, match="junk.npy"):
-        load_given(tmp_path / "junk.npy", txt, SKILLS)
-    (tmp_path / "dup.txt").write_text(f"{A_}\n{A_}\n{C_}\n", encoding="utf-8")
-    with pytest.raises(SkillmixInputError, match="more than once"):
-        load_given(npy, tmp_path / "dup.txt", [A_, C_])
-    (tmp_path / "bad.json").write_text(json.dumps({"names": SKILLS}), encoding="utf-8")
-    with pytest.raises(SkillmixInputError, match="bad.json"):
-        load_given(npy, tmp_path / "bad.json", SKILLS)
-    (tmp_path / "g.csv").write_text(",".join(SKILLS))
-    with pytest.raises(SkillmixInputError, match=r"\.txt or \.json"):
-        load_given(npy, tmp_path / "g.csv", SKILLS)
-    with pytest.raises(SkillmixInputError, match="skill order is needed"):
-        load_given(npy, None, SKILLS)
-    with pytest.raises(SkillmixInputError, match="not both"):
-        load_given(npy, txt, SKILLS, rows=SKILLS)
-    (tmp_path / "cols.json").write_text(json.dumps({"rows": SKILLS, "columns": ["x", "y", "z"]}))
-    with pytest.raises(SkillmixInputError, match="at least one data skill among its rows"):
-        load_given(npy, tmp_path / "cols.json", SKILLS)
-
-
-def test_load_given_out_of_domain_graph(tmp_path) -> None:
-    """Training skills as rows, evaluation skills as columns only (like Skill-It's 59 × 12 NI graph)."""
-    matrix = np.array([[0.5, -0.25], [0.0, 1.5]])
-    npy = tmp_path / "ood.npy"
-    np.save(npy, matrix)
-    (tmp_path / "ood.json").write_text(json.dumps({"rows": ["t1", "t2"], "columns": ["e1", "e2"]}))
-    A, rows, columns = load_given(npy, tmp_path / "ood.json", ["e2", "t2", "e1", "t1"])
-    assert rows == ["t2", "t1"] and columns == ["e2", "e1"]
-    np.testing.assert_array_equal(A, [[1.5, 0.0], [-0.25, 0.5]])
-    with pytest.raises(SkillmixInputError, match="rows or columns"):
-        load_given(npy, tmp_path / "ood.json", ["t1", "e1", "zz"])
-
-
-def test_load_given_published_ni_graph() -> None:
-    npy = NI_METADATA / "top_23_early_decreases.npy"
-    txt = NI_METADATA / "top_23.txt"
-    if not (npy.is_file() and txt.is_file()):
-        pytest.skip(f"published Skill-It NI graph not found at {NI_METADATA} (set SKILLMIX_SHARED_DATA)")
-    original = np.load(npy)
-    names = [line.strip() for line in txt.read_text().splitlines() if line.strip()]
-    assert original.shape == (23, 23) and len(names) == 23
-    perm = np.random.default_rng(0).permutation(23)
-    data = [names[i] for i in perm]
-    A, rows, columns = load_given(npy, txt, data)
-    assert rows == columns == data
-    np.testing.assert_array_equal(A, original[np.ix_(perm, perm)])
-    assert A.min() == original.min() == pytest.approx(-1.772)
-    assert A.max() == original.max() == pytest.approx(0.915)
-    np.testing.assert_array_equal(np.diag(A), np.zeros(23))  # diagonal stays 0, not set to 1
-
-
-# ------------------------------------------------------------------------------------------
-# files and figure
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def test_write_read_graph_round_trip(tmp_path: Path) -> None:
-    options = GraphOptions(measure="window", binary_edge_weight=0.5, diagonal=1)
-    A, raw = assemble("brute_force", SKILLS, SLUGS, curves_for("brute_force"), options)
-    out = tmp_path / "graph"
-    write_graph(out, A, SKILLS, SKILLS, raw, "brute_force", options.to_dict(), extra={"steps": 12})
-    assert sorted(p.name for p in out.iterdir()) == [
-        "adjacency.npy", "graph.json", "heatmap.png", "raw.parquet", "skills.json"
-    ]  # fmt: skip
-    B, rows, columns = read_graph(out)
-    np.testing.assert_array_equal(B, A)
-    assert B.dtype == np.float64 and rows == columns == SKILLS
-    np.testing.assert_array_equal(np.load(out / "adjacency.npy"), A)
-    assert json.loads((out / "skills.json").read_text()) == {"rows": SKILLS, "columns": SKILLS}
-    meta = json.loads((out / "graph.json").read_text())
-    assert meta == {
-        "method": "brute_force",
-        "options": options.to_dict(),
-        "shape": [3, 3],
-        "extra": {"steps": 12},
-    }
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "raw.parquet"), raw)
-    assert (out / "heatmap.png").read_bytes()[:8] == PNG_SIGNATURE
-
-
-def test_write_read_given_non_square(tmp_path: Path) -> None:
-    A = GIVEN[:, :2]
-    write_graph(tmp_path, A, SKILLS, SKILLS[:2], None, "given", None)
-    B, rows, columns = read_graph(tmp_path)
-    np.testing.assert_array_equal(B, A)
-    assert rows == SKILLS and columns == SKILLS[:2]
-    meta = json.loads((tmp_path / "graph.json").read_text())
-    assert meta["options"] is None and meta["shape"] == [3, 2] and meta["method"] == "given"
-    assert list(pd.read_parquet(tmp_path / "raw.parquet").columns) == ["unit", "step", "skill", "loss"]
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
-
-
-def test_write_and_read_graph_errors(tmp_path: Path) -> None:
-    with pytest.raises(SkillmixInputError, match="does not match"):
-        write_graph(tmp_path / "x", GIVEN, SKILLS[:2], SKILLS, None, "given", None)
-    with pytest.raises(SkillmixInputError, match="adjacency.npy not found"):
-        read_graph(tmp_path / "missing")
-
-
-def test_plot_heatmap_large_and_constant(tmp_path: Path) -> None:
-    big = np.random.default_rng(0).normal(size=(25, 25))  # no annotations above 20
-    names = [f"s{i}" for i in range(25)]
-    plot_heatmap(big, names, names, tmp_path / "big.png", "big")
-    plot_heatmap(np.zeros((2, 1)), ["x", "y"], ["x"], tmp_path / "zero.png", "zeros")
-    for name in ("big.png", "zero.png"):
-        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
-
-
-def test_graph_agreement_ranks_off_diagonal_entries() -> None:
-    from skillmix.graph.agreement import graph_agreement
-
-    a = np.array([[9.0, 1.0, 2.0], [3.0, 9.0, 4.0], [5.0, 6.0, 9.0]])
-    assert graph_agreement(a, a * 10 - 1) == pytest.approx(1.0)  # monotone: same ranks
-    b = a.copy()
-    np.fill_diagonal(b, -100.0)  # the diagonal does not count
-    assert graph_agreement(a, b) == pytest.approx(1.0)
-    assert graph_agreement(a, -a) == pytest.approx(-1.0)
-    with pytest.raises(SkillmixInputError, match="k × k"):
-        graph_agreement(a, a[:2])
-
-
-# ------------------------------------------------------------------------------------------
 # steps to a target loss (Skill-It's LEGO/Addition rule)
 
 
@@ -598,20 +329,6 @@ def test_steps_to_target_edges() -> None:
         assemble("linear", skills, slugs, {u: curves[u] for u in skills}, options)
     with pytest.raises(SkillmixInputError, match="graph.assemble.target_loss"):
         GraphOptions(measure="steps_to_target", target_loss=0)
-
-
-def test_edge_agreement() -> None:
-    from skillmix.graph.agreement import edge_agreement
-
-    known = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]])
-    assert edge_agreement(known * 0.5, known) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
-    learned = np.array([[1, 0.4, 0.3], [0, 1, 0], [0.01, 0, 1]])
-    result = edge_agreement(learned, known, threshold=0.05)
-    assert result["precision"] == pytest.approx(0.5)  # x->y right, x->z wrong (0.01 is below)
-    assert result["recall"] == pytest.approx(0.5)  # y->z missed
-    assert result["f1"] == pytest.approx(0.5)
-    assert edge_agreement(np.eye(3), known)["precision"] == 1.0  # nothing predicted
-    assert edge_agreement(np.eye(3), known)["recall"] == 0.0
 
 
 def test_repeats_earliest_step_and_mean_loss() -> None:

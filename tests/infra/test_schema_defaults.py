@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from skillmix.engine.training import TrainSettings
-from skillmix.graph.learned import GraphOptions
+from skillmix.graph.options import GraphOptions
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.mixing.baselines import RandomSampler, StratifiedSampler

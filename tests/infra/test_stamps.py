@@ -53,7 +53,7 @@ def test_a_mix_of_settings_is_refused_naming_the_stale_files(tmp_path: Path) -> 
 def test_an_npz_carries_its_stamp_and_its_arrays_read_back_without_it(tmp_path: Path) -> None:
     import numpy as np
 
-    from skillmix.kernel.task import read_arrays, write_arrays
+    from skillmix.kernel.task_kernels import read_arrays, write_arrays
 
     arrays = {"x": np.arange(3.0)}
     write_arrays(arrays, tmp_path / "a.npz", stamp=NOW)

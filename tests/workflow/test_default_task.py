@@ -3,6 +3,9 @@ Skill-It and stratified against random (slow: the real `snakemake --cores 2`, un
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,9 +13,11 @@ import yaml
 from workflow_helpers import MAIN_CONFIG, run_ok
 
 from skillmix.data.sources.xor import xor_ground_truth
-from skillmix.graph.agreement import edge_agreement
 from skillmix.graph.store import read_graph
 from skillmix.infra.config import complete
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from graph_agreement import edge_agreement  # noqa: E402  (a benchmark's helper)
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ def test_train_rule_with_two_processes(tmp_path):
     run = work / "results/train/random"
     assert json.loads((run / "job_metrics.json").read_text())["processes"] == 2
     log = (work / "logs/train/random.log").read_text()
-    assert "launching skillmix.skillit.runs:train_job in 2 processes" in log, log
+    assert "launching skillmix.mixing.job:train_job in 2 processes" in log, log
     assert "[process 0]" in log and "[process 1]" in log, log
     steps = pd.read_parquet(run / "steps.parquet")
     assert len(steps) == 12 and steps["loss"].notna().all()

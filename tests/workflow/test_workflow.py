@@ -522,7 +522,7 @@ def test_repeat_init_new_starts_each_repeat_from_its_own_initialisation(tiny_run
     import torch
 
     from skillmix.data.sources import resolve_tiny_tokenizer
-    from skillmix.graph.runs import graph_unit_curve
+    from skillmix.graph.unit_runs import graph_unit_curve
 
     config = _merged(MAIN_CONFIG, TINY_CONFIG)
     config["model"]["tiny"] = resolve_tiny_tokenizer(config["model"], config["source"])  # as the rules
@@ -556,7 +556,7 @@ def test_repeat_init_new_starts_each_repeat_from_its_own_initialisation(tiny_run
 
 
 def test_repeat_init_new_draws_a_seed_for_models_built_from_config_only():
-    from skillmix.graph.runs import repeat_model
+    from skillmix.graph.unit_runs import repeat_model
 
     config = _merged(MAIN_CONFIG, TINY_CONFIG)
     runs = {**config["graph"]["runs"], "repeat_init": "new"}

@@ -5,7 +5,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.stamps import check_stamps
-from skillmix.skillit.results import compare_runs
+from skillmix.mixing.comparison import compare_runs
 
 p = snakemake.params
 # every run trained and evaluated with the settings the config gives now

@@ -4,7 +4,7 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.skillit.results import evaluate_run  # noqa: E402
+from skillmix.mixing.comparison import evaluate_run  # noqa: E402
 
 evaluate_run(
     run=snakemake.params.run,

@@ -5,7 +5,7 @@ from skillmix.infra.jobs import start_log, write_parquet
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.graph.runs import graph_unit_curve
+from skillmix.graph.unit_runs import graph_unit_curve
 
 p = snakemake.params
 curve = graph_unit_curve(

@@ -9,7 +9,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.stamps import check_stamps  # noqa: E402
-from skillmix.kernel.task import kernels_from_features, read_arrays, write_arrays  # noqa: E402
+from skillmix.kernel.task_kernels import kernels_from_features, read_arrays, write_arrays  # noqa: E402
 
 p = snakemake.params
 # every shard made with the settings the config gives now (not left from an interrupted run)

@@ -10,7 +10,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import parse_scatteritem, shard_range  # noqa: E402
-from skillmix.kernel.task import task_features, write_arrays  # noqa: E402
+from skillmix.kernel.task_kernels import task_features, write_arrays  # noqa: E402
 
 p = snakemake.params
 task = pd.read_parquet(snakemake.input.task)

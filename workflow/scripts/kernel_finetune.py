@@ -10,7 +10,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
-from skillmix.kernel.task import finetune  # noqa: E402
+from skillmix.kernel.finetuning import finetune  # noqa: E402
 
 p = snakemake.params
 ft = p.finetune

@@ -7,7 +7,8 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_html_table, write_parquet  # noqa: E402
-from skillmix.kernel.task import initial_accuracy, read_arrays, side_by_side, solve_kernels  # noqa: E402
+from skillmix.kernel.finetuning import initial_accuracy, side_by_side  # noqa: E402
+from skillmix.kernel.task_kernels import read_arrays, solve_kernels  # noqa: E402
 from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 
 p = snakemake.params

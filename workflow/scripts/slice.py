@@ -5,7 +5,7 @@ from pathlib import Path
 
 from skillmix.data.slicing import make_slices
 from skillmix.infra.jobs import start_log
-from skillmix.infra.preflight import slice_checks
+from skillmix.preflight import slice_checks
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 manifest = make_slices(

@@ -7,7 +7,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.processes import job_processes, launch
-from skillmix.skillit.runs import train_job
+from skillmix.mixing.job import train_job
 
 p = snakemake.params
 graph = snakemake.input.get("graph")

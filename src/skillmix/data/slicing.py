@@ -9,8 +9,7 @@ Layout of an output directory::
 Every reader checks a slice file against the checksum its manifest records, so a file damaged or
 edited after slicing stops the job (or Snakemake's DAG) naming it, before anything is trained on it.
 
-Splits are per skill and depend only on the skill's own examples, the seed and the skill name,
-so adding or removing other skills, or reordering input rows, never changes a skill's split.
+The examples are checked and split per skill in ``splitting``.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -27,161 +25,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from skillmix.data.sources import (
-    COLUMNS,
-    SourceData,
-    load_source,
-    require_int,
-    stable_seed,
-)
+from skillmix.data.sources import COLUMNS, load_source
+from skillmix.data.splitting import SPLITS, check_split_args, checked_slugs, split_by_skill
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.slugs import SLUG_PATTERN, skill_slug
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
 
 _MAX_NAMED = 5  # offending values listed in an error message
-
-
-def _slugs(skills: list[str], origin: str) -> list[str]:
-    """Return the slugs of ``skills``; raise if two different names share a slug."""
-    slugs = [skill_slug(skill) for skill in skills]
-    owners: dict[str, str] = {}
-    for skill, slug in zip(skills, slugs, strict=True):
-        if slug in owners and owners[slug] != skill:
-            raise SkillmixInputError(
-                f"{origin}: skills {owners[slug]!r} and {skill!r} map to the same slug {slug!r}; "
-                "rename one of them"
-            )
-        owners[slug] = skill
-    return slugs
-
-
-def _ids_where(frame: pd.DataFrame, mask: pd.Series) -> list[str]:
-    """Return the first few ids of the rows selected by ``mask``."""
-    return frame.loc[mask, "id"].head(_MAX_NAMED).tolist()
-
-
-def validate_examples(data: SourceData) -> None:
-    """Check a SourceData for problems any source can have; raise SkillmixInputError on the first.
-
-    Checks: exact columns, no nulls, unique ids, non-empty skills, a non-empty answer for every
-    prompt/answer row, non-empty texts, skills listed once each, every listed skill has an
-    example, every example's skill is listed, and no two skills share a slug.
-    """
-    frame, origin = data.examples, data.origin
-    if list(frame.columns) != COLUMNS:
-        raise SkillmixInputError(f"{origin}: expected columns {COLUMNS}, got {list(frame.columns)}")
-    for column in COLUMNS:
-        if frame[column].isna().any():
-            raise SkillmixInputError(
-                f"{origin}: column {column!r} has null values, e.g. in rows "
-                f"{frame.index[frame[column].isna()][:_MAX_NAMED].tolist()}"
-            )
-    duplicated = frame["id"][frame["id"].duplicated()].unique()
-    if len(duplicated):
-        raise SkillmixInputError(
-            f"{origin}: {len(duplicated)} duplicated id(s), e.g. {sorted(duplicated)[:_MAX_NAMED]}"
-        )
-    empty_skill = frame["skill"].str.strip() == ""
-    if empty_skill.any():
-        raise SkillmixInputError(f"{origin}: empty skill in example(s) {_ids_where(frame, empty_skill)}")
-    no_answer = (frame["prompt"] != "") & (frame["answer"].str.strip() == "")
-    if no_answer.any():
-        raise SkillmixInputError(
-            f"{origin}: prompt/answer example(s) {_ids_where(frame, no_answer)} have an empty answer"
-        )
-    empty_text = frame["text"].str.strip() == ""
-    if empty_text.any():
-        raise SkillmixInputError(f"{origin}: example(s) {_ids_where(frame, empty_text)} have an empty text")
-    listed = pd.Series(data.skills, dtype=object)
-    if listed.duplicated().any():
-        raise SkillmixInputError(
-            f"{origin}: skill(s) listed more than once: {listed[listed.duplicated()].tolist()}"
-        )
-    present = set(frame["skill"])
-    missing = [skill for skill in data.skills if skill not in present]
-    if missing:
-        raise SkillmixInputError(f"{origin}: skill(s) without examples: {missing[:_MAX_NAMED]}")
-    unlisted = sorted(present - set(data.skills))
-    if unlisted:
-        raise SkillmixInputError(
-            f"{origin}: example skill(s) {unlisted[:_MAX_NAMED]} are not in the skill list"
-        )
-    _slugs(data.skills, origin)
-
-
-def _check_size(value: Any, key: str) -> None:
-    """Require a split size: an int >= 1 (a count) or a float in (0, 1) (a fraction)."""
-    if isinstance(value, float) and 0 < value < 1:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SkillmixInputError(
-            f"config {key}: expected a count (integer >= 1) or a fraction in (0, 1), got {value!r}"
-        )
-
-
-def _check_split_args(val: Any, test: Any, seed: Any, max_train: Any) -> None:
-    """Validate the split settings, naming the ``split.*`` config key at fault."""
-    _check_size(val, "split.val")
-    _check_size(test, "split.test")
-    require_int(seed, "split.seed", 0)
-    if max_train is not None:
-        require_int(max_train, "split.max_train", 1)
-
-
-def _size(value: int | float, n_examples: int) -> int:
-    """Return the number of examples a count or fraction asks for (a fraction rounds, >= 1)."""
-    if isinstance(value, float):
-        return max(1, math.floor(value * n_examples + 0.5))
-    return value
-
-
-def split_by_skill(
-    data: SourceData,
-    val: int | float,
-    test: int | float,
-    seed: int,
-    max_train: int | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Split every skill's examples into train/val/test; validates ``data`` first.
-
-    Per skill, rows are sorted by id and permuted by a generator seeded from ``seed`` and a
-    stable hash of the skill name; the first ``val`` rows go to val, the next ``test`` to test,
-    the rest (at most ``max_train``) to train. Sizes are counts (int) or fractions in (0, 1).
-    Each split frame lists skills in ``data.skills`` order, rows in permuted order.
-    """
-    _check_split_args(val, test, seed, max_train)
-    validate_examples(data)
-    parts: dict[str, list[pd.DataFrame]] = {split: [] for split in SPLITS}
-    groups = dict(tuple(data.examples.groupby("skill", sort=False)))
-    for skill in data.skills:
-        rows = groups[skill].sort_values("id", kind="stable")
-        n_rows = len(rows)
-        order = np.random.default_rng([seed, stable_seed(skill)]).permutation(n_rows)
-        rows = rows.iloc[order]
-        n_val, n_test = _size(val, n_rows), _size(test, n_rows)
-        bounds = {
-            "val": (0, n_val),
-            "test": (n_val, n_val + n_test),
-            "train": (n_val + n_test, None),
-        }
-        for split in ("val", "test", "train"):
-            start, stop = bounds[split]
-            part = rows.iloc[start:stop]
-            if split == "train" and max_train is not None:
-                part = part.iloc[:max_train]
-            if part.empty:
-                raise SkillmixInputError(
-                    f"{data.origin}: skill {skill!r} has {n_rows} examples, too few for "
-                    f"val={val} and test={test}: its {split} split would be empty"
-                )
-            parts[split].append(part)
-    return {split: pd.concat(parts[split], ignore_index=True)[COLUMNS] for split in SPLITS}
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -245,7 +99,7 @@ def write_slices(
         raise SkillmixInputError(f"write_slices: extra manifest keys {reserved} are reserved")
     if sorted(splits) != sorted(SPLITS):
         raise SkillmixInputError(f"write_slices: expected splits {list(SPLITS)}, got {sorted(splits)}")
-    slugs = _slugs(skills, str(out_dir))
+    slugs = checked_slugs(skills, str(out_dir))
     groups: dict[str, dict[str, pd.DataFrame]] = {}
     for split in SPLITS:
         frame = splits[split]
@@ -418,7 +272,7 @@ def read_slices(
 def _split_config(split_cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Return the ``split`` config block with defaults filled in, validated."""
     cfg = complete("split", split_cfg)
-    _check_split_args(cfg["val"], cfg["test"], cfg["seed"], cfg["max_train"])
+    check_split_args(cfg["val"], cfg["test"], cfg["seed"], cfg["max_train"])
     return cfg
 
 

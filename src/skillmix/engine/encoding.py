@@ -308,13 +308,6 @@ def target_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Te
     return loss * mask, mask
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token next-token cross-entropy and the label mask, both [batch, seq-1], from the logits
-    of every position (see :func:`target_losses`)."""
-
-    return target_losses(logits[:, :-1, :], labels[:, 1:])
-
-
 def target_means(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Each row's mean loss over its targets, [B] (see :func:`target_losses`)."""
 

@@ -8,7 +8,7 @@ whole set such as one skill (`mean_loss_gradient`), each as per-parameter gradie
 leading row axes. The transforms T, the projection Π, the feature maps and the Gram matrices are
 in `skillmix.engine.feature_maps`.
 
-The LESS datastore (`skillmix.less.datastore`), the kernels (`skillmix.kernel.task`) and the gradient
+The LESS datastore (`skillmix.selection.datastore`), the kernels (`skillmix.kernel.task_kernels`) and the gradient
 skills graph (`skillmix.graph.gradient`) all go through these functions.
 """
 

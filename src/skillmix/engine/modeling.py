@@ -256,11 +256,6 @@ def apply_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
     return peft_model
 
 
-def trainable_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters that receive gradients."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def save_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

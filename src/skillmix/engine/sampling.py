@@ -71,14 +71,16 @@ class BatchStats:
     gradient the step applies (summed over every micro-batch and process): the sum of the
     label-token losses, the label-token count and the example count, one entry per training skill
     (zeros for skills not in the batch). With a reference model, `reference_loss_sum` holds the
-    reference's summed losses on the same tokens; `example_losses` (per example: skill index,
-    summed loss, tokens) are there for mixers that need them."""
+    reference's summed losses on the same tokens and `excess_loss_sum` the summed per-token excess
+    max(ℓ_x − ℓ^ref_x, 0) (DoReMi's clipped excess loss); `example_losses` (per example: skill
+    index, summed loss, tokens) are there for mixers that need them."""
 
     step: int
     loss_sum: np.ndarray
     tokens: np.ndarray
     examples: np.ndarray
     reference_loss_sum: np.ndarray | None = None
+    excess_loss_sum: np.ndarray | None = None
     example_losses: list[tuple[int, float, int]] | None = None
 
 

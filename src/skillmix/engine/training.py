@@ -1,9 +1,7 @@
 """The training loop: batches drawn by a skill sampler, periodic evaluation, resume states.
 
-A resume state holds the trainable weights, the optimizer and scheduler state, the sampler
-state, the RNG state and the history so far; a run restarted with the same fingerprint
-continues from the newest one and ends with the same weights and histories as a run that
-was never interrupted. Tensors go to safetensors, everything else to JSON.
+:func:`train` runs it; the passes of each step are :class:`skillmix.engine.step_passes.StepPasses`,
+the resume states :mod:`skillmix.engine.resume`.
 """
 
 from __future__ import annotations
@@ -16,32 +14,25 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from skillmix.engine.distributed import (
-    full_tensor,
-    load_full_,
-    parallel_model,
-    reshard,
-    set_gradient_sync,
-    shard_like,
-)
-from skillmix.engine.encoding import EncodedSet, collate, label_token_losses
+from skillmix.engine.distributed import full_tensor, parallel_model, reshard
+from skillmix.engine.encoding import EncodedSet
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import Runtime
+from skillmix.engine.resume import History, latest_resume_state, load_resume_state, save_resume_state
 from skillmix.engine.sampling import SkillSampler
+from skillmix.engine.step_passes import StepPasses
 from skillmix.infra import processes
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.infra.jobs import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +96,6 @@ class TrainResult:
     wall_seconds: float = 0.0
 
 
-@dataclass
-class _History:
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    counts: list[dict[str, Any]] = field(default_factory=list)
-    curve: list[dict[str, Any]] = field(default_factory=list)
-
-
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-serialisable values (the identity of a run's inputs)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -144,147 +128,164 @@ def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=s.lr, betas=s.betas, eps=s.eps)
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters by name, whole (gathered from their shards under FSDP, in every
-    process), detached, contiguous, on the CPU."""
-    return {
-        n: full_tensor(p).detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad
-    }
+OnStep = Callable[[int, torch.nn.Module, torch.optim.Optimizer, list[dict[str, Any]]], None]
 
 
-def split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer state_dict as (tensors for safetensors, everything else for JSON); tensors whole
-    (gathered from their shards under FSDP, in every process)."""
-    tensors, rest = {}, {"param_groups": state["param_groups"], "scalars": {}}
-    for idx, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = full_tensor(value).detach().contiguous().cpu()
-            else:
-                rest["scalars"][f"{idx}.{key}"] = value
-    return tensors, rest
+class _Loop:
+    """One training run in progress: the model as its processes hold it, its optimiser and
+    schedule, its sampler, the passes of a step and the history so far."""
 
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        sampler: SkillSampler,
+        settings: TrainSettings,
+        runtime: Runtime,
+        val_sets: list[EncodedSet] | None,
+        eval_batch_size: int,
+        reference: torch.nn.Module | None,
+    ) -> None:
+        self.model, self.tokenizer, self.sampler = model, tokenizer, sampler
+        self.settings, self.runtime = settings, runtime
+        self.val_sets, self.eval_batch_size = val_sets, eval_batch_size
+        torch.manual_seed(settings.seed)
+        model.to(runtime.device)
+        model.train()
+        net = parallel_model(model, runtime, settings.parallel)
+        self.optimizer = make_optimizer(model, settings)
+        self.scheduler = get_scheduler(
+            settings.schedule,
+            self.optimizer,
+            num_warmup_steps=settings.warmup_steps,
+            num_training_steps=settings.steps,
+        )
+        self.history = History()
+        self.main = processes.is_main()
+        split = batch_split(settings.batch_size, processes.world_size(), settings.gradient_accumulation_steps)
+        if sampler.needs_reference:
+            reference.to(runtime.device)
+            reference.eval()
+        self.passes = StepPasses(net, runtime, tokenizer.pad_token_id, sampler, split, reference)
 
-def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
-    """The optimizer state_dict that `split_optimizer_state` took apart."""
-    state: dict[int, dict[str, Any]] = {}
-    for flat, value in [*tensors.items(), *rest["scalars"].items()]:
-        idx, key = flat.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": rest["param_groups"]}
-
-
-def save_resume_state(
-    directory: Path,
-    step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    sampler: SkillSampler,
-    history: _History,
-    fingerprint_: str,
-    write: bool = True,
-) -> Path:
-    """Write the resume state of `step` atomically and remove older ones.
-
-    Every process of a job calls it (under FSDP the weights and optimizer state are gathered from
-    their shards); the one with `write` writes.
-    """
-    target = directory / f"step-{step:08d}"
-    opt_tensors, opt_rest = split_optimizer_state(optimizer.state_dict())
-    weights = trainable_state(model)
-    if not write:
-        return target
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    meta = {
-        "step": step,
-        "fingerprint": fingerprint_,
-        "optimizer": opt_rest,
-        "scheduler": scheduler.state_dict(),
-        "sampler": sampler.state_dict(),
-        "history": {"steps": history.steps, "counts": history.counts, "curve": history.curve},
-    }
-    with atomic_directory(target) as tmp:
-        save_file(weights, tmp / "trainable.safetensors")
-        save_file(opt_tensors, tmp / "optimizer.safetensors")
-        save_file(rng, tmp / "rng.safetensors")
-        (tmp / "state.json").write_text(json.dumps(meta))
-    for old in directory.glob("step-*"):
-        if old != target and old.is_dir():
-            shutil.rmtree(old)
-    return target
-
-
-def latest_resume_state(directory: Path | None, fingerprint_: str) -> Path | None:
-    """The newest complete resume state written for this fingerprint, if any."""
-    if directory is None or not directory.is_dir():
+    def start(self, state_dir: Path | None, fingerprint_: str) -> int | None:
+        """Resume from the newest matching resume state (returns its step), or start afresh: clear
+        `state_dir` and evaluate the initial model (returns None)."""
+        found = latest_resume_state(state_dir, fingerprint_)
+        if found is not None:
+            start, self.history = load_resume_state(
+                found, self.model, self.optimizer, self.scheduler, self.sampler
+            )
+            log.info("resuming from %s (step %d of %d)", found, start, self.settings.steps)
+            return start
+        if self.main and state_dir is not None and state_dir.exists():
+            shutil.rmtree(state_dir)
+        processes.barrier()
+        if self.val_sets:
+            self.evaluate(0)
         return None
-    for path in sorted(directory.glob("step-*"), reverse=True):
-        state = path / "state.json"
-        if state.is_file() and json.loads(state.read_text()).get("fingerprint") == fingerprint_:
-            return path
-    return None
+
+    def evaluate(self, step: int) -> None:
+        """Evaluate the validation sets after `step`, record them and pass them to the sampler."""
+        s = self.settings
+        metrics = evaluate_skills(
+            self.model,
+            self.tokenizer,
+            self.val_sets,
+            self.runtime,
+            self.eval_batch_size,
+            accuracy=s.eval_accuracy,
+            score=s.eval_score,
+        )
+        metrics.insert(0, "step", step)
+        self.history.curve.extend(metrics.to_dict("records"))
+        self.sampler.observe(step, dict(zip(metrics["skill"], metrics["loss"], strict=True)))
+        log.info(
+            "step %d: mean val loss %.4f, mean accuracy %.3f",
+            step,
+            metrics["loss"].mean(),
+            metrics["accuracy"].mean(),
+        )
+        reshard(self.model)
+        self.model.train()
+
+    def step(self, step: int, train_sets: list[EncodedSet] | RoundSets, params: list[torch.Tensor]) -> None:
+        """One optimiser step on the sampler's batch; records its row and its skill counts."""
+        sampler, settings = self.sampler, self.settings
+        pairs = sampler.sample(step, settings.batch_size)
+        if isinstance(train_sets, RoundSets):
+            sets = train_sets.for_round(sampler.round_of(step), sampler.plan_counts())
+        else:
+            sets = train_sets
+        lr = self.scheduler.get_last_lr()[0]
+        loss, n_tokens = self.passes.run(step, pairs, sets)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {step}")
+        clip = settings.grad_clip if settings.grad_clip else math.inf
+        grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(params, clip)))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.history.steps.append(
+            {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "n_tokens": n_tokens}
+        )
+        counts = [0] * len(sampler.skills)
+        for s, _ in pairs:
+            counts[s] += 1
+        self.history.counts.extend(
+            {"step": step, "skill": skill, "count": c}
+            for skill, c in zip(sampler.skills, counts, strict=True)
+        )
+
+    def after_step(
+        self, step: int, on_step: OnStep | None, state_dir: Path | None, fingerprint_: str
+    ) -> None:
+        """What follows an optimiser step: `on_step`, a due evaluation, a due resume state."""
+        s = self.settings
+        if on_step is not None:
+            on_step(step, self.model, self.optimizer, self.history.steps)
+        due = step % s.eval_every == 0 or step == s.steps or self.sampler.needs_eval(step)
+        if self.val_sets and due:
+            self.evaluate(step)
+        if state_dir is not None and s.resume_every and step % s.resume_every == 0:
+            save_resume_state(
+                state_dir,
+                step,
+                self.model,
+                self.optimizer,
+                self.scheduler,
+                self.sampler,
+                self.history,
+                fingerprint_,
+                write=self.main,
+            )
+            processes.barrier()
+
+    def result(self, resumed_from: int | None, completed: bool, t0: float) -> TrainResult:
+        """The run's histories as tables."""
+        h = self.history
+        return TrainResult(
+            steps=pd.DataFrame(h.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
+            skill_counts=pd.DataFrame(h.counts, columns=["step", "skill", "count"]),
+            val_curve=pd.DataFrame(h.curve, columns=["step", *METRIC_COLUMNS]),
+            mixtures=pd.DataFrame(self.sampler.mixture_rows(), columns=["round", "step", "skill", "weight"]),
+            resumed_from=resumed_from,
+            completed=completed,
+            wall_seconds=time.perf_counter() - t0,
+        )
 
 
-def load_resume_state(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    sampler: SkillSampler,
-) -> tuple[int, _History]:
-    """Restore everything `save_resume_state` wrote (into this process's shards under FSDP);
-    returns (step, history)."""
-    meta = json.loads((path / "state.json").read_text())
-    weights = load_file(path / "trainable.safetensors")
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing = set(trainable) - set(weights)
-    if missing:
-        raise ValueError(f"resume state {path} lacks trainable parameters: {sorted(missing)[:5]}")
-    for name, param in trainable.items():
-        load_full_(param, weights[name])
-    state = join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for idx, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value) and value.shape == params[idx].shape:
-                entry[key] = shard_like(value, params[idx])
-    optimizer.load_state_dict(state)
-    scheduler.load_state_dict(meta["scheduler"])
-    sampler.load_state_dict(meta["sampler"])
-    rng = load_file(path / "rng.safetensors")
-    torch.set_rng_state(rng["torch"])
-    cuda_states = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
-    h = meta["history"]
-    return int(meta["step"]), _History(h["steps"], h["counts"], h["curve"])
-
-
-def _evaluate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    val_sets: list[EncodedSet],
-    runtime: Runtime,
-    batch_size: int,
-    step: int,
-    sampler: SkillSampler,
-    history: _History,
-    accuracy: bool = True,
-    score: str = "auto",
+def _check_inputs(
+    train_sets: list[EncodedSet] | RoundSets, sampler: SkillSampler, reference: torch.nn.Module | None
 ) -> None:
-    metrics = evaluate_skills(model, tokenizer, val_sets, runtime, batch_size, accuracy=accuracy, score=score)
-    metrics.insert(0, "step", step)
-    history.curve.extend(metrics.to_dict("records"))
-    sampler.observe(step, dict(zip(metrics["skill"], metrics["loss"], strict=True)))
-    log.info(
-        "step %d: mean val loss %.4f, mean accuracy %.3f",
-        step,
-        metrics["loss"].mean(),
-        metrics["accuracy"].mean(),
-    )
+    """Refuse training sets the sampler cannot index and a missing reference model."""
+    if isinstance(train_sets, RoundSets) != sampler.fresh:
+        raise ValueError("fresh training sets need a sampler in fresh mode, and only they do")
+    if sampler.needs_reference and reference is None:
+        raise ValueError(
+            f"the {sampler.name!r} sampler needs a reference model's losses on each batch: "
+            "pass train(..., reference=<model>)"
+        )
 
 
 def train(
@@ -300,14 +301,17 @@ def train(
     resume_dir: str | Path | None = None,
     fingerprint_: str = "",
     stop_after: int | None = None,
-    on_step: Callable[[int, torch.nn.Module, torch.optim.Optimizer, list[dict[str, Any]]], None]
-    | None = None,
+    on_step: OnStep | None = None,
+    reference: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train `model` for `settings.steps` optimiser steps on batches drawn by `sampler`.
 
     `train_sets` is the fixed pool, one set per skill, or :class:`RoundSets` that give every
     round its own new examples (the sampler must then be in fresh mode).
-    The loss is the mean over the batch's label tokens. The validation sets are evaluated
+    The loss is the mean over the batch's label tokens; a sampler with `needs_batch_losses` sees
+    each step's statistics before its backward pass and may weigh the loss per skill, and one with
+    `needs_reference` needs `reference`, a model of the same tokenizer that runs on the same batches
+    (:mod:`skillmix.engine.step_passes`). The validation sets are evaluated
     before the first step, every `eval_every` steps and after the last step, in batches of
     `eval_batch_size` (default: the schema's `eval.batch_size`); each evaluation is passed to
     `sampler.observe`. With a `resume_dir`, a resume state is written every
@@ -317,64 +321,22 @@ def train(
     step's resume state (step_rows: the per-step history so far: step, loss, lr, ...).
 
     Each step's `batch_size` examples are split over the job's processes
-    (:mod:`skillmix.infra.processes`; PyTorch DDP averages their gradients) and, within a process,
-    over `gradient_accumulation_steps` forward passes; the loss is the mean over the label tokens
-    of the whole step's batch however it is split, so a step's update is the same on one process
-    and on several (within float rounding). `settings.parallel` chooses how the processes hold the
-    model (:func:`skillmix.engine.distributed.parallel_model`: ddp or fsdp). Every process samples
+    (:mod:`skillmix.infra.processes`) and, within a process, over `gradient_accumulation_steps`
+    forward passes; a step's update is the same however it is split (within float rounding).
+    `settings.parallel` chooses how the processes hold the model
+    (:func:`skillmix.engine.distributed.parallel_model`: ddp or fsdp). Every process samples
     the same batches, evaluates the same model and runs `on_step` (which must write from the first
     process only); the first writes resume states. Under FSDP the model stays sharded when the run
     ends (:func:`skillmix.engine.distributed.unsharded` gives it whole).
     """
     t0 = time.perf_counter()
+    _check_inputs(train_sets, sampler, reference)
     if eval_batch_size is None:
         eval_batch_size = complete("eval", None)["batch_size"]
     state_dir = Path(resume_dir) if resume_dir is not None else None
-    torch.manual_seed(settings.seed)
-    model.to(runtime.device)
-    model.train()
-    net = parallel_model(model, runtime, settings.parallel)
-    optimizer = make_optimizer(model, settings)
-    scheduler = get_scheduler(
-        settings.schedule,
-        optimizer,
-        num_warmup_steps=settings.warmup_steps,
-        num_training_steps=settings.steps,
-    )
-    history = _History()
-    start, resumed_from = 0, None
-
-    def evaluate_at(step: int) -> None:
-        _evaluate(
-            model,
-            tokenizer,
-            val_sets,
-            runtime,
-            eval_batch_size,
-            step,
-            sampler,
-            history,
-            settings.eval_accuracy,
-            settings.eval_score,
-        )
-        reshard(model)
-        model.train()
-
-    main = processes.is_main()
-    n_proc, proc = processes.world_size(), processes.rank()
-    per_process, micro = batch_split(settings.batch_size, n_proc, settings.gradient_accumulation_steps)
-    found = latest_resume_state(state_dir, fingerprint_)
-    if found is not None:
-        start, history = load_resume_state(found, model, optimizer, scheduler, sampler)
-        resumed_from = start
-        log.info("resuming from %s (step %d of %d)", found, start, settings.steps)
-    else:
-        if main and state_dir is not None and state_dir.exists():
-            shutil.rmtree(state_dir)
-        processes.barrier()
-        if val_sets:
-            evaluate_at(0)
-    pad = tokenizer.pad_token_id
+    loop = _Loop(model, tokenizer, sampler, settings, runtime, val_sets, eval_batch_size, reference)
+    resumed_from = loop.start(state_dir, fingerprint_)
+    start = resumed_from or 0
     params = [p for p in model.parameters() if p.requires_grad]
     completed = True
     bar = tqdm(
@@ -384,83 +346,16 @@ def train(
         file=sys.stderr,
         mininterval=5.0,
         desc="train",
-        disable=not main,
+        disable=not loop.main,
     )
-    per_round = isinstance(train_sets, RoundSets)
-    if per_round != sampler.fresh:
-        raise ValueError("fresh training sets need a sampler in fresh mode, and only they do")
     for step in bar:
-        pairs = sampler.sample(step, settings.batch_size)
-        sets = (
-            train_sets.for_round(sampler.round_of(step), sampler.plan_counts()) if per_round else train_sets
-        )
-        lr = scheduler.get_last_lr()[0]
-        # the loss is the mean over the label tokens of the whole step's batch, whichever process
-        # and forward pass a token falls in; DDP averages the processes' gradients
-        n_tokens = sum(sets[s].label_counts[i] for s, i in pairs)
-        denominator = max(n_tokens, 1)
-        mine = pairs[proc * per_process : (proc + 1) * per_process]
-        local_sum = 0.0
-        for first in range(0, per_process, micro):
-            chunk = mine[first : first + micro]
-            batch = collate(
-                [sets[s].input_ids[i] for s, i in chunk], [sets[s].labels[i] for s, i in chunk], pad
-            )
-            batch = {k: v.to(runtime.device) for k, v in batch.items()}
-            if n_proc > 1:  # gradients are averaged over the processes after the step's last pass only
-                set_gradient_sync(net, first + micro >= per_process)
-            with runtime.autocast():
-                losses, _ = label_token_losses(net, batch)
-            part = losses.sum()
-            (part / denominator * n_proc).backward()
-            local_sum += part.item()
-        loss = processes.sum_over_processes(local_sum) / denominator
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss} at step {step}")
-        clip = settings.grad_clip if settings.grad_clip else math.inf
-        grad_norm = float(full_tensor(torch.nn.utils.clip_grad_norm_(params, clip)))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.steps.append(
-            {
-                "step": step,
-                "loss": loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "n_tokens": n_tokens,
-            }
-        )
-        counts = [0] * len(sampler.skills)
-        for s, _ in pairs:
-            counts[s] += 1
-        history.counts.extend(
-            {"step": step, "skill": skill, "count": c}
-            for skill, c in zip(sampler.skills, counts, strict=True)
-        )
-        if on_step is not None:
-            on_step(step, model, optimizer, history.steps)
-        due = step % settings.eval_every == 0 or step == settings.steps or sampler.needs_eval(step)
-        if val_sets and due:
-            evaluate_at(step)
-        if state_dir is not None and settings.resume_every and step % settings.resume_every == 0:
-            save_resume_state(
-                state_dir, step, model, optimizer, scheduler, sampler, history, fingerprint_, write=main
-            )
-            processes.barrier()
+        loop.step(step, train_sets, params)
+        loop.after_step(step, on_step, state_dir, fingerprint_)
         if stop_after is not None and step >= stop_after and step < settings.steps:
             completed = False
             break
     bar.close()
     processes.barrier()
-    if main and completed and state_dir is not None and not settings.keep_resume and state_dir.exists():
+    if loop.main and completed and state_dir is not None and not settings.keep_resume and state_dir.exists():
         shutil.rmtree(state_dir)
-    return TrainResult(
-        steps=pd.DataFrame(history.steps, columns=["step", "loss", "lr", "grad_norm", "n_tokens"]),
-        skill_counts=pd.DataFrame(history.counts, columns=["step", "skill", "count"]),
-        val_curve=pd.DataFrame(history.curve, columns=["step", *METRIC_COLUMNS]),
-        mixtures=pd.DataFrame(sampler.mixture_rows(), columns=["round", "step", "skill", "weight"]),
-        resumed_from=resumed_from,
-        completed=completed,
-        wall_seconds=time.perf_counter() - t0,
-    )
+    return loop.result(resumed_from, completed, t0)

@@ -73,6 +73,8 @@ class TrainingRun:
     settings: TrainSettings
     eval_batch_size: int
     fingerprint: str
+    reference: PreTrainedModel | None = None
+    """The reference model of a sampler that `needs_reference` (its losses on every batch)."""
 
     def train(
         self, resume_dir: str | os.PathLike | None = None, stop_after: int | None = None
@@ -90,6 +92,7 @@ class TrainingRun:
             resume_dir=resume_dir,
             fingerprint_=self.fingerprint,
             stop_after=stop_after,
+            reference=self.reference,
         )
 
 

@@ -18,7 +18,15 @@ initial model). Units are named by skill slugs: ``slug_i`` trains on skill ``i``
   learned graphs only).
 
 The package keeps each part in its own module, so that a job imports only what it runs:
-``units`` (unit names; no dependencies, the one module the Snakefile imports), ``learned``
-(options and assembly from the runs' curves), ``given`` (published graphs), ``store`` (the graph
-folder and its heatmap), ``agreement`` (comparing graphs) and ``gradient`` (the gradient graph).
+
+- ``units``: unit names; no dependencies, the one module the Snakefile imports.
+- ``unit_runs``: the graph_run job: one unit's short training run(s) and its curve.
+- ``options``: the ``graph.assemble`` options and the post-processing they apply.
+- ``learned``: the losses of each unit and assembly of the brute-force and linear graphs.
+- ``gradient``: the gradient graph.
+- ``given``: published graphs.
+- ``store``: the graph folder's files and reading them (no matplotlib: the Skill-It training job
+  reads its graph with it).
+- ``writing``: writing a graph folder; ``heatmap``: its heatmap.png (matplotlib), drawn only by
+  the jobs that write a graph.
 """

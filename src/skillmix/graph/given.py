@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from skillmix.data.slicing import read_manifest
-from skillmix.graph.store import name_list, write_graph
+from skillmix.graph.store import name_list
 from skillmix.graph.units import named
+from skillmix.graph.writing import write_graph
 from skillmix.infra.errors import SkillmixInputError
 
 MAX_MAGNITUDE = 1e100
@@ -214,7 +215,7 @@ def load_given(
 
 
 # --------------------------------------------------------------------------------------------
-# Files and figure
+# The given-graph job
 
 
 def given_from_files(

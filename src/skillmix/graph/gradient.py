@@ -35,8 +35,8 @@ from skillmix.engine.feature_maps import FeatureMap, Transform, gram
 from skillmix.engine.features import mean_loss_gradient
 from skillmix.engine.modeling import Runtime, load_model, load_saved, select_runtime
 from skillmix.engine.training_run import load_sets
-from skillmix.graph.learned import GraphOptions, postprocess
-from skillmix.graph.store import write_graph
+from skillmix.graph.options import GraphOptions, postprocess
+from skillmix.graph.writing import write_graph
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 

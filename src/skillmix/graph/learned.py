@@ -1,12 +1,12 @@
-"""Learned skills graphs: options, the losses of each unit, and assembly (Skill-It Alg. 2 and 3)."""
+"""Learned skills graphs: the losses of each unit, and assembly from them (Skill-It Alg. 2 and 3).
+
+The options (``graph.assemble``) and their post-processing are in :mod:`skillmix.graph.options`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import dataclass
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -14,99 +14,11 @@ import numpy as np
 import pandas as pd
 
 from skillmix.data.slicing import read_manifest
-from skillmix.graph.store import CURVE_COLUMNS, REPEAT_COLUMN, write_graph
+from skillmix.graph.options import GraphOptions, postprocess
+from skillmix.graph.store import CURVE_COLUMNS, REPEAT_COLUMN
 from skillmix.graph.units import LEARNED_FROM_RUNS, check_method, graph_units, named, pair_unit
+from skillmix.graph.writing import write_graph
 from skillmix.infra.errors import SkillmixInputError
-
-MEASURES = ("end", "window", "steps_to_target")
-NORMALISATIONS = ("raw", "relative")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-@dataclass
-class GraphOptions:
-    """How a learned graph is computed from the units' loss curves.
-
-    Applied in this order after the deltas are measured: ``normalise``, ``clip_negative``,
-    ``threshold``, ``binary_edge_weight``, ``diagonal``.
-    """
-
-    measure: str = "end"
-    """``end``: loss at the unit's last step; ``window``: mean of the last ``window`` evaluations
-    after step 0."""
-    window: int = 2
-    """Number of evaluations averaged by ``measure: window``."""
-    normalise: str = "raw"
-    """``raw``: loss decrease; ``relative``: loss decrease divided by the reference loss."""
-    clip_negative: bool = False
-    """Set negative entries (diagonal included) to 0."""
-    threshold: float | None = None
-    """Set off-diagonal entries <= threshold to 0."""
-    binary_edge_weight: float | None = None
-    """If set: off-diagonal entries > 0 become this weight, the other off-diagonal entries 0."""
-    diagonal: float | str = "measured"
-    """``measured`` keeps the measured diagonal; a number replaces it."""
-    target_loss: float = 0.01
-    """``measure: steps_to_target``: the validation loss a run must reach on a skill."""
-
-    def __post_init__(self) -> None:
-        if self.measure not in MEASURES:
-            raise SkillmixInputError(
-                f"graph.assemble.measure: got {self.measure!r}, expected one of {', '.join(MEASURES)}"
-            )
-        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise SkillmixInputError(f"graph.assemble.window: got {self.window!r}, expected an integer >= 1")
-        if not _is_number(self.target_loss) or float(self.target_loss) <= 0:
-            raise SkillmixInputError(
-                f"graph.assemble.target_loss: got {self.target_loss!r}, expected a finite number > 0"
-            )
-        self.target_loss = float(self.target_loss)
-        if self.normalise not in NORMALISATIONS:
-            raise SkillmixInputError(
-                f"graph.assemble.normalise: got {self.normalise!r}, "
-                f"expected one of {', '.join(NORMALISATIONS)}"
-            )
-        if not isinstance(self.clip_negative, bool):
-            raise SkillmixInputError(
-                f"graph.assemble.clip_negative: got {self.clip_negative!r}, expected true or false"
-            )
-        if self.threshold is not None:
-            if not _is_number(self.threshold):
-                raise SkillmixInputError(
-                    f"graph.assemble.threshold: got {self.threshold!r}, expected a finite number or null"
-                )
-            self.threshold = float(self.threshold)
-        if self.binary_edge_weight is not None:
-            if not _is_number(self.binary_edge_weight) or float(self.binary_edge_weight) <= 0:
-                raise SkillmixInputError(
-                    f"graph.assemble.binary_edge_weight: got {self.binary_edge_weight!r}, "
-                    "expected a finite number > 0 or null"
-                )
-            self.binary_edge_weight = float(self.binary_edge_weight)
-        if self.diagonal != "measured":
-            if not _is_number(self.diagonal):
-                raise SkillmixInputError(
-                    f"graph.assemble.diagonal: got {self.diagonal!r}, expected 'measured' or a finite number"
-                )
-            self.diagonal = float(self.diagonal)
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> GraphOptions:
-        """Build options from a ``graph`` config section; unrelated keys are ignored, values checked."""
-        if cfg is None:
-            return cls()
-        if not isinstance(cfg, dict):
-            raise SkillmixInputError(f"graph: expected a mapping of options, got {type(cfg).__name__}")
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in cfg.items() if key in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the options as a plain dict (for graph.json)."""
-        return dataclasses.asdict(self)
-
 
 # --------------------------------------------------------------------------------------------
 # Losses of one unit
@@ -245,21 +157,99 @@ def _relative(delta: float, reference: float, unit: str, skill: str) -> float:
 # Assembly
 
 
-def postprocess(A: np.ndarray, options: GraphOptions) -> np.ndarray:
-    """Apply clip_negative, threshold, binary_edge_weight and diagonal, in that order."""
-    A = A.copy()
-    off = ~np.eye(A.shape[0], A.shape[1], dtype=bool)
-    if options.clip_negative:
-        A[A < 0] = 0.0
-    if options.threshold is not None:
-        A[off & (A <= options.threshold)] = 0.0
-    if options.binary_edge_weight is not None:
-        edges = off & (A > 0)
-        A[off] = 0.0
-        A[edges] = options.binary_edge_weight
-    if options.diagonal != "measured":
-        np.fill_diagonal(A, float(options.diagonal))
+def _checked_skills(method: str, skills: list[str], slugs: list[str]) -> tuple[list[str], list[str]]:
+    """The skills and their slugs as lists, after checking that `method` learns from runs and the
+    names are usable (as many slugs as skills, no name twice, at least one)."""
+    check_method(method)
+    if method not in LEARNED_FROM_RUNS:
+        how = "read with load_given" if method == "given" else "computed by skillmix.graph.gradient"
+        raise SkillmixInputError(f"graph.method {method!r}: the graph is {how}, not assembled from runs")
+    skills, slugs = list(skills), list(slugs)
+    if len(skills) != len(slugs):
+        raise SkillmixInputError(f"graph skills: {len(skills)} skill names but {len(slugs)} slugs")
+    if len(set(skills)) != len(skills):
+        raise SkillmixInputError("graph skills: a skill name appears more than once")
+    if not skills:
+        raise SkillmixInputError("graph skills: expected at least one skill")
+    return skills, slugs
+
+
+def _method_units(method: str, slugs: list[str], curves: dict[str, pd.DataFrame]) -> list[str]:
+    """The units `method` needs (:func:`graph_units` order), each of which must have a curve."""
+    units = graph_units(method, slugs)
+    missing = [unit for unit in units if unit not in curves]
+    if missing:
+        raise SkillmixInputError(
+            f"graph.method {method!r}: missing curve(s) for unit(s) {named(missing)} "
+            f"({len(missing)} of {len(units)} units)"
+        )
+    return units
+
+
+def _steps_to_target_graph(
+    loaded: dict[str, UnitCurve], skills: list[str], slugs: list[str], target: float
+) -> np.ndarray:
+    """Brute force with ``measure: steps_to_target``: 1 where the pair reaches `target` on the
+    evaluated skill sooner than that skill alone, else 0; diagonal 1."""
+    k = len(skills)
+    A = np.zeros((k, k), dtype=np.float64)
+    alone_steps = [loaded[slug].steps_to(skill, target) for slug, skill in zip(slugs, skills, strict=True)]
+    np.fill_diagonal(A, 1.0)
+    for i in range(k):
+        for j in range(i + 1, k):
+            pair = loaded[pair_unit(slugs[i], slugs[j])]
+            for source, target_skill in ((i, j), (j, i)):
+                sooner = pair.steps_to(skills[target_skill], target) < alone_steps[target_skill]
+                A[source, target_skill] = 1.0 if sooner else 0.0
     return A
+
+
+def _linear_deltas(
+    loaded: dict[str, UnitCurve], skills: list[str], slugs: list[str], relative: bool
+) -> np.ndarray:
+    """Linear: ``delta[i, j] = L_j(before) - L_j(after training on i)``, both from unit ``slug_i``."""
+    k = len(skills)
+    A = np.zeros((k, k), dtype=np.float64)
+    for i, slug in enumerate(slugs):
+        run = loaded[slug]
+        for j, skill in enumerate(skills):
+            before = run.before(skill)
+            delta = before - run.after(skill)
+            A[i, j] = _relative(delta, before, slug, skill) if relative else delta
+    return A
+
+
+def _brute_force_deltas(
+    loaded: dict[str, UnitCurve], skills: list[str], slugs: list[str], relative: bool
+) -> np.ndarray:
+    """Brute force: off-diagonal ``L_j(after j alone) - L_j(after the i, j mix)``, diagonal
+    ``L_j(before) - L_j(after j alone)``."""
+    k = len(skills)
+    A = np.zeros((k, k), dtype=np.float64)
+    alone = [loaded[slug].after(skill) for slug, skill in zip(slugs, skills, strict=True)]
+    for j, (slug, skill) in enumerate(zip(slugs, skills, strict=True)):
+        before = loaded[slug].before(skill)
+        delta = before - alone[j]
+        A[j, j] = _relative(delta, before, slug, skill) if relative else delta
+    for i in range(k):
+        for j in range(i + 1, k):
+            pair = loaded[pair_unit(slugs[i], slugs[j])]
+            for source, target in ((i, j), (j, i)):
+                delta = alone[target] - pair.after(skills[target])
+                if relative:
+                    delta = _relative(delta, alone[target], slugs[target], skills[target])
+                A[source, target] = delta
+    return A
+
+
+def _raw_curves(loaded: dict[str, UnitCurve], units: list[str], repeated: bool) -> pd.DataFrame:
+    """The curves of `units` concatenated in that order (with the repeat column when any has one)."""
+    columns = list(CURVE_COLUMNS)
+    if repeated:
+        columns.insert(1, REPEAT_COLUMN)
+    raw = pd.concat([loaded[unit].curve.loc[:, columns] for unit in units], ignore_index=True)
+    dtypes = {"unit": str, REPEAT_COLUMN: "int64", "step": "int64", "skill": str, "loss": "float64"}
+    return raw.astype({column: dtypes[column] for column in columns})
 
 
 def assemble(
@@ -292,83 +282,29 @@ def assemble(
     Then ``clip_negative``, ``threshold``, ``binary_edge_weight`` and ``diagonal`` (see
     :class:`GraphOptions`), in that order.
     """
-    check_method(method)
-    if method not in LEARNED_FROM_RUNS:
-        how = "read with load_given" if method == "given" else "computed by skillmix.graph.gradient"
-        raise SkillmixInputError(f"graph.method {method!r}: the graph is {how}, not assembled from runs")
-    skills, slugs = list(skills), list(slugs)
-    if len(skills) != len(slugs):
-        raise SkillmixInputError(f"graph skills: {len(skills)} skill names but {len(slugs)} slugs")
-    if len(set(skills)) != len(skills):
-        raise SkillmixInputError("graph skills: a skill name appears more than once")
-    if not skills:
-        raise SkillmixInputError("graph skills: expected at least one skill")
-    units = graph_units(method, slugs)
-    missing = [unit for unit in units if unit not in curves]
-    if missing:
-        raise SkillmixInputError(
-            f"graph.method {method!r}: missing curve(s) for unit(s) {named(missing)} "
-            f"({len(missing)} of {len(units)} units)"
-        )
+    skills, slugs = _checked_skills(method, skills, slugs)
+    units = _method_units(method, slugs, curves)
     repeated = any(REPEAT_COLUMN in curves[unit].columns for unit in units)
     loaded = {unit: UnitCurve(unit, curves[unit], options) for unit in units}
     relative = options.normalise == "relative"
-    k = len(skills)
-    A = np.zeros((k, k), dtype=np.float64)
-
     if options.measure == "steps_to_target":
         if method != "brute_force":
             raise SkillmixInputError(
                 "graph.assemble.measure steps_to_target compares a pair run with a single run: "
                 f"it needs graph.method brute_force, got {method!r}"
             )
-        target = options.target_loss
-        alone_steps = [
-            loaded[slug].steps_to(skill, target) for slug, skill in zip(slugs, skills, strict=True)
-        ]
-        np.fill_diagonal(A, 1.0)
-        for i in range(k):
-            for j in range(i + 1, k):
-                pair = loaded[pair_unit(slugs[i], slugs[j])]
-                for source, target_skill in ((i, j), (j, i)):
-                    sooner = pair.steps_to(skills[target_skill], target) < alone_steps[target_skill]
-                    A[source, target_skill] = 1.0 if sooner else 0.0
+        A = _steps_to_target_graph(loaded, skills, slugs, options.target_loss)
     elif method == "linear":
-        for i, slug in enumerate(slugs):
-            run = loaded[slug]
-            for j, skill in enumerate(skills):
-                before = run.before(skill)
-                delta = before - run.after(skill)
-                A[i, j] = _relative(delta, before, slug, skill) if relative else delta
+        A = _linear_deltas(loaded, skills, slugs, relative)
     else:  # brute_force
-        alone = [loaded[slug].after(skill) for slug, skill in zip(slugs, skills, strict=True)]
-        for j, (slug, skill) in enumerate(zip(slugs, skills, strict=True)):
-            before = loaded[slug].before(skill)
-            delta = before - alone[j]
-            A[j, j] = _relative(delta, before, slug, skill) if relative else delta
-        for i in range(k):
-            for j in range(i + 1, k):
-                pair = loaded[pair_unit(slugs[i], slugs[j])]
-                for source, target in ((i, j), (j, i)):
-                    delta = alone[target] - pair.after(skills[target])
-                    if relative:
-                        delta = _relative(delta, alone[target], slugs[target], skills[target])
-                    A[source, target] = delta
-
+        A = _brute_force_deltas(loaded, skills, slugs, relative)
     if not np.isfinite(A).all():  # pragma: no cover - every input value was checked finite
         raise SkillmixInputError(f"graph.method {method!r}: the assembled graph has non-finite entries")
-    A = postprocess(A, options)
-    columns = list(CURVE_COLUMNS)
-    if repeated:
-        columns.insert(1, REPEAT_COLUMN)
-    raw = pd.concat([loaded[unit].curve.loc[:, columns] for unit in units], ignore_index=True)
-    dtypes = {"unit": str, REPEAT_COLUMN: "int64", "step": "int64", "skill": str, "loss": "float64"}
-    raw = raw.astype({column: dtypes[column] for column in columns})
-    return A, raw
+    return postprocess(A, options), _raw_curves(loaded, units, repeated)
 
 
 # --------------------------------------------------------------------------------------------
-# Given graphs
+# The assembly job
 
 
 def assemble_from_files(

@@ -1,4 +1,5 @@
-"""Graph-learning runs: one skill or an equal pair, from the initial model, every skill's loss.
+"""The training runs of one graph unit (the graph_run job; the units are named in ``units``): one
+skill or an equal pair, trained from the initial model, with every skill's loss recorded as its curve.
 
 A unit may be trained several times (`graph.runs.repeats`), each time with another batch order
 (and other fresh examples), from the same initial model or, with `graph.runs.repeat_init: new`, from

@@ -1,4 +1,8 @@
-"""How alike two skills graphs are: rank agreement of the entries, precision and recall of the edges."""
+"""How alike two skills graphs are: rank agreement of the entries, precision and recall of the edges.
+
+Used by the benchmarks (bench/skillit_default.py) to score learned graphs against a known one;
+tests/bench/test_graph_agreement.py imports it with bench/ on the path.
+"""
 
 from __future__ import annotations
 
