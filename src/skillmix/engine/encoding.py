@@ -106,7 +106,8 @@ def encode_row(
     return input_ids, labels, prefix + p, truncated
 
 
-# The LESS encoding of chat turns (less.md §1), used when a tokenizer has no chat template of its own.
+# The LESS encoding of chat turns (docs/methods/less.md#encoding), used when a tokenizer has no
+# chat template of its own.
 TULU_TEMPLATE = (
     "{% if bos_token %}{{ bos_token }}{% endif %}{% for m in messages %}"
     "{% if m['role'] == 'assistant' %}{{ '<|assistant|>\\n' + m['content'] | trim + eos_token + '\\n' }}"
@@ -127,10 +128,10 @@ def encode_messages(
 ) -> tuple[list[int], list[int], list[int], bool]:
     """Token ids, labels and generation prompt of a chat, cut from the right to `max_length` tokens.
 
-    The text is the tokenizer's chat template (the LESS format of less.md §1 when it has none);
-    labels cover each assistant turn as the template renders it (its text and end-of-turn
-    tokens), the rest is IGNORE. Cutting from the right is what the original does; an example
-    whose answer is cut away keeps no label. The generation prompt is the chat up to the last
+    The text is the tokenizer's chat template (when it has none, the LESS format of
+    docs/methods/less.md#encoding); labels cover each assistant turn as the template renders it
+    (its text and end-of-turn tokens), the rest is IGNORE. Cutting from the right is what the
+    original does; an example whose answer is cut away keeps no label. The generation prompt is the chat up to the last
     assistant turn with the assistant header, uncut. Returns (input_ids, labels, prompt_ids, truncated).
     """
     pieces: list[tuple[str, bool]] = []

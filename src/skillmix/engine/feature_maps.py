@@ -1,6 +1,6 @@
 """Feature maps over per-parameter gradients: transforms T, the projection Π and Gram matrices.
 
-A feature is φ(u) = Π(T(∇_θ u)) (entk.md §8). The gradients of the units u come from
+A feature is φ(u) = Π(T(∇_θ u)) (docs/methods/entk.md#feature-engine). The gradients of the units u come from
 `skillmix.engine.features`; this module turns them into features:
 
 * transforms T (`Transform`): sgd (the gradient as it is), sign, or LESS's Adam direction from

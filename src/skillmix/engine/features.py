@@ -1,5 +1,5 @@
 """The gradient units of the one feature engine for LESS, the eNTK kernels and the gradient skills
-graph (entk.md §8).
+graph (docs/methods/entk.md#feature-engine).
 
 A feature is φ(u) = Π(T(∇_θ u)) for a unit u, over a parameter subset S (`select_parameters`).
 This module yields the gradients ∇_θ u of the units: an example's loss
@@ -8,8 +8,8 @@ whole set such as one skill (`mean_loss_gradient`), each as per-parameter gradie
 leading row axes. The transforms T, the projection Π, the feature maps and the Gram matrices are
 in `skillmix.engine.feature_maps`.
 
-The LESS datastore (`skillmix.selection.datastore`), the kernels (`skillmix.kernel.task_kernels`) and the gradient
-skills graph (`skillmix.graph.gradient`) all go through these functions.
+The LESS datastore (`skillmix.selection.datastore`), the kernels (`skillmix.kernel.task_kernels`)
+and the gradient skills graph (`skillmix.graph.gradient`) all go through these functions.
 """
 
 from __future__ import annotations

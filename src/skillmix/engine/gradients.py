@@ -1,7 +1,7 @@
 """Per-example gradients of the LoRA parameters of a peft model, computed batched.
 
-The engine follows the LESS specification (docs: shared/specs/less.md §3, §10). For each peft
-LoRA Linear layer the adapter path is `y += s · B(A(dropout(x)))`. In eval mode (dropout off) a
+The engine follows LESS (Xia et al., ICML 2024; docs/methods/less.md#per-example-gradients).
+For each peft LoRA Linear layer the adapter path is `y += s · B(A(dropout(x)))`. In eval mode (dropout off) a
 forward hook on `lora_A` records its input X_b [T, d_in] and output H_b = X_b Aᵀ [T, r]; a forward
 hook on `lora_B` records its output U_b = H_b Bᵀ, and after the forward pass one
 `torch.autograd.grad` call of the batch loss L = Σ_b ℓ_b (ℓ_b = example b's own mean label-token
@@ -15,9 +15,9 @@ exact because ℓ_b depends only on row b of the batch and padded positions carr
 Feature order: trainable parameters in `named_parameters()` order, each flattened row-major
 (A is r×d_in, B is d_out×r).
 
-Also here: the Adam update direction of LESS (§4, both eps placements kept and named, §9.5) and
-the mapping of a torch AdamW state dict onto the flat feature order (§9.3). Transforms,
-projection and Gram matrices over these gradients are in `skillmix.engine.feature_maps`.
+Also here: the Adam update direction of LESS (both eps placements kept and named) and the
+mapping of a torch AdamW state dict onto the flat feature order (docs/methods/less.md#adam-feature).
+Transforms, projection and Gram matrices over these gradients are in `skillmix.engine.feature_maps`.
 """
 
 from __future__ import annotations

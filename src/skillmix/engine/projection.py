@@ -1,4 +1,4 @@
-"""The portable Rademacher projector used for LESS gradient features (less.md §6 "Portable rule").
+"""The portable Rademacher projector used for LESS gradient features (docs/methods/less.md#projection).
 
 The matrix P (input_dim × output_dim, entries ±1, no 1/√d scaling) is cut into blocks of 128 output
 columns. Block i is the ±1 matrix that TRAK's `BasicProjector` draws on the CPU with

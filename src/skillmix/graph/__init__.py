@@ -1,4 +1,5 @@
-"""Skills graphs (Skill-It §2–§3): learn one from short training runs, or load a published one.
+"""Skills graphs (Chen et al., NeurIPS 2023; docs/methods/skillit.md#skills-graph): learn one from
+short training runs, or load a published one.
 
 A skills graph ``A`` has one row per training skill (source) and one column per evaluation skill
 (target); ``A[i, j]`` is how much training on skill ``i`` lowers the validation loss of skill ``j``
@@ -11,8 +12,8 @@ initial model). Units are named by skill slugs: ``slug_i`` trains on skill ``i``
 
 - ``brute_force`` (Alg. 2): k single runs and k(k-1)/2 pair runs.
 - ``linear`` (Alg. 3): k single runs.
-- ``gradient`` (entk.md §8): inner products of mean skill gradients at existing checkpoints, no
-  runs (``skillmix.graph.gradient``).
+- ``gradient`` (docs/methods/entk.md#gradient-graph): inner products of mean skill gradients at
+  existing checkpoints, no runs (``skillmix.graph.gradient``).
 - ``given``: a ``.npy`` matrix with its skill order; values are used exactly as stored (a user's
   graph is never rescaled; scaling a binary graph is the explicit ``binary_edge_weight`` option of
   learned graphs only).

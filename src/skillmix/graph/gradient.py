@@ -1,4 +1,5 @@
-"""The gradient skills graph (entk.md §8): a skills graph from gradients, with no training runs.
+"""The gradient skills graph (docs/methods/entk.md#gradient-graph): a skills graph from gradients,
+with no training runs.
 
 One SGD-like step on a batch of skill i moves the validation loss of skill j by about
 −η·⟨∇L_j, T(ḡ_i)⟩, where ḡ_i is the mean gradient of skill i's training loss (the step of a

@@ -3,7 +3,8 @@
 The workflow validates the whole config against the schema (package data,
 ``skillmix/infra/config.schema.yaml``, linked from ``workflow/schemas/``) and fills its defaults;
 the library fills the same defaults into a block it is handed, so that a function called
-outside the workflow (a test, a notebook) with part of a block behaves as the workflow would. No default is written anywhere else.
+outside the workflow (a test, a notebook) with part of a block behaves as the workflow would.
+No default is written anywhere else.
 """
 
 from __future__ import annotations

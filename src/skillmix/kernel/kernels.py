@@ -1,4 +1,5 @@
-"""Empirical NTK kernels of fine-tuning and the solvers that predict from them (entk.md §2–§5).
+"""Empirical NTK kernels of fine-tuning and the solvers that predict from them (Malladi et al.,
+ICML 2023; docs/methods/entk.md#kernels and #solvers).
 
 For a model whose outputs on an example x are C logits f(x) (for a language model: the
 next-token logits of the label words at the answer position), g_c(x) = ∇_θ f_c(x) over a chosen
@@ -109,7 +110,7 @@ class SolverResult:
 
 
 def ridge(k_train: np.ndarray, reg: float) -> np.ndarray:
-    """K + λ·σ_max(K)·I: the ridge relative to the top singular value (entk.md §5)."""
+    """K + λ·σ_max(K)·I: the ridge relative to the top singular value (docs/methods/entk.md#solvers)."""
     if reg < 0:
         raise SkillmixInputError(f"kernel regularisation must be >= 0, got {reg}")
     if reg == 0:
@@ -184,7 +185,8 @@ def solve_asym(
         raise SkillmixInputError(f"asym solver: gamma must be positive, got {gamma}")
     y = np.asarray(y_train, dtype=np.float64).reshape(-1)
     n = kt.shape[1]
-    k0 = kt[0].reshape(n, n)  # the spec: H from K[0] alone (K[1] of train is its transpose)
+    # H from K[0] alone (docs/methods/entk.md#solvers; K[1] of train is its transpose)
+    k0 = kt[0].reshape(n, n)
     h = y[:, None] * k0 * y[None, :]
     system = np.block([[np.eye(n) / gamma, h], [h.T, np.eye(n) / gamma]])
     coef = np.linalg.lstsq(system, np.ones(2 * n), rcond=None)[0]

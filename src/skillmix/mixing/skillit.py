@@ -1,5 +1,5 @@
 """Skill-It's online mixture (Chen et al., "Skill-it! A data-driven skills framework for
-understanding and training language models", NeurIPS 2023; docs/methods/skillit.md).
+understanding and training language models", NeurIPS 2023; docs/methods/skillit.md#online-mixture).
 
 Every round, the mixture over training skills is p ∝ prior ⊙ exp(η · A · agg(recent validation
 losses of the evaluation skills)), with A the skills graph.

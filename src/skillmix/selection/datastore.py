@@ -7,7 +7,7 @@ contiguous range of rows and computes its features with the gradient-feature eng
 gradient, or its sign), projected per parameter slice with the portable Rademacher matrix (so the
 full gradient vector is never formed), then each row normalised. Several output widths come from
 one pass: the d-wide projection is the first d columns of the widest one (less.md §6). Rows are
-then written as float16 `.npy` shards (`skillmix.less.shards.write_shard`) with a Parquet index of
+then written as float16 `.npy` shards (`skillmix.selection.shards.write_shard`) with a Parquet index of
 example ids.
 
 Row ranges follow `shard_range`, so the shards of any shard count concatenate to the rows of
@@ -36,8 +36,8 @@ from skillmix.infra import processes
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import parse_scatteritem, shard_range, write_json, write_parquet
-from skillmix.less.shards import write_shard
-from skillmix.less.warmup import load_epoch_checkpoint
+from skillmix.selection.shards import write_shard
+from skillmix.selection.warmup import load_epoch_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,50 @@ def gradient_feature_sets(
 ) -> dict[str, FeatureResult]:
     """:func:`gradient_features` of several feature kinds (e.g. "adam" and "sgd") from one pass of
     per-example gradients: one result per kind, same examples, same projection."""
+    features, dims = _checked_request(features, dims, projection_input)
+    if len(skills) != len(data):
+        raise ValueError("one skill label per example is needed")
+    kept, excluded = labelled_examples(data)
+    model.to(runtime.device)
+    stats: dict[str, dict[str, Any]] = {
+        f: {"feature": f, "examples": len(data), "excluded": len(excluded)} for f in features
+    }
+    layout, batches = example_loss_gradients(model, runtime, pad_id, data, kept, "lora", batch_size)
+    transforms = _transforms(features, optimizer_state, layout, adam_variant, runtime.device, stats)
+    grad_dim = sum(p.numel for p in layout)
+    exact_dims = [d for d in dims if exact and d >= grad_dim]
+    projected_dims = [d for d in dims if d not in exact_dims]
+    projection = None
+    if projected_dims:
+        projection = Projection(grad_dim, projected_dims[-1], projection_seed, runtime.device)
+    pass_ = _FeaturePass(layout, transforms, projection, projection_input, bool(exact_dims), len(kept))
+    for pos, grads in tqdm(batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients"):
+        pass_.add(pos, grads)
+    results = {}
+    for j, (f, transform) in enumerate(zip(features, transforms, strict=True)):
+        st = stats[f]
+        if f == "adam" and kept:
+            st["share_v_above_1e-9"] = transform.large_v / (len(kept) * grad_dim)
+        st["grad_dim"] = grad_dim
+        st["projection_input"] = projection_input
+        st["projector"] = projection.identity if projection is not None else None
+        st["exact_dims"] = exact_dims
+        feats = {d: normalise_rows(pass_.projected[j][:, :d]) for d in projected_dims}
+        feats.update({d: normalise_rows(pass_.raw[j]) for d in exact_dims})
+        results[f] = FeatureResult(
+            feats,
+            [data.ids[i] for i in kept],
+            [str(skills[i]) for i in kept],
+            excluded,
+            st,
+        )
+    return results
+
+
+def _checked_request(
+    features: Sequence[str], dims: Sequence[int], projection_input: str
+) -> tuple[list[str], list[int]]:
+    """The distinct feature kinds (in order) and the distinct widths (ascending) asked for."""
     if projection_input not in ("float32", "float16"):
         raise SkillmixInputError(f"projection_input must be float32 or float16, got {projection_input!r}")
     features = list(dict.fromkeys(features))
@@ -115,68 +159,75 @@ def gradient_feature_sets(
     dims = sorted({int(d) for d in dims})
     if not dims:
         raise SkillmixInputError("select.grads.dims is empty")
-    if len(skills) != len(data):
-        raise ValueError("one skill label per example is needed")
-    kept, excluded = labelled_examples(data)
-    model.to(runtime.device)
-    stats: dict[str, dict[str, Any]] = {
-        f: {"feature": f, "examples": len(data), "excluded": len(excluded)} for f in features
-    }
-    layout, batches = example_loss_gradients(model, runtime, pad_id, data, kept, "lora", batch_size)
+    return features, dims
+
+
+def _transforms(
+    features: Sequence[str],
+    optimizer_state: dict[str, Any] | None,
+    layout: Sequence[Any],
+    adam_variant: str,
+    device: torch.device,
+    stats: dict[str, dict[str, Any]],
+) -> list[Transform]:
+    """The transform of each feature kind; Adam's moments (and its settings, into `stats`) from
+    the checkpoint's optimizer state."""
     transforms = []
     for f in features:
         if f == "adam":
             if optimizer_state is None:
                 raise SkillmixInputError("the Adam feature needs the checkpoint's optimizer state")
             adam = AdamState.from_optimizer(optimizer_state, layout, adam_variant)
-            transforms.append(Transform("adam", adam.to(runtime.device)))
+            transforms.append(Transform("adam", adam.to(device)))
             stats[f].update(beta1=adam.beta1, beta2=adam.beta2, eps=adam.eps, adam_variant=adam_variant)
         else:
             transforms.append(Transform("sign" if f == "sign" else "sgd"))
-    grad_dim = sum(p.numel for p in layout)
-    exact_dims = [d for d in dims if exact and d >= grad_dim]
-    projected_dims = [d for d in dims if d not in exact_dims]
-    projection = None
-    if projected_dims:
-        projection = Projection(grad_dim, projected_dims[-1], projection_seed, runtime.device)
-    # one pass: the transformed gradients when an exact width needs them, projected from them per
-    # parameter slice exactly as FeatureMap projects (each transform runs once per row)
-    whole = FeatureMap(layout, transforms) if exact_dims else None
-    fmap = None if whole is not None else FeatureMap(layout, transforms, projection, projection_input)
-    n_kept = len(kept)
-    raw = [torch.zeros((n_kept, grad_dim), dtype=torch.float32) if exact_dims else None for _ in features]
-    out = [
-        torch.zeros((n_kept, projected_dims[-1]), dtype=torch.float32) if projected_dims else None
-        for _ in features
-    ]
-    for pos, grads in tqdm(batches, total=-(-n_kept // batch_size), mininterval=5.0, desc="gradients"):
-        if whole is None:
-            for j, x in enumerate(fmap(grads)):
-                out[j][pos] = x.cpu()
-            continue
-        for j, x in enumerate(whole(grads)):
-            raw[j][pos] = x.cpu()
-            if projection is not None:
-                out[j][pos] = project_slices(x, layout, projection, projection_input).cpu()
-    results = {}
-    for j, (f, transform) in enumerate(zip(features, transforms, strict=True)):
-        st = stats[f]
-        if f == "adam" and kept:
-            st["share_v_above_1e-9"] = transform.large_v / (n_kept * grad_dim)
-        st["grad_dim"] = grad_dim
-        st["projection_input"] = projection_input
-        st["projector"] = projection.identity if projection is not None else None
-        st["exact_dims"] = exact_dims
-        feats = {d: normalise_rows(out[j][:, :d]) for d in projected_dims}
-        feats.update({d: normalise_rows(raw[j]) for d in exact_dims})
-        results[f] = FeatureResult(
-            feats,
-            [data.ids[i] for i in kept],
-            [str(skills[i]) for i in kept],
-            excluded,
-            st,
-        )
-    return results
+    return transforms
+
+
+class _FeaturePass:
+    """The feature rows of every transform, filled batch by batch in one pass over the gradients.
+
+    `projected[j]` [rows, widest projected d] (None without a projection); with `keep_raw` also
+    `raw[j]` [rows, gradient dimension], the unprojected transformed gradients, from which the
+    projection is taken per parameter slice exactly as a projecting FeatureMap takes it (each
+    transform runs once per row).
+    """
+
+    def __init__(
+        self,
+        layout: Sequence[Any],
+        transforms: list[Transform],
+        projection: Projection | None,
+        projection_input: str,
+        keep_raw: bool,
+        rows: int,
+    ) -> None:
+        self.layout, self.projection, self.projection_input = layout, projection, projection_input
+        grad_dim = sum(p.numel for p in layout)
+        self.whole = FeatureMap(layout, transforms) if keep_raw else None
+        self.fmap = None if keep_raw else FeatureMap(layout, transforms, projection, projection_input)
+        n = len(transforms)
+        self.raw = [
+            torch.zeros((rows, grad_dim), dtype=torch.float32) if keep_raw else None for _ in range(n)
+        ]
+        self.projected = [
+            torch.zeros((rows, projection.dim), dtype=torch.float32) if projection is not None else None
+            for _ in range(n)
+        ]
+
+    def add(self, pos: list[int], grads: Any) -> None:
+        """The feature rows of one batch of gradients, at rows `pos`."""
+        if self.whole is None:
+            for j, x in enumerate(self.fmap(grads)):
+                self.projected[j][pos] = x.cpu()
+            return
+        for j, x in enumerate(self.whole(grads)):
+            self.raw[j][pos] = x.cpu()
+            if self.projection is not None:
+                self.projected[j][pos] = project_slices(
+                    x, self.layout, self.projection, self.projection_input
+                ).cpu()
 
 
 def write_feature_shard(

@@ -1,8 +1,9 @@
-"""LESS datastores, streaming influence scores and top-k selection (less.md §2, §7, §9.1).
+"""LESS's influence scores: every candidate of the gradient datastore against the target, read
+from the shard files a few thousand rows at a time.
 
-A datastore holds, per checkpoint and set ("candidates" | "target"), one or more shards: float16
-`.npy` files of shape [rows, d] with unit rows (the caller keeps the row ids in a Parquet index).
-Scores follow LESS: for candidate z,
+The datastore (:mod:`skillmix.selection.datastore`) holds, per warm-up checkpoint and set
+("candidates" | "target"), float16 `.npy` shards of unit rows [rows, d], each with a Parquet
+index of its example ids. Scores follow LESS (Xia et al., 2024): for candidate z,
 
     score(z) = max_j (1/|D_j|) Σ_{z' ∈ D_j} Σ_ckpt w_ckpt · cos(Γ̂_ckpt(z), ĝ_ckpt(z'))
 
@@ -13,6 +14,10 @@ target row (not renormalised), which is how it is computed here (float32).
 `match="max"` (an option, not LESS) replaces the mean over D_j by the max over its examples:
 a candidate scores by the single target example it matches best, so a target whose examples
 point different ways (two answers of a classification task) is not reduced to their mean.
+
+:func:`influence_scores` computes the scores from the shards; :func:`score_datastore` joins the
+shard indexes to the candidate pool and gives every pool row its scores and a status: the
+`influence` rule's table, which LESS's selector ranks (:mod:`skillmix.selection.less`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.less.shards import read_shard
+from skillmix.selection.shards import read_shard
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +152,38 @@ def influence_scores(
     skill by the best checkpoint-weighted cosine with one of its target examples (then
     [chunk_rows, M] scores are held per pass).
     """
+    ckpts, chunk_rows = _check_arguments(candidate_shards, target, weights, chunk_rows, match)
+    labels = skill_labels(target_skills)
+    if not labels:
+        raise SkillmixInputError("influence scores: no target rows / skill labels given")
+    label_index = {lab: j for j, lab in enumerate(labels)}
+    col = np.array([label_index[lab] for lab in target_skills])
+    cands: dict[Hashable, _ShardedRows] = {}
+    # per checkpoint, float32: the skill-mean target rows [S, d] ("mean"), or every target row [M, d]
+    target_rows: dict[Hashable, np.ndarray] = {}
+    for c in ckpts:
+        w = float(weights[c])
+        if not math.isfinite(w):
+            raise SkillmixInputError(f"influence scores: weight of checkpoint {c} is not finite: {w}")
+        cands[c] = _ShardedRows(candidate_shards[c])
+        target_rows[c] = _target_rows(target[c], col, len(labels), match, cands[c].d, c)
+    sizes = {c: cands[c].n for c in ckpts}
+    if len(set(sizes.values())) > 1:
+        raise SkillmixInputError(
+            f"influence scores: candidate row counts differ between checkpoints: {sizes}"
+        )
+    per_skill = _per_skill_scores(cands, target_rows, weights, col, len(labels), chunk_rows, match)
+    return _exclude_non_finite(per_skill), per_skill
+
+
+def _check_arguments(
+    candidate_shards: Mapping[Hashable, Sequence[PathLike]],
+    target: Mapping[Hashable, np.ndarray | PathLike],
+    weights: Mapping[Hashable, float],
+    chunk_rows: int | None,
+    match: str,
+) -> tuple[list[Hashable], int]:
+    """The checkpoints (the same in candidates, targets and weights) and the rows of one pass."""
     if match not in MATCHES:
         raise SkillmixInputError(f"influence scores: match must be one of {MATCHES}, got {match!r}")
     ckpts = list(candidate_shards)
@@ -161,61 +198,66 @@ def influence_scores(
         chunk_rows = complete("select.influence", None)["chunk_rows"]
     if int(chunk_rows) <= 0:
         raise SkillmixInputError(f"influence scores: chunk_rows must be positive, got {chunk_rows}")
-    labels = skill_labels(target_skills)
-    if not labels:
-        raise SkillmixInputError("influence scores: no target rows / skill labels given")
-    label_index = {lab: j for j, lab in enumerate(labels)}
-    col = np.array([label_index[lab] for lab in target_skills])
-    counts = np.bincount(col, minlength=len(labels))
+    return ckpts, int(chunk_rows)
 
-    cands: dict[Hashable, _ShardedRows] = {}
-    # per checkpoint, float32: the skill-mean target rows [S, d] ("mean"), or every target row [M, d]
-    target_rows: dict[Hashable, np.ndarray] = {}
-    for c in ckpts:
-        w = float(weights[c])
-        if not math.isfinite(w):
-            raise SkillmixInputError(f"influence scores: weight of checkpoint {c} is not finite: {w}")
-        cands[c] = _ShardedRows(candidate_shards[c])
-        t = target[c]
-        t = read_shard(t, mmap=False) if isinstance(t, str | os.PathLike) else np.asarray(t)
-        t = t.astype(np.float64)
-        name = f"target features of checkpoint {c}"
-        if t.ndim != 2 or t.shape[0] != len(col):
-            raise SkillmixInputError(
-                f"influence scores: {name} have shape {t.shape}, expected [{len(col)} (skill labels), d]"
-            )
-        bad = np.flatnonzero(~np.isfinite(t).all(axis=1))
-        if bad.size:
-            raise SkillmixInputError(f"influence scores: {name} have non-finite rows {bad[:10].tolist()}")
-        if cands[c].d is not None and t.shape[1] != cands[c].d:
-            raise SkillmixInputError(
-                f"influence scores: {name} have width {t.shape[1]}, candidates have {cands[c].d}"
-            )
-        if match == "max":
-            target_rows[c] = t.astype(np.float32)  # every target row is matched on its own
-            continue
-        sums = np.zeros((len(labels), t.shape[1]))
-        np.add.at(sums, col, t)
-        target_rows[c] = (sums / counts[:, None]).astype(np.float32)
-    sizes = {c: cands[c].n for c in ckpts}
-    if len(set(sizes.values())) > 1:
+
+def _target_rows(
+    features: np.ndarray | PathLike, col: np.ndarray, n_labels: int, match: str, d: int | None, ckpt: Hashable
+) -> np.ndarray:
+    """One checkpoint's target features (rows labelled by skill index `col`), checked against the
+    candidates' width `d`, as the float32 rows candidates are compared with: the mean row of each
+    skill ("mean"), every row ("max")."""
+    t = read_shard(features, mmap=False) if isinstance(features, str | os.PathLike) else np.asarray(features)
+    t = t.astype(np.float64)
+    name = f"target features of checkpoint {ckpt}"
+    if t.ndim != 2 or t.shape[0] != len(col):
         raise SkillmixInputError(
-            f"influence scores: candidate row counts differ between checkpoints: {sizes}"
+            f"influence scores: {name} have shape {t.shape}, expected [{len(col)} (skill labels), d]"
         )
-    n = sizes[ckpts[0]]
+    bad = np.flatnonzero(~np.isfinite(t).all(axis=1))
+    if bad.size:
+        raise SkillmixInputError(f"influence scores: {name} have non-finite rows {bad[:10].tolist()}")
+    if d is not None and t.shape[1] != d:
+        raise SkillmixInputError(f"influence scores: {name} have width {t.shape[1]}, candidates have {d}")
+    if match == "max":
+        return t.astype(np.float32)  # every target row is matched on its own
+    sums = np.zeros((n_labels, t.shape[1]))
+    np.add.at(sums, col, t)
+    counts = np.bincount(col, minlength=n_labels)
+    return (sums / counts[:, None]).astype(np.float32)
 
-    per_skill = np.empty((n, len(labels)), dtype=np.float32)
-    for start in range(0, n, int(chunk_rows)):
-        stop = min(start + int(chunk_rows), n)
+
+def _per_skill_scores(
+    cands: Mapping[Hashable, _ShardedRows],
+    target_rows: Mapping[Hashable, np.ndarray],
+    weights: Mapping[Hashable, float],
+    col: np.ndarray,
+    n_labels: int,
+    chunk_rows: int,
+    match: str,
+) -> np.ndarray:
+    """[N, n_labels] float32: per candidate and skill, the checkpoint-weighted dot products with the
+    skill's target rows (their max over the skill's examples with `match` "max"), `chunk_rows`
+    candidates per pass over the checkpoints."""
+    ckpts = list(cands)
+    n = cands[ckpts[0]].n
+    per_skill = np.empty((n, n_labels), dtype=np.float32)
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
         acc = np.zeros((stop - start, target_rows[ckpts[0]].shape[0]), dtype=np.float32)
         for c in ckpts:
             acc += np.float32(weights[c]) * cands[c].dot(start, stop, np.ascontiguousarray(target_rows[c].T))
         if match == "max":
-            acc = np.stack([acc[:, col == j].max(axis=1) for j in range(len(labels))], axis=1)
+            acc = np.stack([acc[:, col == j].max(axis=1) for j in range(n_labels)], axis=1)
         per_skill[start:stop] = acc
+    return per_skill
+
+
+def _exclude_non_finite(per_skill: np.ndarray) -> np.ndarray:
+    """Set the rows of `per_skill` with a non-finite score to −inf (logged); the max over skills."""
     bad = ~np.isfinite(per_skill).all(axis=1)
     per_skill[bad] = -np.inf
-    scores = per_skill.max(axis=1) if n else np.empty(0, dtype=np.float32)
+    scores = per_skill.max(axis=1) if len(per_skill) else np.empty(0, dtype=np.float32)
     if bad.any():
         rows = np.flatnonzero(bad)
         log.warning(
@@ -224,7 +266,7 @@ def influence_scores(
             rows.size,
             rows[:20].tolist(),
         )
-    return scores, per_skill
+    return scores
 
 
 STATUS_SCORED = "scored"

@@ -1,12 +1,11 @@
-"""LESS's LoRA warm-up: LoRA training on a random fraction of the candidate pool, in epochs.
+"""LESS's LoRA warm-up: LoRA training on a random fraction of the candidate pool, in epochs, with
+a checkpoint of the adapter and the optimizer state at the end of every epoch.
 
-The warm-up subset of the pool is :func:`skillmix.less.pool.warmup_indices`. Training is AdamW with a linear
-schedule and a warm-up ratio over `epochs` passes; at the end of every epoch the adapter and
-the optimizer state are written as an epoch checkpoint, which the gradient datastore reads.
-Checkpoint weights are the mean learning rate of each epoch, renormalised (less.md §2).
-
-`train_epochs` is also how the selected data (and the random baseline) are trained: the
-warm-up recipe on another example set.
+The warm-up subset of the pool is :func:`skillmix.selection.pool.warmup_indices`; training is the
+epoch recipe of :mod:`skillmix.selection.epochs`. The epoch checkpoints are what the gradient
+datastore reads (:func:`load_epoch_checkpoint`: the adapter for the gradients, the optimizer's
+moments for LESS's Adam feature). Checkpoint weights are the mean learning rate of each epoch,
+renormalised, as LESS weighs its checkpoints (Xia et al., 2024).
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +24,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from skillmix.engine.encoding import EncodedSet
-from skillmix.engine.modeling import Runtime, apply_lora, load_model, select_runtime
-from skillmix.engine.sampling import EpochSampler
-from skillmix.engine.training import (
-    TrainResult,
-    TrainSettings,
-    fingerprint,
-    join_optimizer_state,
-    split_optimizer_state,
-    train,
-    trainable_state,
-)
+from skillmix.engine.modeling import Runtime
+from skillmix.engine.resume import join_optimizer_state, split_optimizer_state, trainable_state
+from skillmix.engine.training import TrainResult
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_directory
-from skillmix.less.pool import warmup_indices
-from skillmix.less.targets import encode_skills
+from skillmix.selection.epochs import EpochRun, lora_model, prepare_epochs
+from skillmix.selection.pool import warmup_indices
 
 log = logging.getLogger(__name__)
 
@@ -63,133 +52,6 @@ def checkpoint_weights(lrs_per_epoch: Sequence[Sequence[float]]) -> list[float]:
     if not means or total <= 0:
         raise SkillmixInputError("checkpoint weights: need at least one epoch with a positive learning rate")
     return [m / total for m in means]
-
-
-def epoch_settings(cfg: dict[str, Any], n_examples: int, epochs: int | None = None) -> TrainSettings:
-    """TrainSettings of `epochs` passes over n examples: steps, linear warm-up from the ratio.
-
-    `cfg` is a `select.warmup` recipe (missing keys take the schema's defaults), optionally with
-    `eval_every` (steps between evaluations; default once at the end).
-    """
-    eval_every = cfg.get("eval_every")
-    cfg = complete("select.warmup", {k: v for k, v in cfg.items() if k != "eval_every"})
-    epochs = int(epochs if epochs is not None else cfg["epochs"])
-    if epochs < 1:
-        raise SkillmixInputError(f"epochs must be >= 1, got {epochs}")
-    batch = cfg["batch_size"]
-    steps = epochs * max(1, math.ceil(n_examples / batch))
-    return TrainSettings(
-        steps=steps,
-        batch_size=batch,
-        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
-        lr=float(cfg["lr"]),
-        warmup_steps=math.ceil(float(cfg["warmup_ratio"]) * steps),
-        schedule=cfg["schedule"],
-        weight_decay=float(cfg["weight_decay"]),
-        grad_clip=cfg["grad_clip"],
-        seed=cfg["seed"],
-        eval_every=int(eval_every or steps),
-        resume_every=max(1, math.ceil(n_examples / batch)),
-    )
-
-
-def lora_model(
-    model_cfg: dict[str, Any], lora_cfg: dict[str, Any], seed: int = 0
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Runtime]:
-    """The configured base model with fresh LoRA adapters from `lora_cfg` (initialised from `seed`),
-    its tokenizer and runtime."""
-    model_cfg = complete("model", {**model_cfg, "lora": {"enabled": False}})
-    model, tokenizer = load_model(model_cfg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = apply_lora(model, complete("select.lora", lora_cfg))
-    runtime = select_runtime(model_cfg["device"], model_cfg["precision"])
-    return model, tokenizer, runtime
-
-
-@dataclass
-class EpochRun:
-    """A LoRA model ready to train for whole epochs on a fixed example set."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    runtime: Runtime
-    train_sets: list[EncodedSet]
-    val_sets: list[EncodedSet]
-    settings: TrainSettings
-    fingerprint: str
-    eval_batch_size: int
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.settings.resume_every
-
-    def train(
-        self,
-        resume_dir: str | os.PathLike | None = None,
-        on_step: Callable[..., None] | None = None,
-        stop_after: int | None = None,
-    ) -> TrainResult:
-        """Train all epochs (resuming from a matching resume state in `resume_dir`)."""
-        sampler = EpochSampler(
-            [s.skill for s in self.train_sets],
-            [len(s) for s in self.train_sets],
-            self.settings.seed,
-            self.settings.batch_size,
-        )
-        return train(
-            self.model,
-            self.tokenizer,
-            self.train_sets,
-            sampler,
-            self.settings,
-            self.runtime,
-            val_sets=self.val_sets or None,
-            eval_batch_size=self.eval_batch_size,
-            resume_dir=resume_dir,
-            fingerprint_=self.fingerprint,
-            stop_after=stop_after,
-            on_step=on_step,
-        )
-
-
-def prepare_epochs(
-    model_cfg: dict[str, Any],
-    lora_cfg: dict[str, Any],
-    recipe: dict[str, Any],
-    examples: pd.DataFrame,
-    eval_examples: pd.DataFrame | None = None,
-    epochs: int | None = None,
-    eval_batch_size: int | None = None,
-    eval_accuracy: bool = True,
-) -> EpochRun:
-    """LoRA training on `examples` (columns id, skill, prompt, answer, text) with the warm-up recipe.
-
-    `eval_examples` (columns id, skill, prompt, answer, text) are evaluated per skill before
-    training, every `recipe.eval_every` steps and at the end, in batches of `eval_batch_size`
-    (default: the schema's `eval.batch_size`).
-    """
-    if examples.empty:
-        raise SkillmixInputError("no examples to train on")
-    settings = epoch_settings(recipe, len(examples), epochs)
-    settings.eval_accuracy = eval_accuracy
-    settings.parallel = complete("model", model_cfg)["parallel"]
-    model, tokenizer, runtime = lora_model(model_cfg, lora_cfg, settings.seed)
-    max_length = complete("model", model_cfg)["max_length"]
-    train_sets = encode_skills(tokenizer, examples, max_length)
-    val_sets = []
-    if eval_examples is not None and len(eval_examples):
-        val_sets = encode_skills(tokenizer, eval_examples, max_length)
-    digest = fingerprint(
-        model_cfg,
-        lora_cfg,
-        recipe,
-        epochs,
-        examples["id"].tolist(),
-        None if eval_examples is None else eval_examples["id"].tolist(),
-    )
-    batch = eval_batch_size or complete("eval", None)["batch_size"]
-    return EpochRun(model, tokenizer, runtime, train_sets, val_sets, settings, digest, batch)
 
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -348,7 +210,6 @@ def warmup_job(
     names: list[str],
     resume: str | None,
     outputs: dict[str, str],
-    stamp: dict[str, Any] | None = None,
 ) -> None:
     """The `warmup` rule's job (in each of its processes): the warm-up on the pool file, its epoch
     checkpoints, and `outputs` (subset, steps, weights) written by the first process."""
@@ -371,48 +232,3 @@ def warmup_job(
         },
         outputs["weights"],
     )
-
-
-def train_selected_job(
-    selected: str,
-    evaluation: str,
-    *,
-    model_cfg: dict[str, Any],
-    lora_cfg: dict[str, Any],
-    warmup_cfg: dict[str, Any],
-    train_cfg: dict[str, Any],
-    eval_cfg: dict[str, Any],
-    resume: str | None,
-    outputs: dict[str, str],
-    stamp: dict[str, Any] | None = None,
-) -> None:
-    """The `train_selected` rule's job (in each of its processes): the warm-up recipe on a selection,
-    tracking the evaluation set; `outputs` (model, steps, val_curve, metrics) from the first process."""
-    from skillmix.engine.distributed import unsharded
-    from skillmix.engine.modeling import save_model
-    from skillmix.infra import processes
-    from skillmix.infra.jobs import JobClock, write_json, write_parquet
-    from skillmix.less.targets import first_per_skill
-
-    held_out = first_per_skill(pd.read_parquet(evaluation), eval_cfg["max_examples_per_skill"])
-    run = prepare_epochs(
-        model_cfg,
-        lora_cfg,
-        dict(warmup_cfg, eval_every=train_cfg["eval_every"]),
-        pd.read_parquet(selected),
-        held_out,
-        epochs=train_cfg["epochs"] or warmup_cfg["epochs"],
-        eval_batch_size=eval_cfg["batch_size"],
-    )
-    clock = JobClock(run.runtime.device)
-    result = run.train(resume_dir=resume)
-    model = unsharded(run.model, lambda: lora_model(model_cfg, lora_cfg)[0])
-    if not processes.is_main():
-        return
-    save_model(model, run.tokenizer, outputs["model"], model_cfg)
-    write_parquet(result.steps, outputs["steps"], stamp=stamp)
-    write_parquet(result.val_curve, outputs["val_curve"])
-    metrics = clock.metrics(
-        resumed_from=result.resumed_from, steps=run.settings.steps, processes=processes.world_size()
-    )
-    write_json(metrics, outputs["metrics"])
