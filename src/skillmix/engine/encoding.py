@@ -131,8 +131,9 @@ def encode_messages(
     The text is the tokenizer's chat template (when it has none, the LESS format of
     docs/methods/less.md#encoding); labels cover each assistant turn as the template renders it
     (its text and end-of-turn tokens), the rest is IGNORE. Cutting from the right is what the
-    original does; an example whose answer is cut away keeps no label. The generation prompt is the chat up to the last
-    assistant turn with the assistant header, uncut. Returns (input_ids, labels, prompt_ids, truncated).
+    original does; an example whose answer is cut away keeps no label. The generation prompt is
+    the chat up to the last assistant turn with the assistant header, uncut. Returns (input_ids,
+    labels, prompt_ids, truncated).
     """
     pieces: list[tuple[str, bool]] = []
     done = ""
