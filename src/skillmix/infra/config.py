@@ -101,21 +101,41 @@ def _first_error(validator: Any, instance: Any, where: str) -> SkillmixInputErro
     return SkillmixInputError(f"config {path or '(top level)'}: {message}")
 
 
+class Completed(dict):
+    """A settings block the schema has completed: defaults filled and validated, for the block at
+    dotted path `where`. :func:`complete` hands such a block back as it is, so a block completed
+    at a job's boundary is passed down complete and never completed again; editing a copy
+    (``{**block, ...}``) gives a plain dict, which is completed anew where it is used."""
+
+    def __init__(self, where: str, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.where = where
+
+    def __reduce__(self):  # pickled (to a job's processes) with its `where`
+        return (Completed, (self.where, dict(self)))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Completed:
+        return Completed(self.where, copy.deepcopy(dict(self), memo))
+
+
 def complete(where: str, block: dict[str, Any] | None, name: str | None = None) -> dict[str, Any]:
     """The config block at dotted path `where` (e.g. ``"source.xor"``, or ``"select.target.files[]"``
-    for one item of a list) with the schema's defaults filled in, validated against the schema;
-    `block` itself is left unchanged.
+    for one item of a list) with the schema's defaults filled in, validated against the schema, as
+    a :class:`Completed` block; `block` itself is left unchanged. A block that is already the
+    completed block of `where` is returned as it is.
 
     Raises :class:`SkillmixInputError` naming the key of the first value the schema rejects
     (under `name`, e.g. ``"select.target.files[2]"``, when given).
     """
+    if isinstance(block, Completed) and block.where == where:
+        return block
     node = _subschema(where)
-    result = copy.deepcopy({} if block is None else block)
+    result = copy.deepcopy(dict(block or {}))
     # the block's own schema, with references still resolved against the whole schema
     error = _first_error(_validator().evolve(schema=node), result, name or where)
     if error is not None:
         raise error
-    return result
+    return Completed(where, result)
 
 
 def validate_config(config: dict[str, Any]) -> None:
