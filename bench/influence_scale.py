@@ -10,7 +10,7 @@ labelled round-robin with `--skills` skills. Then, each in a child process of it
 that the peak RSS, the child's VmHWM, belongs to one measurement):
 
   plain      a sequential read of every shard file into one reusable buffer of the chunk's size;
-  influence  `skillmix.less.influence.influence_scores` over the whole store (wall seconds, store
+  influence  `skillmix.selection.influence.influence_scores` over the whole store (wall seconds, store
              bytes / seconds, peak RSS), then a check of three 2,000-row slices of its scores
              (the first rows, rows across a shard boundary, the last rows) against a dense
              float64 numpy computation (mean over each skill of the dot products, weighted
@@ -107,7 +107,7 @@ def write_npy(path: Path, n: int, d: int, blocks) -> None:
 
 
 def store_ok(root: Path, meta: dict) -> bool:
-    from skillmix.less.influence import shard_layout
+    from skillmix.selection.influence import shard_layout
 
     try:
         if json.loads((root / "meta.json").read_text()) != meta:
@@ -189,7 +189,7 @@ def rows_of(paths: list[Path], start: int, stop: int) -> np.ndarray:
 
 def dense_scores(root: Path, meta: dict, start: int, stop: int) -> np.ndarray:
     """Scores of rows start..stop computed densely in float64 from the dot products with every target."""
-    from skillmix.less.shards import read_shard
+    from skillmix.selection.shards import read_shard
 
     labels = skill_of_targets(meta)
     uniq = list(dict.fromkeys(labels))
@@ -206,7 +206,7 @@ def dense_scores(root: Path, meta: dict, start: int, stop: int) -> np.ndarray:
 
 
 def child_influence(root: Path, meta: dict, chunk_rows: int) -> dict:
-    from skillmix.less.influence import influence_scores
+    from skillmix.selection.influence import influence_scores
 
     ckpts = shard_paths(root, meta)
     weights = {c: 1.0 / len(ckpts) for c in ckpts}
@@ -242,7 +242,7 @@ def child_influence(root: Path, meta: dict, chunk_rows: int) -> dict:
 
 def child_compute(root: Path, meta: dict, chunk_rows: int, repeats: int = 3) -> dict:
     """float16 → float32 and the product with the skill means, on one in-memory chunk, scaled up."""
-    from skillmix.less.shards import read_shard
+    from skillmix.selection.shards import read_shard
 
     rows = min(chunk_rows, shard_rows(meta["rows"], meta["shards"])[0])
     ckpt, paths = next(iter(shard_paths(root, meta).items()))

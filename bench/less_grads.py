@@ -4,7 +4,7 @@ Issue 4's engine benchmark. On the same model (the default tiny Llama with LoRA 
 and the same LEGO examples, measures examples/s of
   - the one-example-at-a-time loop (LESS's way: one forward/backward per example, p.grad read),
   - the batched hook engine (`skillmix.engine.gradients.PerExampleGradients`),
-  - the full candidate feature (`skillmix.less.datastore.gradient_features`: engine, LESS's Adam
+  - the full candidate feature (`skillmix.selection.datastore.gradient_features`: engine, LESS's Adam
     transform from a real AdamW state, projection to --dims with the portable matrix, normalising),
   - plain batched training steps (forward + backward of the mean loss, no per-example work),
 and the cosine of every engine row with the loop's gradient of the same example.
@@ -27,7 +27,7 @@ from skillmix.data.sources.lego import generate_lego
 from skillmix.engine.encoding import collate, encode_frame, per_example_loss
 from skillmix.engine.gradients import PerExampleGradients, lora_parameters
 from skillmix.engine.modeling import load_model, select_runtime
-from skillmix.less.datastore import gradient_features
+from skillmix.selection.datastore import gradient_features
 
 MODEL = {
     "kind": "tiny",

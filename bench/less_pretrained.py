@@ -15,11 +15,11 @@ assistant turn has the lowest summed loss), `--test-per-task` of each.
 Pipeline, every step from the library: LoRA (r, alpha, q/k/v/o) on the top `--top-layers` decoder
 layers (`lora.top_layers`: the frozen layers below run once per distinct example, shared by every
 run of this process); warm-up on a random 5% of the pool for 4 epochs with one checkpoint per epoch
-(`skillmix.less.warmup`); per checkpoint the pool's Adam (and SGD) features from one gradient pass and
+(`skillmix.selection.warmup`); per checkpoint the pool's Adam (and SGD) features from one gradient pass and
 the target's SGD features,
 exact (unprojected: `select.grads.exact`, the gradient has fewer dimensions than it would be projected
-to), written as datastore shards (`skillmix.less.datastore`); scores with the checkpoint weights
-(`skillmix.less.influence.score_datastore`); the top 5% (`skillmix.less.selection`); 4 epochs of LoRA
+to), written as datastore shards (`skillmix.selection.datastore`); scores with the checkpoint weights
+(`skillmix.selection.influence.score_datastore`); the top 5% (`skillmix.selection.less`); 4 epochs of LoRA
 training on each selection with the warm-up recipe; rank-classification accuracy.
 
 Rows: the base model; random 5% (`--seeds`); LESS 5% (faithful: Adam features, mean matching, no
@@ -51,11 +51,14 @@ from skillmix.engine.modeling import apply_lora, load_pretrained, select_runtime
 from skillmix.engine.sampling import EpochSampler
 from skillmix.engine.training import train
 from skillmix.infra.config import complete
-from skillmix.less.datastore import gradient_feature_sets, gradient_features, write_feature_shard
-from skillmix.less.influence import score_datastore
-from skillmix.less.pool import warmup_indices
-from skillmix.less.selection import random_examples, select_examples, selection_size
-from skillmix.less.warmup import EpochRun, epoch_settings, load_adapter, read_epoch_checkpoint, run_warmup
+from skillmix.selection.datastore import gradient_feature_sets, gradient_features, write_feature_shard
+from skillmix.selection.epochs import EpochRun, epoch_settings
+from skillmix.selection.influence import score_datastore
+from skillmix.selection.less import select_examples
+from skillmix.selection.pool import warmup_indices
+from skillmix.selection.random import random_examples
+from skillmix.selection.selector import selection_size
+from skillmix.selection.warmup import load_adapter, read_epoch_checkpoint, run_warmup
 
 REPO = Path(__file__).resolve().parents[1]
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,5 +1,7 @@
 # LESS data selection: pool and target, LoRA warm-up, gradient datastore (scattered in shards),
 # influence, top-k selection and a random baseline, training on each and evaluation on the target.
+# The selection methods come from the registry (skillmix.infra.registry): select_random and
+# select_top load their selector from there, so their code version adds the selector's module.
 
 
 rule select_pool:
@@ -176,7 +178,7 @@ rule select_random:
         gpu=res("small", "gpu"),
     params:
         selection=SELECT["selection"],
-        code=script_code("select_random.py"),
+        code=method_code_version(SCRIPTS / "select_random.py", "selection", "random"),
     script:
         "../workflow/scripts/select_random.py"
 
@@ -219,7 +221,7 @@ rule select_top:
         gpu=res("small", "gpu"),
     params:
         selection=SELECT["selection"],
-        code=script_code("select_top.py"),
+        code=method_code_version(SCRIPTS / "select_top.py", "selection", "less"),
     script:
         "../workflow/scripts/select_top.py"
 
@@ -240,7 +242,7 @@ rule train_selected:
     benchmark:
         "benchmarks/select/train/{selection}.tsv"
     wildcard_constraints:
-        selection="less|random",
+        selection=registry.pattern("selection"),
     conda:
         "../envs/skillmix.yaml"
     threads: res("train", "threads")
@@ -276,7 +278,7 @@ rule evaluate_selected:
     benchmark:
         "benchmarks/select/evaluate/{selection}.tsv"
     wildcard_constraints:
-        selection="less|random",
+        selection=registry.pattern("selection"),
     conda:
         "../envs/skillmix.yaml"
     threads: res("evaluate", "threads")

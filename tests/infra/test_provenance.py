@@ -53,7 +53,7 @@ def test_every_rule_hashes_the_script_it_runs() -> None:
             name = re.match(r"(?:rule|checkpoint) (\w+):", block)
             if name is None:
                 continue
-            code = re.search(r'code=script_code\("([\w.]+)"\)', block)
+            code = re.search(r'code=(?:script_code\(|method_code_version\(SCRIPTS / )"([\w.]+)"', block)
             script = re.search(r'script:\s*\n\s*"\.\./workflow/scripts/([\w.]+)"', block)
             if code is None and re.search(r"code=train_code_param", block):
                 # a method's jobs: its script's version and its method's module (helpers/train.smk)

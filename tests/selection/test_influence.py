@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.less import influence
-from skillmix.less.influence import influence_scores, skill_labels
-from skillmix.less.selection import select_top
-from skillmix.less.shards import read_shard, write_shard
-from skillmix.less.warmup import checkpoint_weights
+from skillmix.selection import influence
+from skillmix.selection.influence import influence_scores, skill_labels
+from skillmix.selection.ranking import select_top
+from skillmix.selection.shards import read_shard, write_shard
+from skillmix.selection.warmup import checkpoint_weights
 
 N, D = 53, 24
 CKPTS = ["ckpt-105", "ckpt-211"]
@@ -139,7 +139,7 @@ def test_nan_row_scores_minus_inf_and_is_not_selected(fixture, caplog):
     feats = {c: cand[c].clone() for c in CKPTS}
     feats[CKPTS[1]][5] = float("nan")  # no supervised tokens at one checkpoint
     shards = {c: write_sharded(tmp_path, f"nan-{c}", feats[c], [0, 10, N]) for c in CKPTS}
-    with caplog.at_level(logging.WARNING, logger="skillmix.less.influence"):
+    with caplog.at_level(logging.WARNING, logger="skillmix.selection.influence"):
         scores, per = influence_scores(shards, targets, SUBTASKS, WEIGHTS, chunk_rows=4)
     assert "1 candidate rows have non-finite features" in caplog.text
     assert scores[5] == -np.inf and np.all(per[5] == -np.inf)

@@ -21,24 +21,22 @@ from skillmix.engine.encoding import IGNORE, EncodedSet, encode_frame
 from skillmix.engine.gradients import lora_parameters, optimizer_moments
 from skillmix.engine.modeling import load_model
 from skillmix.engine.projection import RademacherProjector
+from skillmix.engine.resume import trainable_state
 from skillmix.engine.sampling import EpochSampler
-from skillmix.engine.training import trainable_state
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import parse_scatteritem, shard_range
-from skillmix.less.datastore import build_shard, gradient_feature_sets, gradient_features
-from skillmix.less.influence import STATUS_NO_ANSWER, STATUS_NON_FINITE, STATUS_SCORED, score_datastore
-from skillmix.less.pool import warmup_indices
-from skillmix.less.selection import (
-    answer_composition,
-    balanced_top,
-    composition,
-    random_examples,
-    select_examples,
-    selection_size,
-)
-from skillmix.less.shards import read_shard, write_shard
-from skillmix.less.targets import targets_from_files, targets_from_slices
-from skillmix.less.warmup import epoch_settings, load_epoch_checkpoint, warmup_from_pool
+from skillmix.selection.datastore import build_shard, gradient_feature_sets, gradient_features
+from skillmix.selection.epochs import epoch_settings
+from skillmix.selection.influence import STATUS_NO_ANSWER, STATUS_NON_FINITE, STATUS_SCORED, score_datastore
+from skillmix.selection.less import select_examples
+from skillmix.selection.pool import warmup_indices
+from skillmix.selection.random import random_examples
+from skillmix.selection.ranking import balanced_top
+from skillmix.selection.selected import answer_composition, composition
+from skillmix.selection.selector import selection_size
+from skillmix.selection.shards import read_shard, write_shard
+from skillmix.selection.targets import targets_from_files, targets_from_slices
+from skillmix.selection.warmup import load_epoch_checkpoint, warmup_from_pool
 
 MODEL = {
     "kind": "tiny",
@@ -897,7 +895,7 @@ def test_lora_top_layers_through_warmup_and_datastore(tmp_path) -> None:
 
 def test_selection_jsonl_writes_chats_as_turns(tmp_path) -> None:
     from skillmix.data.chat import chat_fields
-    from skillmix.less.selection import write_jsonl
+    from skillmix.selection.selected import write_jsonl
 
     turns = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
     frame = pd.DataFrame(
@@ -917,7 +915,7 @@ def test_a_shard_computed_by_two_processes_is_the_shard_of_one(warm, tmp_path) -
     writes all of them; the files equal one process's (float16 rounding aside)."""
     feature = "adam"  # the one with more to gather (the share of large v' is weighted by rows)
     from skillmix.infra.processes import launch
-    from skillmix.less.datastore import shard_job
+    from skillmix.selection.datastore import shard_job
 
     pool = lego_pool(per_skill=5)
     pool.to_parquet(tmp_path / "pool.parquet")

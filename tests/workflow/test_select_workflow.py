@@ -295,7 +295,7 @@ def test_bbh_target_example_runs(tmp_path):
 
 def test_editing_the_influence_code_reruns_influence_and_what_follows_only(select_run, tmp_path):
     """Snakemake does not track imported modules; the per-stage code version does. A copy of the
-    project with one edited line in skillmix/less/influence.py re-plans influence and its downstream,
+    project with one edited line in skillmix/selection/influence.py re-plans influence and its downstream,
     never the warm-up, the gradient datastore or the training before it."""
     import os
 
@@ -307,7 +307,7 @@ def test_editing_the_influence_code_reruns_influence_and_what_follows_only(selec
             shutil.copytree(source, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, repo / part)
-    influence = repo / "src" / "skillmix" / "less" / "influence.py"
+    influence = repo / "src" / "skillmix" / "selection" / "influence.py"
     influence.write_text(influence.read_text() + "\n# an edit of the influence code\n")
     env = {**os.environ, "PYTHONPATH": str(repo / "src")}
 

@@ -8,8 +8,8 @@ log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.infra.stamps import read_stamp  # noqa: E402
-from skillmix.less.selection import evaluate_target  # noqa: E402
 from skillmix.plotting import plot_skill_curves  # noqa: E402
+from skillmix.selection.evaluation import evaluate_target  # noqa: E402
 
 p = snakemake.params
 metrics = evaluate_target(

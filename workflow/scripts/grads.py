@@ -6,7 +6,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.processes import job_processes, launch  # noqa: E402
-from skillmix.less.datastore import shard_job  # noqa: E402
+from skillmix.selection.datastore import shard_job  # noqa: E402
 
 p = snakemake.params
 launch(

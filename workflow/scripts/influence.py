@@ -8,7 +8,7 @@ log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.infra.stamps import check_stamps  # noqa: E402
-from skillmix.less.influence import read_weights, score_datastore  # noqa: E402
+from skillmix.selection.influence import read_weights, score_datastore  # noqa: E402
 
 inp, ckpts = snakemake.input, snakemake.params.checkpoints
 # every shard made with the settings the config gives now (not left from an interrupted run)

@@ -4,8 +4,8 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.harness import results_table, run_lm_eval, write_results  # noqa: E402
 from skillmix.engine.modeling import select_runtime, weight_dtype  # noqa: E402
+from skillmix.harness import results_table, run_lm_eval, write_results  # noqa: E402
 from skillmix.infra.jobs import write_parquet  # noqa: E402
 
 p = snakemake.params

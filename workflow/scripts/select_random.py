@@ -7,12 +7,14 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.data.export import write_training_files  # noqa: E402
+from skillmix.infra.config import complete  # noqa: E402
 from skillmix.infra.jobs import write_parquet  # noqa: E402
-from skillmix.less.selection import random_examples, selection_size, write_jsonl  # noqa: E402
+from skillmix.infra.registry import SELECTIONS  # noqa: E402
+from skillmix.selection.selected import write_jsonl  # noqa: E402
 
-s = snakemake.params.selection
+selector = SELECTIONS["random"].load()(complete("select", {"selection": snakemake.params.selection}))
 pool = pd.read_parquet(snakemake.input.pool)
-chosen = random_examples(pool, selection_size(len(pool), s["k"], s["fraction"]), s["seed"])
+chosen = selector.select(pool, selector.size(len(pool)))
 log.info("random selection: %d of %d", len(chosen), len(pool))
 write_parquet(chosen, snakemake.output.parquet)
 write_jsonl(chosen, snakemake.output.jsonl)

@@ -5,7 +5,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.jobs import write_parquet  # noqa: E402
-from skillmix.less.targets import build_targets  # noqa: E402
+from skillmix.selection.targets import build_targets  # noqa: E402
 
 target, evaluation = build_targets(
     snakemake.params.target, snakemake.input.get("val", []), snakemake.input.get("test", [])

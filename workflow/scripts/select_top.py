@@ -7,27 +7,27 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.data.export import write_training_files  # noqa: E402
+from skillmix.infra.config import complete  # noqa: E402
 from skillmix.infra.jobs import write_parquet  # noqa: E402
-from skillmix.less.selection import (  # noqa: E402
-    answer_composition,
-    composition,
-    select_examples,
-    selection_size,
-    write_jsonl,
-)
+from skillmix.infra.registry import SELECTIONS  # noqa: E402
 from skillmix.plotting import plot_composition, plot_scores  # noqa: E402
+from skillmix.selection.selected import answer_composition, composition, write_jsonl  # noqa: E402
 
-s, out = snakemake.params.selection, snakemake.output
+settings, out = complete("select", {"selection": snakemake.params.selection}), snakemake.output
+selector = SELECTIONS["less"].load()(settings)
 pool = pd.read_parquet(snakemake.input.pool)
 scores = pd.read_parquet(snakemake.input.scores)
 target = pd.read_parquet(snakemake.input.target)
-size = selection_size(len(pool), s["k"], s["fraction"])
-chosen = select_examples(pool, scores, size, balance=s["balance"], target=target)
+chosen = selector.select(pool, selector.size(len(pool)), scores=scores, target=target)
 selections = {"less": chosen, "random": pd.read_parquet(snakemake.input.random)}
 table = composition(pool, selections)
 answers = answer_composition(pool, {"target": target, **selections})
 log.info(
-    "selected %d of %d (balance %s):\n%s", len(chosen), len(pool), s["balance"], table.to_string(index=False)
+    "selected %d of %d (balance %s):\n%s",
+    len(chosen),
+    len(pool),
+    settings["selection"]["balance"],
+    table.to_string(index=False),
 )
 log.info("answers of the pool, the target and the selections:\n%s", answers.to_string(index=False))
 write_parquet(chosen, out.parquet)

@@ -6,7 +6,7 @@ log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.inputs import based_on
 from skillmix.infra.processes import job_processes, launch
-from skillmix.less.warmup import train_selected_job
+from skillmix.selection.train_selected import train_selected_job
 
 p = snakemake.params
 launch(

@@ -6,8 +6,8 @@ contiguous range of rows and computes its features with the gradient-feature eng
 (candidates: LESS's Adam feature from the checkpoint's optimizer moments; targets: the plain
 gradient, or its sign), projected per parameter slice with the portable Rademacher matrix (so the
 full gradient vector is never formed), then each row normalised. Several output widths come from
-one pass: the d-wide projection is the first d columns of the widest one (less.md §6). Rows are
-then written as float16 `.npy` shards (`skillmix.selection.shards.write_shard`) with a Parquet index of
+one pass: the d-wide projection is the first d columns of the widest one
+(docs/methods/less.md#projection). Rows are then written as float16 `.npy` shards (`skillmix.selection.shards.write_shard`) with a Parquet index of
 example ids.
 
 Row ranges follow `shard_range`, so the shards of any shard count concatenate to the rows of
@@ -77,7 +77,7 @@ def gradient_features(
     parameters), "sgd" or "sign". Examples without label tokens are excluded and reported; a
     non-finite loss or gradient raises FloatingPointError naming the example.
     `projection_input` "float16" rounds the transformed gradient to float16 before projecting,
-    as the original does (less.md §9.4); the product is accumulated in float32 either way.
+    as the original does (docs/methods/less.md#projection); the product is accumulated in float32 either way.
     With `exact`, a width at least the gradient's dimension gets the unprojected transformed
     gradient instead (as many columns as the gradient has, so its cosines are exact); the
     narrower widths are still prefixes of the widest projected one. Without it every width is

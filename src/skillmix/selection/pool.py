@@ -1,4 +1,4 @@
-"""LESS's candidate pool and its warm-up subset (less.md §1).
+"""LESS's candidate pool and its warm-up subset (docs/methods/less.md#pool-and-targets).
 
 The candidate pool is the training slices of the pool skills, in manifest order and slice row
 order. The warm-up subset is the first int(fraction·N) indices (at least one) of a legacy NumPy
