@@ -7,8 +7,8 @@ contiguous range of rows and computes its features with the gradient-feature eng
 gradient, or its sign), projected per parameter slice with the portable Rademacher matrix (so the
 full gradient vector is never formed), then each row normalised. Several output widths come from
 one pass: the d-wide projection is the first d columns of the widest one
-(docs/methods/less.md#projection). Rows are then written as float16 `.npy` shards (`skillmix.selection.shards.write_shard`) with a Parquet index of
-example ids.
+(docs/methods/less.md#projection). Rows are then written as float16 `.npy` shards
+(`skillmix.selection.shards.write_shard`) with a Parquet index of example ids.
 
 Row ranges follow `shard_range`, so the shards of any shard count concatenate to the rows of
 one unsharded job, bit for bit.
