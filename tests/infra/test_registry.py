@@ -80,6 +80,32 @@ def test_a_strategy_gets_what_its_entry_needs() -> None:
     assert strategy_settings("curriculum", None) == complete("curriculum", None)
 
 
+def test_a_method_registers_in_its_own_module(tmp_path) -> None:
+    from skillmix.infra.registry import _declarations, _method
+
+    source = (
+        "import numpy\n"
+        "REGISTER = [{'name': 'flat', 'worker': 'FlatSampler', 'summary': 's', 'needs': ['graph']}]\n"
+    )
+    (entry,) = _declarations(source, "skillmix.mixing.flat")
+    method = _method("strategy", "skillmix.mixing.flat", entry)
+    assert (method.name, method.worker, method.needs) == ("flat", "FlatSampler", frozenset({"graph"}))
+    assert _declarations("X = 1\n", "m") == []
+    with pytest.raises(ValueError, match="literal list"):
+        _declarations("REGISTER = [make()]\n", "skillmix.mixing.bad")
+    with pytest.raises(ValueError, match="unknown needs"):
+        _method("strategy", "m", {"name": "x", "worker": "X", "summary": "s", "needs": ["gpu"]})
+    with pytest.raises(ValueError, match="keys"):
+        _method("strategy", "m", {"name": "x", "worker": "X"})
+
+
+def test_every_registered_module_declares_what_the_registry_holds() -> None:
+    for kind, methods in (("strategy", registry.STRATEGIES), ("selection", registry.SELECTIONS)):
+        for name, method in methods.items():
+            assert method.module.startswith(f"skillmix.{registry.PACKAGES[kind]}."), name
+            assert registry.lookup(kind, name, "key") is method
+
+
 def test_reading_the_registry_imports_no_stage() -> None:
     program = (
         "import sys\n"

@@ -1,22 +1,32 @@
 """The registry of methods: every mixture strategy and every selection method, named once.
 
-An entry says what a method is called, where its code lives (a dotted module and the class in it
-that does the work), which config block holds its settings (the schema writes that block and its
-defaults), and what it needs from the workflow's DAG. Everything else reads the names from here:
-the schema's enums (:func:`skillmix.infra.config.schema`), the rules' wildcard constraints,
-preflight checks, the report and the plots. Entries name their modules as strings, so reading the
-registry imports no stage; :func:`load` imports a method's module when a job needs it, and
-:func:`method_modules` tells the workflow which module's code version a method's jobs carry.
+A method registers in its own module: a module-level ``REGISTER`` list, one literal entry per
+method it implements, e.g. in ``skillmix/mixing/skillit.py``::
 
-Adding a method: write its module (the class named here), add its entry below, its settings block
-to the schema, and its tests.
+    REGISTER = [{"name": "skillit", "worker": "SkillItSampler", "summary": "...",
+                 "settings": "skillit", "needs": ["graph", "val_losses"]}]
+
+`worker` names the class that does the work, `settings` the top-level config block with its
+settings (the schema writes that block and its defaults; none when absent), `needs` what it needs
+from the workflow's DAG or the engine (keys of :data:`NEEDS`). Strategies live in
+``skillmix/mixing/``, selection methods in ``skillmix/selection/``. The registry reads those
+declarations from the modules' source without importing them, so reading it imports no stage; the
+schema's enums (:func:`skillmix.infra.config.schema`), the rules' wildcard constraints, preflight,
+the code versions and the plots read the names from here. :meth:`Method.load` imports a method's
+module when a job needs it; :func:`method_modules` tells the workflow which module's code version
+a method's jobs carry.
+
+Adding a method: its module (with its ``REGISTER`` entry), its settings block in the schema, and its
+tests.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Literal
 
 from skillmix.infra.errors import SkillmixInputError
@@ -29,119 +39,87 @@ NEEDS: dict[str, str] = {
     "batch_losses": "per-skill training losses of every step's batch (observe_batch)",
     "reference": "a reference model's per-token losses on every batch",
     "mixture_file": "a mixture written by a stage of its own (a DAG job before training)",
-    "pool": "a fixed pool of examples (cannot use train.data: fresh)",
+    "pool": "draws each example of the fixed pool once (a pool at least the budget, no fresh data)",
     "warmup": "a LoRA warm-up run on a fraction of the candidate pool",
     "datastore": "the gradient datastore of the candidates and the targets",
     "hidden_states": "the model's hidden states of candidates and targets",
 }
 """What a method may need from the DAG or from the engine, and what each need means."""
 
+PACKAGES: dict[str, str] = {"strategy": "mixing", "selection": "selection"}
+"""Where each kind of method lives: the subpackage of skillmix whose modules declare them."""
+
 
 @dataclass(frozen=True)
 class Method:
-    """One registered method.
-
-    `stage` is ``mixing`` (a training strategy: a skill sampler) or ``selection`` (a selector of
-    examples). `worker` names the class in `module` that does the work; `settings` the top-level
-    config block with its settings (None: it has none); `needs` keys of :data:`NEEDS`.
-    """
+    """One registered method: a training strategy (a skill sampler, in ``skillmix.mixing``) or a
+    selection method (a selector, in ``skillmix.selection``)."""
 
     name: str
-    stage: Literal["mixing", "selection"]
+    kind: Literal["strategy", "selection"]
     module: str
     worker: str
     summary: str
     settings: str | None = None
     needs: frozenset[str] = field(default_factory=frozenset)
 
-    def __post_init__(self) -> None:
-        unknown = set(self.needs) - set(NEEDS)
-        if unknown:
-            raise ValueError(f"method {self.name}: unknown needs {sorted(unknown)}")
-
     def load(self) -> Any:
         """The class that does the work (imports its module)."""
         return getattr(importlib.import_module(self.module), self.worker)
 
 
-_M = "skillmix.mixing."
-_S = "skillmix.selection."
+def _declarations(source: str, origin: str) -> list[dict[str, Any]]:
+    """The literal ``REGISTER`` list of a module's source (empty when it has none)."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "REGISTER" for t in node.targets
+        ):
+            try:
+                entries = ast.literal_eval(node.value)
+            except ValueError as exc:
+                raise ValueError(f"{origin}: REGISTER must be a literal list of dicts ({exc})") from exc
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ValueError(f"{origin}: REGISTER must be a list of dicts")
+            return entries
+    return []
 
-STRATEGIES: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("random", "mixing", _M + "baselines", "RandomSampler", "skills in proportion to their data"),
-        Method("stratified", "mixing", _M + "baselines", "StratifiedSampler", "every skill equally often"),
-        Method(
-            "target_only",
-            "mixing",
-            _M + "baselines",
-            "TargetOnlySampler",
-            "only train.target_skills, uniformly",
-            needs=frozenset({"targets"}),
-        ),
-        Method(
-            "skillit",
-            "mixing",
-            _M + "skillit",
-            "SkillItSampler",
-            "Skill-It's online mixture from the skills graph and the validation losses",
-            settings="skillit",
-            needs=frozenset({"graph", "val_losses"}),
-        ),
-        Method(
-            "curriculum",
-            "mixing",
-            _M + "curricula",
-            "CurriculumSampler",
-            "examples ordered by the initial model's loss, easy first",
-            settings="curriculum",
-            needs=frozenset({"example_losses", "pool"}),
-        ),
-        Method(
-            "anticurriculum",
-            "mixing",
-            _M + "curricula",
-            "AntiCurriculumSampler",
-            "examples ordered by the initial model's loss, hard first",
-            settings="curriculum",
-            needs=frozenset({"example_losses", "pool"}),
-        ),
-        Method(
-            "skill_curriculum",
-            "mixing",
-            _M + "curricula",
-            "SkillCurriculumSampler",
-            "skills in order of their initial loss, in stages",
-            settings="curriculum",
-            needs=frozenset({"example_losses"}),
-        ),
-    )
-}
-"""The training strategies, in the order the report lists them."""
 
-SELECTIONS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method(
-            "less",
-            "selection",
-            _S + "less",
-            "LessSelector",
-            "LESS: top influence of LoRA gradient features against the target",
-            settings="select",
-            needs=frozenset({"warmup", "datastore", "targets"}),
-        ),
-        Method(
-            "random",
-            "selection",
-            _S + "random",
-            "RandomSelector",
-            "the same number of candidates uniformly at random",
-            settings="select",
-        ),
+def _method(kind: str, module: str, entry: dict[str, Any]) -> Method:
+    """One declared entry, checked."""
+    known = {"name", "worker", "summary", "settings", "needs"}
+    if set(entry) - known or not {"name", "worker", "summary"} <= set(entry):
+        raise ValueError(f"{module}: a REGISTER entry has keys {sorted(entry)}; expected {sorted(known)}")
+    needs = frozenset(entry.get("needs", ()))
+    if needs - set(NEEDS):
+        raise ValueError(f"{module}: method {entry['name']}: unknown needs {sorted(needs - set(NEEDS))}")
+    return Method(
+        entry["name"], kind, module, entry["worker"], entry["summary"], entry.get("settings"), needs
     )
-}
+
+
+def discover(kind: str) -> dict[str, Method]:
+    """The methods of `kind` declared by the modules of its package, in module-name order."""
+    package = f"skillmix.{PACKAGES[kind]}"
+    methods: dict[str, Method] = {}
+    # the folder through the top package: the stage's own package is not imported
+    folder = resources.files("skillmix").joinpath(PACKAGES[kind])
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".py") or entry.name.startswith("_"):
+            continue
+        module = f"{package}.{entry.name.removesuffix('.py')}"
+        for declared in _declarations(entry.read_text(encoding="utf-8"), module):
+            method = _method(kind, module, declared)
+            if method.name in methods:
+                raise ValueError(
+                    f"{kind} {method.name!r} is registered twice: {methods[method.name].module}, {module}"
+                )
+            methods[method.name] = method
+    return methods
+
+
+STRATEGIES: dict[str, Method] = discover("strategy")
+"""The training strategies."""
+SELECTIONS: dict[str, Method] = discover("selection")
 """The selection methods."""
 
 _KINDS: dict[str, dict[str, Method]] = {"strategy": STRATEGIES, "selection": SELECTIONS}
@@ -167,6 +145,8 @@ def pattern(kind: str) -> str:
 
 def with_need(kind: str, need: str, chosen: Iterable[str] | None = None) -> list[str]:
     """The methods of `kind` (of `chosen`, when given) that have `need`."""
+    if need not in NEEDS:
+        raise KeyError(f"unknown need {need!r}")
     pool = list(_KINDS[kind]) if chosen is None else list(chosen)
     return [n for n in pool if need in _KINDS[kind][n].needs]
 

@@ -10,6 +10,18 @@ import numpy as np
 from skillmix.engine.sampling import MixingInputs, SkillSampler
 from skillmix.infra.errors import SkillmixInputError
 
+REGISTER = [
+    {"name": "random", "worker": "RandomSampler", "summary": "skills in proportion to their data"},
+    {"name": "stratified", "worker": "StratifiedSampler", "summary": "every skill equally often"},
+    {
+        "name": "target_only",
+        "worker": "TargetOnlySampler",
+        "summary": "only train.target_skills, uniformly",
+        "needs": ["targets"],
+    },
+]
+"""This module's strategies in the registry (skillmix.infra.registry)."""
+
 
 class RandomSampler(SkillSampler):
     """Skills in proportion to their number of training examples (the natural mixture)."""

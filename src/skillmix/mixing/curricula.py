@@ -14,6 +14,31 @@ import numpy as np
 from skillmix.engine.sampling import MixingInputs, SkillSampler, normalise
 from skillmix.infra.errors import SkillmixInputError
 
+REGISTER = [
+    {
+        "name": "curriculum",
+        "worker": "CurriculumSampler",
+        "summary": "examples ordered by the initial model's loss, easy first",
+        "settings": "curriculum",
+        "needs": ["example_losses", "pool"],
+    },
+    {
+        "name": "anticurriculum",
+        "worker": "AntiCurriculumSampler",
+        "summary": "examples ordered by the initial model's loss, hard first",
+        "settings": "curriculum",
+        "needs": ["example_losses", "pool"],
+    },
+    {
+        "name": "skill_curriculum",
+        "worker": "SkillCurriculumSampler",
+        "summary": "skills in order of their initial loss, in stages",
+        "settings": "curriculum",
+        "needs": ["example_losses"],
+    },
+]
+"""This module's strategies in the registry (skillmix.infra.registry)."""
+
 
 def _needed(losses: list[list[float]] | None, strategy: str) -> list[list[float]]:
     if losses is None:

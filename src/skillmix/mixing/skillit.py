@@ -14,6 +14,17 @@ import numpy as np
 from skillmix.engine.sampling import MixingInputs, SkillSampler, normalise
 from skillmix.infra.errors import SkillmixInputError
 
+REGISTER = [
+    {
+        "name": "skillit",
+        "worker": "SkillItSampler",
+        "summary": "Skill-It's online mixture from the skills graph and the validation losses",
+        "settings": "skillit",
+        "needs": ["graph", "val_losses"],
+    },
+]
+"""This module's strategy in the registry (skillmix.infra.registry)."""
+
 
 def resolve_aggregate(
     skillit: dict[str, Any], skills: list[str], targets: list[str] | None

@@ -16,6 +16,17 @@ from skillmix.infra.errors import SkillmixInputError
 from skillmix.selection.ranking import balanced_top, select_top
 from skillmix.selection.selector import Selector
 
+REGISTER = [
+    {
+        "name": "less",
+        "worker": "LessSelector",
+        "summary": "LESS: top influence of LoRA gradient features against the target",
+        "settings": "select",
+        "needs": ["warmup", "datastore", "targets"],
+    },
+]
+"""This module's selection method in the registry (skillmix.infra.registry)."""
+
 BALANCES = ("none", "answer", "skill", "example")
 
 

@@ -9,6 +9,16 @@ import pandas as pd
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.selection.selector import Selector
 
+REGISTER = [
+    {
+        "name": "random",
+        "worker": "RandomSelector",
+        "summary": "the same number of candidates uniformly at random",
+        "settings": "select",
+    },
+]
+"""This module's selection method in the registry (skillmix.infra.registry)."""
+
 
 class RandomSelector(Selector):
     """`size` pool rows drawn uniformly without replacement, in pool order (no scores, no target)."""
