@@ -12,7 +12,7 @@ regression (lstsq, with the initial outputs f0 or without), logistic regression,
 the asymmetric kernel. Accuracy mean ± sd over the seeds, next to the zero-shot accuracy.
 
 Fine-tuning on the same splits, the paper's other column, trains the same parameter block with
-the rest frozen (`skillmix.engine.prefix.CachedPrefix`: the layers below the block are run once
+the rest frozen (`skillmix.engine.frozen_prefix.CachedPrefix`: the layers below the block are run once
 per sentence): cross-entropy over the two label words, mini-batches of 8, 100 steps, a linear
 decay, the gradient norm clipped at 1 (not for SignGD), and the learning rate chosen from a grid
 by accuracy on a validation split of k more training sentences per label (the paper's protocol);
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from skillmix.engine.features import select_parameters, untie_head
+from skillmix.engine.gradient_units import select_parameters, untie_head
 from skillmix.engine.modeling import load_pretrained
-from skillmix.engine.prefix import CachedPrefix
+from skillmix.engine.frozen_prefix import CachedPrefix
 from skillmix.infra.config import complete
 from skillmix.kernel.kernels import (
     kernel_from_features,

@@ -3,7 +3,7 @@
 Issue 4's engine benchmark. On the same model (the default tiny Llama with LoRA on q/k/v/o)
 and the same LEGO examples, measures examples/s of
   - the one-example-at-a-time loop (LESS's way: one forward/backward per example, p.grad read),
-  - the batched hook engine (`skillmix.engine.gradients.PerExampleGradients`),
+  - the batched hook engine (`skillmix.engine.lora_gradients.PerExampleGradients`),
   - the full candidate feature (`skillmix.selection.datastore.gradient_features`: engine, LESS's Adam
     transform from a real AdamW state, projection to --dims with the portable matrix, normalising),
   - plain batched training steps (forward + backward of the mean loss, no per-example work),
@@ -25,7 +25,7 @@ import torch
 
 from skillmix.data.sources.lego import generate_lego
 from skillmix.engine.encoding import collate, encode_frame, per_example_loss
-from skillmix.engine.gradients import PerExampleGradients, lora_parameters
+from skillmix.engine.lora_gradients import PerExampleGradients, lora_parameters
 from skillmix.engine.modeling import load_model, select_runtime
 from skillmix.selection.datastore import gradient_features
 

@@ -22,8 +22,9 @@ if not config["model"]["download"]:
         os.environ[variable] = "1"
 
 
-STRATEGIES = config["train"]["strategies"]
-for _run in registry.with_need("strategy", "targets", STRATEGIES):
+RUNS = config["train"]["strategies"]
+"""The training runs of this config (train.strategies); registry.STRATEGIES holds every strategy."""
+for _run in registry.with_need("strategy", "targets", RUNS):
     if not config["train"]["target_skills"]:
         raise ValueError(
             f"train.strategies includes {_run}, which needs train.target_skills (the skills to train on)"
@@ -152,10 +153,10 @@ def all_targets():
             "results/eval/{run}/curves.png",
             "results/eval/{run}/mixture.png",
         ],
-        run=STRATEGIES,
+        run=RUNS,
     )
     targets += ["results/eval/summary.parquet", "results/eval/comparison.png"]
-    if registry.with_need("strategy", "graph", STRATEGIES):
+    if registry.with_need("strategy", "graph", RUNS):
         targets.append(graph_outputs(graph_dir())["heatmap"])
     if SELECT["enabled"]:
         targets += select_targets()

@@ -45,7 +45,7 @@ rule evaluate:
 
 rule compare:
     input:
-        metrics=expand("results/eval/{run}/metrics.parquet", run=STRATEGIES),
+        metrics=expand("results/eval/{run}/metrics.parquet", run=RUNS),
     output:
         summary="results/eval/summary.parquet",
         plot=report(
@@ -66,7 +66,7 @@ rule compare:
         runtime=res("small", "runtime"),
         gpu=res("small", "gpu"),
     params:
-        runs=STRATEGIES,
+        runs=RUNS,
         expect=metrics_stamps(),
         code=script_code("compare.py"),
     script:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from skillmix.engine.encoding import EncodedSet
-from skillmix.engine.feature_maps import FeatureMap, Transform
-from skillmix.engine.features import example_loss_gradients, param_slices, select_parameters
-from skillmix.engine.gradients import labelled_examples
+from skillmix.engine.feature_transforms import FeatureMap, Transform
+from skillmix.engine.gradient_units import example_loss_gradients, param_slices, select_parameters
+from skillmix.engine.lora_gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.kernel.kernels import (

@@ -25,10 +25,10 @@ if LM_EVAL["enabled"]:
             raise ValueError(
                 f"lm_eval.models names {name}, but select.enabled is false"
             )
-        if name not in SELECTION_MODELS and name not in STRATEGIES:
+        if name not in SELECTION_MODELS and name not in RUNS:
             raise ValueError(
                 f"lm_eval.models names {name!r}, which is neither one of train.strategies "
-                f"{STRATEGIES} nor one of {sorted(SELECTION_MODELS)}"
+                f"{RUNS} nor one of {sorted(SELECTION_MODELS)}"
             )
 LM_EVAL_TASK_FILES = local_files(
     {"lm_eval.include_path": task_files(LM_EVAL["include_path"])}

@@ -51,7 +51,7 @@ def metrics_stamps():
     """What `compare` expects of each run's metrics: the training and evaluation settings now."""
     return {
         run: {"train": train_stamp(run), "evaluate": EVALUATE_STAMP}
-        for run in STRATEGIES
+        for run in RUNS
     }
 
 

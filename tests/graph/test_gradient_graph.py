@@ -10,7 +10,7 @@ from workflow_helpers import TINY_CONFIG
 
 from skillmix.data.sources.lego import generate_lego
 from skillmix.engine.encoding import IGNORE, collate, encode_frame
-from skillmix.engine.features import mean_loss_gradient
+from skillmix.engine.gradient_units import mean_loss_gradient
 from skillmix.engine.modeling import load_model, select_runtime
 from skillmix.graph.gradient import CheckpointGraph, checkpoint_graph, combine, losses_table
 from skillmix.graph.options import GraphOptions

@@ -8,8 +8,8 @@ import torch
 from gradient_oracles import kernel, per_logit_jacobians
 from torch.func import functional_call
 
-from skillmix.engine.feature_maps import gram
-from skillmix.engine.features import select_parameters
+from skillmix.engine.feature_transforms import gram
+from skillmix.engine.gradient_units import select_parameters
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.kernel.kernels import (
     accuracy,
@@ -240,8 +240,8 @@ def test_parameter_subsets():
 
 
 def test_t8_adam_first_step_is_signgd_and_the_less_feature_regimes():
-    from skillmix.engine.feature_maps import AdamState, Transform
-    from skillmix.engine.gradients import ParamSlice
+    from skillmix.engine.feature_transforms import AdamState, Transform
+    from skillmix.engine.lora_gradients import ParamSlice
 
     def adam_feature(g, m, v, b1, b2, e, variant):
         return Transform("adam", AdamState(m, v, b1, b2, e, variant))(g, ParamSlice("p", (len(m),), 0))

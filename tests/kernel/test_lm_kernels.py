@@ -99,7 +99,7 @@ def _logits(model, ids, lw):
 
 @pytest.mark.parametrize("subset", ["no_embeddings", "no_head"])
 def test_a_tied_head_is_split_by_the_embedding_subsets(subset):
-    from skillmix.engine.features import logit_gradients
+    from skillmix.engine.gradient_units import logit_gradients
     from skillmix.engine.modeling import build_tiny_model
     from skillmix.kernel.kernels import label_logits
 

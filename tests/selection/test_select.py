@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from skillmix.data.sources import COLUMNS
 from skillmix.data.sources.lego import generate_lego
 from skillmix.engine.encoding import IGNORE, EncodedSet, encode_frame
-from skillmix.engine.gradients import lora_parameters, optimizer_moments
+from skillmix.engine.lora_gradients import lora_parameters, optimizer_moments
 from skillmix.engine.modeling import load_model
 from skillmix.engine.projection import RademacherProjector
 from skillmix.engine.resume import trainable_state

@@ -73,7 +73,7 @@ def parallel_model(model: torch.nn.Module, runtime: Runtime, mode: str = "ddp") 
         return DistributedDataParallel(model, device_ids=ids)
     from torch.distributed.fsdp import fully_shard
 
-    from skillmix.engine.prefix import has_frozen_lower_layers
+    from skillmix.engine.frozen_prefix import has_frozen_lower_layers
 
     if has_frozen_lower_layers(model):
         raise SkillmixInputError(

@@ -226,11 +226,11 @@ def apply_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
     complete `model.lora`-style block).
 
     With `top_layers` N, only the top N decoder layers get adapters and the layers below run
-    once per distinct example (`skillmix.engine.prefix.FrozenLowerLayers`, Llama-style decoders).
+    once per distinct example (`skillmix.engine.frozen_prefix.FrozenLowerLayers`, Llama-style decoders).
     """
     from peft import LoraConfig, get_peft_model
 
-    from skillmix.engine.prefix import decoder_of, freeze_lower_layers
+    from skillmix.engine.frozen_prefix import decoder_of, freeze_lower_layers
 
     top = lora.get("top_layers")
     layers = None

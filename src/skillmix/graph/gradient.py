@@ -12,7 +12,7 @@ brute-force and linear graph runs start from):
 with equal weights w_k = η/K, η the step size (by default the graph runs' learning rate), so that
 an entry is the first-order change of L_j (relative) from one step on skill i, the scale of the
 learned graphs' entries. The gradients come from the shared feature engine
-(`skillmix.engine.features`: mean-loss units; `skillmix.engine.feature_maps`: transform, blocked
+(`skillmix.engine.gradient_units`: mean-loss units; `skillmix.engine.feature_transforms`: transform, blocked
 Gram); the matrix then goes through the same post-processing (clip, threshold, diagonal) as the
 learned graphs.
 """
@@ -32,8 +32,8 @@ import torch
 
 from skillmix.data.slicing import read_manifest
 from skillmix.engine.encoding import EncodedSet
-from skillmix.engine.feature_maps import FeatureMap, Transform, gram
-from skillmix.engine.features import mean_loss_gradient
+from skillmix.engine.feature_transforms import FeatureMap, Transform, gram
+from skillmix.engine.gradient_units import mean_loss_gradient
 from skillmix.engine.modeling import Runtime, load_model, load_saved, select_runtime
 from skillmix.engine.training_run import load_sets
 from skillmix.graph.options import GraphOptions, postprocess

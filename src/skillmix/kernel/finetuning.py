@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from skillmix.engine.features import select_parameters, untie_head
+from skillmix.engine.gradient_units import select_parameters, untie_head
 from skillmix.engine.modeling import load_model
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError

@@ -10,7 +10,7 @@ parameter subset. Kernels between a training set (rows i) and a set X (columns j
 * ``asymmetric_signgd``: K[0] = ⟨sign g(x_i), g(x_j)⟩ and K[1] = ⟨g(x_i), sign g(x_j)⟩, stacked [2, …]
 
 Every kernel is a Gram matrix of per-(example, logit) feature rows of the gradient-feature engine
-(`skillmix.engine.features` and `feature_maps`: transform, optional projection, blocked float64
+(`skillmix.engine.gradient_units` and `feature_maps`: transform, optional projection, blocked float64
 Gram), so memory stays bounded and the result does not depend on the block sizes. The solvers
 flatten [N, C, M, C] to (N·C) × (M·C) with row index i·C + c: kernel regression with a ridge
 relative to the top eigenvalue, with or without the initial model's outputs f0, and logistic
@@ -29,8 +29,8 @@ import torch
 from tqdm import tqdm
 
 from skillmix.engine.encoding import special_prefix
-from skillmix.engine.feature_maps import FeatureMap, Projection, Transform, gram
-from skillmix.engine.features import logit_gradients
+from skillmix.engine.feature_transforms import FeatureMap, Projection, Transform, gram
+from skillmix.engine.gradient_units import logit_gradients
 from skillmix.infra.errors import SkillmixInputError
 
 log = logging.getLogger(__name__)

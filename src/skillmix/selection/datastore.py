@@ -2,7 +2,7 @@
 
 For one warm-up checkpoint and one example set (candidates or target), a shard job takes its
 contiguous range of rows and computes its features with the gradient-feature engine
-(`skillmix.engine.features`, `feature_maps`): batched per-example LoRA loss gradients, transformed
+(`skillmix.engine.gradient_units`, `feature_maps`): batched per-example LoRA loss gradients, transformed
 (candidates: LESS's Adam feature from the checkpoint's optimizer moments; targets: the plain
 gradient, or its sign), projected per parameter slice with the portable Rademacher matrix (so the
 full gradient vector is never formed), then each row normalised. Several output widths come from
@@ -27,9 +27,9 @@ import torch
 from tqdm import tqdm
 
 from skillmix.engine.encoding import EncodedSet, encode_frame
-from skillmix.engine.feature_maps import AdamState, FeatureMap, Projection, Transform, project_slices
-from skillmix.engine.features import example_loss_gradients
-from skillmix.engine.gradients import labelled_examples
+from skillmix.engine.feature_transforms import AdamState, FeatureMap, Projection, Transform, project_slices
+from skillmix.engine.gradient_units import example_loss_gradients
+from skillmix.engine.lora_gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.engine.projection import normalise_rows
 from skillmix.infra import processes

@@ -10,8 +10,8 @@ import torch
 from gradient_oracles import example_gradients
 
 from skillmix.engine.encoding import IGNORE, EncodedSet, collate, encode_row, per_example_loss
-from skillmix.engine.feature_maps import AdamState, Transform
-from skillmix.engine.gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
+from skillmix.engine.feature_transforms import AdamState, Transform
+from skillmix.engine.lora_gradients import ParamSlice, PerExampleGradients, lora_parameters, optimizer_moments
 from skillmix.engine.modeling import load_model, select_runtime
 from skillmix.infra.errors import SkillmixInputError
 
@@ -223,7 +223,7 @@ def test_example_without_labels_is_excluded(caplog) -> None:
     data.labels[1] = [IGNORE] * len(data.labels[1])
     # an answer truncated away: only the first position carries a label, which is never predicted
     data.labels[3] = [data.input_ids[3][0]] + [IGNORE] * (len(data.labels[3]) - 1)
-    with caplog.at_level(logging.WARNING, logger="skillmix.engine.gradients"):
+    with caplog.at_level(logging.WARNING, logger="skillmix.engine.lora_gradients"):
         rows, kept, excluded = example_gradients(model, data, RUNTIME, tok.pad_token_id, batch_size=4)
     assert excluded == ["ex1", "ex3"]
     assert kept == ["ex0", "ex2", "ex4"]

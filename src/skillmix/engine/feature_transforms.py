@@ -1,7 +1,7 @@
 """Feature maps over per-parameter gradients: transforms T, the projection Π and Gram matrices.
 
 A feature is φ(u) = Π(T(∇_θ u)) (docs/methods/entk.md#feature-engine). The gradients of the units u come from
-`skillmix.engine.features`; this module turns them into features:
+`skillmix.engine.gradient_units`; this module turns them into features:
 
 * transforms T (`Transform`): sgd (the gradient as it is), sign, or LESS's Adam direction from
   optimizer moments (`AdamState`).
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from skillmix.engine.gradients import (
+from skillmix.engine.lora_gradients import (
     ADAM_VARIANTS,
     ParamSlice,
     adam_direction,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from skillmix.engine.frozen_prefix import CachedPrefix
 from skillmix.engine.modeling import build_tiny_model
-from skillmix.engine.prefix import CachedPrefix
 from skillmix.infra.errors import SkillmixInputError
 
 TINY = {"architecture": "llama", "hidden_size": 32, "intermediate_size": 64, "num_layers": 3, "num_heads": 4}
@@ -86,7 +86,7 @@ def _batch(prompts, pad=0):
 
 def test_frozen_lower_layers_give_the_full_model_and_its_lora_gradients():
     from skillmix.engine.encoding import per_example_loss
-    from skillmix.engine.prefix import freeze_lower_layers
+    from skillmix.engine.frozen_prefix import freeze_lower_layers
 
     model, _ = build_tiny_model(TINY, seed=0)
     model = _lora_top(model, [2])
@@ -124,7 +124,7 @@ def test_frozen_lower_layers_give_the_full_model_and_its_lora_gradients():
 
 
 def test_frozen_lower_layers_refuse_trainable_weights_below_the_cut():
-    from skillmix.engine.prefix import freeze_lower_layers
+    from skillmix.engine.frozen_prefix import freeze_lower_layers
 
     model, _ = build_tiny_model(TINY, seed=0)
     model = _lora_top(model, [0, 2])
@@ -135,7 +135,7 @@ def test_frozen_lower_layers_refuse_trainable_weights_below_the_cut():
 
 
 def test_lora_top_layers_adapt_the_top_layers_and_the_engine_sees_the_full_gradients():
-    from skillmix.engine.gradients import PerExampleGradients
+    from skillmix.engine.lora_gradients import PerExampleGradients
     from skillmix.engine.modeling import apply_lora, select_runtime
     from skillmix.infra.config import complete
 

@@ -17,7 +17,7 @@ Feature order: trainable parameters in `named_parameters()` order, each flattene
 
 Also here: the Adam update direction of LESS (both eps placements kept and named) and the
 mapping of a torch AdamW state dict onto the flat feature order (docs/methods/less.md#adam-feature).
-Transforms, projection and Gram matrices over these gradients are in `skillmix.engine.feature_maps`.
+Transforms, projection and Gram matrices over these gradients are in `skillmix.engine.feature_transforms`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ This module yields the gradients ∇_θ u of the units: an example's loss
 (`example_loss_gradients`), an (example, logit) pair (`logit_gradients`), or the mean loss of a
 whole set such as one skill (`mean_loss_gradient`), each as per-parameter gradient tensors with
 leading row axes. The transforms T, the projection Π, the feature maps and the Gram matrices are
-in `skillmix.engine.feature_maps`.
+in `skillmix.engine.feature_transforms`.
 
 The LESS datastore (`skillmix.selection.datastore`), the kernels (`skillmix.kernel.task_kernels`)
 and the gradient skills graph (`skillmix.graph.gradient`) all go through these functions.
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 
 from skillmix.engine.encoding import IGNORE, EncodedSet, collate, label_logits, target_losses, target_means
-from skillmix.engine.feature_maps import Gradients
-from skillmix.engine.gradients import ParamSlice, PerExampleGradients, labelled_examples
+from skillmix.engine.feature_transforms import Gradients
+from skillmix.engine.lora_gradients import ParamSlice, PerExampleGradients, labelled_examples
 from skillmix.engine.modeling import Runtime
 from skillmix.infra.errors import SkillmixInputError
 
@@ -143,7 +143,7 @@ def example_loss_gradients(
 
     Each batch is (positions in `rows`, gradients [B, *shape]); every example in `rows` must
     have label tokens. A peft model whose trainable weights are its LoRA adapters uses the
-    batched LoRA engine (`skillmix.engine.gradients`), grouping examples of similar length; any other
+    batched LoRA engine (`skillmix.engine.lora_gradients`), grouping examples of similar length; any other
     subset takes one backward pass per example. The model is put in eval mode.
     """
     if batch_size < 1:
