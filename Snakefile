@@ -26,12 +26,15 @@ scattergather:
 wildcard_constraints:
     run=registry.pattern("strategy"),
     unit=UNIT_PATTERN,
+    n="[0-9]+",
 
 
 include: "rules/slice.smk"
 include: "rules/graph.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/doremi.smk"
+include: "rules/regmix.smk"
 include: "rules/select.smk"
 include: "rules/kernel.smk"
 include: "rules/lm_eval.smk"

@@ -143,6 +143,7 @@ include: "helpers/graph.smk"
 include: "helpers/select.smk"
 include: "helpers/kernel.smk"
 include: "helpers/lm_eval.smk"
+include: "helpers/mixers.smk"
 
 
 def all_targets():

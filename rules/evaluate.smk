@@ -45,9 +45,21 @@ rule evaluate:
 
 rule compare:
     input:
+        unpack(stage_metrics_inputs),
         metrics=expand("results/eval/{run}/metrics.parquet", run=RUNS),
+        mixture=expand("results/train/{run}/mixture.parquet", run=RUNS),
+        skill_counts=expand("results/train/{run}/skill_counts.parquet", run=RUNS),
+        job_metrics=expand("results/train/{run}/job_metrics.json", run=RUNS),
     output:
         summary="results/eval/summary.parquet",
+        costs="results/eval/costs.parquet",
+        weights="results/eval/weights.parquet",
+        weights_plot=report(
+            "results/eval/weights.png",
+            caption="../workflow/report/weights.rst",
+            category="Training",
+            labels={"figure": "mixtures of the strategies"},
+        ),
         plot=report(
             "results/eval/comparison.png",
             caption="../workflow/report/comparison.rst",
@@ -67,6 +79,7 @@ rule compare:
         gpu=res("small", "gpu"),
     params:
         runs=RUNS,
+        stage_metrics={run: f"stage_{run}" for run in STAGE_METRICS if run in RUNS},
         expect=metrics_stamps(),
         code=script_code("compare.py"),
     script:

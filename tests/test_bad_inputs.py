@@ -213,7 +213,7 @@ CASES = [
     Case(
         "max_cut_share above 1",
         "config",
-        ["['model']['max_cut_share']", "1.5 is greater than the maximum of 1"],
+        ["config model.max_cut_share: 1.5 is greater than the maximum of 1"],
         {"model": {"max_cut_share": 1.5}},
     ),
     Case(

@@ -50,13 +50,13 @@ def train_stamp_param(wildcards):
 def metrics_stamps():
     """What `compare` expects of each run's metrics: the training and evaluation settings now."""
     return {
-        run: {"train": train_stamp(run), "evaluate": EVALUATE_STAMP}
-        for run in RUNS
+        run: {"train": train_stamp(run), "evaluate": EVALUATE_STAMP} for run in RUNS
     }
 
 
 def train_inputs(wildcards):
-    """Input function of a training run: the slices, plus the skills graph for strategies that need one."""
+    """Input function of a training run: the slices, plus the skills graph or the mixture file of the
+    strategies that need one."""
     inputs = {
         "train": split_slices("train")(wildcards),
         "val": split_slices("val")(wildcards),
@@ -66,4 +66,5 @@ def train_inputs(wildcards):
     if "graph" in registry.STRATEGIES[wildcards.run].needs:
         inputs["graph"] = graph_outputs(graph_dir())["adjacency"]
         inputs["graph_skills"] = graph_outputs(graph_dir())["skills"]
+    inputs.update(mixture_input(wildcards.run))
     return inputs

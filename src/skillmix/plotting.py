@@ -79,6 +79,22 @@ def plot_comparison(summary: pd.DataFrame, path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def plot_weights(weights: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Side by side, per skill, every run's final mixture and its share of the training examples
+    (columns run, skill, final, average)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), constrained_layout=True, sharey=True)
+    for ax, column, title in zip(
+        axes, ["final", "average"], ["final mixture", "share of training examples"], strict=True
+    ):
+        table = weights.pivot_table(index="skill", columns="run", values=column, sort=False)
+        _grouped_bars(ax, table[list(dict.fromkeys(weights["run"]))], rotate=len(table) > 4)
+        ax.set_title(title)
+        ax.set_ylabel("weight")
+    axes[0].legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _grouped_bars(ax, table: pd.DataFrame, rotate: bool) -> None:
     """One group of bars per row of `table`, one bar (and legend entry) per column."""
     table.plot.bar(ax=ax, width=0.8, rot=45 if rotate else 0, legend=False)

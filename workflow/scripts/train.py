@@ -27,6 +27,7 @@ launch(
         resume=p.resume,
         outputs=dict(snakemake.output.items()),
         stamp=p.stamp,
+        mixture=snakemake.input.get("mixture"),
     ),
     job_processes(snakemake.resources.processes, snakemake.resources.gpu),
     snakemake.threads,

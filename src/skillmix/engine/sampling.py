@@ -52,6 +52,9 @@ class MixingInputs:
     is filled only for the strategies whose registry entry needs it (:mod:`skillmix.infra.registry`):
     `graph` (training × evaluation skills), `example_losses` (the initial model's loss of every
     training example), `mixture` (weights by skill name, from a file a stage of its own wrote).
+    `steps`, `batch_size` and `eval_every` are the run's budget of optimiser steps, examples per
+    step and steps between regular evaluations (train.*; 0 when unknown), for the mixers whose
+    schedule or reported cost depends on them.
     """
 
     skills: list[str]
@@ -60,6 +63,9 @@ class MixingInputs:
     update_steps: int
     eval_skills: list[str]
     targets: list[str] = field(default_factory=list)
+    steps: int = 0
+    batch_size: int = 0
+    eval_every: int = 0
     graph: np.ndarray | None = None
     example_losses: list[list[float]] | None = None
     mixture: dict[str, float] | None = None

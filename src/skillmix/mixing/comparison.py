@@ -3,8 +3,10 @@ the comparison of all strategies (tables and figures)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,7 +19,7 @@ from skillmix.infra import registry
 from skillmix.infra.config import complete
 from skillmix.infra.jobs import write_parquet
 from skillmix.infra.stamps import read_stamp
-from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves
+from skillmix.plotting import plot_comparison, plot_mixture, plot_skill_curves, plot_weights
 
 METRICS_COLUMNS = ["run", "split", "step", *METRIC_COLUMNS]
 
@@ -91,6 +93,65 @@ def evaluate_run(
     return metrics
 
 
+COST_COLUMNS = [
+    "run",
+    "steps",
+    "evaluations",
+    "extra_runs",
+    "extra_steps",
+    "extra_examples",
+    "extra_evaluations",
+    "wall_seconds",
+    "stage_wall_seconds",
+]
+"""The comparison's cost table: each run's budget, and what its method spent beside it."""
+
+
+def run_costs(
+    runs: Sequence[str],
+    job_metrics: Sequence[str | os.PathLike],
+    stage_metrics: dict[str, Sequence[str | os.PathLike]] | None = None,
+) -> pd.DataFrame:
+    """One row per run: its optimiser steps and validation passes, the training its method spent
+    outside the evaluated run (reference, proxy and graph runs: the sampler's `cost`), the run's
+    wall time and that of its method's own stage jobs (`stage_metrics`: their job_metrics files)."""
+    rows = []
+    for run, path in zip(runs, job_metrics, strict=True):
+        metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+        stage = [json.loads(Path(p).read_text(encoding="utf-8")) for p in (stage_metrics or {}).get(run, [])]
+        rows.append(
+            {
+                "run": run,
+                **{c: metrics.get(c, 0) for c in COST_COLUMNS[1:-1]},
+                "stage_wall_seconds": float(sum(m.get("wall_seconds", 0.0) for m in stage)),
+            }
+        )
+    return pd.DataFrame(rows, columns=COST_COLUMNS)
+
+
+def mixture_summary(
+    runs: Sequence[str], mixture_paths: Sequence[str | os.PathLike], count_paths: Sequence[str | os.PathLike]
+) -> pd.DataFrame:
+    """Per run and skill: the mixture of its last segment (`final`) and the share of the run's
+    training examples the skill got (`average`, counted from the examples drawn)."""
+    frames = []
+    for run, mixture_path, count_path in zip(runs, mixture_paths, count_paths, strict=True):
+        mixture = pd.read_parquet(mixture_path)
+        last = mixture[mixture["step"] == mixture["step"].max()].set_index("skill")["weight"]
+        counts = pd.read_parquet(count_path).groupby("skill", sort=False)["count"].sum()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "run": run,
+                    "skill": counts.index,
+                    "final": last.reindex(counts.index).to_numpy(),
+                    "average": (counts / counts.sum()).to_numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
 def compare_runs(
     metrics_paths: Sequence[str | os.PathLike], summary_path: str | os.PathLike, plot_path: str | os.PathLike
 ) -> pd.DataFrame:
@@ -109,3 +170,19 @@ def compare_runs(
     write_parquet(summary, summary_path)
     plot_comparison(summary, plot_path)
     return summary
+
+
+def compare_costs_and_weights(
+    runs: Sequence[str],
+    train_outputs: dict[str, Sequence[str | os.PathLike]],
+    outputs: dict[str, str | os.PathLike],
+    stage_metrics: dict[str, Sequence[str | os.PathLike]] | None = None,
+) -> None:
+    """The comparison's cost table and the runs' mixtures side by side (table and figure).
+
+    `train_outputs` holds, per run in `runs` order, its `mixture`, `skill_counts` and `metrics`
+    (job_metrics.json) files; `outputs` names `costs`, `weights` (tables) and `weights_plot`."""
+    write_parquet(run_costs(runs, train_outputs["metrics"], stage_metrics), outputs["costs"])
+    weights = mixture_summary(runs, train_outputs["mixture"], train_outputs["skill_counts"])
+    write_parquet(weights, outputs["weights"])
+    plot_weights(weights, outputs["weights_plot"])

@@ -21,7 +21,7 @@ from skillmix.graph.store import read_graph
 from skillmix.infra import registry
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.mixing.strategies import build_sampler, strategy_settings
+from skillmix.mixing.strategies import build_sampler, read_mixture_file, strategy_settings
 
 
 def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
@@ -75,6 +75,7 @@ def mixing_inputs(
     train_skills: list[str],
     targets: list[str],
     graph_dir: str | os.PathLike | None,
+    mixture_path: str | os.PathLike | None = None,
 ) -> MixingInputs:
     """What the run hands the strategy's sampler: what its registry entry needs, and no more."""
     needs = registry.lookup("strategy", strategy, "train.strategies").needs
@@ -86,7 +87,14 @@ def mixing_inputs(
         update_steps=settings.update_steps,
         eval_skills=eval_skills,
         targets=targets,
+        steps=settings.steps,
+        batch_size=settings.batch_size,
+        eval_every=settings.eval_every,
     )
+    if "mixture_file" in needs:
+        if mixture_path is None:
+            raise SkillmixInputError(f"the {strategy} strategy trains on a mixture file its stage writes")
+        inputs.mixture = read_mixture_file(mixture_path, train_skills)
     if "graph" in needs:
         if graph_dir is None:
             raise SkillmixInputError(f"the {strategy} strategy needs a skills graph (graph_dir)")
@@ -112,13 +120,15 @@ def prepare_run(
     strategy_cfg: dict[str, Any] | None = None,
     graph_dir: str | os.PathLike | None = None,
     source_cfg: dict[str, Any] | None = None,
+    mixture_path: str | os.PathLike | None = None,
 ) -> TrainingRun:
     """Load the model, encode the slices and build the sampler of one strategy.
 
     Training covers `train.skills` (all skills by default); validation covers every skill.
     Strategies that read validation losses evaluate on `train.target_skills` when given
     (fine-tuning when they are training skills, out-of-domain when they are not), else on the
-    training skills; Skill-It reads its graph from `graph_dir`. `strategy_cfg` holds the
+    training skills; Skill-It reads its graph from `graph_dir`, the strategies whose mixture a stage of
+    their own wrote (DoReMi, RegMix) read it from `mixture_path`. `strategy_cfg` holds the
     strategy's own settings block. With `train.data: fresh` (a synthetic `source_cfg`), every
     round trains on new examples (:mod:`skillmix.engine.fresh`), except for strategies that order
     the fixed pool (the curricula). The pool's sizes still define the natural mixture.
@@ -148,7 +158,7 @@ def prepare_run(
         train_cfg["data"], "train.data", source_cfg, train_skills, data.tokenizer, model_cfg,
         settings.seed, train_cfg["loss_on"],
     )
-    inputs = mixing_inputs(strategy, data, settings, train_skills, targets, graph_dir)
+    inputs = mixing_inputs(strategy, data, settings, train_skills, targets, graph_dir, mixture_path)
     sampler = build_sampler(strategy, inputs, strategy_cfg)
     graph = None if inputs.graph is None else inputs.graph.tolist()
     # what the resume fingerprint hashes (`aggregate: auto` resolves from train_cfg's skills)
@@ -172,6 +182,7 @@ def train_job(
     outputs: dict[str, str],
     stop_after: int | None = None,
     stamp: dict[str, Any] | None = None,
+    mixture: str | None = None,
 ) -> None:
     """The `train` rule's job (in each of its processes): prepare the strategy's run, train it, and
     write `outputs` (model, steps, skill_counts, val_curve, mixture, metrics) from the first process;
@@ -195,6 +206,7 @@ def train_job(
         strategy_cfg=strategy_cfg,
         graph_dir=graph_dir,
         source_cfg=source_cfg,
+        mixture_path=mixture,
     )
     clock = JobClock(run.runtime.device)
     result = run.train(resume_dir=resume, stop_after=stop_after)
@@ -211,4 +223,6 @@ def train_job(
     metrics = clock.metrics(
         resumed_from=result.resumed_from, steps=run.settings.steps, processes=processes.world_size()
     )
-    write_json(metrics, outputs["metrics"])
+    # the cost of the method beside the run's budget: training outside it, validation passes
+    evaluations = int(result.val_curve["step"].nunique()) if len(result.val_curve) else 0
+    write_json({**metrics, **run.sampler.cost(), "evaluations": evaluations}, outputs["metrics"])

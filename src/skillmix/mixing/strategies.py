@@ -7,6 +7,11 @@ The strategies themselves are one module each in this package (:mod:`skillmix.mi
 
 from __future__ import annotations
 
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +19,7 @@ import numpy as np
 from skillmix.engine.sampling import MixingInputs, SkillSampler
 from skillmix.infra import registry
 from skillmix.infra.config import complete
+from skillmix.infra.errors import SkillmixInputError
 
 
 def strategy_settings(strategy: str, block: dict[str, Any] | None) -> dict[str, Any]:
@@ -54,3 +60,48 @@ def make_sampler(
         example_losses=example_losses,
     )
     return build_sampler(strategy, inputs, strategy_settings(strategy, settings))
+
+
+def read_mixture_file(
+    path: str | os.PathLike, skills: Sequence[str], stamp: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """The weights of `skills` from a mixture file (DoReMi's `weights.json`, RegMix's `mixture.json`, or
+    any JSON object of weights by skill name, at the top level or under "weights"), by skill name.
+
+    Raises naming the file when it is unreadable, lacks a skill of the run, holds a weight that is
+    not a finite non-negative number, or (with `stamp`) was made with other settings.
+    """
+    from skillmix.infra.stamps import stamp_differences
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SkillmixInputError(f"{path}: not a readable mixture file ({exc})") from exc
+    weights = data.get("weights", data) if isinstance(data, dict) else None
+    if not isinstance(weights, dict):
+        raise SkillmixInputError(f"{path}: expected a JSON object of weights by skill name")
+    missing = [s for s in skills if s not in weights]
+    if missing:
+        raise SkillmixInputError(
+            f"{path}: no weight for skills {missing} of the run (it has {sorted(weights)})"
+        )
+    out = {}
+    for s in skills:
+        w = weights[s]
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            raise SkillmixInputError(
+                f"{path}: the weight of skill {s!r} is {w!r}; expected a finite number >= 0"
+            )
+        out[s] = float(w)
+    if sum(out.values()) <= 0:
+        raise SkillmixInputError(f"{path}: the weights of the run's skills {list(skills)} are all 0")
+    if stamp is not None:
+        differences = stamp_differences(data.get("stamp"), stamp)
+        if differences:
+            raise SkillmixInputError(
+                f"{path} was made with other settings than the config gives now: "
+                + "; ".join(differences[:5])
+                + f"; delete it and run again (rm {path})"
+            )
+    return out

@@ -1,0 +1,23 @@
+"""RegMix: one proxy run on one sampled mixture; writes its validation curve."""
+
+from skillmix.infra.jobs import start_log
+
+log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
+
+from skillmix.mixing.regmix_fit import regmix_proxy_job
+
+p = snakemake.params
+regmix_proxy_job(
+    snakemake.input.manifest,
+    list(snakemake.input.train),
+    list(snakemake.input.val),
+    snakemake.input.mixtures,
+    int(p.run),
+    model_cfg=p.model,
+    train_cfg=p.train,
+    eval_cfg=p.eval,
+    regmix_cfg=p.regmix,
+    outputs=dict(snakemake.output.items()),
+    stamp=p.stamp,
+    source_cfg=p.source,
+)
