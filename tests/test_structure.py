@@ -92,3 +92,21 @@ def test_modules_and_functions_are_small(module: str, path: Path) -> None:
 def test_rules_common_is_short() -> None:
     lines = (REPO / "rules" / "common.smk").read_text().splitlines()
     assert len(lines) <= 250
+
+
+def test_docstrings_cite_sections_that_exist() -> None:
+    """Every `docs/methods/<note>.md#<anchor>` the library cites names a heading of that note."""
+    import re
+
+    cited = set()
+    for _, path in _modules():
+        cited |= set(re.findall(r"docs/methods/([a-z_]+\.md)#([a-z0-9-]+)", path.read_text(encoding="utf-8")))
+    assert cited
+    missing = []
+    for note, anchor in sorted(cited):
+        lines = (REPO / "docs" / "methods" / note).read_text(encoding="utf-8").splitlines()
+        anchors = {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+                   for line in lines if line.startswith("## ")}  # fmt: skip
+        if anchor not in anchors:
+            missing.append(f"{note}#{anchor}")
+    assert not missing, missing

@@ -68,6 +68,7 @@ def check_against_skills(config: Mapping[str, Any], manifest: Mapping[str, Any])
     _unknown(train["target_skills"], skills, "train.target_skills")
     strategies, trained = train["strategies"], training_skills(config, skills)
     _check_strategies(config, manifest, strategies, trained)
+    _build_samplers(config, manifest, strategies, trained)
     select = config["select"]
     if select["enabled"]:
         _unknown(select["pool"]["skills"], skills, "select.pool.skills")
@@ -132,6 +133,42 @@ def _check_strategies(
             given["rows"],
             given["columns"],
         )
+
+
+BUILT_AHEAD = {"targets", "val_losses", "batch_losses", "pool"}
+"""Needs that the config and the skills alone satisfy: strategies with no other need are built
+here, so that their setup checks (e.g. Aioli's round against its parameter learning) stop the run
+before any job; the others (a graph, losses, a mixture file) are built in their train job."""
+
+
+def _build_samplers(
+    config: Mapping[str, Any], manifest: Mapping[str, Any], strategies: Sequence[str], trained: list[str]
+) -> None:
+    """Build the sampler of every configured strategy that needs nothing but the config and the
+    skills, as its train job will (its settings and the run's budget), and discard it."""
+    from skillmix.engine.sampling import MixingInputs
+    from skillmix.mixing.strategies import build_sampler, strategy_settings
+
+    train = config["train"]
+    counts = {entry["name"]: int(entry["counts"]["train"]) for entry in manifest["skills"]}
+    targets = [s for s in train["target_skills"] or ()]
+    for strategy in strategies:
+        method = registry.lookup("strategy", strategy, "train.strategies")
+        if method.needs - BUILT_AHEAD:
+            continue
+        inputs = MixingInputs(
+            skills=trained,
+            sizes=[counts[s] for s in trained],
+            seed=train["seed"],
+            update_steps=train["update_steps"],
+            eval_skills=targets or trained,
+            targets=targets,
+            steps=train["steps"],
+            batch_size=train["batch_size"],
+            eval_every=train["eval_every"],
+        )
+        settings = strategy_settings(strategy, config.get(method.settings) if method.settings else None)
+        build_sampler(strategy, inputs, settings)
 
 
 def count_cut_answers(

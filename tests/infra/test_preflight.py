@@ -105,3 +105,31 @@ def test_cut_answers_are_counted_warned_about_and_refused_above_the_share(caplog
     ):
         check_cut_answers(counts, 64, max_share=0.2)
     check_cut_answers({"a": {"cut": 0, "examples": 3}}, 64, max_share=0.0)  # nothing cut: silent
+
+
+@pytest.mark.parametrize(
+    ("blocks", "words"),
+    [
+        (  # 4 sweeps × 3 skills × 4 steps = 48 parameter-learning steps in a round of 20
+            {"train": {"strategies": ["aioli"], "update_steps": 20, "steps": 40}},
+            ["train.update_steps = 20", "aioli.lp_rounds"],
+        ),
+        (
+            {"train": {"strategies": ["aioli"], "update_steps": 100, "steps": 150},
+             "aioli": {"lp_rounds": 1, "lp_steps": 1}},
+            ["train.steps", "multiple of train.update_steps"],
+        ),  # fmt: skip
+        (
+            {"train": {"strategies": ["odm"], "steps": 10}, "odm": {"warmup": 10}},
+            ["odm.warmup"],
+        ),
+    ],
+    ids=["aioli-round-too-short", "aioli-partial-round", "odm-warmup-whole-run"],
+)
+def test_mixer_settings_that_cannot_run_on_these_skills_stop_before_training(blocks, words) -> None:
+    """The strategies that need only the config and the skills are built ahead, so their setup
+    checks run in the slice job and at DAG time, not in a train job."""
+    with pytest.raises(SkillmixInputError) as error:
+        check_against_skills(config(**blocks), MANIFEST)
+    for word in words:
+        assert word in str(error.value)
