@@ -1,0 +1,345 @@
+"""The data mixers side by side (issue 28, items 4a/4b): random, stratified, Skill-It, Aioli,
+DoReMi, ODM and RegMix on one task, at the same budget, over seeds.
+
+For every seed, runs the real workflow in its own folder with every seed of the config set to
+that seed and `train.strategies` set to the seven strategies (each method at its defaults: the
+config's own blocks, nothing tuned here). The task is the embedded default (`config.yaml`, XOR
+skills) or `config.yaml` plus an override file (`--config`, e.g. examples/mixers/lego.yaml).
+Writes a Markdown report and the raw numbers as JSON. Per strategy, mean ± sd over seeds:
+
+- test accuracy and test loss at the end (mean over skills; `results/eval/{run}/metrics.parquet`);
+- validation loss at the end: the mean over skills and the worst skill's (the largest per-skill
+  loss at the last validation step);
+- its extra cost, from `results/eval/costs.parquet`: extra runs, extra steps, extra evaluations,
+  the wall time of the run (its train job) and of its stage jobs (DoReMi's proxy, RegMix's proxy
+  runs). Skill-It's stage, the skills graph, is not in that table; its job count and job
+  seconds are read from the workflow's benchmark files (`benchmarks/graph_run/<method>/*.tsv`);
+- the mixture it trained on (share of the run's examples per skill, `results/eval/weights.parquet`).
+
+**Beats stratified** is decided per metric with this rule, stated in the report: a method beats
+(is worse than) stratified when the mean difference over seeds favours (disfavours) it by more
+than 2 × the larger of the two standard deviations (sample sd, ddof 1); otherwise it is within
+the seeds' spread. The paired differences (same seed: same data, split, initial model) are
+reported beside it, with the count of seeds on which the method is better.
+
+    python bench/mixers.py --seeds 0 1 2 --out bench/out/mixers_xor
+    python bench/mixers.py --config examples/mixers/lego.yaml --seeds 0 1 2 --out bench/out/mixers_lego
+    python bench/mixers.py --out bench/out/mixers_xor --report-only   # report from the folders
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STRATEGIES = ["random", "stratified", "skillit", "aioli", "doremi", "odm", "regmix"]
+BASELINE = "stratified"
+
+
+def _snakemake(workdir: Path, configs: list[Path], cores: int) -> float:
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", str(cores), "--quiet=all",
+        "all", "--configfile", *map(str, configs),
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - t0
+
+
+def _merged(override: Path | None) -> dict:
+    """config.yaml with the override's keys on top (one level of blocks deep is enough here)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if override is not None:
+        for key, value in (yaml.safe_load(override.read_text()) or {}).items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = _deep(config[key], value)
+            else:
+                config[key] = value
+    return config
+
+
+def _deep(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _seed_config(workdir: Path, seed: int, override: Path | None) -> Path:
+    """seed.yaml: every seed of the config set to `seed`, the seven strategies; a given graph's
+    paths (relative to the repository root in the example configs) made absolute, since the
+    workflow runs in its own folder."""
+    settings: dict = {
+        "source": {"seed": seed},
+        "split": {"seed": seed},
+        "model": {"seed": seed},
+        "graph": {"runs": {"seed": seed}},
+        "train": {"seed": seed, "strategies": STRATEGIES},
+    }
+    given = (_merged(override).get("graph") or {}).get("given") or {}
+    resolved = {k: str((REPO / v).resolve()) for k, v in given.items() if isinstance(v, str) and not Path(v).is_absolute()}
+    if resolved:
+        settings["graph"]["given"] = resolved
+    path = workdir / "seed.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def _job_seconds(workdir: Path, pattern: str) -> tuple[int, float]:
+    files = sorted(workdir.glob(pattern))
+    return len(files), float(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files))
+
+
+def _run_numbers(workdir: Path, run: str) -> dict:
+    metrics = pd.read_parquet(workdir / f"results/eval/{run}/metrics.parquet")
+    test = metrics[metrics["split"] == "test"]
+    val = metrics[metrics["split"] == "val"]
+    last = val[val["step"] == val["step"].max()].set_index("skill")
+    return {
+        "test_accuracy": float(test["accuracy"].mean()),
+        "test_loss": float(test["loss"].mean()),
+        "val_accuracy": float(last["accuracy"].mean()),
+        "val_loss": float(last["loss"].mean()),
+        "worst_val_loss": float(last["loss"].max()),
+        "worst_skill": str(last["loss"].idxmax()),
+        "val_step": int(val["step"].max()),
+        "val_loss_by_skill": {str(k): float(v) for k, v in last["loss"].items()},
+        "test_accuracy_by_skill": {
+            str(k): float(v) for k, v in test.groupby("skill", sort=False)["accuracy"].mean().items()
+        },
+    }
+
+
+def collect(seed: int, out: Path, wall: float) -> dict:
+    """The numbers of one seed, read from its workflow folder."""
+    folder = out / f"seed{seed}"
+    costs = pd.read_parquet(folder / "results/eval/costs.parquet").set_index("run")
+    weights = pd.read_parquet(folder / "results/eval/weights.parquet")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    method = config["graph"]["method"]
+    graph_jobs, graph_seconds = _job_seconds(folder, f"benchmarks/graph_run/{method}/*.tsv")
+    _, assemble_seconds = _job_seconds(folder, f"benchmarks/graph_assemble/{method}.tsv")
+    runs = {}
+    for run in STRATEGIES:
+        row = costs.loc[run]
+        cost = {c: (None if pd.isna(row[c]) else float(row[c])) for c in costs.columns}
+        if run == "skillit":  # its stage is the graph, which the cost table does not hold
+            cost["graph_method"] = method
+            cost["graph_jobs"] = graph_jobs
+            cost["stage_wall_seconds"] = graph_seconds + assemble_seconds
+        mix = weights[weights["run"] == run]
+        runs[run] = {
+            **_run_numbers(folder, run),
+            "cost": cost,
+            "mixture": {str(s): float(w) for s, w in zip(mix["skill"], mix["average"], strict=True)},
+        }
+    return {"seed": seed, "wall_seconds": wall, "runs": runs}
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    mean, sd = _mean_sd(values)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def verdict(method: list[float], base: list[float], higher_is_better: bool) -> dict:
+    """The rule: better (worse) than the baseline when the mean difference favours (disfavours) the
+    method by more than 2 × the larger sd; plus the paired differences over seeds."""
+    m, sm = _mean_sd(method)
+    b, sb = _mean_sd(base)
+    sign = 1.0 if higher_is_better else -1.0
+    gain = sign * (m - b)
+    spread = 2.0 * max(sm, sb)
+    paired = sign * (np.asarray(method) - np.asarray(base))
+    call = "better" if gain > spread else ("worse" if -gain > spread else "within")
+    return {
+        "gain": gain,
+        "spread": spread,
+        "call": call,
+        "paired_mean": float(paired.mean()),
+        "paired_sd": float(paired.std(ddof=1)) if len(paired) > 1 else 0.0,
+        "better_seeds": int((paired > 0).sum()),
+        "worse_seeds": int((paired < 0).sum()),
+    }
+
+
+METRICS = [  # key, label, digits, higher is better
+    ("test_accuracy", "test accuracy", 3, True),
+    ("val_loss", "mean val loss", 4, False),
+    ("worst_val_loss", "worst-skill val loss", 4, False),
+]
+
+
+def verdicts(results: list[dict]) -> dict:
+    out: dict = {}
+    for run in STRATEGIES:
+        if run == BASELINE:
+            continue
+        out[run] = {
+            key: verdict(
+                [r["runs"][run][key] for r in results], [r["runs"][BASELINE][key] for r in results], hib
+            )
+            for key, _, _, hib in METRICS
+        }
+    return out
+
+
+def report(results: list[dict], config: dict, label: str) -> str:
+    """The Markdown report of all seeds."""
+    seeds = [r["seed"] for r in results]
+    steps = config["train"]["steps"]
+    val_step = results[0]["runs"][BASELINE]["val_step"]
+    wall = [r["wall_seconds"] for r in results]
+    lines = [
+        f"Task: {label}. Seeds {seeds}; {steps} steps × {config['train']['batch_size']} for every "
+        f"strategy. Wall time of the whole workflow per seed: "
+        + ", ".join(f"{w:.0f} s" for w in wall)
+        + f" (mean {np.mean(wall):.0f} s).",
+        "",
+        f"| strategy | test accuracy, step {steps} | test loss | mean val loss, step {val_step} "
+        f"| worst-skill val loss, step {val_step} | worst skill (per seed) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in STRATEGIES:
+        rows = [r["runs"][run] for r in results]
+        lines.append(
+            f"| {run} | {_fmt([x['test_accuracy'] for x in rows], 3)} | {_fmt([x['test_loss'] for x in rows], 4)} "
+            f"| {_fmt([x['val_loss'] for x in rows], 4)} | {_fmt([x['worst_val_loss'] for x in rows], 4)} "
+            f"| {', '.join(x['worst_skill'] for x in rows)} |"
+        )
+    calls = verdicts(results)
+    lines += [
+        "",
+        "Against stratified. Rule: a method **beats** stratified on a metric when its mean over seeds is "
+        "better by more than 2 × the larger of the two sds (sample sd); **worse** when it is worse by "
+        "that much; otherwise **within** the seeds' spread. Cells: verdict, mean gain over stratified "
+        "(positive = better: accuracy up, loss down) / the 2 × sd threshold; paired over seeds "
+        "(same seed = same data and initial model): seeds better : worse.",
+        "",
+        "| strategy | " + " | ".join(label for _, label, _, _ in METRICS) + " |",
+        "| --- |" + " --- |" * len(METRICS),
+    ]
+    for run, per in calls.items():
+        cells = []
+        for key, _, digits, _ in METRICS:
+            v = per[key]
+            cells.append(
+                f"{v['call']} ({v['gain']:+.{digits}f} / {v['spread']:.{digits}f}; "
+                f"{v['better_seeds']}:{v['worse_seeds']})"
+            )
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Extra cost (mean over seeds; from results/eval/costs.parquet; run wall = the train job; stage "
+        "wall = the method's own jobs: DoReMi's proxy, RegMix's proxy runs (job seconds summed, "
+        "they may run side by side), Skill-It's graph runs and assembly from the benchmark files). "
+        "DoReMi's reference is the `random` run, reused: its steps are counted in extra steps, its "
+        "time is the random row's.",
+        "",
+        "| strategy | extra runs | extra steps | extra evaluations | run wall (s) | stage wall (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in STRATEGIES:
+        costs = [r["runs"][run]["cost"] for r in results]
+
+        def mean(key: str, costs: list[dict] = costs) -> str:
+            values = [c.get(key) for c in costs]
+            if any(v is None for v in values):
+                return "–"
+            return f"{np.mean(values):.0f}"
+
+        runs_cell = mean("extra_runs")
+        if run == "skillit":
+            runs_cell = f"{np.mean([c['graph_jobs'] for c in costs]):.0f} graph jobs ({costs[0]['graph_method']})"
+        lines.append(
+            f"| {run} | {runs_cell} | {mean('extra_steps')} | {mean('extra_evaluations')} "
+            f"| {mean('wall_seconds')} | {mean('stage_wall_seconds')} |"
+        )
+    skills = list(results[0]["runs"][BASELINE]["mixture"])
+    lines += [
+        "",
+        "Mixture trained on (share of the run's examples per skill, mean over seeds):",
+        "",
+        "| strategy | " + " | ".join(skills) + " |",
+        "| --- |" + " --- |" * len(skills),
+    ]
+    for run in STRATEGIES:
+        shares = [np.mean([r["runs"][run]["mixture"][s] for r in results]) for s in skills]
+        lines.append(f"| {run} | " + " | ".join(f"{x:.3f}" for x in shares) + " |")
+    lines += [
+        "",
+        f"Per-skill validation loss at step {val_step} (mean over seeds):",
+        "",
+        "| strategy | " + " | ".join(skills) + " |",
+        "| --- |" + " --- |" * len(skills),
+    ]
+    for run in STRATEGIES:
+        losses = [np.mean([r["runs"][run]["val_loss_by_skill"][s] for r in results]) for s in skills]
+        lines.append(f"| {run} | " + " | ".join(f"{x:.4f}" for x in losses) + " |")
+    lines += [
+        "",
+        "Test accuracy per seed:",
+        "",
+        "| strategy | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "| --- |" + " --- |" * len(seeds),
+    ]
+    for run in STRATEGIES:
+        lines.append(
+            f"| {run} | " + " | ".join(f"{r['runs'][run]['test_accuracy']:.3f}" for r in results) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, help="override file on top of config.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=REPO / "bench/out/mixers_xor")
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the seed folders")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    override = args.config.resolve() if args.config else None
+    if args.report_only:
+        saved = json.loads((out / "results.json").read_text())
+        label = saved["label"]
+        walls = {r["seed"]: r["wall_seconds"] for r in saved["seeds"]}
+        results = [collect(s, out, w) for s, w in walls.items()]
+    else:
+        label = str(override.relative_to(REPO)) if override else "config.yaml (XOR default)"
+        (out / "config.yaml").write_text(yaml.safe_dump(_merged(override)))
+        results = []
+        for seed in args.seeds:
+            folder = out / f"seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            configs = [REPO / "config.yaml", *([override] if override else []), _seed_config(folder, seed, override)]
+            wall = _snakemake(folder, configs, args.cores)
+            print(f"seed {seed}: {wall:.0f} s", flush=True)
+            results.append(collect(seed, out, wall))
+            (out / "results.json").write_text(
+                json.dumps({"label": label, "seeds": results, "verdicts": verdicts(results)}, indent=1)
+            )
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    text = report(results, config, label)
+    (out / "results.json").write_text(json.dumps({"label": label, "seeds": results, "verdicts": verdicts(results)}, indent=1))
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
