@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from skillmix.engine.sampling import MixingInputs, SkillSampler
+from skillmix.engine.sampling import MixingInputs, SkillSampler, normalise
 from skillmix.infra.errors import SkillmixInputError
 
 REGISTER = [
@@ -71,3 +72,35 @@ class TargetOnlySampler(SkillSampler):
     def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:
         """The run's skills, uniform over its target skills."""
         return cls(inputs.skills, inputs.sizes, inputs.seed, list(inputs.targets), inputs.update_steps)
+
+
+class GivenMixtureSampler(SkillSampler):
+    """A fixed mixture given by skill name: the base of the strategies whose own stage learns the
+    mixture the run trains on (DoReMi's averaged weights, RegMix's fitted mixture); `extra` is the
+    cost of that stage (see `cost`)."""
+
+    def __init__(
+        self,
+        skills: list[str],
+        sizes: list[int],
+        seed: int,
+        mixture: Mapping[str, float],
+        update_steps: int = 100,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        missing = [s for s in skills if s not in mixture]
+        if missing:
+            raise SkillmixInputError(
+                f"train.strategies {self.name}: the mixture has no weight for skills {missing}"
+            )
+        weights = np.asarray([float(mixture[s]) for s in skills], dtype=np.float64)
+        try:
+            normalise(weights)
+        except ValueError as exc:
+            raise SkillmixInputError(f"train.strategies {self.name}: {exc}") from exc
+        super().__init__(skills, sizes, weights, seed, update_steps)
+        self.extra = extra
+
+    def cost(self) -> dict[str, Any]:
+        """The training its stage spent outside the run (`extra`), or none when not known."""
+        return dict(self.extra) if self.extra is not None else super().cost()

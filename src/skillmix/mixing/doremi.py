@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from skillmix.engine.sampling import BatchStats, MixingInputs, SkillSampler, normalise
+from skillmix.engine.sampling import BatchStats, MixingInputs, SkillSampler
 from skillmix.infra.errors import SkillmixInputError
+from skillmix.mixing.baselines import GivenMixtureSampler
 
 REGISTER = [
     {
@@ -252,33 +253,11 @@ def doremi_cost(train_steps: int, batch_size: int, proxy_steps: int | None) -> d
     }
 
 
-class DoReMiSampler(SkillSampler):
+class DoReMiSampler(GivenMixtureSampler):
     """The `doremi` strategy: the main run trains on DoReMi's averaged weights ᾱ, a fixed mixture
     read by skill name from the proxy job's file (Xie et al. 2023, §2; docs/methods/mixers.md#doremi)."""
 
     name = "doremi"
-
-    def __init__(
-        self,
-        skills: list[str],
-        sizes: list[int],
-        seed: int,
-        mixture: Mapping[str, float],
-        update_steps: int = 100,
-        extra: dict[str, int] | None = None,
-    ) -> None:
-        missing = [s for s in skills if s not in mixture]
-        if missing:
-            raise SkillmixInputError(
-                f"train.strategies doremi: the mixture has no weight for skills {missing}"
-            )
-        weights = np.asarray([float(mixture[s]) for s in skills], dtype=np.float64)
-        try:
-            normalise(weights)
-        except ValueError as exc:
-            raise SkillmixInputError(f"train.strategies doremi: {exc}") from exc
-        super().__init__(skills, sizes, weights, seed, update_steps)
-        self.extra = extra
 
     @classmethod
     def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:

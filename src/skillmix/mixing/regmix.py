@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from skillmix.engine.sampling import MixingInputs, SkillSampler, normalise
+from skillmix.engine.sampling import MixingInputs, SkillSampler
 from skillmix.infra.errors import SkillmixInputError
+from skillmix.mixing.baselines import GivenMixtureSampler
 
 REGISTER = [
     {
@@ -50,33 +49,11 @@ def regmix_cost(
     }
 
 
-class RegMixSampler(SkillSampler):
+class RegMixSampler(GivenMixtureSampler):
     """The `regmix` strategy: the main run trains on the mixture RegMix's fit chose, a fixed mixture
     read by skill name (Liu et al., ICLR 2025; docs/methods/mixers.md#regmix)."""
 
     name = "regmix"
-
-    def __init__(
-        self,
-        skills: list[str],
-        sizes: list[int],
-        seed: int,
-        mixture: Mapping[str, float],
-        update_steps: int = 100,
-        extra: dict[str, int | None] | None = None,
-    ) -> None:
-        missing = [s for s in skills if s not in mixture]
-        if missing:
-            raise SkillmixInputError(
-                f"train.strategies regmix: the mixture has no weight for skills {missing}"
-            )
-        weights = np.asarray([float(mixture[s]) for s in skills], dtype=np.float64)
-        try:
-            normalise(weights)
-        except ValueError as exc:
-            raise SkillmixInputError(f"train.strategies regmix: {exc}") from exc
-        super().__init__(skills, sizes, weights, seed, update_steps)
-        self.extra = extra
 
     @classmethod
     def from_inputs(cls, inputs: MixingInputs, settings: dict[str, Any]) -> SkillSampler:
@@ -89,7 +66,3 @@ class RegMixSampler(SkillSampler):
         batch, every = inputs.batch_size or None, inputs.eval_every or None
         extra = regmix_cost(settings, len(inputs.skills), batch, every) if settings else None
         return cls(inputs.skills, inputs.sizes, inputs.seed, inputs.mixture, inputs.update_steps, extra)
-
-    def cost(self) -> dict[str, int | None]:
-        """The proxy runs (their number, steps, examples and evaluations; see :func:`regmix_cost`)."""
-        return dict(self.extra) if self.extra is not None else super().cost()
