@@ -283,7 +283,8 @@ MODEL = {"kind": "tiny", "seed": 0, "tiny": TINY, "max_length": 96, "device": "c
 def test_mixtures_proxy_runs_and_fit_end_to_end(tmp_path) -> None:
     from skillmix.data.slicing import make_slices
     from skillmix.infra.stamps import read_stamp
-    from skillmix.mixing.regmix_fit import regmix_mixtures_job, regmix_proxy_job
+    from skillmix.mixing.regmix_fit import regmix_mixtures_job
+    from skillmix.mixing.regmix_proxy import regmix_proxy_job
 
     manifest = make_slices(
         {"kind": "lego", "seed": 0, "lego": {"n_vars": 3, "examples_per_skill": 40}},

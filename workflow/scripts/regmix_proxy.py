@@ -4,7 +4,7 @@ from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
-from skillmix.mixing.regmix_fit import regmix_proxy_job
+from skillmix.mixing.regmix_proxy import regmix_proxy_job
 
 p = snakemake.params
 regmix_proxy_job(

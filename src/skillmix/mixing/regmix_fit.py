@@ -32,7 +32,14 @@ from skillmix.mixing.regmix_regression import (
     predict_skills,
     spearman,
 )
-from skillmix.mixing.regmix_runs import ProxyRuns, check_losses, read_proxy_table, runs_from_curves
+from skillmix.mixing.regmix_runs import (
+    ProxyRuns,
+    check_losses,
+    manifest_sizes,
+    read_proxy_table,
+    run_skills,
+    runs_from_curves,
+)
 from skillmix.mixing.regmix_sampling import natural_prior, sample_mixtures, usage_cap
 from skillmix.mixing.regmix_search import search_mixture
 
@@ -153,37 +160,6 @@ def fit_proxy_runs(runs: ProxyRuns, q: np.ndarray, cfg: dict[str, Any], seed: in
     return FitResult(result.mixture, predicted, observed, oof_objective, diagnostics)
 
 
-def run_skills(
-    sizes: Mapping[str, int], train_cfg: dict[str, Any]
-) -> tuple[list[str], np.ndarray, list[str]]:
-    """(training skills, their training examples, evaluation skills) of a run, from the manifest's
-    skills with their training examples (`sizes`, manifest order) and the completed `train` block:
-    `train.skills` (all by default); `train.target_skills`, else the training skills."""
-    names = list(sizes)
-
-    def subset(key: str) -> list[str]:
-        chosen = train_cfg.get(key) or []
-        unknown = [s for s in chosen if s not in names]
-        if unknown:
-            raise SkillmixInputError(f"train.{key}: {unknown} are not skills of the data; skills are {names}")
-        return [s for s in names if s in chosen]
-
-    skills = subset("skills") or names
-    counts = np.asarray([sizes[s] for s in skills], dtype=np.float64)
-    if np.any(counts <= 0):
-        raise SkillmixInputError(
-            f"training skills without examples: {[s for s, n in zip(skills, counts, strict=True) if n <= 0]}"
-        )
-    return skills, counts, subset("target_skills") or skills
-
-
-def manifest_sizes(manifest: str) -> dict[str, int]:
-    """The manifest's skills and their training examples, in manifest order."""
-    from skillmix.data.slicing import read_manifest
-
-    return {s["name"]: int(s["counts"]["train"]) for s in read_manifest(manifest)["skills"]}
-
-
 def sample_seed(regmix_cfg: dict[str, Any], train_cfg: dict[str, Any], block: str) -> int:
     """The seed of `regmix.<block>` (sample or search): its own, else train.seed."""
     seed = regmix_cfg[block].get("seed")
@@ -285,29 +261,3 @@ def regmix_fit_job(
     write_parquet(fit, outputs["fit"])
     write_json(record, outputs["mixture"])
     return record
-
-
-def regmix_proxy_job(
-    manifest: str,
-    train: list[str],
-    val: list[str],
-    mixtures: str,
-    run: int,
-    *,
-    model_cfg: dict[str, Any],
-    train_cfg: dict[str, Any],
-    eval_cfg: dict[str, Any],
-    regmix_cfg: dict[str, Any],
-    outputs: dict[str, str],
-    stamp: dict[str, Any] | None = None,
-    source_cfg: dict[str, Any] | None = None,
-) -> pd.DataFrame:
-    """The `regmix_proxy` job: see :func:`skillmix.mixing.regmix_proxy.proxy_curve`; writes the
-    curve (run, step, skill, loss) to `outputs["curve"]` with `stamp`, and the job's metrics to
-    `outputs["metrics"]` when that output is named."""
-    from skillmix.mixing.regmix_proxy import proxy_curve
-
-    return proxy_curve(
-        manifest, train, val, mixtures, run, model_cfg=model_cfg, train_cfg=train_cfg, eval_cfg=eval_cfg,
-        regmix_cfg=regmix_cfg, outputs=outputs, stamp=stamp, source_cfg=source_cfg,
-    )  # fmt: skip

@@ -21,8 +21,7 @@ import pandas as pd
 
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.mixing.regmix_fit import manifest_sizes, run_skills
-from skillmix.mixing.regmix_runs import read_mixtures
+from skillmix.mixing.regmix_runs import manifest_sizes, read_mixtures, run_skills
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def _check_finite(curve: pd.DataFrame, run: int) -> None:
         )
 
 
-def proxy_curve(
+def regmix_proxy_job(
     manifest: str,
     train: list[str],
     val: list[str],

@@ -8,9 +8,10 @@ Liu et al., "RegMix: Data Mixture as Regression for Language Model Pre-training"
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -207,3 +208,34 @@ def check_losses(runs: ProxyRuns) -> None:
             f"{_listed(rows)}; the run diverged: rerun it with other settings (e.g. a lower train.lr) "
             "or remove it from the table"
         )
+
+
+def run_skills(
+    sizes: Mapping[str, int], train_cfg: dict[str, Any]
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """(training skills, their training examples, evaluation skills) of a run, from the manifest's
+    skills with their training examples (`sizes`, manifest order) and the completed `train` block:
+    `train.skills` (all by default); `train.target_skills`, else the training skills."""
+    names = list(sizes)
+
+    def subset(key: str) -> list[str]:
+        chosen = train_cfg.get(key) or []
+        unknown = [s for s in chosen if s not in names]
+        if unknown:
+            raise SkillmixInputError(f"train.{key}: {unknown} are not skills of the data; skills are {names}")
+        return [s for s in names if s in chosen]
+
+    skills = subset("skills") or names
+    counts = np.asarray([sizes[s] for s in skills], dtype=np.float64)
+    if np.any(counts <= 0):
+        raise SkillmixInputError(
+            f"training skills without examples: {[s for s, n in zip(skills, counts, strict=True) if n <= 0]}"
+        )
+    return skills, counts, subset("target_skills") or skills
+
+
+def manifest_sizes(manifest: str) -> dict[str, int]:
+    """The manifest's skills and their training examples, in manifest order."""
+    from skillmix.data.slicing import read_manifest
+
+    return {s["name"]: int(s["counts"]["train"]) for s in read_manifest(manifest)["skills"]}
