@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,20 +47,51 @@ STRATEGIES = ["random", "stratified", "skillit", "aioli", "doremi", "odm", "regm
 BASELINE = "stratified"
 
 
-def _snakemake(workdir: Path, configs: list[Path], cores: int) -> float:
+def _snakemake(code: Path, workdir: Path, configs: list[Path], cores: int) -> tuple[float, list[float]]:
+    """The workflow of `code` (a checkout; its src/ first on the path) in `workdir`: its wall seconds
+    and the machine's 1-minute load average sampled every 15 s meanwhile (the cores are shared)."""
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        sys.executable, "-m", "snakemake", "--snakefile", str(code / "Snakefile"),
         "--directory", str(workdir), "--cores", str(cores), "--quiet=all",
         "all", "--configfile", *map(str, configs),
     ]  # fmt: skip
+    env = dict(os.environ)
+    if code != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code / "src"), env.get("PYTHONPATH")]))
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(15.0):
+            loads.append(os.getloadavg()[0])
+
+    sampler = threading.Thread(target=sample, daemon=True)
     t0 = time.perf_counter()
-    subprocess.run(command, check=True)
-    return time.perf_counter() - t0
+    sampler.start()
+    try:
+        subprocess.run(command, check=True, env=env)
+    finally:
+        done.set()
+    return time.perf_counter() - t0, loads
 
 
-def _merged(override: Path | None) -> dict:
-    """config.yaml with the override's keys on top (one level of blocks deep is enough here)."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+def snapshot(commit: str, root: Path) -> Path:
+    """A copy of the repository at `commit` (git archive), so that the benchmark runs one version of
+    the code while the checkout changes; reused when it exists."""
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", commit], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    code = root / f"skillmix-{sha}"
+    if not (code / "Snakefile").exists():
+        code.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", sha], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+    return code
+
+
+def _merged(base: Path, override: Path | None) -> dict:
+    """config.yaml with the override's keys on top."""
+    config = yaml.safe_load(base.read_text())
     if override is not None:
         for key, value in (yaml.safe_load(override.read_text()) or {}).items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
@@ -71,11 +104,13 @@ def _merged(override: Path | None) -> dict:
 def _deep(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        out[key] = _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
-def _seed_config(workdir: Path, seed: int, override: Path | None) -> Path:
+def _seed_config(workdir: Path, seed: int, base: Path, override: Path | None) -> Path:
     """seed.yaml: every seed of the config set to `seed`, the seven strategies; a given graph's
     paths (relative to the repository root in the example configs) made absolute, since the
     workflow runs in its own folder."""
@@ -86,8 +121,12 @@ def _seed_config(workdir: Path, seed: int, override: Path | None) -> Path:
         "graph": {"runs": {"seed": seed}},
         "train": {"seed": seed, "strategies": STRATEGIES},
     }
-    given = (_merged(override).get("graph") or {}).get("given") or {}
-    resolved = {k: str((REPO / v).resolve()) for k, v in given.items() if isinstance(v, str) and not Path(v).is_absolute()}
+    given = (_merged(base, override).get("graph") or {}).get("given") or {}
+    resolved = {
+        k: str((REPO / v).resolve())
+        for k, v in given.items()
+        if isinstance(v, str) and not Path(v).is_absolute()
+    }
     if resolved:
         settings["graph"]["given"] = resolved
     path = workdir / "seed.yaml"
@@ -120,7 +159,7 @@ def _run_numbers(workdir: Path, run: str) -> dict:
     }
 
 
-def collect(seed: int, out: Path, wall: float) -> dict:
+def collect(seed: int, out: Path, wall: float, load: list[float] | None = None) -> dict:
     """The numbers of one seed, read from its workflow folder."""
     folder = out / f"seed{seed}"
     costs = pd.read_parquet(folder / "results/eval/costs.parquet").set_index("run")
@@ -143,7 +182,7 @@ def collect(seed: int, out: Path, wall: float) -> dict:
             "cost": cost,
             "mixture": {str(s): float(w) for s, w in zip(mix["skill"], mix["average"], strict=True)},
         }
-    return {"seed": seed, "wall_seconds": wall, "runs": runs}
+    return {"seed": seed, "wall_seconds": wall, "load": load or [], "runs": runs}
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -208,7 +247,14 @@ def report(results: list[dict], config: dict, label: str) -> str:
         f"Task: {label}. Seeds {seeds}; {steps} steps × {config['train']['batch_size']} for every "
         f"strategy. Wall time of the whole workflow per seed: "
         + ", ".join(f"{w:.0f} s" for w in wall)
-        + f" (mean {np.mean(wall):.0f} s).",
+        + f" (mean {np.mean(wall):.0f} s)"
+        + (
+            "; the 1-minute load average meanwhile (2 cores, shared): mean "
+            + ", ".join(f"{np.mean(r['load']):.1f}" for r in results)
+            + " per seed."
+            if all(r.get("load") for r in results)
+            else "."
+        ),
         "",
         f"| strategy | test accuracy, step {steps} | test loss | mean val loss, step {val_step} "
         f"| worst-skill val loss, step {val_step} | worst skill (per seed) |",
@@ -217,7 +263,8 @@ def report(results: list[dict], config: dict, label: str) -> str:
     for run in STRATEGIES:
         rows = [r["runs"][run] for r in results]
         lines.append(
-            f"| {run} | {_fmt([x['test_accuracy'] for x in rows], 3)} | {_fmt([x['test_loss'] for x in rows], 4)} "
+            f"| {run} | {_fmt([x['test_accuracy'] for x in rows], 3)} "
+            f"| {_fmt([x['test_loss'] for x in rows], 4)} "
             f"| {_fmt([x['val_loss'] for x in rows], 4)} | {_fmt([x['worst_val_loss'] for x in rows], 4)} "
             f"| {', '.join(x['worst_skill'] for x in rows)} |"
         )
@@ -260,11 +307,13 @@ def report(results: list[dict], config: dict, label: str) -> str:
             values = [c.get(key) for c in costs]
             if any(v is None for v in values):
                 return "–"
-            return f"{np.mean(values):.0f}"
+            return f"{np.mean(values):.1f}" if "wall" in key else f"{np.mean(values):.0f}"
 
         runs_cell = mean("extra_runs")
         if run == "skillit":
-            runs_cell = f"{np.mean([c['graph_jobs'] for c in costs]):.0f} graph jobs ({costs[0]['graph_method']})"
+            runs_cell = (
+                f"{np.mean([c['graph_jobs'] for c in costs]):.0f} graph jobs ({costs[0]['graph_method']})"
+            )
         lines.append(
             f"| {run} | {runs_cell} | {mean('extra_steps')} | {mean('extra_evaluations')} "
             f"| {mean('wall_seconds')} | {mean('stage_wall_seconds')} |"
@@ -305,12 +354,21 @@ def report(results: list[dict], config: dict, label: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, default=None, help="override file on top of config.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/mixers_xor")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the seed folders")
+    parser.add_argument(
+        "--commit",
+        default=None,
+        help="run the workflow of this commit (a git-archive copy under --code-root) instead of the "
+        "checkout, which others may be editing; default: the checkout as it is",
+    )
+    parser.add_argument("--code-root", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -318,25 +376,30 @@ def main() -> None:
     if args.report_only:
         saved = json.loads((out / "results.json").read_text())
         label = saved["label"]
-        walls = {r["seed"]: r["wall_seconds"] for r in saved["seeds"]}
-        results = [collect(s, out, w) for s, w in walls.items()]
+        results = [collect(r["seed"], out, r["wall_seconds"], r.get("load")) for r in saved["seeds"]]
     else:
         label = str(override.relative_to(REPO)) if override else "config.yaml (XOR default)"
-        (out / "config.yaml").write_text(yaml.safe_dump(_merged(override)))
+        code = snapshot(args.commit, args.code_root.resolve()) if args.commit else REPO
+        if code != REPO:
+            label += f", code of commit {code.name.removeprefix('skillmix-')}"
+        base = code / "config.yaml"
+        (out / "config.yaml").write_text(yaml.safe_dump(_merged(base, override)))
         results = []
         for seed in args.seeds:
             folder = out / f"seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
-            configs = [REPO / "config.yaml", *([override] if override else []), _seed_config(folder, seed, override)]
-            wall = _snakemake(folder, configs, args.cores)
+            configs = [base, *([override] if override else []), _seed_config(folder, seed, base, override)]
+            wall, load = _snakemake(code, folder, configs, args.cores)
             print(f"seed {seed}: {wall:.0f} s", flush=True)
-            results.append(collect(seed, out, wall))
+            results.append(collect(seed, out, wall, load))
             (out / "results.json").write_text(
                 json.dumps({"label": label, "seeds": results, "verdicts": verdicts(results)}, indent=1)
             )
     config = yaml.safe_load((out / "config.yaml").read_text())
     text = report(results, config, label)
-    (out / "results.json").write_text(json.dumps({"label": label, "seeds": results, "verdicts": verdicts(results)}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps({"label": label, "seeds": results, "verdicts": verdicts(results)}, indent=1)
+    )
     (out / "report.md").write_text(text + "\n")
     print(text)
 

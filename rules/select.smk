@@ -1,7 +1,7 @@
 # LESS data selection: pool and target, LoRA warm-up, gradient datastore (scattered in shards),
 # influence, top-k selection and a random baseline, training on each and evaluation on the target.
-# The selection methods come from the registry (skillmix.infra.registry): select_random and
-# select_top load their selector from there, so their code version adds the selector's module.
+# The selection methods come from the registry (skillmix.infra.registry): the select rule runs
+# each by name (its inputs follow the method's needs), and its code version adds the method's module.
 
 
 rule select_pool:
@@ -157,18 +157,21 @@ rule influence:
         "../workflow/scripts/influence.py"
 
 
-rule select_random:
+rule select:
     input:
+        unpack(selection_inputs),
         pool=f"{SEL}/pool.parquet",
     output:
-        parquet=f"{SEL}/selected/random.parquet",
-        jsonl=f"{SEL}/selected/random.jsonl",
-        messages=f"{SEL}/selected/random.messages.jsonl",
-        prompt_completion=f"{SEL}/selected/random.prompt_completion.jsonl",
+        parquet=f"{SEL}/selected/{{selection}}.parquet",
+        jsonl=f"{SEL}/selected/{{selection}}.jsonl",
+        messages=f"{SEL}/selected/{{selection}}.messages.jsonl",
+        prompt_completion=f"{SEL}/selected/{{selection}}.prompt_completion.jsonl",
     log:
-        "logs/select/random.log",
+        "logs/select/{selection}.log",
     benchmark:
-        "benchmarks/select/random.tsv"
+        "benchmarks/select/{selection}.tsv"
+    wildcard_constraints:
+        selection=registry.pattern("selection"),
     conda:
         "../envs/skillmix.yaml"
     threads: res("small", "threads")
@@ -178,22 +181,18 @@ rule select_random:
         gpu=res("small", "gpu"),
     params:
         selection=SELECT["selection"],
-        code=method_code_version(SCRIPTS / "select_random.py", "selection", "random"),
+        code=select_code_param,
     script:
-        "../workflow/scripts/select_random.py"
+        "../workflow/scripts/select.py"
 
 
-rule select_top:
+rule select_composition:
     input:
         pool=f"{SEL}/pool.parquet",
-        scores=f"{SEL}/influence/d{SELECT_DIM}/scores.parquet",
-        random=f"{SEL}/selected/random.parquet",
         target=f"{SEL}/target/target.parquet",
+        scores=f"{SEL}/influence/d{SELECT_DIM}/scores.parquet",
+        selected=expand(f"{SEL}/selected/{{selection}}.parquet", selection=SELECTIONS),
     output:
-        parquet=f"{SEL}/selected/less.parquet",
-        jsonl=f"{SEL}/selected/less.jsonl",
-        messages=f"{SEL}/selected/less.messages.jsonl",
-        prompt_completion=f"{SEL}/selected/less.prompt_completion.jsonl",
         composition=f"{SEL}/selected/composition.parquet",
         answers=f"{SEL}/selected/answers.parquet",
         composition_plot=report(
@@ -209,9 +208,9 @@ rule select_top:
             labels={"figure": "influence scores"},
         ),
     log:
-        "logs/select/top.log",
+        "logs/select/composition.log",
     benchmark:
-        "benchmarks/select/top.tsv"
+        "benchmarks/select/composition.tsv"
     conda:
         "../envs/skillmix.yaml"
     threads: res("small", "threads")
@@ -220,10 +219,10 @@ rule select_top:
         runtime=res("small", "runtime"),
         gpu=res("small", "gpu"),
     params:
-        selection=SELECT["selection"],
-        code=method_code_version(SCRIPTS / "select_top.py", "selection", "less"),
+        selections=SELECTIONS,
+        code=script_code("select_composition.py"),
     script:
-        "../workflow/scripts/select_top.py"
+        "../workflow/scripts/select_composition.py"
 
 
 rule train_selected:

@@ -12,14 +12,15 @@ with the loss on the answer; prompts are cut from the left to fit `model.max_len
 
 - NI: prompt `Input: <instance input>\\nOutput:`, answer its first output (the task definition
   is left out: 200–1,200 characters, it would not fit the tiny model's window);
-- GSM8K: prompt `Question: <question>\\nAnswer:`, answer the worked solution with the
-  calculator annotations `<<…>>` removed, ending in `#### <number>`;
+- GSM8K: prompt `Question: <question>\\nAnswer:`, answer the worked solution's last step and its
+  final line (`… = $10.\\n#### 10`), calculator annotations `<<…>>` removed (`--gsm8k-answer
+  solution` keeps the whole solution);
 - SST-2: prompt `Sentence: <sentence>\\nSentiment:`, answer `positive` or `negative`.
 
-An example whose answer is longer than `--max-answer` characters is left out (SCAN's longest
-action sequences, most GSM8K solutions: 17% of GSM8K's solutions have at most 128 characters,
-so the GSM8K group holds the shorter problems), so that the byte-level model's window keeps the
-whole answer. The full size used for the fraction is the group's size before this filter.
+An example whose answer is longer than `--max-answer` characters (80) is left out (SCAN's longer
+action sequences, GSM8K's longer last steps: 62% of them fit), so that the byte-level model's
+window keeps the whole answer and greedy decoding in every evaluation stays short. The full size
+used for the fraction is the group's size before this filter.
 
     python examples/mixing_text/build_table.py --out /tmp/mixing_text   # writes table.jsonl, sizes.json
 """
@@ -60,11 +61,16 @@ def _ni_groups(shared: Path) -> dict[str, tuple[int, list[tuple[str, str, str]]]
     return groups
 
 
-def _gsm8k(shared: Path) -> tuple[int, list[tuple[str, str, str]]]:
+def _gsm8k_answer(solution: str, form: str) -> str:
+    lines = [line.strip() for line in re.sub(r"<<[^>]*>>", "", solution).strip().split("\n") if line.strip()]
+    return "\n".join(lines if form == "solution" else lines[-2:])
+
+
+def _gsm8k(shared: Path, form: str) -> tuple[int, list[tuple[str, str, str]]]:
     with gzip.open(shared / "gsm8k" / "train.jsonl.gz", "rt", encoding="utf-8") as f:
         items = [json.loads(line) for line in f if line.strip()]
     rows = [
-        (f"gsm8k-{i}", f"Question: {x['question'].strip()}\nAnswer:", re.sub(r"<<[^>]*>>", "", x["answer"]).strip())
+        (f"gsm8k-{i}", f"Question: {x['question'].strip()}\nAnswer:", _gsm8k_answer(x["answer"], form))
         for i, x in enumerate(items)
     ]
     return len(items), rows
@@ -80,9 +86,9 @@ def _sst2(shared: Path) -> tuple[int, list[tuple[str, str, str]]]:
     return len(rows), rows
 
 
-def build(shared: Path, out: Path, fraction: float, floor: int, max_answer: int, seed: int) -> dict:
+def build(shared: Path, out: Path, fraction: float, floor: int, max_answer: int, seed: int, gsm8k_answer: str) -> dict:
     groups = _ni_groups(shared)
-    groups["gsm8k"] = _gsm8k(shared)
+    groups["gsm8k"] = _gsm8k(shared, gsm8k_answer)
     groups["sst2"] = _sst2(shared)
     rng = np.random.default_rng(seed)
     table, sizes = [], {}
@@ -100,7 +106,7 @@ def build(shared: Path, out: Path, fraction: float, floor: int, max_answer: int,
     total = sum(s["kept"] for s in sizes.values())
     for s in sizes.values():
         s["share"] = round(s["kept"] / total, 4)
-    meta = {"fraction": fraction, "floor": floor, "max_answer": max_answer, "seed": seed, "rows": total, "groups": sizes}
+    meta = {"fraction": fraction, "floor": floor, "max_answer": max_answer, "gsm8k_answer": gsm8k_answer, "seed": seed, "rows": total, "groups": sizes}
     (out / "sizes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
@@ -111,13 +117,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/mixing_text"), help="a folder outside the repository")
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--floor", type=int, default=200)
-    parser.add_argument("--max-answer", type=int, default=128)
+    parser.add_argument("--max-answer", type=int, default=80)
+    parser.add_argument("--gsm8k-answer", choices=["final_step", "solution"], default="final_step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = args.out.resolve()
     if out == REPO or REPO in out.parents:
         parser.error(f"--out {out} is inside the repository; write the table elsewhere (e.g. /tmp/mixing_text)")
-    meta = build(args.shared.resolve(), out, args.fraction, args.floor, args.max_answer, args.seed)
+    meta = build(args.shared.resolve(), out, args.fraction, args.floor, args.max_answer, args.seed, args.gsm8k_answer)
     print(json.dumps(meta, indent=1))
     print(f"wrote {out / 'table.jsonl'}")
 

@@ -116,3 +116,20 @@ def select_targets():
     ]
     targets += expand(f"{SEL}/eval/{{selection}}/curves.png", selection=SELECTIONS)
     return targets
+
+
+def selection_inputs(wildcards):
+    """Input function of one selection: what its method needs besides the pool (the influence
+    scores of the gradient datastore, the target set)."""
+    needs = registry.SELECTIONS[wildcards.selection].needs
+    inputs = {}
+    if "datastore" in needs:
+        inputs["scores"] = f"{SEL}/influence/d{SELECT_DIM}/scores.parquet"
+    if "targets" in needs:
+        inputs["target"] = f"{SEL}/target/target.parquet"
+    return inputs
+
+
+def select_code_param(wildcards):
+    """Params function: the code version of a selection (the select script and its method's module)."""
+    return method_code_version(SCRIPTS / "select.py", "selection", wildcards.selection)

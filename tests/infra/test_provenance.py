@@ -25,7 +25,7 @@ def test_a_scripts_modules_are_its_imports_and_all_they_import() -> None:
     assert not NOT_RESULTS & set(train)  # the GPU lease decides where, not what
     assert "skillmix.plotting" not in train  # a figure's code never re-runs training
     drawing = {p.name for p in SCRIPTS.glob("*.py") if "skillmix.plotting" in script_modules(p)}
-    assert drawing == {"evaluate.py", "compare.py", "select_top.py", "evaluate_selected.py",
+    assert drawing == {"evaluate.py", "compare.py", "select_composition.py", "evaluate_selected.py",
                        "compare_selected.py", "kernel_solve.py"}, drawing  # fmt: skip
     # dotted names: the kernel stage never reaches the data sources, the target builder
     # reaches them but no training code
@@ -91,7 +91,7 @@ def project_copy(tmp_path_factory) -> Path:
     [
         ("kernel/kernels.py", {"kernel.py", "kernel_solve.py"}, {"train.py", "slice.py", "influence.py"}),
         ("data/sources/tables.py", {"slice.py", "select_target.py"}, {"kernel.py", "kernel_solve.py"}),
-        ("selection/influence.py", {"influence.py"}, {"grads.py", "select_top.py", "train_selected.py"}),
+        ("selection/influence.py", {"influence.py"}, {"grads.py", "select.py", "train_selected.py"}),
         ("plotting.py", {"evaluate.py", "compare.py"}, {"train.py", "graph_run.py", "influence.py"}),
         ("infra/gpus.py", set(), None),  # None: no script changes
     ],

@@ -179,8 +179,8 @@ def test_selection_fraction_change_reruns_selection_and_training_only(select_run
     override = write_yaml(tmp_path / "frac.yaml", {"select": {"selection": {"fraction": 0.2}}})
     result = run_ok(select_run, "-n", *SELECT_TARGETS, configs=(*CONFIGS, override))
     assert job_stats(result.output) == {
-        "select_random": 1,
-        "select_top": 1,
+        "select": 2,
+        "select_composition": 1,
         "train_selected": 2,
         "evaluate_selected": 2,
         "compare_selected": 1,
@@ -315,5 +315,7 @@ def test_editing_the_influence_code_reruns_influence_and_what_follows_only(selec
     stats, output = job_stats(done.output), done.output
     assert "influence" in stats and stats["influence"] == len(DIMS), output[-3000:]
     assert not {"warmup", "grads", "select_pool", "select_target", "train", "slice"} & set(stats), stats
-    assert {"select_top", "train_selected", "evaluate_selected", "compare_selected"} <= set(stats), stats
+    assert {"select", "select_composition", "train_selected", "evaluate_selected", "compare_selected"} <= set(
+        stats
+    ), stats
     assert "Params have changed" in output or "params" in output.lower()
