@@ -47,7 +47,7 @@ def test_importing_a_submodule_counts_its_packages_not_its_siblings() -> None:
 def test_every_rule_hashes_the_script_it_runs() -> None:
     """The rules name no modules: each `code` param is the version of the rule's own script."""
     rules = {}
-    helpers = (REPO / "rules" / "helpers" / "train.smk").read_text()
+    helpers = [p.read_text() for p in sorted((REPO / "rules" / "helpers").glob("*.smk"))]
     for path in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=rule |checkpoint )", path.read_text()):
             name = re.match(r"(?:rule|checkpoint) (\w+):", block)
@@ -55,9 +55,11 @@ def test_every_rule_hashes_the_script_it_runs() -> None:
                 continue
             code = re.search(r'code=(?:script_code\(|method_code_version\(SCRIPTS / )"([\w.]+)"', block)
             script = re.search(r'script:\s*\n\s*"\.\./workflow/scripts/([\w.]+)"', block)
-            if code is None and re.search(r"code=train_code_param", block):
-                # a method's jobs: its script's version and its method's module (helpers/train.smk)
-                code = re.search(r'method_code_version\(SCRIPTS / "([\w.]+)"', helpers)
+            param = re.search(r"code=(\w+_code_param)", block)
+            if code is None and param:
+                # a method's jobs: its script's version and its method's module (rules/helpers/)
+                home = next(text for text in helpers if f"def {param.group(1)}(" in text)
+                code = re.search(r'method_code_version\(SCRIPTS / "([\w.]+)"', home)
             assert code and script, f"rule {name.group(1)} in {path.name} lacks a code param or script"
             rules[name.group(1)] = (code.group(1), script.group(1))
     assert len(rules) >= 20
@@ -182,7 +184,10 @@ def _strategy_versions(src: Path) -> dict[str, str]:
     ("module", "changed"),
     [
         ("mixing/skillit.py", {"skillit"}),
-        ("mixing/baselines.py", {"random", "stratified", "target_only"}),
+        # DoReMi's and RegMix's runs train on a given mixture, the sampler baselines.py defines
+        ("mixing/baselines.py", {"random", "stratified", "target_only", "doremi", "regmix"}),
+        ("mixing/odm.py", {"odm"}),
+        ("mixing/aioli_params.py", {"aioli"}),
         ("mixing/curricula.py", {"curriculum", "anticurriculum", "skill_curriculum"}),
         ("engine/training.py", "all"),  # the engine every strategy trains with
     ],
