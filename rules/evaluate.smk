@@ -80,6 +80,7 @@ rule compare:
     params:
         runs=RUNS,
         stage_metrics={run: f"stage_{run}" for run in STAGE_METRICS if run in RUNS},
+        graph_cost=graph_cost,
         expect=metrics_stamps(),
         code=script_code("compare.py"),
     script:

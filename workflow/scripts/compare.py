@@ -23,4 +23,5 @@ compare_costs_and_weights(
     },
     dict(snakemake.output.items()),
     {run: list(snakemake.input[key]) for run, key in p.stage_metrics.items()},
+    p.graph_cost,
 )

@@ -111,13 +111,17 @@ def run_costs(
     runs: Sequence[str],
     job_metrics: Sequence[str | os.PathLike],
     stage_metrics: dict[str, Sequence[str | os.PathLike]] | None = None,
+    graph_cost: dict[str, dict[str, int]] | None = None,
 ) -> pd.DataFrame:
     """One row per run: its optimiser steps and validation passes, the training its method spent
-    outside the evaluated run (reference, proxy and graph runs: the sampler's `cost`), the run's
-    wall time and that of its method's own stage jobs (`stage_metrics`: their job_metrics files)."""
+    outside the evaluated run (reference and proxy runs: the sampler's `cost`; the skills graph's
+    runs: `graph_cost` by run), the run's wall time and that of its method's own stage jobs
+    (`stage_metrics`: their job_metrics files)."""
     rows = []
     for run, path in zip(runs, job_metrics, strict=True):
         metrics = json.loads(Path(path).read_text(encoding="utf-8"))
+        for key, value in (graph_cost or {}).get(run, {}).items():
+            metrics[key] = metrics.get(key, 0) + value
         stage = [json.loads(Path(p).read_text(encoding="utf-8")) for p in (stage_metrics or {}).get(run, [])]
         rows.append(
             {
@@ -177,12 +181,13 @@ def compare_costs_and_weights(
     train_outputs: dict[str, Sequence[str | os.PathLike]],
     outputs: dict[str, str | os.PathLike],
     stage_metrics: dict[str, Sequence[str | os.PathLike]] | None = None,
+    graph_cost: dict[str, dict[str, int]] | None = None,
 ) -> None:
     """The comparison's cost table and the runs' mixtures side by side (table and figure).
 
     `train_outputs` holds, per run in `runs` order, its `mixture`, `skill_counts` and `metrics`
     (job_metrics.json) files; `outputs` names `costs`, `weights` (tables) and `weights_plot`."""
-    write_parquet(run_costs(runs, train_outputs["metrics"], stage_metrics), outputs["costs"])
+    write_parquet(run_costs(runs, train_outputs["metrics"], stage_metrics, graph_cost), outputs["costs"])
     weights = mixture_summary(runs, train_outputs["mixture"], train_outputs["skill_counts"])
     write_parquet(weights, outputs["weights"])
     plot_weights(weights, outputs["weights_plot"])
