@@ -45,6 +45,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STRATEGIES = ["random", "stratified", "skillit", "aioli", "doremi", "odm", "regmix"]
 BASELINE = "stratified"
+STAGE_JOBS = {  # the benchmark files of each method's own jobs (Skill-It: any graph method's)
+    "skillit": [
+        "benchmarks/graph_run/*/*.tsv",
+        "benchmarks/graph_assemble/*.tsv",
+        "benchmarks/graph_given/*.tsv",
+    ],
+    "doremi": ["benchmarks/doremi/*.tsv"],
+    "regmix": ["benchmarks/regmix/*.tsv", "benchmarks/regmix/runs/*.tsv"],
+}
 
 
 def _snakemake(code: Path, workdir: Path, configs: list[Path], cores: int) -> tuple[float, list[float]]:
@@ -159,6 +168,33 @@ def _run_numbers(workdir: Path, run: str) -> dict:
     }
 
 
+def _graph_cost(folder: Path, config: dict, method: str, jobs: int) -> dict:
+    """Skill-It's graph runs (brute_force, linear): runs, steps, examples and validation passes,
+    counted from the graph's raw loss table (one row per unit, repeat, step, skill); nothing for a
+    given graph or the gradient graph (no runs)."""
+    raw = folder / f"results/graph/{method}/raw.parquet"
+    cost = {"graph_method": method, "graph_jobs": jobs}
+    if method not in ("brute_force", "linear") or not raw.exists():
+        return {
+            **cost,
+            "extra_runs": 0.0,
+            "extra_steps": 0.0,
+            "extra_examples": 0.0,
+            "extra_evaluations": 0.0,
+        }
+    table = pd.read_parquet(raw)
+    runs = table.groupby(["unit", "repeat"]).ngroups if "repeat" in table else table["unit"].nunique()
+    evaluations = table.groupby([c for c in ("unit", "repeat") if c in table])["step"].nunique().sum()
+    steps = runs * int(config["graph"]["runs"]["steps"])
+    return {
+        **cost,
+        "extra_runs": float(runs),
+        "extra_steps": float(steps),
+        "extra_examples": float(steps * int(config["graph"]["runs"]["batch_size"])),
+        "extra_evaluations": float(evaluations),
+    }
+
+
 def collect(seed: int, out: Path, wall: float, load: list[float] | None = None) -> dict:
     """The numbers of one seed, read from its workflow folder."""
     folder = out / f"seed{seed}"
@@ -166,16 +202,16 @@ def collect(seed: int, out: Path, wall: float, load: list[float] | None = None) 
     weights = pd.read_parquet(folder / "results/eval/weights.parquet")
     config = yaml.safe_load((out / "config.yaml").read_text())
     method = config["graph"]["method"]
-    graph_jobs, graph_seconds = _job_seconds(folder, f"benchmarks/graph_run/{method}/*.tsv")
-    _, assemble_seconds = _job_seconds(folder, f"benchmarks/graph_assemble/{method}.tsv")
+    graph_jobs, _ = _job_seconds(folder, f"benchmarks/graph_run/{method}/*.tsv")
     runs = {}
     for run in STRATEGIES:
         row = costs.loc[run]
         cost = {c: (None if pd.isna(row[c]) else float(row[c])) for c in costs.columns}
         if run == "skillit":  # its stage is the graph, which the cost table does not hold
-            cost["graph_method"] = method
-            cost["graph_jobs"] = graph_jobs
-            cost["stage_wall_seconds"] = graph_seconds + assemble_seconds
+            cost.update(_graph_cost(folder, config, method, graph_jobs))
+            cost["stage_wall_seconds"] = None  # graph runs write no training time
+        cost["job_seconds"] = _job_seconds(folder, f"benchmarks/train/{run}.tsv")[1]
+        cost["stage_job_seconds"] = sum(_job_seconds(folder, p)[1] for p in STAGE_JOBS.get(run, []))
         mix = weights[weights["run"] == run]
         runs[run] = {
             **_run_numbers(folder, run),
@@ -291,14 +327,19 @@ def report(results: list[dict], config: dict, label: str) -> str:
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Extra cost (mean over seeds; from results/eval/costs.parquet; run wall = the train job; stage "
-        "wall = the method's own jobs: DoReMi's proxy, RegMix's proxy runs (job seconds summed, "
-        "they may run side by side), Skill-It's graph runs and assembly from the benchmark files). "
+        "Extra cost (mean over seeds; from results/eval/costs.parquet, except Skill-It's, whose graph "
+        "runs the cost table does not hold: counted from the graph's raw loss table). Run wall and "
+        "stage wall are costs.parquet's: the training time of the run and of the method's own jobs "
+        "(DoReMi's proxy, RegMix's proxy runs; Skill-It's graph runs record none, –). Job seconds "
+        "are the workflow's benchmark files (process start, loading and writing included) of the "
+        "run's train job and of the method's own jobs summed (Skill-It: graph runs and assembly; "
+        "RegMix: sampling, proxy runs, fit); the workflow runs two jobs at a time on 2 cores. "
         "DoReMi's reference is the `random` run, reused: its steps are counted in extra steps, its "
         "time is the random row's.",
         "",
-        "| strategy | extra runs | extra steps | extra evaluations | run wall (s) | stage wall (s) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| strategy | extra runs | extra steps | extra evaluations | run wall (s) | stage wall (s) "
+        "| run job (s) | stage jobs (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in STRATEGIES:
         costs = [r["runs"][run]["cost"] for r in results]
@@ -311,12 +352,13 @@ def report(results: list[dict], config: dict, label: str) -> str:
 
         runs_cell = mean("extra_runs")
         if run == "skillit":
-            runs_cell = (
-                f"{np.mean([c['graph_jobs'] for c in costs]):.0f} graph jobs ({costs[0]['graph_method']})"
+            runs_cell += (
+                f" ({costs[0]['graph_method']} graph, {np.mean([c['graph_jobs'] for c in costs]):.0f} jobs)"
             )
         lines.append(
             f"| {run} | {runs_cell} | {mean('extra_steps')} | {mean('extra_evaluations')} "
-            f"| {mean('wall_seconds')} | {mean('stage_wall_seconds')} |"
+            f"| {mean('wall_seconds')} | {mean('stage_wall_seconds')} "
+            f"| {mean('job_seconds')} | {mean('stage_job_seconds')} |"
         )
     skills = list(results[0]["runs"][BASELINE]["mixture"])
     lines += [

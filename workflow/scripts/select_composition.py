@@ -15,7 +15,8 @@ pool = pd.read_parquet(snakemake.input.pool)
 target = pd.read_parquet(snakemake.input.target)
 scores = pd.read_parquet(snakemake.input.scores)
 selections = {
-    name: pd.read_parquet(path) for name, path in zip(snakemake.params.selections, snakemake.input.selected)
+    name: pd.read_parquet(path)
+    for name, path in zip(snakemake.params.selections, snakemake.input.selected, strict=True)
 }
 table = composition(pool, selections)
 answers = answer_composition(pool, {"target": target, **selections})
