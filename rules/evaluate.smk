@@ -50,6 +50,7 @@ rule compare:
         mixture=expand("results/train/{run}/mixture.parquet", run=RUNS),
         skill_counts=expand("results/train/{run}/skill_counts.parquet", run=RUNS),
         job_metrics=expand("results/train/{run}/job_metrics.json", run=RUNS),
+        manifest=MANIFEST,
     output:
         summary="results/eval/summary.parquet",
         costs="results/eval/costs.parquet",
