@@ -23,6 +23,7 @@ beside it. **The mixture matters** when random and stratified differ on the mean
 by more than 3 × the larger sd.
 
     python bench/mixing_real_text.py --seeds 0 1 2 --cores 2 --out bench/out/mixing_text
+    python bench/mixing_real_text.py --seeds 2 --keep --out bench/out/mixing_text   # add a seed
     python bench/mixing_real_text.py --out bench/out/mixing_text --report-only
 """
 
@@ -303,6 +304,7 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the seed folders")
+    parser.add_argument("--keep", action="store_true", help="keep the other seeds already in results.json")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -330,6 +332,10 @@ def main() -> None:
             wall = run_seed(folder, [*configs, seed_config(folder, seed, table, strategies)], args.cores)
             print(f"seed {seed}: {wall:.0f} s", flush=True)
             results.append(collect(folder, seed, wall, strategies, config["graph"]["method"]))
+            if args.keep and (out / "results.json").exists():  # seeds of other calls, read when saving
+                ran = {r["seed"] for r in results}
+                results += [r for r in json.loads((out / "results.json").read_text())["seeds"] if r["seed"] not in ran]
+            results.sort(key=lambda r: r["seed"])
             saved = {"config": config, "strategies": strategies, "sizes": sizes, "seeds": results}
             (out / "results.json").write_text(json.dumps(saved, indent=1))
     text = report(results, config, sizes, strategies)

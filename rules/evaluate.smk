@@ -81,7 +81,7 @@ rule compare:
     params:
         runs=RUNS,
         stage_metrics={run: f"stage_{run}" for run in STAGE_METRICS if run in RUNS},
-        graph_cost=graph_cost,
+        graph=config["graph"],
         expect=metrics_stamps(),
         code=script_code("compare.py"),
     script:

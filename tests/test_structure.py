@@ -15,8 +15,8 @@ LAYERS = {"infra": 0, "data": 1, "engine": 2}
 """The shared layers, bottom up; every other subpackage or module is a stage (graph, mixing,
 selection, kernel, harness, plotting) or sits above them (preflight, the workflow's checks)."""
 ABOVE_STAGES = {"preflight"}
-PUBLIC = {"skillmix.graph.store"}
-"""Modules of a stage that other stages may read: the graph folder's format."""
+PUBLIC = {"skillmix.graph.store", "skillmix.graph.units"}
+"""Modules of a stage that other stages may read: the graph folder's format, the graph units' names."""
 SHARED_BY_STAGES = {"plotting"}
 
 

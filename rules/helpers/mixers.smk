@@ -61,20 +61,3 @@ def stage_metrics_inputs(wildcards):
     return {
         f"stage_{run}": paths for run, paths in STAGE_METRICS.items() if run in RUNS
     }
-
-
-def graph_cost(wildcards):
-    """Params function of the comparison: the graph runs of the configured skills graph, as the
-    extra cost of every run whose strategy needs the graph (Skill-It)."""
-    users = registry.with_need("strategy", "graph", RUNS)
-    if not users:
-        return {}
-    runs_cfg = config["graph"]["runs"]
-    units = graph_units(config["graph"]["method"], [s["slug"] for s in manifest()["skills"]])
-    runs = len(units) * runs_cfg["repeats"]
-    cost = {
-        "extra_runs": runs,
-        "extra_steps": runs * runs_cfg["steps"],
-        "extra_examples": runs * runs_cfg["steps"] * runs_cfg["batch_size"],
-    }
-    return {run: cost for run in users}

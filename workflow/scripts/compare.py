@@ -5,7 +5,7 @@ from skillmix.infra.jobs import start_log
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.stamps import check_stamps
-from skillmix.mixing.comparison import compare_costs_and_weights, compare_runs
+from skillmix.mixing.comparison import compare_costs_and_weights, compare_runs, graph_cost
 
 p = snakemake.params
 # every run trained and evaluated with the settings the config gives now
@@ -23,5 +23,5 @@ compare_costs_and_weights(
     },
     dict(snakemake.output.items()),
     {run: list(snakemake.input[key]) for run, key in p.stage_metrics.items()},
-    p.graph_cost,
+    graph_cost(p.runs, p.graph, snakemake.input.manifest),
 )

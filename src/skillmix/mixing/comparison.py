@@ -15,6 +15,7 @@ from skillmix.data.slicing import read_manifest
 from skillmix.engine.evaluation import METRIC_COLUMNS, evaluate_skills
 from skillmix.engine.modeling import load_saved, select_runtime
 from skillmix.engine.training_run import load_sets
+from skillmix.graph.units import graph_units
 from skillmix.infra import registry
 from skillmix.infra.config import complete
 from skillmix.infra.jobs import write_parquet
@@ -131,6 +132,26 @@ def run_costs(
             }
         )
     return pd.DataFrame(rows, columns=COST_COLUMNS)
+
+
+def graph_cost(
+    runs: Sequence[str], graph_cfg: dict[str, Any], manifest_path: str | os.PathLike
+) -> dict[str, dict[str, int]]:
+    """The skills graph's training runs (units × repeats, their steps and examples), as the extra
+    cost of every run in `runs` whose strategy needs the graph (Skill-It); none for a given or a
+    gradient graph."""
+    users = registry.with_need("strategy", "graph", runs)
+    if not users:
+        return {}
+    runs_cfg = complete("graph.runs", graph_cfg.get("runs"))
+    slugs = [s["slug"] for s in read_manifest(manifest_path)["skills"]]
+    count = len(graph_units(graph_cfg["method"], slugs)) * runs_cfg["repeats"]
+    cost = {
+        "extra_runs": count,
+        "extra_steps": count * runs_cfg["steps"],
+        "extra_examples": count * runs_cfg["steps"] * runs_cfg["batch_size"],
+    }
+    return {run: cost for run in users}
 
 
 def mixture_summary(
