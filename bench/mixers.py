@@ -25,6 +25,10 @@ reported beside it, with the count of seeds on which the method is better.
     python bench/mixers.py --seeds 0 1 2 --out bench/out/mixers_xor
     python bench/mixers.py --config examples/mixers/lego.yaml --seeds 0 1 2 --out bench/out/mixers_lego
     python bench/mixers.py --out bench/out/mixers_xor --report-only   # report from the folders
+
+`--commit HEAD` (or any commit) runs the workflow of a `git archive` copy of that commit (its src/
+first on PYTHONPATH) instead of the checkout, so that edits made to the checkout while the
+benchmark runs do not reach it. The machine's load average is sampled while each seed runs.
 """
 
 from __future__ import annotations
@@ -240,7 +244,10 @@ def verdict(method: list[float], base: list[float], higher_is_better: bool) -> d
     gain = sign * (m - b)
     spread = 2.0 * max(sm, sb)
     paired = sign * (np.asarray(method) - np.asarray(base))
-    call = "better" if gain > spread else ("worse" if -gain > spread else "within")
+    if len(method) < 2:  # no spread to compare with
+        call = "one seed"
+    else:
+        call = "better" if gain > spread else ("worse" if -gain > spread else "within")
     return {
         "gain": gain,
         "spread": spread,
