@@ -58,7 +58,9 @@ METRICS = [  # key, label, digits, higher is better
 def _deep(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        out[key] = _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -166,7 +168,9 @@ def verdict(method: list[float], base: list[float], higher_is_better: bool, fact
 def verdicts(results: list[dict], strategies: list[str]) -> dict:
     return {
         run: {
-            key: verdict([r["runs"][run][key] for r in results], [r["runs"][BASELINE][key] for r in results], hib)
+            key: verdict(
+                [r["runs"][run][key] for r in results], [r["runs"][BASELINE][key] for r in results], hib
+            )
             for key, _, _, hib in METRICS
         }
         for run in strategies
@@ -204,7 +208,8 @@ def report(results: list[dict], config: dict, sizes: dict | None, strategies: li
     for run in strategies:
         rows = [r["runs"][run] for r in results]
         lines.append(
-            f"| {run} | {fmt([x['test_loss'] for x in rows], 4)} | {fmt([x['worst_test_loss'] for x in rows], 4)} "
+            f"| {run} | {fmt([x['test_loss'] for x in rows], 4)} "
+            f"| {fmt([x['worst_test_loss'] for x in rows], 4)} "
             f"| {', '.join(x['worst_group'] for x in rows)} | {fmt([x['test_accuracy'] for x in rows], 3)} "
             f"| {fmt([x['val_loss'] for x in rows], 4)} |"
         )
@@ -257,7 +262,9 @@ def report(results: list[dict], config: dict, sizes: dict | None, strategies: li
 
         runs_cell = mean("extra_runs")
         if run == "skillit":
-            runs_cell = f"{np.mean([c['graph_jobs'] for c in costs]):.0f} graph runs ({config['graph']['method']})"
+            runs_cell = (
+                f"{np.mean([c['graph_jobs'] for c in costs]):.0f} graph runs ({config['graph']['method']})"
+            )
         lines.append(
             f"| {run} | {runs_cell} | {mean('extra_steps')} | {mean('extra_evaluations')} "
             f"| {mean('wall_seconds')} | {mean('stage_wall_seconds')} |"
@@ -296,11 +303,24 @@ def report(results: list[dict], config: dict, sizes: dict | None, strategies: li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=REPO / "bench/out/mixing_text")
-    parser.add_argument("--table-dir", type=Path, default=Path("/tmp/mixing_text"), help="where the table is (built when missing)")
-    parser.add_argument("--config", type=Path, nargs="*", default=[], help="further overrides after examples/mixing_text/config.yaml")
+    parser.add_argument(
+        "--table-dir",
+        type=Path,
+        default=Path("/tmp/mixing_text"),
+        help="where the table is (built when missing)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="further overrides after examples/mixing_text/config.yaml",
+    )
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the seed folders")
@@ -319,7 +339,9 @@ def main() -> None:
         config, strategies = saved["config"], saved["strategies"]
         sizes = saved.get("sizes")
         results = [
-            collect(out / f"seed{r['seed']}", r["seed"], r["wall_seconds"], strategies, config["graph"]["method"])
+            collect(
+                out / f"seed{r['seed']}", r["seed"], r["wall_seconds"], strategies, config["graph"]["method"]
+            )
             for r in saved["seeds"]
         ]
     else:
@@ -334,12 +356,16 @@ def main() -> None:
             results.append(collect(folder, seed, wall, strategies, config["graph"]["method"]))
             if args.keep and (out / "results.json").exists():  # seeds of other calls, read when saving
                 ran = {r["seed"] for r in results}
-                results += [r for r in json.loads((out / "results.json").read_text())["seeds"] if r["seed"] not in ran]
+                results += [
+                    r for r in json.loads((out / "results.json").read_text())["seeds"] if r["seed"] not in ran
+                ]
             results.sort(key=lambda r: r["seed"])
             saved = {"config": config, "strategies": strategies, "sizes": sizes, "seeds": results}
             (out / "results.json").write_text(json.dumps(saved, indent=1))
     text = report(results, config, sizes, strategies)
-    machine = f"{platform.machine()}, {platform.processor() or platform.node()}, python {platform.python_version()}"
+    machine = (
+        f"{platform.machine()}, {platform.processor() or platform.node()}, python {platform.python_version()}"
+    )
     saved = {
         "config": config,
         "strategies": strategies,

@@ -52,7 +52,11 @@ def _ni_groups(shared: Path) -> dict[str, tuple[int, list[tuple[str, str, str]]]
             with opener(path, "rt", encoding="utf-8") as f:
                 task = json.load(f)
             rows = [
-                (f"{entry['task']}-{i}", f"Input: {inst['input'].strip()}\nOutput:", inst["output"][0].strip())
+                (
+                    f"{entry['task']}-{i}",
+                    f"Input: {inst['input'].strip()}\nOutput:",
+                    inst["output"][0].strip(),
+                )
                 for i, inst in enumerate(task["Instances"])
                 if inst["output"] and inst["output"][0].strip()
             ]
@@ -82,11 +86,19 @@ def _sst2(shared: Path) -> tuple[int, list[tuple[str, str, str]]]:
         next(f)  # header: label \t sentence
         for i, line in enumerate(f):
             label, sentence = line.rstrip("\n").split("\t")[:2]
-            rows.append((f"sst2-{i}", f"Sentence: {sentence.strip()}\nSentiment:", "positive" if label == "1" else "negative"))
+            rows.append(
+                (
+                    f"sst2-{i}",
+                    f"Sentence: {sentence.strip()}\nSentiment:",
+                    "positive" if label == "1" else "negative",
+                )
+            )
     return len(rows), rows
 
 
-def build(shared: Path, out: Path, fraction: float, floor: int, max_answer: int, seed: int, gsm8k_answer: str) -> dict:
+def build(
+    shared: Path, out: Path, fraction: float, floor: int, max_answer: int, seed: int, gsm8k_answer: str
+) -> dict:
     groups = _ni_groups(shared)
     groups["gsm8k"] = _gsm8k(shared, gsm8k_answer)
     groups["sst2"] = _sst2(shared)
@@ -106,15 +118,27 @@ def build(shared: Path, out: Path, fraction: float, floor: int, max_answer: int,
     total = sum(s["kept"] for s in sizes.values())
     for s in sizes.values():
         s["share"] = round(s["kept"] / total, 4)
-    meta = {"fraction": fraction, "floor": floor, "max_answer": max_answer, "gsm8k_answer": gsm8k_answer, "seed": seed, "rows": total, "groups": sizes}
+    meta = {
+        "fraction": fraction,
+        "floor": floor,
+        "max_answer": max_answer,
+        "gsm8k_answer": gsm8k_answer,
+        "seed": seed,
+        "rows": total,
+        "groups": sizes,
+    }
     (out / "sizes.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="the shared data folder")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/mixing_text"), help="a folder outside the repository")
+    parser.add_argument(
+        "--out", type=Path, default=Path("/tmp/mixing_text"), help="a folder outside the repository"
+    )
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--floor", type=int, default=200)
     parser.add_argument("--max-answer", type=int, default=80)
@@ -123,8 +147,12 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     if out == REPO or REPO in out.parents:
-        parser.error(f"--out {out} is inside the repository; write the table elsewhere (e.g. /tmp/mixing_text)")
-    meta = build(args.shared.resolve(), out, args.fraction, args.floor, args.max_answer, args.seed, args.gsm8k_answer)
+        parser.error(
+            f"--out {out} is inside the repository; write the table elsewhere (e.g. /tmp/mixing_text)"
+        )
+    meta = build(
+        args.shared.resolve(), out, args.fraction, args.floor, args.max_answer, args.seed, args.gsm8k_answer
+    )
     print(json.dumps(meta, indent=1))
     print(f"wrote {out / 'table.jsonl'}")
 
