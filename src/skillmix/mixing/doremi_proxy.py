@@ -28,6 +28,7 @@ from skillmix.engine.training_run import TrainingRun, file_digest, fresh_trainin
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.mixing.doremi import DoReMiProxySampler, doremi_cost, entropy
+from skillmix.mixing.strategies import skill_subset
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,7 @@ COLLAPSE = 0.9
 def train_skills(manifest: str | os.PathLike, train_cfg: Mapping[str, Any]) -> list[str]:
     """The run's training skills: `train.skills` in manifest order, or every skill of the manifest."""
     skills = [s["name"] for s in read_manifest(manifest)["skills"]]
-    named = train_cfg.get("skills")
-    if not named:
-        return skills
-    unknown = [n for n in named if n not in skills]
-    if unknown:
-        raise SkillmixInputError(f"train.skills: {unknown} are not skills of the data; skills are {skills}")
-    return [s for s in skills if s in named]
+    return skill_subset(train_cfg.get("skills"), skills, "train.skills")
 
 
 def load_reference(

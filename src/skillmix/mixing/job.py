@@ -21,17 +21,7 @@ from skillmix.graph.store import read_graph
 from skillmix.infra import registry
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.mixing.strategies import build_sampler, read_mixture_file, strategy_settings
-
-
-def _skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
-    """Named skills in manifest order (all of them when `names` is empty); unknown names are errors."""
-    if not names:
-        return list(skills)
-    unknown = [n for n in names if n not in skills]
-    if unknown:
-        raise SkillmixInputError(f"{key}: {unknown} are not skills of the data; skills are {skills}")
-    return [s for s in skills if s in names]
+from skillmix.mixing.strategies import build_sampler, read_mixture_file, skill_subset, strategy_settings
 
 
 def run_graph(
@@ -138,9 +128,9 @@ def prepare_run(
     model_cfg = complete("model", model_cfg)
     strategy_cfg = strategy_settings(strategy, strategy_cfg)
     skills = [s["name"] for s in read_manifest(manifest_path)["skills"]]
-    train_skills = _skill_subset(train_cfg.get("skills"), skills, "train.skills")
+    train_skills = skill_subset(train_cfg.get("skills"), skills, "train.skills")
     named_targets = train_cfg.get("target_skills")
-    targets = _skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
+    targets = skill_subset(named_targets, skills, "train.target_skills") if named_targets else []
     data = load_run_data(
         model_cfg,
         train_skills,

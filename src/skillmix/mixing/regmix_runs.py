@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from skillmix.infra.errors import SkillmixInputError
+from skillmix.mixing.strategies import skill_subset
 
 WEIGHT_COLUMN = "weight:{skill}"
 """A proxy-run table's column of a training skill's weight."""
@@ -217,21 +218,14 @@ def run_skills(
     skills with their training examples (`sizes`, manifest order) and the completed `train` block:
     `train.skills` (all by default); `train.target_skills`, else the training skills."""
     names = list(sizes)
-
-    def subset(key: str) -> list[str]:
-        chosen = train_cfg.get(key) or []
-        unknown = [s for s in chosen if s not in names]
-        if unknown:
-            raise SkillmixInputError(f"train.{key}: {unknown} are not skills of the data; skills are {names}")
-        return [s for s in names if s in chosen]
-
-    skills = subset("skills") or names
+    skills = skill_subset(train_cfg.get("skills"), names, "train.skills")
     counts = np.asarray([sizes[s] for s in skills], dtype=np.float64)
     if np.any(counts <= 0):
         raise SkillmixInputError(
             f"training skills without examples: {[s for s, n in zip(skills, counts, strict=True) if n <= 0]}"
         )
-    return skills, counts, subset("target_skills") or skills
+    targets = train_cfg.get("target_skills")
+    return skills, counts, skill_subset(targets, names, "train.target_skills") if targets else skills
 
 
 def manifest_sizes(manifest: str) -> dict[str, int]:

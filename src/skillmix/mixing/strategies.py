@@ -105,3 +105,13 @@ def read_mixture_file(
                 + f"; delete it and run again (rm {path})"
             )
     return out
+
+
+def skill_subset(names: Sequence[str] | None, skills: list[str], key: str) -> list[str]:
+    """Named skills in manifest order (all of them when `names` is empty); unknown names are errors."""
+    if not names:
+        return list(skills)
+    unknown = [n for n in names if n not in skills]
+    if unknown:
+        raise SkillmixInputError(f"{key}: {unknown} are not skills of the data; skills are {skills}")
+    return [s for s in skills if s in names]
