@@ -108,18 +108,17 @@ def _merged(base: Path, override: Path | None) -> dict:
     if override is not None:
         for key, value in (yaml.safe_load(override.read_text()) or {}).items():
             if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = _deep(config[key], value)
+                config[key] = deep_merge(config[key], value)
             else:
                 config[key] = value
     return config
 
 
-def _deep(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        out[key] = (
-            _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = deep_merge(out[key], value) if nested else value
     return out
 
 
@@ -147,7 +146,7 @@ def _seed_config(workdir: Path, seed: int, base: Path, override: Path | None) ->
     return path
 
 
-def _job_seconds(workdir: Path, pattern: str) -> tuple[int, float]:
+def job_seconds(workdir: Path, pattern: str) -> tuple[int, float]:
     files = sorted(workdir.glob(pattern))
     return len(files), float(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files))
 
@@ -206,7 +205,7 @@ def collect(seed: int, out: Path, wall: float, load: list[float] | None = None) 
     weights = pd.read_parquet(folder / "results/eval/weights.parquet")
     config = yaml.safe_load((out / "config.yaml").read_text())
     method = config["graph"]["method"]
-    graph_jobs, _ = _job_seconds(folder, f"benchmarks/graph_run/{method}/*.tsv")
+    graph_jobs, _ = job_seconds(folder, f"benchmarks/graph_run/{method}/*.tsv")
     runs = {}
     for run in STRATEGIES:
         row = costs.loc[run]
@@ -214,8 +213,8 @@ def collect(seed: int, out: Path, wall: float, load: list[float] | None = None) 
         if run == "skillit":  # its stage is the graph, which the cost table does not hold
             cost.update(_graph_cost(folder, config, method, graph_jobs))
             cost["stage_wall_seconds"] = None  # graph runs write no training time
-        cost["job_seconds"] = _job_seconds(folder, f"benchmarks/train/{run}.tsv")[1]
-        cost["stage_job_seconds"] = sum(_job_seconds(folder, p)[1] for p in STAGE_JOBS.get(run, []))
+        cost["job_seconds"] = job_seconds(folder, f"benchmarks/train/{run}.tsv")[1]
+        cost["stage_job_seconds"] = sum(job_seconds(folder, p)[1] for p in STAGE_JOBS.get(run, []))
         mix = weights[weights["run"] == run]
         runs[run] = {
             **_run_numbers(folder, run),
@@ -225,24 +224,24 @@ def collect(seed: int, out: Path, wall: float, load: list[float] | None = None) 
     return {"seed": seed, "wall_seconds": wall, "load": load or [], "runs": runs}
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values: list[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def _fmt(values: list[float], digits: int) -> str:
-    mean, sd = _mean_sd(values)
+def fmt(values: list[float], digits: int) -> str:
+    mean, sd = mean_sd(values)
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def verdict(method: list[float], base: list[float], higher_is_better: bool) -> dict:
+def verdict(method: list[float], base: list[float], higher_is_better: bool, factor: float = 2.0) -> dict:
     """The rule: better (worse) than the baseline when the mean difference favours (disfavours) the
-    method by more than 2 × the larger sd; plus the paired differences over seeds."""
-    m, sm = _mean_sd(method)
-    b, sb = _mean_sd(base)
+    method by more than `factor` × the larger sd; plus the paired differences over seeds."""
+    m, sm = mean_sd(method)
+    b, sb = mean_sd(base)
     sign = 1.0 if higher_is_better else -1.0
     gain = sign * (m - b)
-    spread = 2.0 * max(sm, sb)
+    spread = factor * max(sm, sb)
     paired = sign * (np.asarray(method) - np.asarray(base))
     if len(method) < 2:  # no spread to compare with
         call = "one seed"
@@ -306,9 +305,9 @@ def report(results: list[dict], config: dict, label: str) -> str:
     for run in STRATEGIES:
         rows = [r["runs"][run] for r in results]
         lines.append(
-            f"| {run} | {_fmt([x['test_accuracy'] for x in rows], 3)} "
-            f"| {_fmt([x['test_loss'] for x in rows], 4)} "
-            f"| {_fmt([x['val_loss'] for x in rows], 4)} | {_fmt([x['worst_val_loss'] for x in rows], 4)} "
+            f"| {run} | {fmt([x['test_accuracy'] for x in rows], 3)} "
+            f"| {fmt([x['test_loss'] for x in rows], 4)} "
+            f"| {fmt([x['val_loss'] for x in rows], 4)} | {fmt([x['worst_val_loss'] for x in rows], 4)} "
             f"| {', '.join(x['worst_skill'] for x in rows)} |"
         )
     calls = verdicts(results)

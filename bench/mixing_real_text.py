@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from mixers import deep_merge, fmt, job_seconds, verdict  # bench/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDE = REPO / "examples/mixing_text/config.yaml"
@@ -55,19 +56,10 @@ METRICS = [  # key, label, digits, higher is better
 ]
 
 
-def _deep(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            _deep(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
-
-
 def merged(configs: list[Path]) -> dict:
     config: dict = {}
     for path in configs:
-        config = _deep(config, yaml.safe_load(path.read_text()) or {})
+        config = deep_merge(config, yaml.safe_load(path.read_text()) or {})
     return config
 
 
@@ -95,11 +87,6 @@ def run_seed(folder: Path, configs: list[Path], cores: int) -> float:
     return time.perf_counter() - t0
 
 
-def _job_seconds(folder: Path, pattern: str) -> tuple[int, float]:
-    files = sorted(folder.glob(pattern))
-    return len(files), float(sum(pd.read_csv(f, sep="\t")["s"].sum() for f in files))
-
-
 def run_numbers(folder: Path, run: str) -> dict:
     metrics = pd.read_parquet(folder / f"results/eval/{run}/metrics.parquet")
     test = metrics[metrics["split"] == "test"]
@@ -123,8 +110,8 @@ def run_numbers(folder: Path, run: str) -> dict:
 def collect(folder: Path, seed: int, wall: float, strategies: list[str], graph_method: str) -> dict:
     costs = pd.read_parquet(folder / "results/eval/costs.parquet").set_index("run")
     weights = pd.read_parquet(folder / "results/eval/weights.parquet")
-    graph_jobs, graph_seconds = _job_seconds(folder, f"benchmarks/graph_run/{graph_method}/*.tsv")
-    _, assemble_seconds = _job_seconds(folder, f"benchmarks/graph_assemble/{graph_method}.tsv")
+    graph_jobs, graph_seconds = job_seconds(folder, f"benchmarks/graph_run/{graph_method}/*.tsv")
+    _, assemble_seconds = job_seconds(folder, f"benchmarks/graph_assemble/{graph_method}.tsv")
     runs = {}
     for run in strategies:
         row = costs.loc[run]
@@ -138,31 +125,6 @@ def collect(folder: Path, seed: int, wall: float, strategies: list[str], graph_m
             "mixture": {str(s): float(w) for s, w in zip(mix["skill"], mix["average"], strict=True)},
         }
     return {"seed": seed, "wall_seconds": wall, "runs": runs}
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
-
-
-def fmt(values: list[float], digits: int) -> str:
-    m, s = mean_sd(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def verdict(method: list[float], base: list[float], higher_is_better: bool, factor: float = 2.0) -> dict:
-    m, sm = mean_sd(method)
-    b, sb = mean_sd(base)
-    sign = 1.0 if higher_is_better else -1.0
-    gain, spread = sign * (m - b), factor * max(sm, sb)
-    paired = sign * (np.asarray(method) - np.asarray(base))
-    return {
-        "gain": gain,
-        "spread": spread,
-        "call": "better" if gain > spread else ("worse" if -gain > spread else "within"),
-        "better_seeds": int((paired > 0).sum()),
-        "worse_seeds": int((paired < 0).sum()),
-    }
 
 
 def verdicts(results: list[dict], strategies: list[str]) -> dict:
