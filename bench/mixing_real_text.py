@@ -63,10 +63,12 @@ def merged(configs: list[Path]) -> dict:
     return config
 
 
-def seed_config(folder: Path, seed: int, table: Path, strategies: list[str]) -> Path:
+def seed_config(
+    folder: Path, seed: int, table: Path, strategies: list[str], split_seed: int | None = None
+) -> Path:
     settings = {
         "source": {"seed": seed, "table": {"path": str(table)}},
-        "split": {"seed": seed},
+        "split": {"seed": seed if split_seed is None else split_seed},
         "model": {"seed": seed},
         "graph": {"runs": {"seed": seed}},
         "train": {"seed": seed, "strategies": strategies},
@@ -285,6 +287,12 @@ def main() -> None:
     )
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="hold the split (validation and test rows) at this seed for every seed; default: the seed",
+    )
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the seed folders")
     parser.add_argument("--keep", action="store_true", help="keep the other seeds already in results.json")
     args = parser.parse_args()
@@ -313,7 +321,7 @@ def main() -> None:
         for seed in args.seeds:
             folder = out / f"seed{seed}"
             folder.mkdir(parents=True, exist_ok=True)
-            wall = run_seed(folder, [*configs, seed_config(folder, seed, table, strategies)], args.cores)
+            wall = run_seed(folder, [*configs, seed_config(folder, seed, table, strategies, args.split_seed)], args.cores)
             print(f"seed {seed}: {wall:.0f} s", flush=True)
             results.append(collect(folder, seed, wall, strategies, config["graph"]["method"]))
             if args.keep and (out / "results.json").exists():  # seeds of other calls, read when saving
@@ -323,6 +331,7 @@ def main() -> None:
                 ]
             results.sort(key=lambda r: r["seed"])
             saved = {"config": config, "strategies": strategies, "sizes": sizes, "seeds": results}
+            saved["split_seed"] = args.split_seed
             (out / "results.json").write_text(json.dumps(saved, indent=1))
     text = report(results, config, sizes, strategies)
     machine = (
@@ -333,6 +342,7 @@ def main() -> None:
         "strategies": strategies,
         "sizes": sizes,
         "seeds": results,
+        "split_seed": args.split_seed if not args.report_only else saved.get("split_seed"),
         "verdicts": verdicts(results, strategies),
         "date": str(date.today()),
         "machine": machine,

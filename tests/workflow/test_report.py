@@ -15,6 +15,7 @@ CONFIGS = (
 EXPECTED = {
     "results/graph/brute_force/heatmap.png",
     "results/eval/comparison.png",
+    "results/eval/weights.png",
     *(
         f"results/eval/{run}/{fig}.png"
         for run in ("random", "stratified", "skillit")
