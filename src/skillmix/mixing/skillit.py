@@ -14,6 +14,9 @@ import numpy as np
 from skillmix.engine.sampling import MixingInputs, SkillSampler, normalise
 from skillmix.infra.errors import SkillmixInputError
 
+WINDOW_UNITS = ("rounds", "evaluations", "original")
+"""What `skillit.window` counts (see :class:`SkillItSampler`)."""
+
 REGISTER = [
     {
         "name": "skillit",
@@ -45,7 +48,11 @@ class SkillItSampler(SkillSampler):
     where A is k_train × m (rows: training skills, columns: evaluation skills), W_t holds the
     last `window` loss vectors over the evaluation skills and agg sums (or averages) them.
     With `window_unit` "rounds" the window holds the evaluation before training and those at
-    the end of every round; with "evaluations" it holds every evaluation the trainer made.
+    the end of every round; with "evaluations" it holds every evaluation the trainer made (so
+    the update after a round reads the last ones up to and including the round's end); with
+    "original" it holds only the evaluations after steps 1, 1 + c, 1 + 2c, … (c =
+    `eval_every`, train.eval_every), the original code's cadence, which it asks the trainer for:
+    the update after a round reads evaluations made inside it, the latest after step end − c + 1.
     Options: `normalize_loss` divides losses by the initial ones element-wise;
     `eta_schedule` "loss_ratio" uses η_t = η / (ΣL_latest / ΣL_initial).
     """
@@ -67,6 +74,7 @@ class SkillItSampler(SkillSampler):
         normalize_loss: bool = False,
         eta_schedule: str = "constant",
         update_steps: int = 100,
+        eval_every: int = 0,
     ) -> None:
         graph = np.asarray(graph, dtype=np.float64)
         if graph.shape != (len(skills), len(eval_skills)):
@@ -78,9 +86,14 @@ class SkillItSampler(SkillSampler):
             raise SkillmixInputError("skills graph has non-finite entries")
         if aggregate not in ("sum", "mean"):
             raise SkillmixInputError(f"skillit.aggregate must be sum or mean, got {aggregate!r}")
-        if window_unit not in ("rounds", "evaluations"):
+        if window_unit not in WINDOW_UNITS:
             raise SkillmixInputError(
-                f"skillit.window_unit must be rounds or evaluations, got {window_unit!r}"
+                f"skillit.window_unit must be one of {', '.join(WINDOW_UNITS)}, got {window_unit!r}"
+            )
+        if window_unit == "original" and eval_every < 1:
+            raise SkillmixInputError(
+                "skillit.window_unit original evaluates after steps 1, 1 + c, 1 + 2c, … with "
+                f"c = train.eval_every; got eval_every {eval_every}"
             )
         if eta_schedule not in ("constant", "loss_ratio"):
             raise SkillmixInputError(
@@ -94,6 +107,7 @@ class SkillItSampler(SkillSampler):
         self.window = int(window)
         self.aggregate = aggregate
         self.window_unit = window_unit
+        self.eval_every = int(eval_every)
         self.normalize_loss = bool(normalize_loss)
         self.eta_schedule = eta_schedule
         self.prior = normalise(np.ones(len(skills)) if prior is None else np.asarray(prior, dtype=np.float64))
@@ -120,12 +134,18 @@ class SkillItSampler(SkillSampler):
             inputs.graph,
             inputs.eval_skills,
             update_steps=inputs.update_steps,
+            eval_every=inputs.eval_every,
             **cfg,  # the completed `skillit` block: every key is a SkillItSampler option
         )
 
     def needs_eval(self, step: int) -> bool:
-        """Evaluations at every round boundary feed the update."""
-        return step % self.update_steps == 0
+        """Evaluations at every round boundary feed the update; with `window_unit` original, also
+        those after steps 1, 1 + c, 1 + 2c, … (c = `eval_every`)."""
+        return step % self.update_steps == 0 or self._original_slot(step)
+
+    def _original_slot(self, step: int) -> bool:
+        """Whether the original code evaluates after 1-based step `step` (window_unit original)."""
+        return self.window_unit == "original" and step >= 1 and (step - 1) % self.eval_every == 0
 
     def observe(self, step: int, losses: dict[str, float]) -> None:
         """Record the evaluation skills' losses; at a round's end, compute the next mixture."""
@@ -136,7 +156,10 @@ class SkillItSampler(SkillSampler):
         round_end = step > 0 and step % self.update_steps == 0
         if self.initial is None:
             self.initial = vector
-        if step == 0 or round_end or self.window_unit == "evaluations":
+        if self.window_unit == "original":
+            if self._original_slot(step):
+                self.losses.append(vector)
+        elif step == 0 or round_end or self.window_unit == "evaluations":
             self.losses.append(vector)
         if round_end:
             self.p = self.next_mixture()
