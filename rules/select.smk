@@ -1,5 +1,6 @@
-# LESS data selection: pool and target, LoRA warm-up, gradient datastore (scattered in shards),
-# influence, top-k selection and a random baseline, training on each and evaluation on the target.
+# Data selection: pool and target, LESS's LoRA warm-up, gradient datastore (scattered in shards)
+# and influence, RDS+'s hidden states and similarities, each method's selection (and a random
+# baseline), training on each, evaluation on the target, and what each method's stages cost.
 # The selection methods come from the registry (skillmix.infra.registry): the select rule runs
 # each by name (its inputs follow the method's needs), and its code version adds the method's module.
 
@@ -157,6 +158,68 @@ rule influence:
         "../workflow/scripts/influence.py"
 
 
+rule hidden_states:
+    input:
+        examples=hidden_examples,
+        base=base_input(SELECT["base_run"]),
+        model_files=model_inputs(SELECT["base_run"]),
+    output:
+        states=f"{SEL}/hidden/{{set}}/states.npy",
+        index=f"{SEL}/hidden/{{set}}/index.parquet",
+        info=f"{SEL}/hidden/{{set}}/info.json",
+    log:
+        "logs/select/hidden/{set}.log",
+    benchmark:
+        "benchmarks/select/hidden/{set}.tsv"
+    wildcard_constraints:
+        set="candidates|target",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("hidden_states", "threads")
+    resources:
+        mem_mb=res("hidden_states", "mem_mb"),
+        runtime=res("hidden_states", "runtime"),
+        gpu=res("hidden_states", "gpu"),
+    params:
+        what=lambda wildcards: (
+            "candidate pool" if wildcards.set == "candidates" else "target set"
+        ),
+        model=config["model"],
+        rds=SELECT["rds"],
+        stamp=HIDDEN_STAMP,
+        code=script_code("hidden_states.py"),
+    script:
+        "../workflow/scripts/hidden_states.py"
+
+
+rule rds_scores:
+    input:
+        pool=f"{SEL}/pool.parquet",
+        candidates=f"{SEL}/hidden/candidates/states.npy",
+        candidates_index=f"{SEL}/hidden/candidates/index.parquet",
+        target=f"{SEL}/hidden/target/states.npy",
+        target_index=f"{SEL}/hidden/target/index.parquet",
+    output:
+        scores=f"{SEL}/rds/scores.parquet",
+    log:
+        "logs/select/rds_scores.log",
+    benchmark:
+        "benchmarks/select/rds_scores.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("small", "threads")
+    resources:
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
+    params:
+        tasks=rds_target_skills(),
+        expect=HIDDEN_STAMP,
+        code=script_code("rds_scores.py"),
+    script:
+        "../workflow/scripts/rds_scores.py"
+
+
 rule select:
     input:
         unpack(selection_inputs),
@@ -190,7 +253,7 @@ rule select_composition:
     input:
         pool=f"{SEL}/pool.parquet",
         target=f"{SEL}/target/target.parquet",
-        scores=f"{SEL}/influence/d{SELECT_DIM}/scores.parquet",
+        scores=composition_scores(),
         selected=expand(f"{SEL}/selected/{{selection}}.parquet", selection=SELECTIONS),
     output:
         composition=f"{SEL}/selected/composition.parquet",
@@ -325,3 +388,33 @@ rule compare_selected:
         code=script_code("compare_selected.py"),
     script:
         "../workflow/scripts/compare_selected.py"
+
+
+rule select_costs:
+    input:
+        unpack(cost_inputs),
+    output:
+        costs=f"{SEL}/eval/costs.parquet",
+        table=report(
+            f"{SEL}/eval/costs.html",
+            caption="../workflow/report/selection_costs.rst",
+            category="LESS",
+            labels={"figure": "selection costs"},
+        ),
+    log:
+        "logs/select/costs.log",
+    benchmark:
+        "benchmarks/select/costs.tsv"
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("small", "threads")
+    resources:
+        mem_mb=res("small", "mem_mb"),
+        runtime=res("small", "runtime"),
+        gpu=res("small", "gpu"),
+    params:
+        selections=SELECTIONS,
+        stages=cost_stages(),
+        code=script_code("select_costs.py"),
+    script:
+        "../workflow/scripts/select_costs.py"
