@@ -77,8 +77,9 @@ def test_original_timing_lego_pretraining() -> None:
     for r, window_steps in replayed.items():
         np.testing.assert_allclose(mixtures[r], expected(window_steps, 0.5), rtol=1e-12)
     # what the other units read after round 1
-    np.testing.assert_allclose(run("evaluations", 2000, 1000, 50)[1], expected([900, 950, 1000], 0.5), rtol=1e-12)
-    np.testing.assert_allclose(run("rounds", 2000, 1000, 50)[1], expected([0, 1000], 0.5), rtol=1e-12)
+    evaluations, rounds = run("evaluations", 2000, 1000, 50)[1], run("rounds", 2000, 1000, 50)[1]
+    np.testing.assert_allclose(evaluations, expected([900, 950, 1000], 0.5), rtol=1e-12)
+    np.testing.assert_allclose(rounds, expected([0, 1000], 0.5), rtol=1e-12)
 
 
 def test_original_timing_one_evaluation_per_round() -> None:
@@ -92,7 +93,9 @@ def test_original_timing_one_evaluation_per_round() -> None:
 
 
 def test_original_asks_for_its_evaluations_and_needs_a_cadence() -> None:
-    s = SkillItSampler(SKILLS, [50, 50], 0, GRAPH, SKILLS, 0.5, window_unit="original", update_steps=100, eval_every=50)
+    s = SkillItSampler(
+        SKILLS, [50, 50], 0, GRAPH, SKILLS, 0.5, window_unit="original", update_steps=100, eval_every=50
+    )
     assert [t for t in range(1, 201) if s.needs_eval(t)] == [1, 51, 100, 101, 151, 200]
     rounds = SkillItSampler(SKILLS, [50, 50], 0, GRAPH, SKILLS, 0.5, update_steps=100, eval_every=50)
     assert [t for t in range(1, 201) if rounds.needs_eval(t)] == [100, 200]

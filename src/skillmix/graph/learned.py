@@ -136,6 +136,13 @@ class UnitCurve:
         """The step-0 (before training) loss of the skill."""
         return _initial(*self._rows(skill), self.unit, skill)
 
+    def lowers(self, skill: str) -> bool:
+        """Whether the skill's loss at the unit's last evaluation is below its step-0 loss (both
+        the mean over repeats)."""
+        steps, losses = self._rows(skill)
+        last = _finite(losses[-1], self.unit, skill, f"step-{int(steps[-1])}")
+        return last < self.before(skill)
+
     def steps_to(self, skill: str, target: float) -> float:
         """The first evaluated step at which the skill's loss is <= target in any repeat (inf if never)."""
         firsts = [steps[losses <= target] for steps, losses in self._repeats(skill)]
@@ -187,10 +194,11 @@ def _method_units(method: str, slugs: list[str], curves: dict[str, pd.DataFrame]
 
 
 def _steps_to_target_graph(
-    loaded: dict[str, UnitCurve], skills: list[str], slugs: list[str], target: float
+    loaded: dict[str, UnitCurve], skills: list[str], slugs: list[str], target: float, direct: bool = False
 ) -> np.ndarray:
     """Brute force with ``measure: steps_to_target``: 1 where the pair reaches `target` on the
-    evaluated skill sooner than that skill alone, else 0; diagonal 1."""
+    evaluated skill sooner than that skill alone (or, with `direct`, where the run on the source
+    alone lowers the evaluated skill's loss), else 0; diagonal 1."""
     k = len(skills)
     A = np.zeros((k, k), dtype=np.float64)
     alone_steps = [loaded[slug].steps_to(skill, target) for slug, skill in zip(slugs, skills, strict=True)]
@@ -200,7 +208,8 @@ def _steps_to_target_graph(
             pair = loaded[pair_unit(slugs[i], slugs[j])]
             for source, target_skill in ((i, j), (j, i)):
                 sooner = pair.steps_to(skills[target_skill], target) < alone_steps[target_skill]
-                A[source, target_skill] = 1.0 if sooner else 0.0
+                lowered = direct and loaded[slugs[source]].lowers(skills[target_skill])
+                A[source, target_skill] = 1.0 if sooner or lowered else 0.0
     return A
 
 
@@ -274,7 +283,8 @@ def assemble(
     - brute_force with ``measure: steps_to_target`` (Skill-It's LEGO/Addition rule):
       ``A[i, j] = 1`` when the i, j mix reaches ``target_loss`` on j at an earlier evaluation
       than j alone (a run that never reaches it counts as infinitely late), else 0; diagonal 1.
-      ``binary_edge_weight`` then sets the edge weight (the paper's 0.5).
+      With ``direct_edges``, also 1 when the run on i alone ends with a lower L_j than at step 0
+      (the rule's second clause). ``binary_edge_weight`` then sets the edge weight (the paper's 0.5).
 
     A unit run several times (a ``repeat`` column, ``graph.runs.repeats``) counts with the mean of
     its repeats' losses at each step, and with its earliest step to the target over repeats.
@@ -293,7 +303,7 @@ def assemble(
                 "graph.assemble.measure steps_to_target compares a pair run with a single run: "
                 f"it needs graph.method brute_force, got {method!r}"
             )
-        A = _steps_to_target_graph(loaded, skills, slugs, options.target_loss)
+        A = _steps_to_target_graph(loaded, skills, slugs, options.target_loss, options.direct_edges)
     elif method == "linear":
         A = _linear_deltas(loaded, skills, slugs, relative)
     else:  # brute_force

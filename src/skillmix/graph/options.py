@@ -46,6 +46,9 @@ class GraphOptions:
     """``measured`` keeps the measured diagonal; a number replaces it."""
     target_loss: float = 0.01
     """``measure: steps_to_target``: the validation loss a run must reach on a skill."""
+    direct_edges: bool = False
+    """``measure: steps_to_target``: also an edge i -> j when the run on i alone lowers L_j (the
+    second clause of the paper's LEGO/Addition rule)."""
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
@@ -59,6 +62,15 @@ class GraphOptions:
                 f"graph.assemble.target_loss: got {self.target_loss!r}, expected a finite number > 0"
             )
         self.target_loss = float(self.target_loss)
+        if not isinstance(self.direct_edges, bool):
+            raise SkillmixInputError(
+                f"graph.assemble.direct_edges: got {self.direct_edges!r}, expected true or false"
+            )
+        if self.direct_edges and self.measure != "steps_to_target":
+            raise SkillmixInputError(
+                "graph.assemble.direct_edges is a clause of measure steps_to_target; "
+                f"got measure {self.measure!r}"
+            )
         if self.normalise not in NORMALISATIONS:
             raise SkillmixInputError(
                 f"graph.assemble.normalise: got {self.normalise!r}, "
