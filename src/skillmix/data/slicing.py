@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from skillmix.data.sources import COLUMNS, load_source
 from skillmix.data.splitting import SPLITS, check_split_args, checked_slugs, split_by_skill
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
+from skillmix.infra.jobs import temporary_sibling
 from skillmix.infra.slugs import SLUG_PATTERN, skill_slug
 
 MANIFEST_NAME = "manifest.json"
@@ -88,7 +88,8 @@ def write_slices(
     """Write ``{out_dir}/{split}/{slug}.parquet`` per split and skill, and the manifest.
 
     Everything is first written to a temporary sibling directory and then moved into place;
-    on any error the temporary directory is removed. Output is byte-stable. Returns the
+    on any error the temporary directory is removed, and one left by a killed earlier job is
+    removed when the next one starts. Output is byte-stable. Returns the
     manifest: ``{"skills": [{"name", "slug", "counts", "sha256"}], "splits", "columns", **extra}``,
     ``sha256`` holding each split file's checksum.
     """
@@ -125,8 +126,7 @@ def write_slices(
     }
     if out_dir.exists() and not out_dir.is_dir():
         raise SkillmixInputError(f"{out_dir}: exists and is not a directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
+    tmp = temporary_sibling(out_dir)  # removes the temporary folders of killed earlier jobs
     tmp.mkdir()
     try:
         for split in SPLITS:

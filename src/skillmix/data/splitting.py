@@ -7,7 +7,9 @@ so adding or removing other skills, or reordering input rows, never changes a sk
 
 from __future__ import annotations
 
+import logging
 import math
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,8 @@ from skillmix.infra.slugs import skill_slug
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _MAX_NAMED = 5  # offending values listed in an error message
+
+log = logging.getLogger(__name__)
 
 
 def checked_slugs(skills: list[str], origin: str) -> list[str]:
@@ -46,7 +50,8 @@ def validate_examples(data: SourceData) -> None:
 
     Checks: exact columns, no nulls, unique ids, non-empty skills, a non-empty answer for every
     prompt/answer row, non-empty texts, skills listed once each, every listed skill has an
-    example, every example's skill is listed, and no two skills share a slug.
+    example, every example's skill is listed, no two skills are one name in two Unicode normal
+    forms, and no two skills share a slug.
     """
     frame, origin = data.examples, data.origin
     if list(frame.columns) != COLUMNS:
@@ -87,6 +92,7 @@ def validate_examples(data: SourceData) -> None:
         raise SkillmixInputError(
             f"{origin}: example skill(s) {unlisted[:_MAX_NAMED]} are not in the skill list"
         )
+    _same_form_skills(data)
     checked_slugs(data.skills, origin)
 
 
@@ -116,6 +122,60 @@ def _size(value: int | float, n_examples: int) -> int:
     return value
 
 
+def _same_form_skills(data: SourceData) -> None:
+    """Refuse skill names that are the same text in two Unicode normal forms (NFC "café" and NFD
+    "cafe" + U+0301): they print alike but would become two skills with two slugs."""
+    forms: dict[str, list[str]] = {}
+    for skill in data.skills:
+        forms.setdefault(unicodedata.normalize("NFC", skill), []).append(skill)
+    clashes = [names for names in forms.values() if len(names) > 1]
+    if not clashes:
+        return
+    first_ids = data.examples.drop_duplicates("skill").set_index("skill")["id"]
+    named = "; ".join(
+        " and ".join(f"{ascii(name)} (e.g. example {first_ids.get(name, '?')!r})" for name in names)
+        for names in clashes[:_MAX_NAMED]
+    )
+    raise SkillmixInputError(
+        f"{data.origin}: skill names that are the same text in different Unicode normal forms "
+        f"(they print alike but would be different skills): {named}; write every skill name in one "
+        "form (NFC: unicodedata.normalize('NFC', name)) in the data"
+    )
+
+
+def _content_groups(rows: pd.DataFrame) -> np.ndarray:
+    """The group of every row: rows with the same prompt, answer, text and messages share one,
+    numbered by first appearance."""
+    keys = rows["prompt"] + "\x1f" + rows["answer"] + "\x1f" + rows["text"] + "\x1f" + rows["messages"]
+    return pd.factorize(keys.to_numpy(), sort=False)[0]
+
+
+def _split_skill(
+    rows: pd.DataFrame, skill: str, sizes: tuple[int | float, int | float], seed: int, repeats: bool
+) -> dict[str, pd.DataFrame]:
+    """One skill's rows (sorted by id) permuted and cut into val, test and train (unlimited).
+
+    Repeated examples (same prompt, answer, text and messages) go together to the split of their
+    first occurrence in the permuted order, the sizes counting distinct examples; unless
+    `repeats` (a source that repeats examples on purpose). Without repeats every row is its own
+    group, so the cut is the plain one by rows.
+    """
+    order = np.random.default_rng([seed, stable_seed(skill)]).permutation(len(rows))
+    rows = rows.iloc[order]
+    group = np.arange(len(rows)) if repeats else _content_groups(rows)
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    if n_groups < len(rows):
+        log.warning(
+            "skill %r: %d example(s) repeat another one (same prompt and answer); each is kept on "
+            "the side of the split of its first copy",
+            skill,
+            len(rows) - n_groups,
+        )
+    n_val, n_test = _size(sizes[0], n_groups), _size(sizes[1], n_groups)
+    side = np.where(group < n_val, 0, np.where(group < n_val + n_test, 1, 2))
+    return {split: rows[side == k] for k, split in enumerate(("val", "test", "train"))}
+
+
 def split_by_skill(
     data: SourceData,
     val: int | float,
@@ -128,6 +188,9 @@ def split_by_skill(
     Per skill, rows are sorted by id and permuted by a generator seeded from ``seed`` and a
     stable hash of the skill name; the first ``val`` rows go to val, the next ``test`` to test,
     the rest (at most ``max_train``) to train. Sizes are counts (int) or fractions in (0, 1).
+    Copies of one example (same prompt and answer) stay together on the side of the first copy,
+    sizes then counting distinct examples, so no test example is also trained on; a source that
+    repeats examples on purpose (``data.repeats``, XOR) is cut by rows.
     Each split frame lists skills in ``data.skills`` order, rows in permuted order.
     """
     check_split_args(val, test, seed, max_train)
@@ -136,23 +199,15 @@ def split_by_skill(
     groups = dict(tuple(data.examples.groupby("skill", sort=False)))
     for skill in data.skills:
         rows = groups[skill].sort_values("id", kind="stable")
-        n_rows = len(rows)
-        order = np.random.default_rng([seed, stable_seed(skill)]).permutation(n_rows)
-        rows = rows.iloc[order]
-        n_val, n_test = _size(val, n_rows), _size(test, n_rows)
-        bounds = {
-            "val": (0, n_val),
-            "test": (n_val, n_val + n_test),
-            "train": (n_val + n_test, None),
-        }
+        cut = _split_skill(rows, skill, (val, test), seed, data.repeats)
         for split in ("val", "test", "train"):
-            start, stop = bounds[split]
-            part = rows.iloc[start:stop]
+            part = cut[split]
             if split == "train" and max_train is not None:
                 part = part.iloc[:max_train]
             if part.empty:
+                distinct = "" if data.repeats else f" ({int(_content_groups(rows).max()) + 1} distinct)"
                 raise SkillmixInputError(
-                    f"{data.origin}: skill {skill!r} has {n_rows} examples, too few for "
+                    f"{data.origin}: skill {skill!r} has {len(rows)} examples{distinct}, too few for "
                     f"val={val} and test={test}: its {split} split would be empty"
                 )
             parts[split].append(part)

@@ -54,7 +54,7 @@ def start_log(path: str | os.PathLike, threads: int | None = None, gpus: int | N
     return logging.getLogger("skillmix")
 
 
-def _temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path) -> Path:
     """`.<name>.tmp-<pid>` beside `path`, after removing what earlier attempts left there.
 
     A job killed with SIGKILL cannot clean up; Snakemake never runs two jobs that write the same
@@ -74,7 +74,7 @@ def _temporary_sibling(path: Path) -> Path:
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path that replaces `path` only if the block succeeds."""
     path = Path(path)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     try:
         yield tmp
         tmp.replace(path)
@@ -86,7 +86,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder that replaces `path` only if the block succeeds."""
     path = Path(path)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     tmp.mkdir()
     try:
         yield tmp

@@ -26,11 +26,17 @@ SYNTHETIC_KINDS: tuple[str, ...] = ("xor", "lego", "addition")
 
 @dataclass
 class SourceData:
-    """Examples of one source, the canonical skill order, and where they came from."""
+    """Examples of one source, the canonical skill order, and where they came from.
+
+    `repeats` marks a source that draws examples with replacement on purpose (XOR): its repeated
+    examples are split independently, like any others. Elsewhere a repeated example stays on one
+    side of the split (:func:`skillmix.data.splitting.split_by_skill`).
+    """
 
     examples: pd.DataFrame
     skills: list[str]
     origin: str
+    repeats: bool = False
 
 
 def examples_frame(records: dict[str, list[str]]) -> pd.DataFrame:

@@ -12,6 +12,7 @@ columns read are then checked cell by cell and become the examples in ``table_ce
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import zlib
@@ -122,14 +123,43 @@ def _read_json(path: Path) -> Columns:
     return _records_to_columns(data, str(path))
 
 
+def _check_csv_quotes(path: Path) -> None:
+    """Read a CSV file again with the standard library's strict parser.
+
+    A quoted cell must end in a quote followed by a comma or the line's end. A stray quote at the
+    start of a cell breaks that rule where the next quote of the file closes it; pandas reads on and
+    makes every line up to that quote part of one cell, several examples merged into one. Raises
+    naming the row's first line and the line where the parser stopped.
+    """
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, 2**31 - 1))  # a long text cell is no error
+    start = 1
+    reader = csv.reader((line for _, line in text_lines(path)), strict=True)
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise SkillmixInputError(
+            f"{path}: the CSV row starting at line {start} is malformed ({exc}, at line "
+            f"{reader.line_num}): a quote that opens a cell must close it right before a comma or the "
+            "line's end. A stray quote at the start of a cell makes the lines up to the next quote one "
+            'cell, merging several rows into one example; write a cell holding quotes as "..." with '
+            'each inner quote doubled ("")'
+        ) from exc
+    finally:
+        csv.field_size_limit(limit)
+
+
 def _read_csv(path: Path) -> Columns:
-    """Read a CSV file as strings; empty cells stay empty strings."""
+    """Read a CSV file as strings; empty cells stay empty strings. Rows merged by a stray quote are
+    refused (:func:`_check_csv_quotes`)."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise SkillmixInputError(f"{path}: not a readable CSV file ({exc})") from exc
     except READ_ERRORS as exc:
         raise read_error(path, exc) from exc
+    _check_csv_quotes(path)
     return {str(name): frame[name].tolist() for name in frame.columns}
 
 

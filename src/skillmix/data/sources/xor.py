@@ -178,4 +178,4 @@ def generate_xor(
             records["prompt"].append(prompt)
             records["answer"].append(str(bit))
             records["text"].append(f"{prompt} {bit}")
-    return SourceData(examples=examples_frame(records), skills=skills, origin="xor generator")
+    return SourceData(examples=examples_frame(records), skills=skills, origin="xor generator", repeats=True)
