@@ -120,6 +120,7 @@ def _check_strategies(
             f"config train.data: fresh needs a synthetic source (source.kind one of "
             f"{list(SYNTHETIC_KINDS)}), not {config['source']['kind']!r}: use train.data: pool"
         )
+    _check_regmix(config, strategies)
     graph = config["graph"]
     uses_graph = registry.with_need("strategy", "graph", strategies)
     if uses_graph and graph["method"] == "given" and graph["given"]["adjacency"]:
@@ -132,6 +133,22 @@ def _check_strategies(
             [e["name"] for e in manifest["skills"]],
             given["rows"],
             given["columns"],
+        )
+
+
+def _check_regmix(config: Mapping[str, Any], strategies: Sequence[str]) -> None:
+    """RegMix's fit on the proxy runs it will make: LightGBM needs enough runs to split a tree."""
+    from skillmix.mixing.regmix_fit import LIGHTGBM_MIN_LEAF
+
+    regmix = config.get("regmix") or {}
+    if "regmix" not in strategies or regmix.get("proxy_runs") or regmix.get("regressor") != "lightgbm":
+        return
+    if regmix["runs"] < 2 * LIGHTGBM_MIN_LEAF:
+        raise SkillmixInputError(
+            f"config regmix.runs: {regmix['runs']} proxy runs with regmix.regressor lightgbm; a LightGBM "
+            f"tree keeps at least {LIGHTGBM_MIN_LEAF} runs in a leaf, so on fewer than "
+            f"{2 * LIGHTGBM_MIN_LEAF} runs it predicts the same loss for every mixture: raise "
+            "regmix.runs, or set regmix.regressor: linear"
         )
 
 

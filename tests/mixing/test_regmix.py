@@ -41,6 +41,7 @@ from skillmix.mixing.regmix_sampling import (
 from skillmix.mixing.regmix_search import search_mixture, top_k_mean
 from skillmix.mixing.strategies import build_sampler, strategy_settings
 from skillmix.mixing.strategies import read_mixture_file as read_mixture
+from skillmix.preflight import _check_regmix
 
 HAS_LIGHTGBM = importlib.util.find_spec("lightgbm") is not None
 needs_lightgbm = pytest.mark.skipif(
@@ -203,6 +204,18 @@ def test_fit_refuses_too_few_runs_and_linear_without_more_runs_than_skills() -> 
         fit_proxy_runs(linear_runs(4), q, fit_cfg(), 0)
     with pytest.raises(SkillmixInputError, match="linear: 6 proxy runs for 6 training skills"):
         fit_proxy_runs(linear_runs(6, k=6), np.full(6, 1 / 6), fit_cfg(), 0)
+
+
+def test_lightgbm_on_too_few_runs_to_split_a_tree_is_refused_at_the_fit_and_before_any_job() -> None:
+    """LightGBM keeps 20 runs a leaf: on fewer than 40 runs its tree is one leaf, a constant."""
+    with pytest.raises(SkillmixInputError, match="lightgbm: 39 proxy runs from test runs.*regressor: linear"):
+        fit_proxy_runs(linear_runs(39), np.full(3, 1 / 3), fit_cfg(regressor="lightgbm"), 0)
+    config = {"regmix": fit_cfg(regressor="lightgbm", runs=16)}
+    with pytest.raises(SkillmixInputError, match="config regmix.runs: 16 proxy runs with regmix.regressor"):
+        _check_regmix(config, ["stratified", "regmix"])
+    _check_regmix(config, ["stratified"])  # RegMix not trained: nothing to fit
+    _check_regmix({"regmix": fit_cfg(regressor="lightgbm", runs=40)}, ["regmix"])
+    _check_regmix({"regmix": fit_cfg(regressor="lightgbm", runs=16, proxy_runs="t.csv")}, ["regmix"])
 
 
 def test_fit_refuses_a_non_finite_loss_by_run_name() -> None:

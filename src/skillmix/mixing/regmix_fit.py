@@ -94,6 +94,13 @@ def check_fit_inputs(runs: ProxyRuns, regressor: str) -> None:
             "intercept needs more runs than skills (raise regmix.runs)"
         )
     check_losses(runs)
+    if regressor == "lightgbm" and n < 2 * LIGHTGBM_MIN_LEAF:
+        raise SkillmixInputError(
+            f"regmix.regressor lightgbm: {n} proxy runs from {runs.origin}; a LightGBM tree keeps at least "
+            f"{LIGHTGBM_MIN_LEAF} runs in a leaf, so on fewer than {2 * LIGHTGBM_MIN_LEAF} runs it cannot "
+            "split and predicts the same loss for every mixture: raise regmix.runs, or set "
+            "regmix.regressor: linear"
+        )
     if regressor == "lightgbm" and n * (FOLDS - 1) / FOLDS < 2 * LIGHTGBM_MIN_LEAF:
         log.warning(
             "regmix: %d proxy runs; a LightGBM tree needs %d runs per leaf, so fits on fewer than %d runs "
