@@ -1,9 +1,13 @@
 """The portable Rademacher projector used for LESS gradient features (docs/methods/less.md#projection).
 
 The matrix P (input_dim × output_dim, entries ±1, no 1/√d scaling) is cut into blocks of 128 output
-columns. Block i is the ±1 matrix that TRAK's `BasicProjector` draws on the CPU with
-`bernoulli_(0.5) * 2 - 1` from a torch generator seeded with `seed + 1000·i + 100000·model_id`,
-written here as a closed rule so that every device computes the same numbers:
+columns. Block i is the ±1 matrix that TRAK's `BasicProjector` drew on the CPU with
+`bernoulli_(0.5) * 2 - 1` from a torch generator seeded with `seed + 1000·i + 100000·model_id`
+under torch 2.1.2 (the LESS authors' stack; MKL builds), written here as a closed rule so that
+every device computes the same numbers. Equality with TRAK holds for that torch only: on torch
+2.13 (CPU), traker 0.3.2's `BasicProjector` draws another stream, whose entries agree with this
+rule on 50% of entries, as unrelated signs would (measured 2026-12; docs/methods/less.md). The
+rule itself does not depend on the torch version.
 
 * s = the first 32-bit output of MT19937 seeded as `torch.manual_seed(block_seed)` seeds it (the
   standard `init_genrand`, identical to NumPy's legacy `RandomState(block_seed)`);
