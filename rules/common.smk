@@ -6,11 +6,16 @@ from pathlib import Path
 from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.infra.provenance import method_code_version, script_code_version
 from skillmix.data.sources import resolve_tiny_tokenizer
-from skillmix.infra.inputs import model_files, source_files, task_files
-from skillmix.infra.config import validate_config
+from skillmix.infra.inputs import check_data_paths, model_files, source_files, task_files
+from skillmix.infra.config import check_config_files, validate_config
+from skillmix.infra.scale import check_planned_jobs
 from skillmix.infra import registry
 
+# the config files as Snakemake read them (the workflow's and --configfile's): plain YAML with no
+# key given twice and no __use_yte__ (templating that runs the file's expressions)
+check_config_files(workflow.configfiles)
 validate_config(config)
+check_data_paths(config)
 
 
 config["model"]["tiny"] = resolve_tiny_tokenizer(config["model"], config["source"])
@@ -104,6 +109,8 @@ def manifest():
         from skillmix.preflight import check_against_skills
 
         found = check_slice_set(path)
+        # before any input function plans a job per skill or pair of skills
+        check_planned_jobs(config, len(found["skills"]))
         check_against_skills(config, found)
         check_model_config(config["model"])
         _CHECKED_MANIFESTS[key] = found

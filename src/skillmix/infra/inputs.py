@@ -10,27 +10,84 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from skillmix.infra.errors import SkillmixInputError
 
+MAX_FILES = 100_000
+"""The most files a configured folder may hold (a data set saved to disk, a task folder): walking a
+larger one at every parse of the workflow means a wrong path, such as ``/`` or a home folder."""
 
-def _files_under(path: Path) -> list[str]:
-    """`path` itself, or every file below a folder (hidden files and folders left out), sorted."""
+MAX_MODEL_FILES = 10_000
+"""The most files a model folder may hold (weights shards, tokenizer and config files)."""
+
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+"""Files one of which a model folder holds (transformers' and peft's save_pretrained); a GGUF
+model's folder holds a .gguf file instead."""
+
+
+def _kind(path: Path) -> str | None:
+    """What a path is when it is neither a regular file nor a folder (after following links)."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a pipe"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file (a socket?)")
+
+
+def check_regular(path: Path, key: str, shown: str | None = None) -> None:
+    """Refuse a path that is (or links to) a device, pipe or socket: read as data it never ends
+    (``/dev/zero``) or blocks; named by its config `key`."""
+    kind = _kind(path)
+    if kind is not None:
+        target = f" (a link to {path.resolve()})" if path.is_symlink() else ""
+        raise SkillmixInputError(
+            f"config {key}: {shown or path}{target} is {kind}, not a regular file or folder; expected "
+            "a data file or a folder of them"
+        )
+
+
+def _files_under(path: Path, key: str, limit: int = MAX_FILES) -> list[str]:
+    """`path` itself, or every file below a folder (hidden files and folders left out), sorted.
+
+    Refuses the filesystem root, a folder of more than `limit` files, and a path or file below it
+    that is not a regular file (a device, a pipe), naming `key`."""
+    check_regular(path, key)
     if not path.is_dir():
         return [str(path)]
+    resolved = path.resolve()
+    shown = str(path) if str(path) == str(resolved) else f"{path} ({resolved})"
+    if resolved == Path(resolved.anchor):
+        raise SkillmixInputError(
+            f"config {key}: {shown} is the filesystem root; expected the folder of the data or model itself"
+        )
     found = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [str(Path(root) / f) for f in sorted(files) if not f.startswith(".")]
+        for name in sorted(f for f in files if not f.startswith(".")):
+            file = Path(root) / name
+            check_regular(file, key)
+            found.append(str(file))
+        if len(found) > limit:
+            raise SkillmixInputError(
+                f"config {key}: folder {shown} holds more than {limit:,} files; expected the "
+                "folder of the data or model itself, not a folder above it"
+            )
     return found
 
 
-def _existing(value: str, key: str, what: str = "file") -> Path:
+def _existing(value: str, key: str, what: str = "file", folder: bool | None = None) -> Path:
+    """The path of a config value that must exist: a regular file or a folder (`folder` True: a
+    folder only, False: a file only), refused naming `key` otherwise."""
     path = Path(value).expanduser()
     if not path.exists():
         raise SkillmixInputError(f"config {key}: {what} {value} does not exist (relative to {Path.cwd()})")
+    check_regular(path, key, value)
+    if folder is not None and path.is_dir() != folder:
+        wanted, got = ("a folder", "a file") if folder else ("a file", "a folder")
+        raise SkillmixInputError(f"config {key}: {value} is {got}; expected {wanted}")
     return path
 
 
@@ -58,26 +115,29 @@ def source_files(source: dict[str, Any]) -> dict[str, list[str]]:
             elif isinstance(files, str):
                 files = [files]
             local = [f for f in files or [] if "://" not in f and not any(c in f for c in "*?[")]
-            out["source.table.data_files"] = [
-                p for f in local for p in _files_under(_existing(f, "source.table.data_files"))
-            ]
+            key = "source.table.data_files"
+            out[key] = [p for f in local for p in _files_under(_existing(f, key), key)]
             name = table.get("hf_name")
             if name and Path(name).expanduser().exists():
-                out["source.table.hf_name"] = _files_under(Path(name).expanduser())
+                out["source.table.hf_name"] = _files_under(Path(name).expanduser(), "source.table.hf_name")
         elif table.get("path"):
-            out["source.table.path"] = _files_under(_existing(table["path"], "source.table.path"))
+            key = "source.table.path"
+            out[key] = _files_under(_existing(table["path"], key), key)
     elif kind == "natural_instructions":
         ni = source.get("natural_instructions") or {}
         key = "source.natural_instructions"
         if ni.get("tasks_dir") and ni.get("categories_csv"):
-            tasks = _existing(ni["tasks_dir"], f"{key}.tasks_dir", "folder")
-            table = _existing(ni["categories_csv"], f"{key}.categories_csv")
+            tasks = _existing(ni["tasks_dir"], f"{key}.tasks_dir", "folder", folder=True)
+            table = _existing(ni["categories_csv"], f"{key}.categories_csv", folder=False)
             out[f"{key}.categories_csv"] = [str(table)]
-            out[f"{key}.tasks_dir"] = _listed_tasks(table, tasks, ni.get("file_column") or "task_file")
+            listed = _listed_tasks(table, tasks, ni.get("file_column") or "task_file")
+            for task in listed:
+                check_regular(task, f"{key}.tasks_dir")
+            out[f"{key}.tasks_dir"] = [str(p) for p in listed if p.is_file()]
     return out
 
 
-def _listed_tasks(table: Path, tasks: Path, column: str) -> list[str]:
+def _listed_tasks(table: Path, tasks: Path, column: str) -> list[Path]:
     """The task files of the categories CSV that exist (none when it cannot be read as a CSV)."""
     try:
         with table.open(newline="", encoding="utf-8") as f:
@@ -85,7 +145,7 @@ def _listed_tasks(table: Path, tasks: Path, column: str) -> list[str]:
     except (OSError, UnicodeDecodeError, csv.Error):
         return []
     files = [tasks / n for n in dict.fromkeys(names) if n]
-    return [str(p) for p in files if p.is_file()]
+    return [p for p in files if p.exists()]
 
 
 def model_files(model: dict[str, Any]) -> dict[str, list[str]]:
@@ -106,14 +166,55 @@ def model_files(model: dict[str, Any]) -> dict[str, list[str]]:
             if not path.exists() and not looks_local(name):
                 return {}  # a GGUF file of a hub repository in the cache
             gguf = path / gguf
-        return {"model.gguf_file": [str(_existing(str(gguf), "model.gguf_file"))]}
+        return {"model.gguf_file": [str(_existing(str(gguf), "model.gguf_file", folder=False))]}
     if path.exists():
-        return {"model.name_or_path": _files_under(path)}
+        return {"model.name_or_path": _model_folder(path, name)}
     if looks_local(name):
         raise SkillmixInputError(
             f"config model.name_or_path: folder {name} does not exist (relative to {Path.cwd()})"
         )
     return {}
+
+
+def _model_folder(path: Path, name: str) -> list[str]:
+    """The files of a local model folder; refuses a folder that is not one (the filesystem root, a
+    folder with no config.json, adapter_config.json or .gguf file, or with too many files), naming
+    model.name_or_path, before every parse walks it."""
+    key = "model.name_or_path"
+    resolved = path.resolve()
+    if path.is_dir() and resolved != Path(resolved.anchor):
+        if not any((path / m).is_file() for m in MODEL_MARKERS) and not any(path.glob("*.gguf")):
+            shown = name if name == str(resolved) else f"{name} ({resolved})"
+            raise SkillmixInputError(
+                f"config {key}: {shown} is not a model folder: it has no "
+                f"{' or '.join(MODEL_MARKERS)} (or .gguf file); expected the folder a model was saved "
+                "to (save_pretrained), or a hub name"
+            )
+    return _files_under(path, key, MAX_MODEL_FILES)
+
+
+def _configured_paths(config: dict[str, Any]) -> dict[str, str]:
+    """The config's other data paths by key (read by their stages, not listed as inputs here)."""
+    given, select = config["graph"]["given"], config["select"]
+    paths = {
+        "graph.given.adjacency": given.get("adjacency"),
+        "graph.given.skills": given.get("skills"),
+        "regmix.proxy_runs": config["regmix"].get("proxy_runs"),
+    }
+    for index, entry in enumerate(select["target"]["files"] if select["enabled"] else ()):
+        paths[f"select.target.files.{index}.path"] = entry["path"]
+    return {key: value for key, value in paths.items() if value}
+
+
+def check_data_paths(config: dict[str, Any]) -> None:
+    """Refuse a configured data path that exists but is (or links to) a device, a pipe or a socket
+    (read as data, ``/dev/zero`` never ends), naming its key; a missing one is its stage's business.
+    The source's and the model's files are checked as :func:`source_files` and :func:`model_files`
+    list them."""
+    for key, value in _configured_paths(config).items():
+        path = Path(value).expanduser()
+        if path.exists():
+            check_regular(path, key, value)
 
 
 def based_on(model: dict[str, Any], base: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
@@ -128,4 +229,5 @@ def based_on(model: dict[str, Any], base: list[str] | tuple[str, ...] | None) ->
 def task_files(folder: str) -> list[str]:
     """Every file below an lm-eval task folder (`lm_eval.include_path`); stops naming the key when it
     does not exist."""
-    return _files_under(_existing(folder, "lm_eval.include_path", "folder"))
+    key = "lm_eval.include_path"
+    return _files_under(_existing(folder, key, "folder", folder=True), key)
