@@ -6,7 +6,8 @@ from pathlib import Path
 from skillmix.graph.units import UNIT_PATTERN, graph_units, unit_slugs
 from skillmix.infra.provenance import method_code_version, script_code_version
 from skillmix.data.sources import resolve_tiny_tokenizer
-from skillmix.infra.inputs import check_data_paths, model_files, source_files, task_files
+from skillmix.infra.inputs import check_data_paths, model_files, source_files
+from skillmix.infra.inputs import task_files
 from skillmix.infra.config import check_config_files, validate_config
 from skillmix.infra.scale import check_planned_jobs
 from skillmix.infra import registry
