@@ -110,6 +110,7 @@ def manifest():
         from skillmix.preflight import check_against_skills
 
         found = check_slice_set(path)
+        check_saved_models(path)  # rules/helpers/train.smk
         # before any input function plans a job per skill or pair of skills
         check_planned_jobs(config, len(found["skills"]))
         check_against_skills(config, found)

@@ -64,7 +64,33 @@ def train_inputs(wildcards):
         "model_files": MODEL_FILES,
     }
     if "graph" in registry.STRATEGIES[wildcards.run].needs:
-        inputs["graph"] = graph_outputs(graph_dir())["adjacency"]
-        inputs["graph_skills"] = graph_outputs(graph_dir())["skills"]
+        inputs.update(checked_graph_files())
     inputs.update(mixture_input(wildcards.run))
     return inputs
+
+
+def checked_graph_files():
+    """The skills graph's matrix and skill order as inputs of a run that needs them; a graph already
+    on disk is checked first (skillmix.graph.store), so an edited or damaged one stops the DAG
+    naming it, before Snakemake deletes the outputs of the runs that would read it."""
+    files = graph_outputs(graph_dir())
+    # under a module's prefix too
+    prefix = str(checkpoints.slice.get().output.manifest)[: -len(MANIFEST)]
+    folder = prefix + graph_dir()
+    names = [Path(files[k]).name for k in ("adjacency", "skills")]
+    if all(os.path.isfile(f"{folder}/{name}") for name in names):
+        from skillmix.graph.store import read_graph
+
+        read_graph(folder)
+    return {"graph": files["adjacency"], "graph_skills": files["skills"]}
+
+
+def check_saved_models(manifest_path):
+    """DAG time: every safetensors file of the results (saved models, adapters, warm-up checkpoints)
+    and of the configured local model is whole (skillmix.infra.artefacts), so a truncated one is
+    named with its folder instead of "Nothing to be done" or a job failing after Snakemake deleted
+    what it would replace."""
+    from skillmix.infra.artefacts import check_learned_artefacts
+
+    results = Path(manifest_path).parents[1]
+    check_learned_artefacts(results, [str(f) for f in MODEL_FILES])

@@ -9,17 +9,23 @@ was never interrupted. Tensors go to safetensors, everything else to JSON.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from skillmix.engine.distributed import full_tensor, load_full_, shard_like
 from skillmix.engine.sampling import SkillSampler
+from skillmix.infra.artefacts import safetensors_problem
+from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_directory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,21 +104,79 @@ def save_resume_state(
         save_file(opt_tensors, tmp / "optimizer.safetensors")
         save_file(rng, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps(meta))
-    for old in directory.glob("step-*"):
+    for old in [*directory.glob("step-*"), *directory.glob(".step-*.tmp-*")]:  # and killed saves'
         if old != target and old.is_dir():
             shutil.rmtree(old)
     return target
 
 
+STATE_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
+_META_KEYS = {"step", "fingerprint", "optimizer", "scheduler", "sampler", "history"}
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """A resume state's state.json, checked for the keys `load_resume_state` reads."""
+    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or not _META_KEYS <= set(meta):
+        raise ValueError(f"state.json lacks {sorted(_META_KEYS - set(meta or {}))}")
+    if not isinstance(meta["step"], int) or not {"param_groups", "scalars"} <= set(meta["optimizer"]):
+        raise ValueError("state.json has no integer step or no optimizer param_groups/scalars")
+    if not {"steps", "counts", "curve"} <= set(meta["history"]):
+        raise ValueError("state.json's history lacks steps/counts/curve")
+    return meta
+
+
+def resume_state_problem(path: Path) -> str | None:
+    """What makes a resume state folder unusable (a file missing, cut short or not parsable), or None."""
+    try:
+        _read_meta(path)
+        for name in STATE_FILES:
+            problem = safetensors_problem(path / name)
+            if problem is not None:
+                return f"{name}: {problem}"
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def latest_resume_state(directory: Path | None, fingerprint_: str) -> Path | None:
-    """The newest complete resume state written for this fingerprint, if any."""
+    """The newest whole resume state written for this fingerprint, if any.
+
+    A resume state is a cache: one that is damaged (a file missing, cut short or edited, e.g. by a
+    crash part way through removing it) is passed over with a logged warning, and the run resumes
+    from an older whole one or, with none, starts afresh (`Trainer.start` then clears the folder).
+    """
     if directory is None or not directory.is_dir():
         return None
     for path in sorted(directory.glob("step-*"), reverse=True):
-        state = path / "state.json"
-        if state.is_file() and json.loads(state.read_text()).get("fingerprint") == fingerprint_:
+        if not path.is_dir():
+            continue
+        problem = resume_state_problem(path)
+        if problem is not None:
+            log.warning(
+                "resume state %s is damaged (%s); it is discarded and not resumed from", path, problem
+            )
+            continue
+        if _read_meta(path)["fingerprint"] == fingerprint_:
             return path
     return None
+
+
+def _read_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any], dict]:
+    """Every file of a resume state, read before anything is restored: (meta, weights, optimizer
+    state_dict, rng states). Raises naming the folder to delete when one cannot be read."""
+    try:
+        meta = _read_meta(path)
+        weights = load_file(path / STATE_FILES[0])
+        state = join_optimizer_state(load_file(path / STATE_FILES[1]), meta["optimizer"])
+        rng = load_file(path / STATE_FILES[2])
+        rng["torch"]  # noqa: B018 - required, checked before anything is restored
+    except (OSError, ValueError, TypeError, KeyError, SafetensorError) as exc:
+        raise SkillmixInputError(
+            f"resume state {path} is damaged ({type(exc).__name__}: {exc}); delete the folder "
+            f"{path.parent} and run again: the run then starts afresh"
+        ) from exc
+    return meta, weights, state, rng
 
 
 def load_resume_state(
@@ -124,15 +188,13 @@ def load_resume_state(
 ) -> tuple[int, History]:
     """Restore everything `save_resume_state` wrote (into this process's shards under FSDP);
     returns (step, history)."""
-    meta = json.loads((path / "state.json").read_text())
-    weights = load_file(path / "trainable.safetensors")
+    meta, weights, state, rng = _read_state(path)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = set(trainable) - set(weights)
     if missing:
         raise ValueError(f"resume state {path} lacks trainable parameters: {sorted(missing)[:5]}")
     for name, param in trainable.items():
         load_full_(param, weights[name])
-    state = join_optimizer_state(load_file(path / "optimizer.safetensors"), meta["optimizer"])
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for idx, entry in state["state"].items():
         for key, value in entry.items():
@@ -141,7 +203,6 @@ def load_resume_state(
     optimizer.load_state_dict(state)
     scheduler.load_state_dict(meta["scheduler"])
     sampler.load_state_dict(meta["sampler"])
-    rng = load_file(path / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     cuda_states = [rng[k] for k in sorted(rng) if k.startswith("cuda")]
     if cuda_states and torch.cuda.is_available():
