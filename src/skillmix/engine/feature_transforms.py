@@ -6,7 +6,8 @@ A feature is φ(u) = Π(T(∇_θ u)) (docs/methods/entk.md#feature-engine). The 
 * transforms T (`Transform`): sgd (the gradient as it is), sign, or LESS's Adam direction from
   optimizer moments (`AdamState`).
 * an optional projection Π (`Projection`): the portable Rademacher JL matrix to d dimensions,
-  applied per parameter slice after T, so the full gradient vector is never formed.
+  or a sparse JL sketch (count sketch, `kind` "sjlt"), applied per parameter slice after T, so
+  the full gradient vector is never formed.
 * `FeatureMap` turns one batch of per-parameter gradients into one feature matrix per transform,
   and `gram` computes ⟨φ(rows), φ(cols)⟩ block by block in float64.
 """
@@ -26,10 +27,11 @@ from skillmix.engine.lora_gradients import (
     adam_moments,
     optimizer_moments,
 )
-from skillmix.engine.projection import RademacherProjector, single_row_safe_matmul
+from skillmix.engine.projection import RademacherProjector, SparseJLProjector, single_row_safe_matmul
 from skillmix.infra.errors import SkillmixInputError
 
 TRANSFORMS = ("sgd", "sign", "adam")
+PROJECTION_KINDS = ("dense", "sjlt")  # the portable Rademacher matrix; a sparse JL sketch
 DENSE_MATRIX_BYTES = 512 * 2**20  # materialise the projection matrix when it is at most this big
 
 Gradients = Mapping[str, torch.Tensor]
@@ -106,23 +108,64 @@ class Transform:
 
 
 class Projection:
-    """x ↦ x @ P[rows] for the portable Rademacher matrix, materialised once when small enough."""
+    """x ↦ x @ P[rows], the projection Π of every width asked for, `kind` "dense" or "sjlt".
 
-    def __init__(self, input_dim: int, dim: int, seed: int = 0, device: torch.device | str = "cpu") -> None:
-        self.projector = RademacherProjector(input_dim, dim, seed=seed)
-        self.dim = dim
+    dense: the portable Rademacher matrix of the widest width (materialised once when small
+    enough); a narrower width is its first columns (`columns`). sjlt: one sparse JL sketch per
+    width (`SparseJLProjector`, `nonzeros` per input coordinate), their outputs side by side, so
+    `dim` is the sum of the widths. Either way the d-wide feature is `out[:, columns(d)]`.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        dim: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        kind: str = "dense",
+        widths: Sequence[int] = (),
+        nonzeros: int = 1,
+    ) -> None:
+        if kind not in PROJECTION_KINDS:
+            raise SkillmixInputError(f"projection kind must be one of {PROJECTION_KINDS}, got {kind!r}")
+        self.kind = kind
+        self.widths = sorted({int(dim), *(int(w) for w in widths)})
         self.dense: torch.Tensor | None = None
-        if input_dim * dim * 4 <= DENSE_MATRIX_BYTES:
+        self._columns: dict[int, slice] = {}
+        if kind == "sjlt":
+            self.sketches = [SparseJLProjector(input_dim, w, seed, nonzeros) for w in self.widths]
+            start = 0
+            for w in self.widths:
+                self._columns[w] = slice(start, start + w)
+                start += w
+            self.dim = start
+            return
+        self.projector = RademacherProjector(input_dim, self.widths[-1], seed=seed)
+        self.dim = self.widths[-1]
+        self._columns = {w: slice(0, w) for w in self.widths}
+        if input_dim * self.dim * 4 <= DENSE_MATRIX_BYTES:
             p = self.projector
             self.dense = torch.cat([p.block(i, device=device) for i in range(p.n_blocks)], dim=1)
 
     @property
     def identity(self) -> dict[str, Any]:
         """What names the matrix (seed, shape, kind), for the outputs' metadata."""
-        return self.projector.identity
+        if self.kind == "dense":
+            return self.projector.identity
+        first = self.sketches[0].identity
+        return {**first, "output_dim": None, "widths": list(self.widths)}
+
+    def columns(self, width: int) -> slice:
+        """The columns of the output that hold the `width`-wide projection."""
+        if width not in self._columns:
+            raise SkillmixInputError(f"projection width {width} not among {self.widths}")
+        return self._columns[width]
 
     def __call__(self, x: torch.Tensor, row_offset: int) -> torch.Tensor:
         """x [R, k] over input coordinates row_offset..row_offset+k ↦ [R, dim], float32 accumulation."""
+        if self.kind == "sjlt":
+            outs = [s.project(x, row_offset) for s in self.sketches]
+            return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         if self.dense is None:
             return self.projector.project(x, row_offset)
         block = self.dense[row_offset : row_offset + x.shape[1]]

@@ -206,3 +206,105 @@ def normalise_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """
     xf = x.to(torch.float32)
     return xf / xf.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+SJLT_HASH_CHUNK = 1 << 22  # hash words drawn per step when building a sketch
+
+
+class SparseJLProjector:
+    """x ↦ x @ S for a sparse JL transform (count sketch) S [input_dim, output_dim], never formed.
+
+    The output columns are cut into `nonzeros` (s) blocks of m = output_dim / s columns. Input
+    coordinate j has one nonzero in each block t, at column t·m + h_t(j), of value σ_t(j)/√s with
+    σ_t(j) = ±1, so every row of S has unit length and E‖xS‖² = ‖x‖² (variance
+    2(‖x‖⁴ − Σ x_j⁴)/output_dim: two coordinates collide in a block with probability 1/m).
+    h_t and σ_t are a portable rule: the raw 64-bit words of NumPy's PCG64 seeded with
+    `SeedSequence([seed, output_dim, s, t])` (bit-generator streams are stable across NumPy
+    versions, NEP 19), word j giving h_t(j) = (w >> 32) mod m and σ_t(j) = +1 if w is even, −1 if odd.
+
+    The hash (s·input_dim bucket indices and signs) is drawn once per projector and kept per
+    device; `project` adds each input coordinate into its buckets with `index_add_` (rows
+    independent, batch dimension kept), a cost of s additions per coordinate instead of the
+    dense matrix's output_dim multiply-adds.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, seed: int = 0, nonzeros: int = 1) -> None:
+        if int(input_dim) <= 0:
+            raise SkillmixInputError(f"sparse projector input_dim must be positive, got {input_dim}")
+        if int(nonzeros) <= 0 or int(output_dim) <= 0 or int(output_dim) % int(nonzeros):
+            raise SkillmixInputError(
+                f"sparse projector: output_dim {output_dim} must be a positive multiple of "
+                f"nonzeros {nonzeros}"
+            )
+        if int(seed) < 0:
+            raise SkillmixInputError(f"sparse projector seed must be non-negative, got {seed}")
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.seed, self.nonzeros = int(seed), int(nonzeros)
+        self.identity = {
+            "kind": "sjlt",
+            "seed": self.seed,
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "nonzeros": self.nonzeros,
+            "hash": "pcg64-raw",
+        }
+        buckets, signs = self._hash()
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {
+            torch.device("cpu"): (buckets, signs)
+        }
+
+    def _hash(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns [s, input_dim] (int64, block offset included) and values [s, input_dim] (float32)."""
+        s, m = self.nonzeros, self.output_dim // self.nonzeros
+        buckets = np.empty((s, self.input_dim), dtype=np.int64)
+        signs = np.empty((s, self.input_dim), dtype=np.float32)
+        for t in range(s):
+            gen = np.random.PCG64(np.random.SeedSequence([self.seed, self.output_dim, s, t]))
+            for lo in range(0, self.input_dim, SJLT_HASH_CHUNK):
+                w = gen.random_raw(min(SJLT_HASH_CHUNK, self.input_dim - lo))
+                buckets[t, lo : lo + w.size] = (w >> np.uint64(32)) % np.uint64(m) + t * m
+                signs[t, lo : lo + w.size] = 1.0 - 2.0 * (w & np.uint64(1)).astype(np.float32)
+        signs /= np.float32(np.sqrt(s))
+        return torch.from_numpy(buckets), torch.from_numpy(signs)
+
+    def tables(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(columns, values) of the nonzeros, [nonzeros, input_dim] each, on `device` (cached)."""
+        device = torch.device(device)
+        if device not in self._tables:
+            cpu = self._tables[torch.device("cpu")]
+            self._tables[device] = (cpu[0].to(device), cpu[1].to(device))
+        return self._tables[device]
+
+    def matrix(self) -> torch.Tensor:
+        """S as a dense float32 [input_dim, output_dim] tensor (for tests and small sizes)."""
+        cols, vals = self.tables()
+        out = torch.zeros(self.input_dim, self.output_dim, dtype=torch.float32)
+        rows = torch.arange(self.input_dim)
+        for t in range(self.nonzeros):
+            out[rows, cols[t]] = vals[t]
+        return out
+
+    def project(self, x: torch.Tensor, row_offset: int = 0) -> torch.Tensor:
+        """x [n, k] (input coordinates row_offset..row_offset+k) ↦ x @ S[row_offset:row_offset+k], fp32.
+
+        Each output element sums its coordinates in input order, whatever n, so batches and
+        shards of any size give the same rows (on CPU; CUDA's index_add_ adds atomically, in an
+        order that can change the last bits unless torch's deterministic mode is on).
+        """
+        if x.ndim != 2:
+            raise SkillmixInputError(
+                f"projector input must be 2-D [rows, features], got shape {tuple(x.shape)}"
+            )
+        k = x.shape[1]
+        if row_offset < 0 or row_offset + k > self.input_dim:
+            raise SkillmixInputError(
+                f"projector input covers coordinates {row_offset}..{row_offset + k} "
+                f"outside 0..{self.input_dim}"
+            )
+        cols, vals = self.tables(x.device)
+        xf = x.to(torch.float32)
+        out = torch.zeros(x.shape[0], self.output_dim, dtype=torch.float32, device=x.device)
+        for t in range(self.nonzeros):
+            sl = slice(row_offset, row_offset + k)
+            out.index_add_(1, cols[t, sl], xf * vals[t, sl])
+        return out

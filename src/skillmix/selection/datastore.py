@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -27,7 +26,14 @@ import torch
 from tqdm import tqdm
 
 from skillmix.engine.encoding import EncodedSet, encode_frame
-from skillmix.engine.feature_transforms import AdamState, FeatureMap, Projection, Transform, project_slices
+from skillmix.engine.feature_transforms import (
+    PROJECTION_KINDS,
+    AdamState,
+    FeatureMap,
+    Projection,
+    Transform,
+    project_slices,
+)
 from skillmix.engine.gradient_units import example_loss_gradients
 from skillmix.engine.lora_gradients import labelled_examples
 from skillmix.engine.modeling import Runtime
@@ -35,24 +41,13 @@ from skillmix.engine.projection import normalise_rows
 from skillmix.infra import processes
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.infra.jobs import parse_scatteritem, shard_range, write_json, write_parquet
-from skillmix.selection.shards import write_shard
+from skillmix.infra.jobs import parse_scatteritem, shard_range
+from skillmix.selection.shards import FeatureResult, gather_features, write_feature_shard
 from skillmix.selection.warmup import load_epoch_checkpoint
 
 log = logging.getLogger(__name__)
 
 FEATURES = ("adam", "sgd", "sign")
-
-
-@dataclass
-class FeatureResult:
-    """Features of one example set: per output width [kept, d] (unit rows), and bookkeeping."""
-
-    features: dict[int, torch.Tensor]
-    kept_ids: list[str]
-    kept_skills: list[str]
-    excluded_ids: list[str]
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def gradient_features(
@@ -69,6 +64,8 @@ def gradient_features(
     batch_size: int = 16,
     projection_input: str = "float32",
     exact: bool = True,
+    projection_kind: str = "dense",
+    projection_nonzeros: int = 1,
 ) -> FeatureResult:
     """Projected, unit-normalised per-example gradient features of every example of `data`.
 
@@ -81,11 +78,13 @@ def gradient_features(
     With `exact`, a width at least the gradient's dimension gets the unprojected transformed
     gradient instead (as many columns as the gradient has, so its cosines are exact); the
     narrower widths are still prefixes of the widest projected one. Without it every width is
-    projected, as the original always does.
+    projected, as the original always does, and a width above the gradient's dimension is an error.
+    `projection_kind` "dense" is the portable Rademacher matrix; "sjlt" a sparse JL sketch per
+    width with `projection_nonzeros` nonzeros per coordinate (docs/methods/less.md#projection).
     """
     return gradient_feature_sets(
         model, runtime, pad_id, data, skills, dims, [feature], optimizer_state, adam_variant,
-        projection_seed, batch_size, projection_input, exact,
+        projection_seed, batch_size, projection_input, exact, projection_kind, projection_nonzeros,
     )[feature]  # fmt: skip
 
 
@@ -103,10 +102,12 @@ def gradient_feature_sets(
     batch_size: int = 16,
     projection_input: str = "float32",
     exact: bool = True,
+    projection_kind: str = "dense",
+    projection_nonzeros: int = 1,
 ) -> dict[str, FeatureResult]:
     """:func:`gradient_features` of several feature kinds (e.g. "adam" and "sgd") from one pass of
     per-example gradients: one result per kind, same examples, same projection."""
-    features, dims = _checked_request(features, dims, projection_input)
+    features, dims = _checked_request(features, dims, projection_input, projection_kind, projection_nonzeros)
     if len(skills) != len(data):
         raise ValueError("one skill label per example is needed")
     kept, excluded = labelled_examples(data)
@@ -119,9 +120,17 @@ def gradient_feature_sets(
     grad_dim = sum(p.numel for p in layout)
     exact_dims = [d for d in dims if exact and d >= grad_dim]
     projected_dims = [d for d in dims if d not in exact_dims]
+    if projected_dims and projected_dims[-1] > grad_dim:
+        raise SkillmixInputError(
+            f"select.grads.dims: width {projected_dims[-1]} is larger than the gradient's dimension "
+            f"{grad_dim}; set select.grads.exact to store the exact feature, or use widths <= {grad_dim}"
+        )
     projection = None
     if projected_dims:
-        projection = Projection(grad_dim, projected_dims[-1], projection_seed, runtime.device)
+        projection = Projection(
+            grad_dim, projected_dims[-1], projection_seed, runtime.device,
+            kind=projection_kind, widths=projected_dims, nonzeros=projection_nonzeros,
+        )  # fmt: skip
     pass_ = _FeaturePass(layout, transforms, projection, projection_input, bool(exact_dims), len(kept))
     for pos, grads in tqdm(batches, total=-(-len(kept) // batch_size), mininterval=5.0, desc="gradients"):
         pass_.add(pos, grads)
@@ -134,7 +143,7 @@ def gradient_feature_sets(
         st["projection_input"] = projection_input
         st["projector"] = projection.identity if projection is not None else None
         st["exact_dims"] = exact_dims
-        feats = {d: normalise_rows(pass_.projected[j][:, :d]) for d in projected_dims}
+        feats = {d: normalise_rows(pass_.projected[j][:, projection.columns(d)]) for d in projected_dims}
         feats.update({d: normalise_rows(pass_.raw[j]) for d in exact_dims})
         results[f] = FeatureResult(
             feats,
@@ -147,11 +156,21 @@ def gradient_feature_sets(
 
 
 def _checked_request(
-    features: Sequence[str], dims: Sequence[int], projection_input: str
+    features: Sequence[str], dims: Sequence[int], projection_input: str, kind: str, nonzeros: int
 ) -> tuple[list[str], list[int]]:
-    """The distinct feature kinds (in order) and the distinct widths (ascending) asked for."""
+    """The distinct feature kinds (in order) and the distinct widths (ascending) asked for, with
+    the projection settings checked before any gradient is computed."""
     if projection_input not in ("float32", "float16"):
         raise SkillmixInputError(f"projection_input must be float32 or float16, got {projection_input!r}")
+    if kind not in PROJECTION_KINDS:
+        raise SkillmixInputError(
+            f"select.grads.projection_kind must be one of {PROJECTION_KINDS}, got {kind!r}"
+        )
+    odd = [int(d) for d in dims if kind == "sjlt" and (int(nonzeros) < 1 or int(d) % int(nonzeros))]
+    if odd:
+        raise SkillmixInputError(
+            f"select.grads.projection_nonzeros {nonzeros}: sjlt widths must be multiples of it, got {odd}"
+        )
     features = list(dict.fromkeys(features))
     bad = [f for f in features if f not in FEATURES]
     if bad or not features:
@@ -230,59 +249,6 @@ class _FeaturePass:
                 ).cpu()
 
 
-def write_feature_shard(
-    result: FeatureResult,
-    feature_paths: dict[int, str | os.PathLike],
-    index_path: str | os.PathLike,
-    info_path: str | os.PathLike,
-    info: dict[str, Any],
-    stamp: dict[str, Any] | None = None,
-) -> None:
-    """Write one shard: a float16 `.npy` per width, the index Parquet (row, id, skill; carrying `stamp`,
-    the settings it was made with), the info JSON."""
-    missing = sorted(set(result.features) - set(feature_paths))
-    if missing or set(feature_paths) - set(result.features):
-        raise ValueError(
-            f"feature widths {sorted(result.features)} do not match paths {sorted(feature_paths)}"
-        )
-    for d, path in feature_paths.items():
-        write_shard(result.features[d], path)
-    index = pd.DataFrame(
-        {"row": range(len(result.kept_ids)), "id": result.kept_ids, "skill": result.kept_skills}
-    )
-    write_parquet(index, index_path, stamp=stamp)
-    write_json({**info, **result.stats, "excluded_ids": result.excluded_ids, "rows": len(index)}, info_path)
-
-
-def gather_features(result: FeatureResult) -> FeatureResult | None:
-    """The features of every process of the job, rows in process order: the first process gets them
-    all (examples and exclusions summed, Adam's share of large v' weighted by rows), the others None.
-    With one process, `result` itself."""
-    if processes.world_size() == 1:
-        return result
-    import torch.distributed as dist
-
-    parts: list[Any] | None = [None] * processes.world_size() if processes.is_main() else None
-    dist.gather_object(result, parts, dst=0)
-    if parts is None:
-        return None
-    stats = dict(parts[0].stats)
-    for key in ("examples", "excluded"):
-        if key in stats:
-            stats[key] = sum(part.stats[key] for part in parts)
-    kept = [len(part.kept_ids) for part in parts]
-    if "share_v_above_1e-9" in stats and sum(kept):
-        shares = [part.stats.get("share_v_above_1e-9", 0.0) for part in parts]
-        stats["share_v_above_1e-9"] = sum(s * k for s, k in zip(shares, kept, strict=True)) / sum(kept)
-    return FeatureResult(
-        {d: torch.cat([part.features[d] for part in parts]) for d in parts[0].features},
-        [i for part in parts for i in part.kept_ids],
-        [s for part in parts for s in part.kept_skills],
-        [i for part in parts for i in part.excluded_ids],
-        stats,
-    )
-
-
 def build_shard(
     feature: str,
     checkpoint_dir: str | os.PathLike,
@@ -337,6 +303,8 @@ def build_shard(
         batch_size=grads_cfg["batch_size"],
         projection_input=grads_cfg["projection_input"],
         exact=grads_cfg["exact"],
+        projection_kind=grads_cfg["projection_kind"],
+        projection_nonzeros=grads_cfg["projection_nonzeros"],
     )
     result = gather_features(result)
     if result is None:

@@ -35,96 +35,20 @@ import torch
 
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
-from skillmix.selection.shards import read_shard
+from skillmix.selection.shards import RowPrefetcher, ShardedRows, read_shard
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 READ_ROWS = 4096  # rows per read of a shard
+CAST_ROWS = 256  # rows cast to float32 at a time
+PREFETCH = 2  # reads held ready ahead of the scoring (each READ_ROWS × d stored values)
 MATCHES = ("mean", "max")  # how a candidate is compared with a target skill's examples
 
 
 def skill_labels(target_skills: Sequence[str]) -> list[str]:
     """The distinct skill labels in order of first appearance: the columns of the per-skill scores."""
     return list(dict.fromkeys(target_skills))
-
-
-def shard_layout(path: PathLike) -> tuple[tuple[int, int], np.dtype, int]:
-    """(shape, dtype, byte offset of the data) of a 2-D C-order `.npy` shard, read from its header."""
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = {
-                (1, 0): np.lib.format.read_array_header_1_0,
-                (2, 0): np.lib.format.read_array_header_2_0,
-            }.get(version)
-            if read_header is None:
-                raise ValueError(f"unsupported .npy format version {version}")
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
-    except (OSError, ValueError) as e:
-        raise SkillmixInputError(f"{path}: cannot read feature shard header ({e})") from e
-    if len(shape) != 2 or fortran or dtype.hasobject:
-        raise SkillmixInputError(f"{path}: feature shard must be a 2-D C-order numeric array, got {shape}")
-    size = Path(path).stat().st_size
-    if size < offset + shape[0] * shape[1] * dtype.itemsize:
-        raise SkillmixInputError(f"{path}: feature shard is truncated ({size} bytes for shape {shape})")
-    return (int(shape[0]), int(shape[1])), dtype, offset
-
-
-class _ShardedRows:
-    """Row ranges of a list of shards, read as if they were one array.
-
-    Rows are read with positioned reads into a buffer the size of the request, not through a
-    memory map, so the resident memory of a pass over the whole datastore stays one chunk.
-    """
-
-    def __init__(self, paths: Sequence[PathLike]) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.layouts = [shard_layout(p) for p in self.paths]
-        dims = {shape[1] for shape, _, _ in self.layouts}
-        if len(dims) > 1:
-            raise SkillmixInputError(
-                f"candidate shards {[str(p) for p in self.paths]} differ in width: {dims}"
-            )
-        self.d = dims.pop() if dims else None
-        self.offsets = np.cumsum([0] + [shape[0] for shape, _, _ in self.layouts])
-        self.n = int(self.offsets[-1])
-        self._buf: tuple[np.ndarray, np.ndarray] | None = None
-
-    def dot(self, start: int, stop: int, mat: np.ndarray) -> np.ndarray:
-        """rows[start:stop] @ mat in float32, for a float32 mat [d, k] (only these rows are read).
-
-        Rows are read READ_ROWS at a time into reused buffers (stored dtype, then float32), so
-        memory stays READ_ROWS × d × (itemsize + 4) bytes plus the [stop − start, k] result,
-        however long the range.
-        """
-        out = np.empty((stop - start, mat.shape[1]), dtype=np.float32)
-        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        for s in range(max(first, 0), len(self.paths)):
-            lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
-            if lo >= stop:
-                break
-            a, b = max(start, lo) - lo, min(stop, hi) - lo
-            if b <= a:
-                continue
-            (_, d), dtype, offset = self.layouts[s]
-            raw, f32 = self._buffers(dtype, d)
-            with open(self.paths[s], "rb") as f:
-                f.seek(offset + a * d * dtype.itemsize)
-                for pos in range(a, b, READ_ROWS):
-                    k = min(READ_ROWS, b - pos)
-                    if f.readinto(memoryview(raw[:k]).cast("B")) != raw[:k].nbytes:
-                        raise SkillmixInputError(f"{self.paths[s]}: feature shard ended early")
-                    # torch's vectorised float16 -> float32 copy is several times faster than numpy's
-                    torch.from_numpy(f32[:k]).copy_(torch.from_numpy(raw[:k]))
-                    np.matmul(f32[:k], mat, out=out[lo + pos - start : lo + pos + k - start])
-        return out
-
-    def _buffers(self, dtype: np.dtype, d: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._buf is None or self._buf[0].dtype != dtype or self._buf[0].shape[1] != d:
-            self._buf = (np.empty((READ_ROWS, d), dtype=dtype), np.empty((READ_ROWS, d), dtype=np.float32))
-        return self._buf
 
 
 def influence_scores(
@@ -145,9 +69,11 @@ def influence_scores(
     Returns (scores [N] float32, per_skill [N, n_skills] float32); the columns of per_skill
     follow `skill_labels(target_skills)`. Candidate rows with a non-finite feature in any
     checkpoint (e.g. a NaN loss) get −inf in both and are logged; they are never selected first.
-    Memory: candidate rows are read READ_ROWS at a time into two reused buffers (6·READ_ROWS·d
-    bytes for float16 shards, 192 MiB at d = 8192), plus the targets and the [N, skills]
-    result; chunk_rows only sets how many rows one pass over the checkpoints covers (default: the
+    Memory: candidate rows are read READ_ROWS at a time, by a thread that stays PREFETCH reads
+    ahead of the scoring, into PREFETCH + 1 reused buffers, and cast to float32 CAST_ROWS at a
+    time ((PREFETCH + 1)·READ_ROWS·d·2 + CAST_ROWS·d·4 bytes for float16 shards, 200 MiB at
+    d = 8192), plus the targets and the [N, skills] result; chunk_rows only sets how many rows one
+    pass over the checkpoints covers (default: the
     schema's `select.influence.chunk_rows`). `match` "mean" is LESS's score; "max" scores each
     skill by the best checkpoint-weighted cosine with one of its target examples (then
     [chunk_rows, M] scores are held per pass).
@@ -158,14 +84,14 @@ def influence_scores(
         raise SkillmixInputError("influence scores: no target rows / skill labels given")
     label_index = {lab: j for j, lab in enumerate(labels)}
     col = np.array([label_index[lab] for lab in target_skills])
-    cands: dict[Hashable, _ShardedRows] = {}
+    cands: dict[Hashable, ShardedRows] = {}
     # per checkpoint, float32: the skill-mean target rows [S, d] ("mean"), or every target row [M, d]
     target_rows: dict[Hashable, np.ndarray] = {}
     for c in ckpts:
         w = float(weights[c])
         if not math.isfinite(w):
             raise SkillmixInputError(f"influence scores: weight of checkpoint {c} is not finite: {w}")
-        cands[c] = _ShardedRows(candidate_shards[c])
+        cands[c] = ShardedRows(candidate_shards[c])
         target_rows[c] = _target_rows(target[c], col, len(labels), match, cands[c].d, c)
     sizes = {c: cands[c].n for c in ckpts}
     if len(set(sizes.values())) > 1:
@@ -228,7 +154,7 @@ def _target_rows(
 
 
 def _per_skill_scores(
-    cands: Mapping[Hashable, _ShardedRows],
+    cands: Mapping[Hashable, ShardedRows],
     target_rows: Mapping[Hashable, np.ndarray],
     weights: Mapping[Hashable, float],
     col: np.ndarray,
@@ -238,19 +164,51 @@ def _per_skill_scores(
 ) -> np.ndarray:
     """[N, n_labels] float32: per candidate and skill, the checkpoint-weighted dot products with the
     skill's target rows (their max over the skill's examples with `match` "max"), `chunk_rows`
-    candidates per pass over the checkpoints."""
+    candidates per pass over the checkpoints.
+
+    The candidate rows are read READ_ROWS at a time by a background thread (`RowPrefetcher`,
+    PREFETCH reads ahead), so reading the next rows overlaps scoring the current ones.
+    """
     ckpts = list(cands)
-    n = cands[ckpts[0]].n
+    n, read_rows = cands[ckpts[0]].n, READ_ROWS
     per_skill = np.empty((n, n_labels), dtype=np.float32)
-    for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        acc = np.zeros((stop - start, target_rows[ckpts[0]].shape[0]), dtype=np.float32)
-        for c in ckpts:
-            acc += np.float32(weights[c]) * cands[c].dot(start, stop, np.ascontiguousarray(target_rows[c].T))
-        if match == "max":
-            acc = np.stack([acc[:, col == j].max(axis=1) for j in range(n_labels)], axis=1)
-        per_skill[start:stop] = acc
+    chunks = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
+    mats = {c: np.ascontiguousarray(target_rows[c].T) for c in ckpts}
+    plan = (r for a, z in chunks for c in ckpts for r in cands[c].reads(a, z, read_rows))
+    scratch: dict[int, np.ndarray] = {}
+    with RowPrefetcher(plan, read_rows, depth=PREFETCH) as prefetcher:
+        blocks = iter(prefetcher)
+        for start, stop in chunks:
+            acc = np.zeros((stop - start, mats[ckpts[0]].shape[1]), dtype=np.float32)
+            for c in ckpts:
+                part = np.empty((stop - start, mats[c].shape[1]), dtype=np.float32)
+                for want in cands[c].reads(start, stop, read_rows):
+                    read, rows = next(blocks)
+                    if read != want:  # the reader follows the same plan; a mismatch is a bug
+                        raise RuntimeError(f"shard reads out of order: {read} instead of {want}")
+                    _dot_rows(rows, mats[c], part[read.out : read.out + read.rows], scratch)
+                acc += np.float32(weights[c]) * part
+            if match == "max":
+                acc = np.stack([acc[:, col == j].max(axis=1) for j in range(n_labels)], axis=1)
+            per_skill[start:stop] = acc
     return per_skill
+
+
+def _dot_rows(rows: np.ndarray, mat: np.ndarray, out: np.ndarray, scratch: dict[int, np.ndarray]) -> None:
+    """out = rows @ mat in float32, the stored rows cast CAST_ROWS at a time into a reused buffer
+    (small enough to stay in cache between the cast and the product)."""
+    if rows.dtype == np.float32:
+        np.matmul(rows, mat, out=out)
+        return
+    d = rows.shape[1]
+    if d not in scratch:
+        scratch[d] = np.empty((CAST_ROWS, d), dtype=np.float32)
+    f32 = scratch[d]
+    for i in range(0, rows.shape[0], CAST_ROWS):
+        k = min(CAST_ROWS, rows.shape[0] - i)
+        # torch's vectorised float16 -> float32 copy is several times faster than numpy's
+        torch.from_numpy(f32[:k]).copy_(torch.from_numpy(rows[i : i + k]))
+        np.matmul(f32[:k], mat, out=out[i : i + k])
 
 
 def _exclude_non_finite(per_skill: np.ndarray) -> np.ndarray:
@@ -275,8 +233,14 @@ STATUS_NON_FINITE = "non_finite_feature"
 
 
 def read_index(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """The shard indexes in shard order, as one frame (columns id, skill)."""
-    frames = [pd.read_parquet(p) for p in paths]
+    """The shard indexes in shard order, as one frame (columns id, skill); a missing or unreadable
+    index is a SkillmixInputError naming it."""
+    frames = []
+    for p in paths:
+        try:
+            frames.append(pd.read_parquet(p, columns=["id", "skill"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise SkillmixInputError(f"{p}: cannot read shard index ({e})") from e
     if not frames:
         raise SkillmixInputError("no shard index files given")
     return pd.concat(frames, ignore_index=True)[["id", "skill"]]
