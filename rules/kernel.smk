@@ -160,6 +160,7 @@ rule kernel_solve:
         solvers=KERNEL["solvers"],
         reg=KERNEL["reg"],
         f0=KERNEL["f0"],
+        f0_scaling=KERNEL["f0_scaling"],
         gamma=KERNEL["gamma"],
         asym_mix=KERNEL["asym_mix"],
         code=script_code("kernel_solve.py"),

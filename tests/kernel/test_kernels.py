@@ -298,6 +298,8 @@ def test_binary_collapse_and_the_asym_solver_on_a_separable_problem():
     y = targets_matrix(labels.numpy(), 1)
     result = solve_asym(k_tt, y, k_to, gamma=1.0, mix=0.5)
     assert accuracy(result.labels, xt_labels.numpy()) == 1.0
-    assert result.settings == {"solver": "asym", "gamma": 1.0, "mix": 0.5}
+    assert result.settings == {
+        "solver": "asym", "gamma": 1.0, "mix": 0.5, "reg": 0.0, "f0": False, "f0_scaling": 1.0
+    }  # fmt: skip
     with pytest.raises(SkillmixInputError):
         solve_asym(kernel(jt, jt, "sgd"), y, kernel(jt, jo, "sgd"))  # not an asymmetric pair

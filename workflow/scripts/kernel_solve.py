@@ -14,7 +14,9 @@ from skillmix.plotting import plot_kernel_solutions  # noqa: E402
 p = snakemake.params
 tables = [initial_accuracy(snakemake.input.kernels[0])]
 tables += [
-    solve_kernels(read_arrays(path), formula, p.solvers, p.reg, p.f0, p.gamma, p.asym_mix)
+    solve_kernels(
+        read_arrays(path), formula, p.solvers, p.reg, p.f0, p.gamma, p.asym_mix, f0_scaling=p.f0_scaling
+    )
     for formula, path in zip(p.formulas, snakemake.input.kernels, strict=True)
 ]
 table = pd.concat(tables, ignore_index=True)

@@ -125,6 +125,7 @@ def initial_accuracy(path: str | os.PathLike) -> pd.DataFrame:
                 "mse": float("nan"),
                 "reg": 0.0,
                 "f0": True,
+                "f0_scaling": 1.0,
                 "n": int(len(data[f"y_{s}"])),
             }
             for s in SPLITS[1:]

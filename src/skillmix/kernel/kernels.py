@@ -144,6 +144,8 @@ def solve_lstsq(
     use_f0 = f0_train is not None and f0_test is not None
     if (f0_train is None) != (f0_test is None):
         raise SkillmixInputError("lstsq: give both f0_train and f0_test, or neither")
+    if use_f0 and f0_scaling <= 0:
+        raise SkillmixInputError(f"kernel.f0_scaling must be positive, got {f0_scaling}")
     base_train = np.asarray(f0_train, dtype=np.float64).reshape(-1) / f0_scaling if use_f0 else 0.0
     base_test = np.asarray(f0_test, dtype=np.float64).reshape(-1) / f0_scaling if use_f0 else 0.0
     alpha = np.linalg.lstsq(ridge(kt, reg), y - base_train, rcond=None)[0]
@@ -167,14 +169,24 @@ def binary_collapse(x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 def solve_asym(
-    k_train: Kernel, y_train: np.ndarray, k_test: Kernel, gamma: float = 1.0, mix: float = 0.5
+    k_train: Kernel,
+    y_train: np.ndarray,
+    k_test: Kernel,
+    gamma: float = 1.0,
+    mix: float = 0.5,
+    reg: float = 0.0,
+    f0_train: np.ndarray | None = None,
+    f0_test: np.ndarray | None = None,
+    f0_scaling: float = 1.0,
 ) -> SolverResult:
     """AsK-LS (He et al. 2022) on an asymmetric kernel pair, binary and without bias.
 
     k_train [2, N, 1, N, 1] and k_test [2, N, 1, M, 1] hold K[0] = ⟨sign g(train), g(x)⟩ and its
-    flip K[1]; y_train ±1 [N]. With H_ij = y_i·K[0]_ij·y_j, solve
-    [[I/γ, H], [Hᵀ, I/γ]]·[α; β] = 1; then ω(x) = Σ_i α_i y_i K[0](x_i, x),
-    ν(x) = Σ_i β_i y_i K[1](x_i, x) and the score is mix·ω + (1 − mix)·ν.
+    flip K[1]; y_train ±1 [N]. With K_λ = K[0] + λ·σ_max(K[0])·I (`ridge`, λ = `reg`), the
+    targets r = y − f0(X)/s (r = y without f0; s = `f0_scaling`) and H_ij = r_i·K_λ,ij·r_j, solve
+    [[I/γ, H], [Hᵀ, I/γ]]·[α; β] = 1; then ω(x) = Σ_i α_i r_i K[0](x_i, x),
+    ν(x) = Σ_i β_i r_i K[1](x_i, x) and the score is mix·ω + (1 − mix)·ν (+ f0(x)/s with f0),
+    as the original's AsymmetricLstsqKernelSolver does with its ridge and `--adjust_for_init`.
     """
     kt, ks = np.asarray(k_train, dtype=np.float64), np.asarray(k_test, dtype=np.float64)
     if kt.ndim != 5 or kt.shape[0] != 2 or kt.shape[2] != 1 or ks.ndim != 5 or ks.shape[0] != 2:
@@ -183,21 +195,27 @@ def solve_asym(
         )
     if gamma <= 0:
         raise SkillmixInputError(f"asym solver: gamma must be positive, got {gamma}")
+    if f0_scaling <= 0:
+        raise SkillmixInputError(f"kernel.f0_scaling must be positive, got {f0_scaling}")
+    if (f0_train is None) != (f0_test is None):
+        raise SkillmixInputError("asym solver: give both f0_train and f0_test, or neither")
+    use_f0 = f0_train is not None
+    n, m = kt.shape[1], ks.shape[3]
     y = np.asarray(y_train, dtype=np.float64).reshape(-1)
-    n = kt.shape[1]
+    if use_f0:
+        y = y - np.asarray(f0_train, dtype=np.float64).reshape(-1) / f0_scaling
     # H from K[0] alone (docs/methods/entk.md#solvers; K[1] of train is its transpose)
-    k0 = kt[0].reshape(n, n)
-    h = y[:, None] * k0 * y[None, :]
+    h = y[:, None] * ridge(kt[0].reshape(n, n), reg) * y[None, :]
     system = np.block([[np.eye(n) / gamma, h], [h.T, np.eye(n) / gamma]])
     coef = np.linalg.lstsq(system, np.ones(2 * n), rcond=None)[0]
     alpha, beta = coef[:n], coef[n:]
-    m = ks.shape[3]
     omega = (alpha * y) @ ks[0].reshape(n, m)
     nu = (beta * y) @ ks[1].reshape(n, m)
     score = mix * omega + (1 - mix) * nu
-    return SolverResult(
-        score, predictions_to_labels(score, 1), {"solver": "asym", "gamma": gamma, "mix": mix}
-    )
+    if use_f0:
+        score = score + np.asarray(f0_test, dtype=np.float64).reshape(-1) / f0_scaling
+    settings = {"gamma": gamma, "mix": mix, "reg": reg, "f0": use_f0, "f0_scaling": f0_scaling}
+    return SolverResult(score, predictions_to_labels(score, 1), {"solver": "asym", **settings})
 
 
 def solve_logistic(

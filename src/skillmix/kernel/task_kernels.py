@@ -131,6 +131,40 @@ def read_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files if k != STAMP_ARRAY}
 
 
+def _solve(
+    solver: str, data: Mapping[str, np.ndarray], formula: str, split: str, settings: Mapping[str, Any]
+) -> kernels.SolverResult | None:
+    """One solver on one split (None when `asym` does not apply to the formula)."""
+    c = int(data["K_train"].shape[-1])  # outputs: the label words, or 1 when binary
+    y_train = kernels.targets_matrix(data["y_train"], c)
+    reg, scaling = settings["reg"], settings["f0_scaling"]
+    f0 = {"f0_train": data["f0_train"], "f0_test": data[f"f0_{split}"]} if settings["f0"] else {}
+
+    def k(name: str) -> np.ndarray:
+        arr = data[f"K_{name}"]
+        return arr[0] if formula == "asymmetric_signgd" else arr
+
+    if solver == "lstsq":
+        return kernels.solve_lstsq(k("train"), y_train, k(split), reg=reg, f0_scaling=scaling, **f0)
+    if solver == "logistic":
+        return kernels.solve_logistic(k("train"), y_train, k(split), reg=reg)
+    if solver == "asym":
+        if formula != "asymmetric_signgd" or c != 1:
+            log.info("asym solver skipped for %s (it needs binary asymmetric kernels)", formula)
+            return None
+        return kernels.solve_asym(
+            data["K_train"],
+            y_train,
+            data[f"K_{split}"],
+            settings["gamma"],
+            settings["asym_mix"],
+            reg=reg,
+            f0_scaling=scaling,
+            **f0,
+        )
+    raise SkillmixInputError(f"kernel.solvers: unknown {solver!r}; expected some of {SOLVERS}")
+
+
 def solve_kernels(
     data: Mapping[str, np.ndarray],
     formula: str,
@@ -139,44 +173,27 @@ def solve_kernels(
     f0: bool,
     gamma: float,
     asym_mix: float,
+    f0_scaling: float = 1.0,
 ) -> pd.DataFrame:
     """Accuracy and mean squared error of every solver on val and test from the arrays of one kernel
     file (`read_arrays`: K_train, y_train, f0_train and K_<split>, f0_<split>, y_<split> for val
     and/or test; the splits present are solved).
 
-    Rows: formula, solver, split, accuracy, mse, reg, f0. Asymmetric kernels use their first
-    matrix ⟨sign g(train), g(x)⟩ (the direction a SignGD step on a training example moves x),
-    except `asym`, which uses both and runs only on binary asymmetric kernels (skipped, with a
-    log line, for other formulas).
+    `reg` (kernel.reg) is the ridge of every solver; `f0` (kernel.f0) with `f0_scaling`
+    (kernel.f0_scaling, s) puts the initial logits f0/s under lstsq and asym (logistic ignores
+    f0, as in the original). Rows: formula, solver, split, accuracy, mse, reg, f0 (whether the
+    solver used it), f0_scaling. Asymmetric kernels use their first matrix ⟨sign g(train), g(x)⟩
+    (the direction a SignGD step on a training example moves x), except `asym`, which uses both
+    and runs only on binary asymmetric kernels (skipped, with a log line, for other formulas).
     """
-    c = int(data["K_train"].shape[-1])  # outputs: the label words, or 1 when binary
-
-    def k(split: str) -> np.ndarray:
-        arr = data[f"K_{split}"]
-        return arr[0] if formula == "asymmetric_signgd" else arr
-
-    y_train = kernels.targets_matrix(data["y_train"], c)
+    c = int(data["K_train"].shape[-1])
+    settings = {"reg": reg, "f0": f0, "f0_scaling": f0_scaling, "gamma": gamma, "asym_mix": asym_mix}
     rows = []
     for solver in solvers:
         for split in [s for s in SPLITS[1:] if f"K_{s}" in data]:
-            if solver == "lstsq":
-                res = kernels.solve_lstsq(
-                    k("train"),
-                    y_train,
-                    k(split),
-                    reg=reg,
-                    f0_train=data["f0_train"] if f0 else None,
-                    f0_test=data[f"f0_{split}"] if f0 else None,
-                )
-            elif solver == "logistic":
-                res = kernels.solve_logistic(k("train"), y_train, k(split), reg=reg)
-            elif solver == "asym":
-                if formula != "asymmetric_signgd" or c != 1:
-                    log.info("asym solver skipped for %s (it needs binary asymmetric kernels)", formula)
-                    continue
-                res = kernels.solve_asym(data["K_train"], y_train, data[f"K_{split}"], gamma, asym_mix)
-            else:
-                raise SkillmixInputError(f"kernel.solvers: unknown {solver!r}; expected some of {SOLVERS}")
+            res = _solve(solver, data, formula, split, settings)
+            if res is None:
+                continue
             truth = data[f"y_{split}"]
             target = kernels.targets_matrix(truth, c)
             mse = float(np.mean((res.predictions - target) ** 2)) if solver == "lstsq" else float("nan")
@@ -188,7 +205,8 @@ def solve_kernels(
                     "accuracy": kernels.accuracy(res.labels, truth),
                     "mse": mse,
                     "reg": reg,
-                    "f0": bool(f0 and solver == "lstsq"),
+                    "f0": bool(res.settings.get("f0", False)),
+                    "f0_scaling": f0_scaling,
                     "n": int(len(truth)),
                 }
             )
