@@ -11,6 +11,10 @@ from skillmix.engine.modeling import build_tiny_model, save_model
 from skillmix.harness import results_table, run_lm_eval
 from skillmix.infra.errors import SkillmixInputError
 
+# lm-eval is the optional extra `lmeval`; without it every test here skips (at collection, so the
+# reason is reported once per module and nothing below runs)
+pytest.importorskip("lm_eval", reason="lm-eval is not installed (the extra: pip install -e '.[lmeval]')")
+
 
 def test_lm_eval_scores_a_saved_model_on_a_local_task(tmp_path) -> None:
     model, tokenizer = build_tiny_model(

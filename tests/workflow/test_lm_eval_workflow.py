@@ -9,6 +9,10 @@ import pytest
 from lm_eval_tasks import choice_task
 from workflow_helpers import MAIN_CONFIG, TINY_CONFIG, run_ok, snakemake, write_yaml
 
+# lm-eval is the optional extra `lmeval`: without it the workflow refuses lm_eval.enabled before it
+# checks lm_eval.models, so both tests need it and skip, with the reason, when it is absent
+pytest.importorskip("lm_eval", reason="lm-eval is not installed (the extra: pip install -e '.[lmeval]')")
+
 
 def lm_eval_config(tmp_path, **override):
     rows = [{"question": f"a={i}", "choices": ["0", "1"], "label": i % 2} for i in range(6)]
