@@ -24,6 +24,7 @@ EXPECTED = {
     "results/select/selected/scores.png",
     "results/select/selected/composition.png",
     "results/select/eval/comparison.png",
+    "results/select/eval/costs.html",
     "results/kernel/solutions.png",
     "results/kernel/comparison.html",
 }
@@ -62,7 +63,7 @@ def test_report_holds_every_stage_and_renders(tmp_path):
     page = evaluate_in_page((tmp_path / "report.html").as_uri(), CHECK)
     assert set(page["paths"]) == EXPECTED
     figures = {path: (w, h, caption) for path, w, h, caption in page["figures"]}
-    assert set(figures) == EXPECTED - {"results/kernel/comparison.html"}
+    assert set(figures) == EXPECTED - {"results/kernel/comparison.html", "results/select/eval/costs.html"}
     for path, (w, h, caption) in figures.items():
         assert w > 200 and h > 100 and caption > 40, (path, w, h, caption)
     assert page["table_rows"] == 1 + 3 * 2  # header + formulas × (val, test)
