@@ -319,9 +319,8 @@ def check_yaml_file(path: str | Path) -> None:
         return
     try:
         text = path.read_text(encoding="utf-8")
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        root = yaml.compose(text, Loader=loader)
-        yaml.load(text, Loader=loader)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)  # the pure-Python parser names the problem
+        yaml.safe_load(text)
     except UnicodeDecodeError as exc:
         raise SkillmixInputError(f"{path}: not UTF-8 text ({exc})") from exc
     except yaml.YAMLError as exc:

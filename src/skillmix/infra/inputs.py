@@ -66,15 +66,16 @@ def _files_under(path: Path, key: str, limit: int = MAX_FILES) -> list[str]:
     found = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(f for f in files if not f.startswith(".")):
-            file = Path(root) / name
-            check_regular(file, key)
-            found.append(str(file))
-        if len(found) > limit:
+        names = sorted(f for f in files if not f.startswith("."))
+        if len(found) + len(names) > limit:
             raise SkillmixInputError(
                 f"config {key}: folder {shown} holds more than {limit:,} files; expected the "
                 "folder of the data or model itself, not a folder above it"
             )
+        for name in names:
+            file = Path(root) / name
+            check_regular(file, key)
+            found.append(str(file))
     return found
 
 
