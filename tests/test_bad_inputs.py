@@ -205,6 +205,18 @@ CASES = [
         {"select": {"selection": {"dim": 7}}},
     ),
     Case(
+        "selection methods that score nothing",
+        "config",
+        ["select.methods", "at least one method that scores"],
+        {"select": {"enabled": True, "target": {"skills": ["lego-1"]}, "methods": ["random"]}},
+    ),
+    Case(
+        "unknown selection method",
+        "config",
+        ["config select.methods.1", "'rds+' is not one of"],
+        {"select": {"methods": ["less", "rds+"]}},
+    ),
+    Case(
         "gradient graph from skillit",
         "config",
         ["'skillit' is not one of", "checkpoints"],
@@ -529,6 +541,12 @@ CASES = [
         job=lambda folder: mixed_runs(folder),
     ),
     Case(
+        "RDS+ target skill without examples",
+        "job",
+        ["RDS+", "target 'lego-3' has no examples"],
+        job=lambda folder: rds_target_without_examples(folder),
+    ),
+    Case(
         "GPU lock folder a symlink",
         "job",
         ["is a symbolic link", "SKILLMIX_GPU_LOCK_DIR"],
@@ -574,6 +592,20 @@ def mixed_runs(folder: Path) -> None:
     write_parquet(pd.DataFrame({"step": [0]}), curves[0], stamp=now)
     write_parquet(pd.DataFrame({"step": [0]}), curves[1], stamp=old)
     check_stamps({curve: now for curve in curves}, "graph runs")
+
+
+def rds_target_without_examples(folder: Path) -> None:
+    """What RDS+'s scores job meets when a named target skill has no target examples."""
+    from skillmix.selection.rds import scores_job
+
+    pool = pd.DataFrame({"id": ["a", "b"], "skill": ["lego-1", "lego-2"]})
+    pool.to_parquet(folder / "pool.parquet")
+    np.save(folder / "pool.npy", np.eye(2, dtype=np.float32))
+    pool.to_parquet(folder / "pool_index.parquet")
+    np.save(folder / "target.npy", np.eye(2, dtype=np.float32)[:1])
+    pd.DataFrame({"id": ["t"], "skill": ["lego-1"]}).to_parquet(folder / "target_index.parquet")
+    pairs = [(folder / f"{n}.npy", folder / f"{n}_index.parquet") for n in ("pool", "target")]
+    scores_job(folder / "pool.parquet", pairs[0], pairs[1], folder / "scores.parquet", ["lego-1", "lego-3"])
 
 
 def lease_in(folder: Path, symlink: bool) -> None:
