@@ -125,7 +125,7 @@ def test_default_xor_source_splits_by_rows_as_before() -> None:
 
 def test_too_many_repeats_says_how_many_distinct() -> None:
     data = _data([("s", "q", "a")] * 10 + [("s", "r", "b")])
-    with pytest.raises(SkillmixInputError, match=r"11 examples \(2 distinct\)"):
+    with pytest.raises(SkillmixInputError, match=r"has 11 examples, too few .* \(only 2 distinct"):
         split_by_skill(data, 1, 1, seed=0)
 
 

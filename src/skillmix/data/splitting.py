@@ -205,10 +205,15 @@ def split_by_skill(
             if split == "train" and max_train is not None:
                 part = part.iloc[:max_train]
             if part.empty:
-                distinct = "" if data.repeats else f" ({int(_content_groups(rows).max()) + 1} distinct)"
+                distinct = len(rows) if data.repeats else int(_content_groups(rows).max()) + 1
+                copies = (
+                    f" (only {distinct} distinct: the copies of an example stay on one side of the split)"
+                    if distinct < len(rows)
+                    else ""
+                )
                 raise SkillmixInputError(
-                    f"{data.origin}: skill {skill!r} has {len(rows)} examples{distinct}, too few for "
-                    f"val={val} and test={test}: its {split} split would be empty"
+                    f"{data.origin}: skill {skill!r} has {len(rows)} examples, too few for "
+                    f"val={val} and test={test}: its {split} split would be empty{copies}"
                 )
             parts[split].append(part)
     return {split: pd.concat(parts[split], ignore_index=True)[COLUMNS] for split in SPLITS}
