@@ -14,6 +14,7 @@ from skillmix.infra.errors import SkillmixInputError
 # lm-eval is the optional extra `lmeval`; without it every test here skips (at collection, so the
 # reason is reported once per module and nothing below runs)
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (the extra: pip install -e '.[lmeval]')")
+pytestmark = pytest.mark.extras  # CI runs them again once the extras are installed
 
 
 def test_lm_eval_scores_a_saved_model_on_a_local_task(tmp_path) -> None:

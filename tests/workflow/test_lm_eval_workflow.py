@@ -12,6 +12,7 @@ from workflow_helpers import MAIN_CONFIG, TINY_CONFIG, run_ok, snakemake, write_
 # lm-eval is the optional extra `lmeval`: without it the workflow refuses lm_eval.enabled before it
 # checks lm_eval.models, so both tests need it and skip, with the reason, when it is absent
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (the extra: pip install -e '.[lmeval]')")
+pytestmark = pytest.mark.extras  # CI runs them again once the extras are installed
 
 
 def lm_eval_config(tmp_path, **override):
