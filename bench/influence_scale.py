@@ -27,6 +27,8 @@ GB are 10^9 bytes, MB 10^6. Prints a Markdown table and writes JSON to bench/out
     python bench/influence_scale.py                       # 1M × 8192, 16 shards, 1000 targets
     python bench/influence_scale.py --rows 20000 --dim 512 --shards 3 --targets 50   # quick
     python bench/influence_scale.py --extra-chunk-rows 65536   # also at influence_scores' default
+    python bench/influence_scale.py --keep --baseline-src /tmp/old/src   # also an older skillmix's
+        influence_scores (PYTHONPATH=<src> in its child), measured in the same invocation
 """
 
 from __future__ import annotations
@@ -296,7 +298,8 @@ def drop_caches() -> bool:
     return True
 
 
-def measure(mode: str, args, chunk_rows: int, cold: bool) -> dict:
+def measure(mode: str, args, chunk_rows: int, cold: bool, src: str | None = None) -> dict:
+    """One child measurement; `src` puts another skillmix source tree first on the child's path."""
     dropped = drop_caches() if cold else False
     cached = meminfo("Cached")
     cmd = [
@@ -309,12 +312,19 @@ def measure(mode: str, args, chunk_rows: int, cold: bool) -> dict:
         "--chunk-rows",
         str(chunk_rows),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env if src else None)
     if proc.returncode != 0:
         raise RuntimeError(f"child {mode} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result.update(
-        {"mode": mode, "chunk_rows": chunk_rows, "caches_dropped": dropped, "page_cache_before": cached}
+        {
+            "mode": mode,
+            "chunk_rows": chunk_rows,
+            "caches_dropped": dropped,
+            "page_cache_before": cached,
+            "src": src or "this checkout",
+        }
     )
     return result
 
@@ -350,6 +360,11 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=REPO / "bench" / "out" / "influence_store")
     parser.add_argument("--keep", action="store_true", help="keep the store at the end (default: delete it)")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "influence_scale.json")
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="a skillmix src/ folder (e.g. an older commit's) whose influence_scores is timed too",
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -382,12 +397,17 @@ def main() -> None:
         gen_seconds = generate_store(args.dir, meta)
         print(f"generated in {gen_seconds:.0f} s", flush=True)
 
-    runs = [("plain", args.chunk_rows), ("influence", args.chunk_rows)]
-    runs += [("influence", c) for c in args.extra_chunk_rows]
+    runs = [("plain", args.chunk_rows, None)]
+    if args.baseline_src:
+        runs.append(("influence", args.chunk_rows, args.baseline_src))
+    runs += [("influence", args.chunk_rows, None)]
+    runs += [("influence", c, None) for c in args.extra_chunk_rows]
+    if args.baseline_src:
+        runs.append(("plain", args.chunk_rows, None))  # the disk's rate again, after the influence runs
     results = []
-    for mode, chunk in runs:
-        print(f"measuring {mode} (chunk_rows {chunk}) ...", flush=True)
-        r = measure(mode, args, chunk, cold=True)
+    for mode, chunk, src in runs:
+        print(f"measuring {mode} (chunk_rows {chunk}, code: {src or 'this checkout'}) ...", flush=True)
+        r = measure(mode, args, chunk, cold=True, src=src)
         print(
             f"  {r['seconds']:.1f} s, {r['gb_per_s']:.2f} GB/s, peak RSS {mb(r['peak_rss'])} MB, "
             f"caches dropped: {r['caches_dropped']}",
@@ -398,14 +418,16 @@ def main() -> None:
     compute.pop("caches_dropped")
 
     plain = results[0]
+    plain_times = ", ".join(f"{r['seconds']:.1f} s" for r in results if r["mode"] == "plain")
+    influence_runs = [r for r in results if r["mode"] == "influence"]
     lines = [
-        "| rows | dim | ckpts | store GB | chunk rows | plain read GB/s | influence s | influence GB/s "
+        "| code | rows | dim | ckpts | store GB | chunk rows | plain read GB/s | influence s | influence GB/s "
         "| influence / plain | peak RSS MB | RSS after imports MB | check max abs err |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in results[1:]:
+    for r in influence_runs:
         lines.append(
-            f"| {args.rows:,} | {args.dim} | {args.checkpoints} | {store_bytes / GB:.1f} "
+            f"| {r['src']} | {args.rows:,} | {args.dim} | {args.checkpoints} | {store_bytes / GB:.1f} "
             f"| {r['chunk_rows']:,} "
             f"| {plain['gb_per_s']:.2f} | {r['seconds']:.1f} | {r['gb_per_s']:.2f} "
             f"| {r['gb_per_s'] / plain['gb_per_s']:.2f} | {mb(r['peak_rss'])} | {mb(r['rss_after_imports'])} "
@@ -416,7 +438,8 @@ def main() -> None:
     print(table)
     print()
     print(
-        f"plain read: {plain['seconds']:.1f} s, peak RSS {mb(plain['peak_rss'])} MB; caches dropped before "
+        f"plain read: {plain_times}, "
+        f"peak RSS {mb(plain['peak_rss'])} MB; caches dropped before "
         f"each measurement: {all(r['caches_dropped'] for r in results)}; page cache before each (GB): "
         f"{[round(r['page_cache_before'] / GB, 2) for r in results]}"
     )
@@ -427,8 +450,8 @@ def main() -> None:
     )
     print(
         f"correctness (scores vs dense float64, {CHECK_ROWS} rows × "
-        f"{len(results[1]['check_slices'])} slices): "
-        f"{'ok' if all(r['check_ok'] for r in results[1:]) else 'FAILED'}"
+        f"{len(influence_runs[0]['check_slices'])} slices): "
+        f"{'ok' if all(r['check_ok'] for r in influence_runs) else 'FAILED'}"
     )
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -452,7 +475,7 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(args.dir)
         print(f"deleted {args.dir}")
-    if not all(r["check_ok"] for r in results[1:]):
+    if not all(r["check_ok"] for r in influence_runs):
         sys.exit("influence scores differ from the dense computation")
 
 

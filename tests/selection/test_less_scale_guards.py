@@ -95,7 +95,10 @@ def test_sjlt_index_add_equals_the_explicit_sparse_product() -> None:
     torch.testing.assert_close(p.project(x), want, rtol=0, atol=1e-6)
     cols, vals = p.tables()
     sparse = torch.sparse_coo_tensor(
-        torch.stack([torch.arange(6).repeat(2), cols.reshape(-1)]), vals.reshape(-1), (6, 8), check_invariants=True
+        torch.stack([torch.arange(6).repeat(2), cols.reshape(-1)]),
+        vals.reshape(-1),
+        (6, 8),
+        check_invariants=True,
     )
     torch.testing.assert_close(p.project(x), torch.sparse.mm(sparse.t(), x.t()).t(), rtol=0, atol=1e-6)
     torch.testing.assert_close(p.project(x), x @ p.matrix(), rtol=0, atol=1e-6)
@@ -205,17 +208,23 @@ def test_dense_stays_the_default_and_sjlt_comes_from_the_settings(tiny) -> None:
 
 def test_width_above_the_gradient_dimension_is_an_input_error(tiny) -> None:
     model, tok, runtime, data = tiny
-    for kind in ("dense", "sjlt"):
-        with pytest.raises(
-            SkillmixInputError, match=rf"width 1024 is larger than the gradient's dimension {GRAD_DIM}"
-        ):
-            gradient_features(
-                model, runtime, tok.pad_token_id, data, ["x"] * len(data), [128, 1024], "sgd",
-                exact=False, projection_kind=kind,
-            )  # fmt: skip
+    with pytest.raises(
+        SkillmixInputError, match=rf"width 1024 is larger than the gradient's dimension {GRAD_DIM}"
+    ):
+        gradient_features(
+            model, runtime, tok.pad_token_id, data, ["x"] * len(data), [128, 1024], "sgd",
+            exact=False, projection_kind="sjlt",
+        )  # fmt: skip
     # with exact (the default) such a width stores the unprojected feature instead
-    res = gradient_features(model, runtime, tok.pad_token_id, data, ["x"] * len(data), [1024], "sgd")
-    assert res.features[1024].shape == (len(data), GRAD_DIM)
+    res = gradient_features(
+        model, runtime, tok.pad_token_id, data, ["x"] * len(data), [1024], "sgd", projection_kind="sjlt"
+    )
+    assert res.features[1024].shape == (len(data), GRAD_DIM) and res.stats["exact_dims"] == [1024]
+    # the dense projection, forced, projects to any width as the original LESS does
+    res = gradient_features(
+        model, runtime, tok.pad_token_id, data, ["x"] * len(data), [1024], "sgd", exact=False
+    )
+    assert res.features[1024].shape == (len(data), 1024)
 
 
 def test_a_projection_the_settings_cannot_make_is_an_input_error(tiny) -> None:
@@ -259,7 +268,8 @@ def test_a_failing_shard_job_writes_nothing(checkpoint, tmp_path) -> None:
     examples = tmp_path / "examples.parquet"
     lego(6).to_parquet(examples)
     paths = {128: tmp_path / "f.d128.npy", 1024: tmp_path / "f.d1024.npy"}
-    for grads in ({"exact": False}, {"projection_kind": "sjlt", "projection_nonzeros": 3}):
+    bad = ({"exact": False, "projection_kind": "sjlt"}, {"projection_kind": "sjlt", "projection_nonzeros": 3})
+    for grads in bad:
         with pytest.raises(SkillmixInputError):
             build_shard(
                 "sgd", checkpoint, examples, "1-of-1", paths, tmp_path / "i.parquet", tmp_path / "i.json",

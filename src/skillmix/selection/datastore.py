@@ -78,7 +78,8 @@ def gradient_features(
     With `exact`, a width at least the gradient's dimension gets the unprojected transformed
     gradient instead (as many columns as the gradient has, so its cosines are exact); the
     narrower widths are still prefixes of the widest projected one. Without it every width is
-    projected, as the original always does, and a width above the gradient's dimension is an error.
+    projected, as the original always does (with `projection_kind` "sjlt" a width above the
+    gradient's dimension is an error: a sparse sketch wider than its input compresses nothing).
     `projection_kind` "dense" is the portable Rademacher matrix; "sjlt" a sparse JL sketch per
     width with `projection_nonzeros` nonzeros per coordinate (docs/methods/less.md#projection).
     """
@@ -120,10 +121,12 @@ def gradient_feature_sets(
     grad_dim = sum(p.numel for p in layout)
     exact_dims = [d for d in dims if exact and d >= grad_dim]
     projected_dims = [d for d in dims if d not in exact_dims]
-    if projected_dims and projected_dims[-1] > grad_dim:
+    if projection_kind == "sjlt" and projected_dims and projected_dims[-1] > grad_dim:
         raise SkillmixInputError(
             f"select.grads.dims: width {projected_dims[-1]} is larger than the gradient's dimension "
-            f"{grad_dim}; set select.grads.exact to store the exact feature, or use widths <= {grad_dim}"
+            f"{grad_dim}, which a sparse sketch cannot compress; set select.grads.exact to store the "
+            f"exact feature, use widths <= {grad_dim}, or projection_kind dense (the original's "
+            "projection to any width)"
         )
     projection = None
     if projected_dims:

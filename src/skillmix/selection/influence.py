@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 READ_ROWS = 4096  # rows per read of a shard
-CAST_ROWS = 256  # rows cast to float32 at a time
+CAST_ROWS = 256  # rows cast to float32 at a time (8 MiB at d = 8192: stays in cache for the product)
 PREFETCH = 2  # reads held ready ahead of the scoring (each READ_ROWS × d stored values)
 MATCHES = ("mean", "max")  # how a candidate is compared with a target skill's examples
 
@@ -167,48 +167,61 @@ def _per_skill_scores(
     candidates per pass over the checkpoints.
 
     The candidate rows are read READ_ROWS at a time by a background thread (`RowPrefetcher`,
-    PREFETCH reads ahead), so reading the next rows overlaps scoring the current ones.
+    PREFETCH reads ahead), so reading the next rows overlaps scoring the current ones; the
+    scoring runs on one torch thread fewer than set, leaving a core to the reader.
     """
     ckpts = list(cands)
-    n, read_rows = cands[ckpts[0]].n, READ_ROWS
+    n = cands[ckpts[0]].n
     per_skill = np.empty((n, n_labels), dtype=np.float32)
     chunks = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
     mats = {c: np.ascontiguousarray(target_rows[c].T) for c in ckpts}
-    plan = (r for a, z in chunks for c in ckpts for r in cands[c].reads(a, z, read_rows))
-    scratch: dict[int, np.ndarray] = {}
-    with RowPrefetcher(plan, read_rows, depth=PREFETCH) as prefetcher:
-        blocks = iter(prefetcher)
-        for start, stop in chunks:
-            acc = np.zeros((stop - start, mats[ckpts[0]].shape[1]), dtype=np.float32)
-            for c in ckpts:
-                part = np.empty((stop - start, mats[c].shape[1]), dtype=np.float32)
-                for want in cands[c].reads(start, stop, read_rows):
+    plan = [(a, z, c) for a, z in chunks for c in ckpts]
+    reads = (r for a, z, c in plan for r in cands[c].reads(a, z, READ_ROWS))
+    scratch: dict[int, torch.Tensor] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
+    try:
+        with RowPrefetcher(reads, READ_ROWS, depth=PREFETCH) as prefetcher:
+            blocks = iter(prefetcher)
+            acc = np.empty((0, 0), dtype=np.float32)
+            for start, stop, c in plan:
+                if c == ckpts[0]:
+                    acc = np.zeros((stop - start, mats[c].shape[1]), dtype=np.float32)
+                part = np.empty_like(acc)
+                for want in cands[c].reads(start, stop, READ_ROWS):
                     read, rows = next(blocks)
                     if read != want:  # the reader follows the same plan; a mismatch is a bug
                         raise RuntimeError(f"shard reads out of order: {read} instead of {want}")
                     _dot_rows(rows, mats[c], part[read.out : read.out + read.rows], scratch)
                 acc += np.float32(weights[c]) * part
-            if match == "max":
-                acc = np.stack([acc[:, col == j].max(axis=1) for j in range(n_labels)], axis=1)
-            per_skill[start:stop] = acc
+                if c == ckpts[-1]:
+                    if match == "max":
+                        acc = np.stack([acc[:, col == j].max(axis=1) for j in range(n_labels)], axis=1)
+                    per_skill[start:stop] = acc
+    finally:
+        torch.set_num_threads(threads)
     return per_skill
 
 
-def _dot_rows(rows: np.ndarray, mat: np.ndarray, out: np.ndarray, scratch: dict[int, np.ndarray]) -> None:
-    """out = rows @ mat in float32, the stored rows cast CAST_ROWS at a time into a reused buffer
-    (small enough to stay in cache between the cast and the product)."""
+def _dot_rows(rows: np.ndarray, mat: np.ndarray, out: np.ndarray, scratch: dict[int, torch.Tensor]) -> None:
+    """out = rows @ mat in float32, the stored rows cast CAST_ROWS at a time into a reused buffer.
+
+    Cast and product both run in torch (one thread pool: alternating numpy's BLAS threads with
+    torch's leaves each pool spinning while the other works); torch's vectorised float16 → float32
+    copy is also several times faster than numpy's.
+    """
+    m, o = torch.from_numpy(mat), torch.from_numpy(out)
     if rows.dtype == np.float32:
-        np.matmul(rows, mat, out=out)
+        torch.mm(torch.from_numpy(rows), m, out=o)
         return
     d = rows.shape[1]
     if d not in scratch:
-        scratch[d] = np.empty((CAST_ROWS, d), dtype=np.float32)
+        scratch[d] = torch.empty((CAST_ROWS, d), dtype=torch.float32)
     f32 = scratch[d]
     for i in range(0, rows.shape[0], CAST_ROWS):
         k = min(CAST_ROWS, rows.shape[0] - i)
-        # torch's vectorised float16 -> float32 copy is several times faster than numpy's
-        torch.from_numpy(f32[:k]).copy_(torch.from_numpy(rows[i : i + k]))
-        np.matmul(f32[:k], mat, out=out[i : i + k])
+        f32[:k].copy_(torch.from_numpy(rows[i : i + k]))
+        torch.mm(f32[:k], m, out=o[i : i + k])
 
 
 def _exclude_non_finite(per_skill: np.ndarray) -> np.ndarray:
