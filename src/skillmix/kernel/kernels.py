@@ -247,7 +247,7 @@ def solve_logistic(
     return SolverResult(
         score,
         predictions_to_labels(score, c),
-        {"solver": "logistic", "reg": reg, "folds": folds, "seed": seed},
+        {"solver": "logistic", "reg": reg, "folds": folds, "seed": seed, "f0": False},
     )
 
 

@@ -205,7 +205,7 @@ def solve_kernels(
                     "accuracy": kernels.accuracy(res.labels, truth),
                     "mse": mse,
                     "reg": reg,
-                    "f0": bool(res.settings.get("f0", False)),
+                    "f0": bool(res.settings["f0"]),  # logistic: False (it takes no f0)
                     "f0_scaling": f0_scaling,
                     "n": int(len(truth)),
                 }
