@@ -12,12 +12,13 @@ fixed slices.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from skillmix.data.sources import generate_fresh
 from skillmix.engine.encoding import EncodedSet, encode_frame
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 FRESH_STREAM = 5_000_011  # tags the fresh-example streams apart from any other seeded stream
 

@@ -7,20 +7,13 @@ and training/evaluation run under bf16 autocast where the GPU supports it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GPT2Config,
-    LlamaConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
 
 from skillmix.engine.model_config import (
     MODEL_KINDS,
@@ -34,6 +27,9 @@ from skillmix.engine.tokenizers import tiny_tokenizer
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
 from skillmix.infra.jobs import atomic_directory
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +71,9 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(dev, torch.bfloat16 if use_bf16 else None)
 
 
-TINY_ARCHITECTURES: dict[str, tuple[type, dict[str, tuple[str, ...]], dict[str, Any]]] = {
+TINY_ARCHITECTURES: dict[str, tuple[tuple[str, str, str], dict[str, tuple[str, ...]], dict[str, Any]]] = {
     "llama": (
-        LlamaConfig,
+        ("llama", "LlamaConfig", "LlamaForCausalLM"),
         {
             "hidden_size": ("hidden_size",),
             "intermediate_size": ("intermediate_size",),
@@ -88,7 +84,7 @@ TINY_ARCHITECTURES: dict[str, tuple[type, dict[str, tuple[str, ...]], dict[str, 
         {"tie_word_embeddings": True},
     ),
     "gpt2": (
-        GPT2Config,
+        ("gpt2", "GPT2Config", "GPT2LMHeadModel"),
         {
             "hidden_size": ("n_embd",),
             "intermediate_size": ("n_inner",),
@@ -99,8 +95,19 @@ TINY_ARCHITECTURES: dict[str, tuple[type, dict[str, tuple[str, ...]], dict[str, 
         {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
     ),
 }
-"""Per `model.tiny.architecture`: the transformers config class, the config fields each
+"""Per `model.tiny.architecture`: its transformers classes (the model's folder in
+`transformers.models`, the config class, the causal-LM class), the config fields each
 `model.tiny` key sets, and the fixed fields (tied embeddings; no dropout)."""
+
+
+def tiny_classes(arch: str) -> tuple[type, type]:
+    """The config and causal-LM classes of a tiny architecture, imported from their own modules
+    (not through transformers' auto registry, which a job building a tiny model does not need)."""
+    model, config_name, model_name = TINY_ARCHITECTURES[arch][0]
+    package = f"transformers.models.{model}"
+    config_class = getattr(importlib.import_module(f"{package}.configuration_{model}"), config_name)
+    model_class = getattr(importlib.import_module(f"{package}.modeling_{model}"), model_name)
+    return config_class, model_class
 
 
 def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int):
@@ -111,7 +118,8 @@ def tiny_config(tiny: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int)
             f"model.tiny.architecture must be one of {', '.join(TINY_ARCHITECTURES)}, got {arch!r}"
         )
     check_tiny_heads(tiny)
-    config_class, fields, fixed = TINY_ARCHITECTURES[arch]
+    _, fields, fixed = TINY_ARCHITECTURES[arch]
+    config_class = tiny_classes(arch)[0]
     values = {name: tiny[key] for key, names in fields.items() for name in names}
     special = dict(vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None)
     return config_class(**values, **fixed, **special)
@@ -127,7 +135,8 @@ def build_tiny_model(tiny: dict[str, Any], seed: int) -> tuple[PreTrainedModel, 
     config = tiny_config(tiny, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
+        # what AutoModelForCausalLM.from_config does for a transformers architecture
+        model = tiny_classes(tiny["architecture"])[1]._from_config(config)
     return model, tokenizer
 
 
@@ -202,6 +211,8 @@ def load_pretrained(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A Hugging Face causal LM (weights in `dtype`) and its tokenizer from a folder, a cached hub
     name or a GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     name_or_path, kwargs = model_source(name_or_path, gguf_file, trust_remote_code, revision)
     gguf_file = kwargs.get("gguf_file")
     try:
@@ -282,6 +293,8 @@ def save_model(
 
 def load_saved(model_dir: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a folder written by `save_model` (float32, CPU)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if tokenizer.pad_token_id is None:

@@ -3,15 +3,18 @@ fixed vocabulary (a `tokenizers` WordLevel model). Without torch, so that slicin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
 from tokenizers.decoders import WordPiece as WordPieceDecoder
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
-from transformers import ByT5Tokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from skillmix.infra.errors import SkillmixInputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def byte_tokenizer() -> PreTrainedTokenizerBase:
@@ -19,6 +22,8 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
 
     Ids: 0 = pad, 1 = eos, 2 = unk, 3..258 = the bytes 0..255.
     """
+    from transformers import ByT5Tokenizer
+
     return ByT5Tokenizer(extra_ids=0)
 
 

@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 import torch
 from tqdm import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from skillmix.engine.distributed import full_tensor, parallel_model, reshard
 from skillmix.engine.encoding import EncodedSet
@@ -33,6 +32,9 @@ from skillmix.engine.step_passes import StepPasses
 from skillmix.infra import processes
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,8 @@ class _Loop:
         model.train()
         net = parallel_model(model, runtime, settings.parallel)
         self.optimizer = make_optimizer(model, settings)
+        from transformers import get_scheduler  # (imports peft through trainer_utils: training jobs only)
+
         self.scheduler = get_scheduler(
             settings.schedule,
             self.optimizer,

@@ -12,9 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from skillmix.data.slicing import read_slices
 from skillmix.data.sources import SYNTHETIC_KINDS
@@ -25,6 +23,9 @@ from skillmix.engine.sampling import SkillSampler
 from skillmix.engine.training import TrainResult, TrainSettings, fingerprint, train
 from skillmix.infra.config import complete
 from skillmix.infra.errors import SkillmixInputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def file_digest(path: str | os.PathLike) -> str:
