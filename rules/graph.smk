@@ -23,7 +23,43 @@ rule graph_run:
         unit="{unit}",
         source=config["source"],
         model=config["model"],
-        runs=config["graph"]["runs"],
+        runs=GRAPH_RUNS,
+        eval=config["eval"],
+        stamp=GRAPH_RUN_STAMP,
+        code=script_code("graph_run.py"),
+    script:
+        "../workflow/scripts/graph_run.py"
+
+
+# graph.runs.units_per_job above 1: several units a job, in the units' order, each unit's curve
+# in the batch's folder (the same curve as graph_run's)
+rule graph_run_batch:
+    input:
+        train=batch_train_slices,
+        val=f"{SLICES}/val",
+        manifest=MANIFEST,
+        model_files=MODEL_FILES,
+    output:
+        curves=directory("results/graph/{method}/batches/{batch}"),
+    log:
+        "logs/graph_run/{method}/batch-{batch}.log",
+    benchmark:
+        "benchmarks/graph_run/{method}/batch-{batch}.tsv"
+    wildcard_constraints:
+        method="brute_force|linear",
+        batch="[0-9]+-of-[0-9]+",
+    conda:
+        "../envs/skillmix.yaml"
+    threads: res("graph_run", "threads")
+    resources:
+        mem_mb=res("graph_run", "mem_mb"),
+        runtime=res("graph_run", "runtime"),
+        gpu=res("graph_run", "gpu"),
+    params:
+        units=batch_units,
+        source=config["source"],
+        model=config["model"],
+        runs=GRAPH_RUNS,
         eval=config["eval"],
         stamp=GRAPH_RUN_STAMP,
         code=script_code("graph_run.py"),
@@ -52,6 +88,7 @@ rule graph_assemble:
         gpu=res("graph_assemble", "gpu"),
     params:
         method="{method}",
+        curves=graph_curve_files,
         options=config["graph"]["assemble"],
         expect=GRAPH_RUN_STAMP,
         code=script_code("graph_assemble.py"),

@@ -1,10 +1,16 @@
 # Helpers of the skills-graph stage (rules/graph.smk).
 
+UNITS_PER_JOB = config["graph"]["runs"]["units_per_job"]
+"""Graph units one graph_run job trains (1: a job per unit, graph_run; more: graph_run_batch)."""
+
+GRAPH_RUNS = {k: v for k, v in config["graph"]["runs"].items() if k != "units_per_job"}
+"""The settings of a graph run: `graph.runs` without the batching, which changes no curve."""
+
 GRAPH_RUN_STAMP = stamp(
     "graph_run.py",
     source=config["source"],
     model=config["model"],
-    **{"graph.runs": config["graph"]["runs"]},
+    **{"graph.runs": GRAPH_RUNS},
     eval=config["eval"],
 )
 
@@ -43,13 +49,56 @@ def unit_train_slices(wildcards):
     return [f"{SLICES}/train/{slug}.parquet" for slug in unit_slugs(wildcards.unit)]
 
 
+def graph_batches(method):
+    """The method's units in jobs of graph.runs.units_per_job, in the units' order: batch name
+    (`i-of-n`) -> its units. Depends on the config and the manifest alone."""
+    units = graph_units(method, [s["slug"] for s in manifest()["skills"]])
+    chunks = [units[i : i + UNITS_PER_JOB] for i in range(0, len(units), UNITS_PER_JOB)]
+    return {f"{i + 1}-of-{len(chunks)}": chunk for i, chunk in enumerate(chunks)}
+
+
 def graph_curves(wildcards):
-    """Input function of graph assembly: the curve of every run the method needs."""
+    """Input function of graph assembly: the curve of every run the method needs, or with
+    graph.runs.units_per_job above 1 the folders of the batches that hold them."""
+    if UNITS_PER_JOB > 1:
+        return [
+            f"results/graph/{wildcards.method}/batches/{batch}"
+            for batch in graph_batches(wildcards.method)
+        ]
+    return graph_curve_files(wildcards)
+
+
+def graph_curve_files(wildcards):
+    """Param function of graph assembly: the curve file of every unit, in the units' order."""
+    if UNITS_PER_JOB > 1:
+        return [
+            f"results/graph/{wildcards.method}/batches/{batch}/{unit}.parquet"
+            for batch, units in graph_batches(wildcards.method).items()
+            for unit in units
+        ]
     slugs = [s["slug"] for s in manifest()["skills"]]
     return [
         f"results/graph/{wildcards.method}/runs/{unit}.parquet"
         for unit in graph_units(wildcards.method, slugs)
     ]
+
+
+def batch_units(wildcards):
+    """Param function of a batched graph run: its units."""
+    batches = graph_batches(wildcards.method)
+    if wildcards.batch not in batches:
+        raise ValueError(
+            f"graph batch {wildcards.batch}: the batches are {list(batches)}"
+        )
+    return batches[wildcards.batch]
+
+
+def batch_train_slices(wildcards):
+    """Input function of a batched graph run: the training slices of its units' skills."""
+    slugs = dict.fromkeys(
+        slug for unit in batch_units(wildcards) for slug in unit_slugs(unit)
+    )
+    return [f"{SLICES}/train/{slug}.parquet" for slug in slugs]
 
 
 def given_graph_files(wildcards):

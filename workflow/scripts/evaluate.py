@@ -1,10 +1,17 @@
 """Evaluate a trained run on the test slices; write its metrics table and curves plot."""
 
+import gc
+
+gc.disable()  # the imports make millions of objects and no garbage: no collections over them
+
 from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.mixing.comparison import evaluate_run  # noqa: E402
+
+gc.freeze()  # what the imports made is never collected: later collections skip it
+gc.enable()
 
 evaluate_run(
     run=snakemake.params.run,

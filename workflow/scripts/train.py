@@ -1,5 +1,9 @@
 """Train one run (a strategy) on the sliced skills; write the model and its histories."""
 
+import gc
+
+gc.disable()  # the imports make millions of objects and no garbage: no collections over them
+
 from pathlib import Path
 
 from skillmix.infra.jobs import start_log
@@ -8,6 +12,9 @@ log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.processes import job_processes, launch
 from skillmix.mixing.job import train_job
+
+gc.freeze()  # what the imports made is never collected: later collections skip it
+gc.enable()
 
 p = snakemake.params
 graph = snakemake.input.get("graph")
