@@ -1,11 +1,18 @@
 """DoReMi's proxy run: Group DRO against the reference run; writes the averaged domain weights."""
 
+import gc
+
+gc.disable()  # the imports make millions of objects and no garbage: no collections over them
+
 from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.infra.processes import job_processes, launch
 from skillmix.mixing.doremi_proxy import doremi_proxy_job
+
+gc.freeze()  # what the imports made is never collected: later collections skip it
+gc.enable()
 
 p = snakemake.params
 launch(

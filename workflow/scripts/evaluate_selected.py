@@ -1,5 +1,9 @@
 """Evaluate a model trained on a selection on the target's evaluation examples, per skill."""
 
+import gc
+
+gc.disable()  # the imports make millions of objects and no garbage: no collections over them
+
 import pandas as pd
 
 from skillmix.infra.jobs import start_log
@@ -10,6 +14,9 @@ from skillmix.infra.jobs import write_parquet  # noqa: E402
 from skillmix.infra.stamps import read_stamp  # noqa: E402
 from skillmix.plotting import plot_skill_curves  # noqa: E402
 from skillmix.selection.evaluation import evaluate_target  # noqa: E402
+
+gc.freeze()  # what the imports made is never collected: later collections skip it
+gc.enable()
 
 p = snakemake.params
 metrics = evaluate_target(

@@ -1,10 +1,17 @@
 """RegMix: one proxy run on one sampled mixture; writes its validation curve."""
 
+import gc
+
+gc.disable()  # the imports make millions of objects and no garbage: no collections over them
+
 from skillmix.infra.jobs import start_log
 
 log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
 
 from skillmix.mixing.regmix_proxy import regmix_proxy_job
+
+gc.freeze()  # what the imports made is never collected: later collections skip it
+gc.enable()
 
 p = snakemake.params
 regmix_proxy_job(
