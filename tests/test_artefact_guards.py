@@ -115,6 +115,21 @@ def test_whole_safetensors_pass_and_truncated_ones_name_their_folder(tmp_path) -
     assert f"Delete the folder {folder}" in message
 
 
+def test_loading_a_saved_model_checks_its_weights_first(tmp_path) -> None:
+    from skillmix.engine.modeling import build_tiny_model, load_saved, save_model
+
+    model, tokenizer = build_tiny_model(
+        {"architecture": "llama", "hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2,
+         "max_positions": 32, "tokenizer": "byte"}, seed=0
+    )  # fmt: skip
+    folder = tmp_path / "model"
+    save_model(model, tokenizer, folder)
+    load_saved(folder)
+    _truncate(folder / "model.safetensors")
+    with pytest.raises(SkillmixInputError, match=f"{folder}.*model.safetensors is truncated"):
+        load_saved(folder)
+
+
 @pytest.mark.parametrize("content", [b"", b"\x05\x00", b"\xff" * 8 + b"{}", b"\x04" + b"\x00" * 7 + b"nope"])
 def test_garbage_safetensors_are_refused(tmp_path, content) -> None:
     (tmp_path / "x.safetensors").write_bytes(content)

@@ -292,9 +292,13 @@ def save_model(
 
 
 def load_saved(model_dir: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a folder written by `save_model` (float32, CPU)."""
+    """Load a folder written by `save_model` (float32, CPU); a truncated or damaged weights file is
+    an error naming the folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from skillmix.infra.artefacts import check_saved_model
+
+    check_saved_model(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     if tokenizer.pad_token_id is None:
