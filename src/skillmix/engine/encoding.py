@@ -85,15 +85,31 @@ def encode_row(
     """
     if prefix is None:
         prefix = special_prefix(tokenizer)
-    eos = [tokenizer.eos_token_id]
+    eos = tokenizer.eos_token_id
     if prompt == "" and answer == "":
-        body = tokenizer(text, add_special_tokens=False)["input_ids"] + eos
-        room = max_length - len(prefix)
-        truncated = len(body) > room
-        body = body[:room]
-        return prefix + body, [IGNORE] * len(prefix) + body, [], truncated
+        return _text_row(tokenizer(text, add_special_tokens=False)["input_ids"], eos, max_length, prefix)
     p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + eos
+    a = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
+    return _pair_row(p, a, eos, max_length, prefix, loss_on, eos_label)
+
+
+def _text_row(
+    body: list[int], eos: int, max_length: int, prefix: list[int]
+) -> tuple[list[int], list[int], list[int], bool]:
+    """:func:`encode_row` of a plain text whose tokens are `body`."""
+    body = [*body, eos]
+    room = max_length - len(prefix)
+    truncated = len(body) > room
+    body = body[:room]
+    return prefix + body, [IGNORE] * len(prefix) + body, [], truncated
+
+
+def _pair_row(
+    p: list[int], a: list[int], eos: int, max_length: int, prefix: list[int], loss_on: str, eos_label: bool
+) -> tuple[list[int], list[int], list[int], bool]:
+    """:func:`encode_row` of a prompt/answer row whose prompt tokens are `p` and answer tokens
+    (`" " + answer`, without end-of-sequence) are `a`."""
+    a = [*a, eos]
     room = max_length - len(prefix)
     truncated = len(p) + len(a) > room
     if len(a) > room - 1:
@@ -104,6 +120,16 @@ def encode_row(
     prompt_labels = p if loss_on == "sequence" else [IGNORE] * len(p)
     labels = [IGNORE] * len(prefix) + prompt_labels + answer_labels
     return input_ids, labels, prefix + p, truncated
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids without special tokens, as `tokenizer(text, add_special_tokens=False)`
+    gives them, from one batched call over the distinct texts (a row's list may be another's)."""
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        return []
+    by_text = dict(zip(distinct, tokenizer(distinct, add_special_tokens=False)["input_ids"], strict=True))
+    return [by_text[t] for t in texts]
 
 
 # The LESS encoding of chat turns (docs/methods/less.md#encoding), used when a tokenizer has no
@@ -179,27 +205,45 @@ def encode_frame(
     """
     if loss_on not in ("answer", "sequence"):
         raise SkillmixInputError(f"loss_on must be answer or sequence, got {loss_on!r}")
-    out = EncodedSet(skill=skill, ids=[], input_ids=[], labels=[])
     prefix = special_prefix(tokenizer)
+    ids = [str(i) for i in frame["id"].tolist()]
+    prompts, answers, texts = (frame[c].tolist() for c in ("prompt", "answer", "text"))
     chats = frame["messages"].tolist() if "messages" in frame.columns else [""] * len(frame)
-    for row, chat in zip(frame.itertuples(index=False), chats, strict=True):
-        if isinstance(chat, str) and chat == "":
-            ids, labels, prompt_ids, cut = encode_row(
-                tokenizer, row.prompt, row.answer, row.text, max_length, prefix, loss_on, eos_label
+    plain = [isinstance(chat, str) and chat == "" for chat in chats]
+    text_only = [
+        is_plain and p == "" and a == "" for is_plain, p, a in zip(plain, prompts, answers, strict=True)
+    ]
+    # the plain rows' strings tokenized in one batch: texts alone, else prompt and " " + answer
+    alone = [k for k, is_text in enumerate(text_only) if is_text]
+    pairs = [k for k, is_plain in enumerate(plain) if is_plain and not text_only[k]]
+    tokens = token_ids(
+        tokenizer, [texts[k] for k in alone] + [prompts[k] for k in pairs] + [" " + answers[k] for k in pairs]
+    )
+    body = dict(zip(alone, tokens, strict=False))
+    prompt_tokens = dict(zip(pairs, tokens[len(alone) :], strict=False))
+    answer_tokens = dict(zip(pairs, tokens[len(alone) + len(pairs) :], strict=True))
+    out = EncodedSet(skill=skill, ids=ids, input_ids=[], labels=[], answers=answers)
+    eos = tokenizer.eos_token_id
+    for k, chat in enumerate(chats):
+        if k in body:
+            row_ids, labels, prompt_ids, cut = _text_row(body[k], eos, max_length, prefix)
+            lost = cut
+        elif k in answer_tokens:
+            a = answer_tokens[k]
+            row_ids, labels, prompt_ids, cut = _pair_row(
+                prompt_tokens[k], a, eos, max_length, prefix, loss_on, eos_label
             )
             # a cut prompt only loses its start; what counts is whether the answer lost tokens
-            lost = cut and (row.prompt == "" or answer_cut(tokenizer, row.answer, max_length, prefix))
+            lost = cut and (prompts[k] == "" or len(a) + 1 > max_length - len(prefix) - 1)
         else:
-            turns = parse_messages(chat, f"{skill}, example {row.id}")
-            ids, labels, prompt_ids, cut = encode_messages(
-                tokenizer, turns, max_length, f"{skill}, example {row.id}"
+            where = f"{skill}, example {ids[k]}"
+            row_ids, labels, prompt_ids, cut = encode_messages(
+                tokenizer, parse_messages(chat, where), max_length, where
             )
             lost = cut
-        out.ids.append(str(row.id))
-        out.input_ids.append(ids)
+        out.input_ids.append(row_ids)
         out.labels.append(labels)
         out.prompt_ids.append(prompt_ids)
-        out.answers.append(row.answer)
         out.truncated += int(cut)
         out.answers_cut += int(lost)
     return out
