@@ -116,3 +116,31 @@ def test_reading_the_registry_imports_no_stage() -> None:
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     loaded = eval(done.stdout)  # a printed list of names
     assert loaded and all(m.startswith("skillmix.infra") for m in loaded), loaded
+
+
+def test_the_declarations_are_cached_by_the_sources_hash(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(registry, "CACHE", tmp_path / "cache")
+    sources = registry._sources("strategy")
+    parsed = [(module, registry._declarations(source, module)) for module, source in sources]
+    assert registry._all_declarations("strategy", sources) == parsed  # parsed, then kept
+    kept = tmp_path / "cache" / "registry.strategy.json"
+    assert kept.exists() and [tuple(p) for p in registry._all_declarations("strategy", sources)] == parsed
+    assert registry.discover("strategy") == registry.STRATEGIES
+    # other sources are parsed anew (a broken one fails as it would without the cache)
+    module, source = sources[0]
+    changed = [
+        *sources,
+        ("skillmix.mixing.extra", "REGISTER = [{'name': 'extra', 'worker': 'W', 'summary': 's'}]"),
+    ]
+    assert registry._all_declarations("strategy", changed)[-1] == (
+        "skillmix.mixing.extra",
+        [{"name": "extra", "worker": "W", "summary": "s"}],
+    )
+    with pytest.raises(SyntaxError):
+        registry._all_declarations("strategy", [(module, source + "\ndef (\n")])
+    # a corrupt cache is parsed over; an unwritable place keeps nothing and is no error
+    kept.write_text("{not json")
+    assert registry._all_declarations("strategy", sources) == parsed
+    monkeypatch.setattr(registry, "CACHE", tmp_path / "missing" / "deeper")
+    assert registry._all_declarations("strategy", sources) == parsed
+    assert not (tmp_path / "missing").exists()

@@ -23,10 +23,15 @@ tests.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib
+import json
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 from skillmix.infra.errors import SkillmixInputError
@@ -97,17 +102,60 @@ def _method(kind: str, module: str, entry: dict[str, Any]) -> Method:
     )
 
 
-def discover(kind: str) -> dict[str, Method]:
-    """The methods of `kind` declared by the modules of its package, in module-name order."""
+CACHE = Path(__file__).resolve().parent / "__pycache__"
+"""Where the declarations read from a package's sources are kept, one file per kind keyed by the
+sources' hash (parsing them is most of the registry's cost in every job); unwritable means unkept."""
+
+
+def _sources(kind: str) -> list[tuple[str, str]]:
+    """(module, source) of the modules of `kind`'s package that may declare methods, by name."""
     package = f"skillmix.{PACKAGES[kind]}"
-    methods: dict[str, Method] = {}
     # the folder through the top package: the stage's own package is not imported
     folder = resources.files("skillmix").joinpath(PACKAGES[kind])
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".py") or entry.name.startswith("_"):
-            continue
-        module = f"{package}.{entry.name.removesuffix('.py')}"
-        for declared in _declarations(entry.read_text(encoding="utf-8"), module):
+    return [
+        (f"{package}.{entry.name.removesuffix('.py')}", entry.read_text(encoding="utf-8"))
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".py") and not entry.name.startswith("_")
+    ]
+
+
+def _all_declarations(kind: str, sources: list[tuple[str, str]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Each module's ``REGISTER`` entries (:func:`_declarations`), from the cache when the sources
+    are those it was made from; else parsed, and cached when JSON keeps them as they are."""
+    key = hashlib.sha256(json.dumps(sources).encode()).hexdigest()
+    path = CACHE / f"registry.{kind}.json"
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached["key"] == key:
+            return [(module, entries) for module, entries in cached["declarations"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    declared = [(module, _declarations(source, module)) for module, source in sources]
+    text = json.dumps({"key": key, "declarations": declared})
+    if json.loads(text)["declarations"] == [list(pair) for pair in declared]:
+        _write_atomically(path, text)
+    return declared
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all (jobs start side by side); an unwritable place is no error."""
+    written = None
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            written = Path(tmp.name)
+            tmp.write(text)
+        os.replace(written, path)
+    except OSError:
+        if written is not None:
+            written.unlink(missing_ok=True)
+
+
+def discover(kind: str) -> dict[str, Method]:
+    """The methods of `kind` declared by the modules of its package, in module-name order."""
+    methods: dict[str, Method] = {}
+    for module, entries in _all_declarations(kind, _sources(kind)):
+        for declared in entries:
             method = _method(kind, module, declared)
             if method.name in methods:
                 raise ValueError(
