@@ -421,8 +421,8 @@ def main() -> None:
     plain_times = ", ".join(f"{r['seconds']:.1f} s" for r in results if r["mode"] == "plain")
     influence_runs = [r for r in results if r["mode"] == "influence"]
     lines = [
-        "| code | rows | dim | ckpts | store GB | chunk rows | plain read GB/s | influence s | influence GB/s "
-        "| influence / plain | peak RSS MB | RSS after imports MB | check max abs err |",
+        "| code | rows | dim | ckpts | store GB | chunk rows | plain read GB/s | influence s "
+        "| influence GB/s | influence / plain | peak RSS MB | RSS after imports MB | check max abs err |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in influence_runs:

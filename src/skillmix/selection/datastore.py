@@ -81,7 +81,7 @@ def gradient_features(
     projected, as the original always does (with `projection_kind` "sjlt" a width above the
     gradient's dimension is an error: a sparse sketch wider than its input compresses nothing).
     `projection_kind` "dense" is the portable Rademacher matrix; "sjlt" a sparse JL sketch per
-    width with `projection_nonzeros` nonzeros per coordinate (docs/methods/less.md#projection).
+    width with `projection_nonzeros` nonzeros per coordinate (`engine.projection.SparseJLProjector`).
     """
     return gradient_feature_sets(
         model, runtime, pad_id, data, skills, dims, [feature], optimizer_state, adam_variant,
