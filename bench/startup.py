@@ -15,8 +15,16 @@ A job whose script turns the garbage collector off for its imports and freezes w
 Each subprocess's CPU time is user + sys from `os.wait4`. Prints the per-kind medians and, last,
 `job start / import torch: X` (the heaviest job's median over import torch's median).
 
+`--baseline DIR` measures another checkout's code (DIR/src first on PYTHONPATH, its own job
+scripts) in the same rounds, side by side. `--bytecode` measures each checkout a second time with
+the modules' bytecode kept (PYTHONDONTWRITEBYTECODE unset, PYTHONPYCACHEPREFIX a folder of the
+run, filled by one untimed run of each kind first): where PYTHONDONTWRITEBYTECODE=1 is set, a
+checkout's modules compile in every job, which a user's install or checkout does not do. The last
+line is always this checkout's, as the environment runs it.
+
     python bench/startup.py            # 5 rounds
     python bench/startup.py --rounds 9
+    python bench/startup.py --baseline /tmp/base_checkout --bytecode
     PYTHONPATH=/path/to/other/checkout/src python bench/startup.py   # another version of the code
 """
 
@@ -48,6 +56,18 @@ def imports_done(setup: dict, kind: str) -> None:
     if setup["gc_freeze"][kind]:
         gc.freeze()
         gc.enable()
+
+
+def job_scripts() -> Path:
+    """The job scripts of the checkout whose skillmix is imported (PYTHONPATH may name another)."""
+    import skillmix
+
+    return Path(skillmix.__file__).resolve().parents[2] / "workflow" / "scripts"
+
+
+def freezes(scripts: Path) -> dict[str, bool]:
+    """Per job kind: whether its script freezes what its imports made."""
+    return {kind: "gc.freeze()" in (scripts / name).read_text() for kind, name in SCRIPTS.items()}
 
 
 def child_torch(setup: dict) -> None:
@@ -110,7 +130,6 @@ def make_setup(root: Path) -> Path:
     setup file the children read."""
     import yaml
 
-    import skillmix
     from skillmix.data.slicing import make_slices
     from skillmix.data.sources import resolve_tiny_tokenizer
     from skillmix.infra.config import validate_config
@@ -120,11 +139,9 @@ def make_setup(root: Path) -> Path:
     config["model"]["tiny"] = resolve_tiny_tokenizer(config["model"], config["source"])
     slices = root / "slices"
     manifest = make_slices(config["source"], config["split"], slices)
-    # the job scripts of the checkout whose skillmix is imported (PYTHONPATH may name another)
-    scripts = Path(skillmix.__file__).resolve().parents[2] / "workflow" / "scripts"
-    freeze = {kind: "gc.freeze()" in (scripts / name).read_text() for kind, name in SCRIPTS.items()}
+    scripts = job_scripts()
     setup = {
-        "gc_freeze": freeze,
+        "gc_freeze": freezes(scripts),
         "checkout": str(scripts.parents[1]),
         "config": config,
         "manifest": manifest,
@@ -136,40 +153,95 @@ def make_setup(root: Path) -> Path:
     return path
 
 
-def cpu_seconds(kind: str, setup: Path) -> float:
+def variants(args: argparse.Namespace, root: Path) -> dict[str, dict[str, str]]:
+    """The child environments measured side by side, this checkout's (as the environment runs it)
+    first: a label and the environment variables it sets ("" unsets one)."""
+    path = os.environ.get("PYTHONPATH", "")
+    out: dict[str, dict[str, str]] = {"this": {}}
+    if args.baseline:
+        base = str(Path(args.baseline).resolve() / "src")
+        out["baseline"] = {"PYTHONPATH": f"{base}{os.pathsep}{path}" if path else base}
+    if args.bytecode:
+        kept = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(root / "pycache")}
+        out |= {f"{label}+bytecode": {**env, **kept} for label, env in list(out.items())}
+    return out
+
+
+def child_env(overrides: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **overrides}
+    return {key: value for key, value in env.items() if value != "" or key not in overrides}
+
+
+def cpu_seconds(kind: str, setup: Path, label: str, overrides: dict[str, str]) -> float:
     """User + sys CPU seconds of one child process of `kind`."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--setup", str(setup)]
-    proc = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([*command, "--variant", label], env=child_env(overrides))
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(f"{kind} child failed with exit code {proc.returncode}")
+        raise SystemExit(f"{kind} child ({label}) failed with exit code {proc.returncode}")
     return usage.ru_utime + usage.ru_stime
+
+
+def describe(args: argparse.Namespace, setup: Path, measured: dict[str, dict[str, str]]) -> None:
+    """Add each variant's checkout and job-script freezes to the setup file; print them."""
+    data = json.loads(setup.read_text())
+    data["variants"] = {}
+    for label, overrides in measured.items():
+        checkout = Path(args.baseline).resolve() if label.startswith("baseline") else Path(data["checkout"])
+        scripts = checkout / "workflow" / "scripts"
+        data["variants"][label] = {"checkout": str(checkout), "gc_freeze": freezes(scripts)}
+        print(f"{label}: {checkout}  {' '.join(f'{k}={v}' for k, v in overrides.items())}".rstrip())
+    setup.write_text(json.dumps(data, default=str))
+
+
+def report(times: dict[str, dict[str, list[float]]]) -> None:
+    """Per variant: each kind's median CPU seconds and the heaviest job over import torch; the
+    last line is the first variant's ratio."""
+    ratios = {}
+    for label, by_kind in times.items():
+        medians = {kind: statistics.median(values) for kind, values in by_kind.items()}
+        for kind in KINDS:
+            values = " ".join(f"{v:.2f}" for v in by_kind[kind])
+            print(f"{label:18s} {kind:6s} median CPU {medians[kind]:.2f} s  ({values})")
+        heaviest = max(("graph", "train"), key=medians.get)
+        ratios[label] = (heaviest, medians[heaviest] / medians["torch"])
+    for label, (heaviest, ratio) in ratios.items():
+        print(f"{label:18s} heaviest job: {heaviest}, job start / import torch: {ratio:.2f}")
+    first = next(iter(ratios))
+    print(f"heaviest job: {ratios[first][0]}")
+    print(f"job start / import torch: {ratios[first][1]:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternations (default 5)")
+    parser.add_argument("--baseline", help="another checkout measured side by side")
+    parser.add_argument("--bytecode", action="store_true", help="also measure with bytecode kept")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--setup", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        globals()[f"child_{args.child}"](json.loads(Path(args.setup).read_text()))
+        setup = json.loads(Path(args.setup).read_text())
+        if args.variant:
+            setup["gc_freeze"] = setup["variants"][args.variant]["gc_freeze"]
+        globals()[f"child_{args.child}"](setup)
         return
     with tempfile.TemporaryDirectory(prefix="startup_") as tmp:
         setup = make_setup(Path(tmp))
-        print(f"checkout: {json.loads(setup.read_text())['checkout']}")
-        times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        measured = variants(args, Path(tmp))
+        describe(args, setup, measured)
+        for label, overrides in measured.items():  # untimed: fills the bytecode caches
+            if "PYTHONPYCACHEPREFIX" in overrides:
+                for kind in KINDS:
+                    cpu_seconds(kind, setup, label, overrides)
+        times = {label: {kind: [] for kind in KINDS} for label in measured}
         for _ in range(args.rounds):
-            for kind in KINDS:
-                times[kind].append(cpu_seconds(kind, setup))
-    medians = {kind: statistics.median(values) for kind, values in times.items()}
-    for kind in KINDS:
-        values = " ".join(f"{v:.2f}" for v in times[kind])
-        print(f"{kind:6s} median CPU {medians[kind]:.2f} s  ({values})")
-    heaviest = max(("graph", "train"), key=medians.get)
-    print(f"heaviest job: {heaviest}")
-    print(f"job start / import torch: {medians[heaviest] / medians['torch']:.2f}")
+            for label, overrides in measured.items():
+                for kind in KINDS:
+                    times[label][kind].append(cpu_seconds(kind, setup, label, overrides))
+    report(times)
 
 
 if __name__ == "__main__":
