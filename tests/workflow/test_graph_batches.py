@@ -42,10 +42,11 @@ def test_batched_units_give_the_same_curves_and_graph(tmp_path):
         assert (one / GRAPH / name).read_bytes() == (batched / GRAPH / name).read_bytes(), name
 
 
-def test_local_profile_batches_and_the_cluster_profile_does_not():
-    local = yaml.safe_load((REPO / "profiles/default/profile.yaml").read_text())
-    batches = yaml.safe_load((REPO / "profiles/default" / local["configfile"]).read_text())
+def test_the_batches_override_sets_five_units_a_job_and_no_profile_loads_it():
+    """profiles/default/graph_batches.yaml is given after config.yaml; a profile's `configfile`
+    would replace config.yaml itself (tests/workflow/test_profiles.py)."""
+    batches = yaml.safe_load((REPO / "profiles/default/graph_batches.yaml").read_text())
     assert batches == {"graph": {"runs": {"units_per_job": 5}}}
-    for name in ("slurm", "local-gpu"):
+    for name in ("default", "slurm", "local-gpu"):
         profile = yaml.safe_load((REPO / "profiles" / name / "profile.yaml").read_text())
         assert "configfile" not in profile and "configfiles" not in profile, name
