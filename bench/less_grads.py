@@ -55,6 +55,20 @@ MODEL = {
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def bench_model(model_cfg: dict):
+    """The model, tokenizer and runtime of a bench: LoRA B drawn (seed 0) so that every gradient is
+    non-trivial, in eval mode on the runtime's device."""
+    runtime = select_runtime("auto", "fp32")
+    model, tok = load_model(model_cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():  # LoRA B starts at 0
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.to(runtime.device).eval()
+    return model, tok, runtime
+
+
 def loop_gradients(model, data, runtime, pad_id) -> torch.Tensor:
     """One forward/backward per example; the flat LoRA gradient of each."""
     params = [p for _, p in model.named_parameters() if p.requires_grad]
@@ -139,18 +153,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--skip-loop", action="store_true", help="leave out the one-example loop")
     args = parser.parse_args()
-    runtime = select_runtime("auto", "fp32")
     model_cfg = MODEL
     if args.gguf:
         lora = {**MODEL["lora"], "r": args.lora_r, "alpha": 4 * args.lora_r}
         model_cfg = {"kind": "gguf", "name_or_path": args.gguf, "gguf_file": GGUF, "lora": lora}
-    model, tok = load_model(model_cfg)
-    torch.manual_seed(0)
-    with torch.no_grad():  # LoRA B starts at 0; give it values so every gradient is non-trivial
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    model.to(runtime.device).eval()
+    model, tok, runtime = bench_model(model_cfg)
     frame = generate_lego(5, args.examples // 5, 0).examples
     data = encode_frame(tok, frame, "lego", 128)
     pad = tok.pad_token_id

@@ -28,13 +28,12 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from less_grads import GGUF, MODEL, adam_state  # noqa: E402
+from less_grads import GGUF, MODEL, adam_state, bench_model  # noqa: E402
 
 from skillmix.data.sources.lego import generate_lego  # noqa: E402
 from skillmix.engine.encoding import encode_frame  # noqa: E402
 from skillmix.engine.feature_transforms import Projection, project_slices  # noqa: E402
 from skillmix.engine.lora_gradients import lora_parameters  # noqa: E402
-from skillmix.engine.modeling import load_model, select_runtime  # noqa: E402
 from skillmix.engine.projection import normalise_rows  # noqa: E402
 from skillmix.selection.datastore import gradient_feature_sets  # noqa: E402
 from skillmix.selection.influence import influence_scores  # noqa: E402
@@ -43,20 +42,13 @@ from skillmix.selection.shards import write_shard  # noqa: E402
 
 def exact_features(args):
     """(candidate rows, target rows, target skills, layout): exact unit features."""
-    runtime = select_runtime("auto", "fp32")
     lora = {**MODEL["lora"], "r": args.lora_r, "alpha": 4 * args.lora_r}
     if args.top_layers:
         lora["top_layers"] = args.top_layers
     cfg = {**MODEL, "lora": lora}
     if args.gguf:
         cfg = {"kind": "gguf", "name_or_path": args.gguf, "gguf_file": GGUF, "lora": lora}
-    model, tok = load_model(cfg)
-    torch.manual_seed(0)
-    with torch.no_grad():  # LoRA B starts at 0; give it values so every gradient is non-trivial
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
-    model.to(runtime.device).eval()
+    model, tok, runtime = bench_model(cfg)
     pool = encode_frame(tok, generate_lego(5, args.pool // 5, 0).examples, "pool", 128)
     target_frame = generate_lego(5, args.targets // 5, 1).examples
     target = encode_frame(tok, target_frame, "target", 128)

@@ -58,6 +58,17 @@ def _mod_powers(base: int, n: int, device: torch.device) -> torch.Tensor:
     return out[:n]
 
 
+
+def _check_input(x: torch.Tensor, row_offset: int, input_dim: int) -> None:
+    """A projector's input: 2-D [rows, features], its coordinates within 0..input_dim."""
+    if x.ndim != 2:
+        raise SkillmixInputError(f"projector input must be 2-D [rows, features], got shape {tuple(x.shape)}")
+    k = x.shape[1]
+    if row_offset < 0 or row_offset + k > input_dim:
+        raise SkillmixInputError(
+            f"projector input covers coordinates {row_offset}..{row_offset + k} outside 0..{input_dim}"
+        )
+
 class RademacherProjector:
     """x ↦ x @ P for the portable ±1 matrix P of shape [input_dim, output_dim].
 
@@ -166,16 +177,8 @@ class RademacherProjector:
         reproduce the original's rounding). Matrix rows are generated on x's device with exact
         integer arithmetic, at most block_rows × 128 at a time.
         """
-        if x.ndim != 2:
-            raise SkillmixInputError(
-                f"projector input must be 2-D [rows, features], got shape {tuple(x.shape)}"
-            )
+        _check_input(x, row_offset, self.input_dim)
         k = x.shape[1]
-        if row_offset < 0 or row_offset + k > self.input_dim:
-            raise SkillmixInputError(
-                f"projector input covers coordinates {row_offset}..{row_offset + k} "
-                f"outside 0..{self.input_dim}"
-            )
         xf = x.to(torch.float32)
         out = torch.zeros(x.shape[0], self.output_dim, dtype=torch.float32, device=x.device)
         for r in range(0, k, self.block_rows):
@@ -291,16 +294,8 @@ class SparseJLProjector:
         shards of any size give the same rows (on CPU; CUDA's index_add_ adds atomically, in an
         order that can change the last bits unless torch's deterministic mode is on).
         """
-        if x.ndim != 2:
-            raise SkillmixInputError(
-                f"projector input must be 2-D [rows, features], got shape {tuple(x.shape)}"
-            )
+        _check_input(x, row_offset, self.input_dim)
         k = x.shape[1]
-        if row_offset < 0 or row_offset + k > self.input_dim:
-            raise SkillmixInputError(
-                f"projector input covers coordinates {row_offset}..{row_offset + k} "
-                f"outside 0..{self.input_dim}"
-            )
         cols, vals = self.tables(x.device)
         xf = x.to(torch.float32)
         out = torch.zeros(x.shape[0], self.output_dim, dtype=torch.float32, device=x.device)
