@@ -51,7 +51,8 @@ from skillmix.engine.modeling import apply_lora, load_pretrained, select_runtime
 from skillmix.engine.sampling import EpochSampler
 from skillmix.engine.training import train
 from skillmix.infra.config import complete
-from skillmix.selection.datastore import gradient_feature_sets, gradient_features, write_feature_shard
+from skillmix.selection.datastore import gradient_feature_sets, gradient_features
+from skillmix.selection.shards import write_feature_shard
 from skillmix.selection.epochs import EpochRun, epoch_settings
 from skillmix.selection.influence import score_datastore
 from skillmix.selection.less import select_examples
