@@ -52,13 +52,13 @@ from skillmix.engine.sampling import EpochSampler
 from skillmix.engine.training import train
 from skillmix.infra.config import complete
 from skillmix.selection.datastore import gradient_feature_sets, gradient_features
-from skillmix.selection.shards import write_feature_shard
 from skillmix.selection.epochs import EpochRun, epoch_settings
 from skillmix.selection.influence import score_datastore
 from skillmix.selection.less import select_examples
 from skillmix.selection.pool import warmup_indices
 from skillmix.selection.random import random_examples
 from skillmix.selection.selector import selection_size
+from skillmix.selection.shards import write_feature_shard
 from skillmix.selection.warmup import load_adapter, read_epoch_checkpoint, run_warmup
 
 REPO = Path(__file__).resolve().parents[1]
