@@ -115,8 +115,10 @@ def test_cut_answers_are_counted_warned_about_and_refused_above_the_share(caplog
             ["train.update_steps = 20", "aioli.lp_rounds"],
         ),
         (
-            {"train": {"strategies": ["aioli"], "update_steps": 100, "steps": 150},
-             "aioli": {"lp_rounds": 1, "lp_steps": 1}},
+            {
+                "train": {"strategies": ["aioli"], "update_steps": 100, "steps": 150},
+                "aioli": {"lp_rounds": 1, "lp_steps": 1},
+            },
             ["train.steps", "multiple of train.update_steps"],
         ),  # fmt: skip
         (

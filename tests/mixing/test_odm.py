@@ -26,7 +26,11 @@ def odm(k: int = 2, sizes=None, steps: int = 0, seed: int = 0, **block) -> ODMSa
     """An ODM sampler as a run builds it: the completed block, the run's budget in its inputs."""
     skills = [f"s{i}" for i in range(k)]
     inputs = MixingInputs(
-        skills=skills, sizes=list(sizes or [50] * k), seed=seed, update_steps=10, eval_skills=skills,
+        skills=skills,
+        sizes=list(sizes or [50] * k),
+        seed=seed,
+        update_steps=10,
+        eval_skills=skills,
         steps=steps,
     )
     return build_sampler("odm", inputs, strategy_settings("odm", block))

@@ -402,8 +402,10 @@ def test_ni_example_runs_on_eight_categories(tmp_path):
         # instances) stays beside it, so a split may hold a row more, never an example of train
         for split, want in (("val", val), ("test", test)):
             rows = pd.read_parquet(workdir / f"results/slices/{split}/{skill['slug']}.parquet")
-            assert len(rows.drop_duplicates(["prompt", "answer", "text"])) == want == counts[split] - (
-                len(rows) - len(rows.drop_duplicates(["prompt", "answer", "text"]))
+            assert (
+                len(rows.drop_duplicates(["prompt", "answer", "text"]))
+                == want
+                == counts[split] - (len(rows) - len(rows.drop_duplicates(["prompt", "answer", "text"])))
             ), (split, skill)
         total = sum(counts.values())
         # Every task of the subset has at least max_per_task instances.

@@ -58,7 +58,6 @@ def _mod_powers(base: int, n: int, device: torch.device) -> torch.Tensor:
     return out[:n]
 
 
-
 def _check_input(x: torch.Tensor, row_offset: int, input_dim: int) -> None:
     """A projector's input: 2-D [rows, features], its coordinates within 0..input_dim."""
     if x.ndim != 2:
@@ -68,6 +67,7 @@ def _check_input(x: torch.Tensor, row_offset: int, input_dim: int) -> None:
         raise SkillmixInputError(
             f"projector input covers coordinates {row_offset}..{row_offset + k} outside 0..{input_dim}"
         )
+
 
 class RademacherProjector:
     """x ↦ x @ P for the portable ±1 matrix P of shape [input_dim, output_dim].

@@ -24,9 +24,7 @@ from skillmix.infra.errors import SkillmixInputError
 from skillmix.mixing.strategies import build_sampler, read_mixture_file, skill_subset, strategy_settings
 
 
-def run_graph(
-    graph_dir: str | os.PathLike, train_skills: list[str], eval_skills: list[str]
-) -> np.ndarray:
+def run_graph(graph_dir: str | os.PathLike, train_skills: list[str], eval_skills: list[str]) -> np.ndarray:
     """The skills graph restricted to training-skill rows and evaluation-skill columns."""
     matrix, rows, columns = read_graph(graph_dir)
     missing = [s for s in train_skills if s not in rows] + [s for s in eval_skills if s not in columns]
@@ -145,8 +143,14 @@ def prepare_run(
         {**train_cfg, "eval_score": eval_cfg["score"], "parallel": model_cfg["parallel"]}
     )
     fresh = fresh_training_sets(
-        train_cfg["data"], "train.data", source_cfg, train_skills, data.tokenizer, model_cfg,
-        settings.seed, train_cfg["loss_on"],
+        train_cfg["data"],
+        "train.data",
+        source_cfg,
+        train_skills,
+        data.tokenizer,
+        model_cfg,
+        settings.seed,
+        train_cfg["loss_on"],
     )
     inputs = mixing_inputs(strategy, data, settings, train_skills, targets, graph_dir, mixture_path)
     sampler = build_sampler(strategy, inputs, strategy_cfg)

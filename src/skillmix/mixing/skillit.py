@@ -40,7 +40,6 @@ def resolve_aggregate(
     return {**skillit, "aggregate": "mean" if fine_tuning else "sum"}
 
 
-
 class SkillItSampler(SkillSampler):
     """Skill-It's online mixture (Chen et al. 2023, Alg. 1, in skillmix's normative form).
 
