@@ -71,9 +71,9 @@ def shared_data() -> Path:
     return Path(value) if value else REPO.parent / "shared" / "data"
 
 
-def build_sets(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, list[str]], pd.DataFrame]:
-    """(pool, target, test, labels per target task, task table) of the transfer setting."""
-    ni = shared_data() / "ni_task_subset"
+def load_ni_chats(ni: Path, targets: list[str], option: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every instance of the NI tasks in `ni` as chats (skill = task) and the task table (task,
+    ni_category); `targets` (the command-line `option`) must be tasks of it."""
     cfg = {
         "tasks_dir": str(ni / "tasks"),
         "categories_csv": str(ni / "task_categories.csv"),
@@ -81,11 +81,19 @@ def build_sets(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str
         "max_per_task": None,
         "chat": True,
     }
-    examples = load_natural_instructions(cfg, seed=args.data_seed).examples
+    examples = load_natural_instructions(cfg, seed=seed).examples
     tasks = pd.read_csv(ni / "task_categories.csv")[["task", "ni_category"]]
-    unknown = [t for t in args.targets if t not in set(tasks["task"])]
+    unknown = [t for t in targets if t not in set(tasks["task"])]
     if unknown:
-        raise SystemExit(f"--targets: {unknown} are not tasks of {ni}")
+        raise SystemExit(f"{option}: {unknown} are not tasks of {ni}")
+    return examples, tasks
+
+
+def build_sets(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, list[str]], pd.DataFrame]:
+    """(pool, target, test, labels per target task, task table) of the transfer setting."""
+    examples, tasks = load_ni_chats(
+        shared_data() / "ni_task_subset", args.targets, "--targets", args.data_seed
+    )
     rng = np.random.default_rng(args.data_seed)
     pool, target, test, labels = [], [], [], {}
     for task, frame in examples.groupby("skill", sort=True):

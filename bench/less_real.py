@@ -69,7 +69,6 @@ import torch
 
 from skillmix.data.chat import chat_fields
 from skillmix.data.sources import COLUMNS, examples_frame
-from skillmix.data.sources.natural_instructions import load_natural_instructions
 from skillmix.engine.encoding import EncodedSet, encode_frame, left_pad
 from skillmix.engine.evaluation import example_losses
 from skillmix.engine.hidden_states import pooled_states
@@ -85,7 +84,7 @@ from skillmix.selection.shards import write_feature_shard
 from skillmix.selection.warmup import load_adapter, read_epoch_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from less_pretrained import GGUF, Scorer, fresh_lora, shared_data, train_on  # noqa: E402
+from less_pretrained import GGUF, Scorer, fresh_lora, load_ni_chats, shared_data, train_on  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SST2_QUESTION = "Is the sentiment of this sentence positive or negative?\n\n"
@@ -202,19 +201,8 @@ def ni_sets(args, data: Path, rng: np.random.Generator) -> tuple[pd.DataFrame, l
     """The NI pool (`--per-task` instances of every task not held out) and one setting per
     `--ni-targets` task: dev and test from its own instances, balanced by label when it has at
     most 10; its own group is the pool tasks of its NI category."""
-    ni = data / "ni_task_subset"
-    cfg = {
-        "tasks_dir": str(ni / "tasks"),
-        "categories_csv": str(ni / "task_categories.csv"),
-        "skill": "task",
-        "max_per_task": None,
-        "chat": True,
-    }
-    examples = load_natural_instructions(cfg, seed=args.data_seed).examples
-    category = dict(pd.read_csv(ni / "task_categories.csv")[["task", "ni_category"]].to_numpy())
-    unknown = [t for t in args.ni_targets if t not in category]
-    if unknown:
-        raise SystemExit(f"--ni-targets: {unknown} are not tasks of {ni}")
+    examples, tasks = load_ni_chats(data / "ni_task_subset", args.ni_targets, "--ni-targets", args.data_seed)
+    category = dict(tasks.to_numpy())
     pool, settings = [], []
     for task, frame in examples.groupby("skill", sort=True):
         if task not in args.ni_targets:
@@ -288,19 +276,29 @@ def greedy_texts(model, tokenizer, data: EncodedSet, runtime, batch: int, max_ne
     return out
 
 
+def encode_answered(
+    tokenizer, frame: pd.DataFrame, name: str, max_length: int
+) -> tuple[pd.DataFrame, EncodedSet, EncodedSet]:
+    """(the rows of `frame` that keep answer tokens after the cut at `max_length`, their encoding,
+    the encoding of every row)."""
+    whole = encode_frame(tokenizer, frame, name, max_length)
+    keep = [i for i, c in enumerate(whole.label_counts) if c > 0]
+    if len(keep) == len(frame):
+        return frame, whole, whole
+    kept = frame.iloc[keep]
+    return kept, encode_frame(tokenizer, kept, name, max_length), whole
+
+
 class TargetEval:
     """A setting's test-set scores of a model: target loss, and accuracy when it is defined
     (rank classification over the labels, or GSM8K's final answer by greedy generation)."""
 
     def __init__(self, setting: Setting, tokenizer, runtime, max_length: int, batch: int, max_new: int):
-        enc = encode_frame(tokenizer, setting.test, setting.name, max_length)
-        keep = [i for i, c in enumerate(enc.label_counts) if c > 0]
+        test, enc, whole = encode_answered(tokenizer, setting.test, setting.name, max_length)
         setting.notes.update(
-            test=len(setting.test), test_truncated=enc.truncated, test_without_answer=len(enc) - len(keep)
+            test=len(setting.test), test_truncated=whole.truncated, test_without_answer=len(whole) - len(enc)
         )
-        if len(keep) < len(enc):
-            setting.test = setting.test.iloc[keep]
-            enc = encode_frame(tokenizer, setting.test, setting.name, max_length)
+        setting.test = test
         self.setting, self.enc, self.tokenizer, self.runtime = setting, enc, tokenizer, runtime
         self.batch, self.max_new = batch, max_new
         self.scorer = None
@@ -461,19 +459,16 @@ class Bench:
 
     def encoded_pool(self, pool: pd.DataFrame) -> tuple[pd.DataFrame, EncodedSet, dict]:
         """The pool without the items whose answer the cut removes entirely, encoded."""
-        enc = encode_frame(self.tokenizer, pool, "pool", self.args.max_length)
-        keep = [i for i, c in enumerate(enc.label_counts) if c > 0]
+        kept, enc, whole = encode_answered(self.tokenizer, pool, "pool", self.args.max_length)
         notes = {
             "pool_read": len(pool),
-            "truncated": enc.truncated,
-            "answers_cut": enc.answers_cut,
-            "left_out_no_answer": len(pool) - len(keep),
-            "truncated_by_group": by_group(pool, [len(x) >= self.args.max_length for x in enc.input_ids]),
-            "left_out_by_group": by_group(pool, [c == 0 for c in enc.label_counts]),
+            "truncated": whole.truncated,
+            "answers_cut": whole.answers_cut,
+            "left_out_no_answer": len(pool) - len(kept),
+            "truncated_by_group": by_group(pool, [len(x) >= self.args.max_length for x in whole.input_ids]),
+            "left_out_by_group": by_group(pool, [c == 0 for c in whole.label_counts]),
         }
-        if len(keep) < len(pool):
-            pool = pool.iloc[keep].reset_index(drop=True)
-            enc = encode_frame(self.tokenizer, pool, "pool", self.args.max_length)
+        pool = kept.reset_index(drop=True)
         notes["pool"] = len(pool)
         notes["tokens_mean"] = float(np.mean([len(x) for x in enc.input_ids]))
         notes["tokens_max"] = int(max(len(x) for x in enc.input_ids))

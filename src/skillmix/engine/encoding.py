@@ -234,7 +234,7 @@ def encode_frame(
                 prompt_tokens[k], a, eos, max_length, prefix, loss_on, eos_label
             )
             # a cut prompt only loses its start; what counts is whether the answer lost tokens
-            lost = cut and (prompts[k] == "" or len(a) + 1 > max_length - len(prefix) - 1)
+            lost = cut and (prompts[k] == "" or answer_cut(len(a), max_length, prefix))
         else:
             where = f"{skill}, example {ids[k]}"
             row_ids, labels, prompt_ids, cut = encode_messages(
@@ -249,11 +249,10 @@ def encode_frame(
     return out
 
 
-def answer_cut(tokenizer: PreTrainedTokenizerBase, answer: str, max_length: int, prefix: list[int]) -> bool:
-    """Whether :func:`encode_row` cuts tokens of `answer` (with its end-of-sequence token) to fit
-    `max_length` beside at least one prompt token."""
-    n_answer = len(tokenizer(" " + answer, add_special_tokens=False)["input_ids"]) + 1
-    return n_answer > max_length - len(prefix) - 1
+def answer_cut(n_answer_tokens: int, max_length: int, prefix: list[int]) -> bool:
+    """Whether :func:`encode_row` cuts tokens of an answer of `n_answer_tokens` tokens (`" " +
+    answer`, without its end-of-sequence token) to fit `max_length` beside one prompt token."""
+    return n_answer_tokens + 1 > max_length - len(prefix) - 1
 
 
 def label_count(labels: list[int]) -> int:
