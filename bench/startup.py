@@ -11,9 +11,14 @@ first training step:
   run prepared (`prepare_run`: model, tokenizer, encoded slices, sampler).
 
 A job whose script turns the garbage collector off for its imports and freezes what they made
-(`gc.freeze()` in the script of the checkout whose skillmix is imported) does the same here.
-Each subprocess's CPU time is user + sys from `os.wait4`. Prints the per-kind medians and, last,
-`job start / import torch: X` (the heaviest job's median over import torch's median).
+(`gc.freeze()` in the script of the checkout whose skillmix is imported, or `run_job`) does the
+same here. These are the jobs started cold. Started warm (`skillmix.infra.warm`, config
+`jobs.warm_start`), the same two jobs run in a child forked by a warm server, started by one
+untimed round: a kind's CPU time is then the job's own process (the client) plus the server's
+child. `preload` is the server's imports, paid once a run. Each subprocess's CPU time is user +
+sys from `os.wait4`. Prints the per-kind medians and, last, `job start / import torch: X` (the
+heaviest job's median over import torch's median) for the way a local run with the default config
+starts its jobs on this machine (warm unless the machine has GPU devices), after both ratios.
 
 `--baseline DIR` measures another checkout's code (DIR/src first on PYTHONPATH, its own job
 scripts) in the same rounds, side by side. `--bytecode` measures each checkout a second time with
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import statistics
@@ -41,7 +47,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ("torch", "graph", "train")
+KINDS = ("torch", "graph", "train", "preload", "graph-warm", "train-warm")
+JOBS = ("graph", "train")
 GRAPH_UNIT = "map-f__xor-f"
 """The unit the graph job sets up: a pair, the larger kind of unit."""
 SCRIPTS = {"graph": "graph_run.py", "train": "train.py"}
@@ -66,8 +73,13 @@ def job_scripts() -> Path:
 
 
 def freezes(scripts: Path) -> dict[str, bool]:
-    """Per job kind: whether its script freezes what its imports made."""
-    return {kind: "gc.freeze()" in (scripts / name).read_text() for kind, name in SCRIPTS.items()}
+    """Per job kind: whether its script freezes what its imports made (itself, or through
+    `run_job`, which does)."""
+    out = {}
+    for kind, name in SCRIPTS.items():
+        text = (scripts / name).read_text()
+        out[kind] = "gc.freeze()" in text or "run_job(" in text
+    return out
 
 
 def child_torch(setup: dict) -> None:
@@ -125,6 +137,38 @@ def child_train(setup: dict) -> None:
     )
 
 
+def child_preload(setup: dict) -> None:
+    """What a warm server does once per run before its first job: import its libraries."""
+    from skillmix.infra.warm import PRELOAD
+
+    gc.disable()
+    for module in PRELOAD:
+        importlib.import_module(module)
+    gc.freeze()
+    gc.enable()
+
+
+def warm_client(setup: dict, kind: str) -> None:
+    """A job started warm: hand `kind`'s setup to the warm server (started by an untimed round)
+    and write the CPU seconds of the server's child that ran it to setup['warm_cpu']."""
+    from skillmix.infra.warm import run_warm
+
+    request = {"target": f"startup:child_{kind}", "kwargs": {"setup": setup}}
+    request |= {"log": setup["log"], "threads": 1}
+    status = run_warm(request, idle=60)
+    if status is None or status["rc"] or status["cpu"] is None:
+        raise SystemExit(f"warm {kind} job failed ({status}); see {setup['log']}")
+    Path(setup["warm_cpu"]).write_text(str(status["cpu"]))
+
+
+def child_graph_warm(setup: dict) -> None:
+    warm_client(setup, "graph")
+
+
+def child_train_warm(setup: dict) -> None:
+    warm_client(setup, "train")
+
+
 def make_setup(root: Path) -> Path:
     """Slice config.yaml's source into `root` (the workflow's config handling) and write the
     setup file the children read."""
@@ -147,6 +191,7 @@ def make_setup(root: Path) -> Path:
         "manifest": manifest,
         "slices": str(slices),
         "log": str(root / "job.log"),
+        "warm_cpu": str(root / "warm_cpu.txt"),
     }
     path = root / "setup.json"
     path.write_text(json.dumps(setup, default=str))
@@ -180,7 +225,17 @@ def cpu_seconds(kind: str, setup: Path, label: str, overrides: dict[str, str]) -
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{kind} child ({label}) failed with exit code {proc.returncode}")
-    return usage.ru_utime + usage.ru_stime
+    cpu = usage.ru_utime + usage.ru_stime
+    if kind.endswith("-warm"):  # and the CPU of the server's child that ran the job
+        cpu += float(Path(json.loads(setup.read_text())["warm_cpu"]).read_text())
+    return cpu
+
+
+def kinds_of(setup: Path, label: str) -> tuple[str, ...]:
+    """The kinds a variant can run: a checkout without warm start has only the cold ones."""
+    checkout = Path(json.loads(setup.read_text())["variants"][label]["checkout"])
+    warm = (checkout / "src" / "skillmix" / "infra" / "warm.py").exists()
+    return KINDS if warm else ("torch", *JOBS)
 
 
 def describe(args: argparse.Namespace, setup: Path, measured: dict[str, dict[str, str]]) -> None:
@@ -201,16 +256,30 @@ def report(times: dict[str, dict[str, list[float]]]) -> None:
     ratios = {}
     for label, by_kind in times.items():
         medians = {kind: statistics.median(values) for kind, values in by_kind.items()}
-        for kind in KINDS:
+        for kind in by_kind:
             values = " ".join(f"{v:.2f}" for v in by_kind[kind])
             print(f"{label:18s} {kind:6s} median CPU {medians[kind]:.2f} s  ({values})")
-        heaviest = max(("graph", "train"), key=medians.get)
-        ratios[label] = (heaviest, medians[heaviest] / medians["torch"])
-    for label, (heaviest, ratio) in ratios.items():
-        print(f"{label:18s} heaviest job: {heaviest}, job start / import torch: {ratio:.2f}")
-    first = next(iter(ratios))
-    print(f"heaviest job: {ratios[first][0]}")
-    print(f"job start / import torch: {ratios[first][1]:.2f}")
+        for start in ("cold", "warm") if "preload" in medians else ("cold",):
+            kinds = JOBS if start == "cold" else tuple(f"{job}-warm" for job in JOBS)
+            heaviest = max(kinds, key=medians.get)
+            ratios[label, start] = (heaviest, medians[heaviest] / medians["torch"])
+        if "preload" in medians:
+            once = medians["preload"] / medians["torch"]
+            print(f"{label:18s} the warm server's imports, once a run: {once:.2f} x import torch")
+    for (label, start), (heaviest, ratio) in ratios.items():
+        print(f"{label:18s} {start}: heaviest job {heaviest}, job start / import torch: {ratio:.2f}")
+    first = next(iter(times))
+    start = local_start()
+    how = "how a local run starts its jobs, jobs.warm_start: auto"
+    print(f"heaviest job: {ratios[first, start][0]} ({start}: {how})")
+    print(f"job start / import torch: {ratios[first, start][1]:.2f}")
+
+
+def local_start() -> str:
+    """How the default config starts a one-process job on this machine: warm or cold."""
+    from skillmix.infra.warm import warm_wanted
+
+    return "warm" if warm_wanted("auto", 1) else "cold"
 
 
 def main() -> None:
@@ -226,20 +295,20 @@ def main() -> None:
         setup = json.loads(Path(args.setup).read_text())
         if args.variant:
             setup["gc_freeze"] = setup["variants"][args.variant]["gc_freeze"]
-        globals()[f"child_{args.child}"](setup)
+        globals()[f"child_{args.child.replace('-', '_')}"](setup)
         return
     with tempfile.TemporaryDirectory(prefix="startup_") as tmp:
         setup = make_setup(Path(tmp))
         measured = variants(args, Path(tmp))
         describe(args, setup, measured)
-        for label, overrides in measured.items():  # untimed: fills the bytecode caches
-            if "PYTHONPYCACHEPREFIX" in overrides:
-                for kind in KINDS:
-                    cpu_seconds(kind, setup, label, overrides)
-        times = {label: {kind: [] for kind in KINDS} for label in measured}
+        for label, overrides in measured.items():  # untimed: starts the warm servers
+            kinds = kinds_of(setup, label)
+            for kind in kinds if "PYTHONPYCACHEPREFIX" in overrides else set(kinds) & {"train-warm"}:
+                cpu_seconds(kind, setup, label, overrides)  # (and fills the bytecode caches)
+        times = {label: {kind: [] for kind in kinds_of(setup, label)} for label in measured}
         for _ in range(args.rounds):
             for label, overrides in measured.items():
-                for kind in KINDS:
+                for kind in kinds_of(setup, label):
                     times[label][kind].append(cpu_seconds(kind, setup, label, overrides))
     report(times)
 

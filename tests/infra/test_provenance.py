@@ -205,3 +205,22 @@ def test_an_edited_strategy_module_changes_that_strategy_only(
         path.write_text(original)
     moved = {name for name in before if before[name] != after[name]}
     assert moved == (set(before) if changed == "all" else changed)
+
+
+def test_the_job_function_a_script_names_counts_as_an_import(tmp_path: Path) -> None:
+    """Scripts that start their job through skillmix.infra.warm.run_job name the job function as a
+    `skillmix.module:function` string: that module and all it imports count; a string naming no
+    module, or not in that form, does not."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from skillmix.infra.warm import run_job\n"
+        "run_job(dict(target='skillmix.mixing.job:train_job', kwargs={}), {})\n"
+        "note = 'skillmix.selection.influence'\n"
+        "other = 'skillmix.no_such_module:f'\n"
+    )
+    modules = set(script_modules(script))
+    assert {"skillmix.mixing.job", "skillmix.engine.training"} <= modules
+    assert "skillmix.selection.influence" not in modules
+    assert "skillmix.infra.warm" not in modules  # how a job starts, never what it writes
+    for name in ("train.py", "graph_run.py", "evaluate.py", "regmix_proxy.py", "grads.py", "warmup.py"):
+        assert "skillmix.infra.jobs" in script_modules(SCRIPTS / name), name

@@ -1,33 +1,26 @@
 """LESS warm-up: LoRA training on a random fraction of the pool, one checkpoint per epoch."""
 
-import gc
-
-gc.disable()  # the imports make millions of objects and no garbage: no collections over them
-
-from skillmix.infra.jobs import start_log
-
-log = start_log(snakemake.log[0], snakemake.threads, snakemake.resources.gpu)
-
 from skillmix.infra.inputs import based_on
-from skillmix.infra.processes import job_processes, launch
-from skillmix.selection.warmup import warmup_job
-
-gc.freeze()  # what the imports made is never collected: later collections skip it
-gc.enable()
+from skillmix.infra.warm import run_job
 
 p = snakemake.params
-launch(
-    warmup_job,
+run_job(
     dict(
-        pool=snakemake.input.pool,
-        model_cfg=based_on(p.model, snakemake.input.base),
-        lora_cfg=p.lora,
-        warmup_cfg=p.warmup,
-        checkpoints=list(snakemake.output.checkpoints),
-        names=list(p.names),
-        resume=p.resume,
-        outputs=dict(snakemake.output.items()),
+        target="skillmix.selection.warmup:warmup_job",
+        kwargs=dict(
+            pool=snakemake.input.pool,
+            model_cfg=based_on(p.model, snakemake.input.base),
+            lora_cfg=p.lora,
+            warmup_cfg=p.warmup,
+            checkpoints=list(snakemake.output.checkpoints),
+            names=list(p.names),
+            resume=p.resume,
+            outputs=dict(snakemake.output.items()),
+        ),
+        log=snakemake.log[0],
+        threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
+        processes=snakemake.resources.processes,
     ),
-    job_processes(snakemake.resources.processes, snakemake.resources.gpu),
-    snakemake.threads,
+    snakemake.config["jobs"],
 )

@@ -145,3 +145,37 @@ def _unit_run(
     )
     identity = [model_cfg, runs_cfg, unit, repeat]
     return data.training_run(sampler, settings, fresh, eval_cfg["batch_size"], identity, source_cfg)
+
+
+def graph_run_job(
+    units: list[str],
+    manifest: str,
+    train: list[str],
+    val: str,
+    outputs: list[str],
+    *,
+    model_cfg: dict[str, Any],
+    runs_cfg: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    source_cfg: dict[str, Any] | None,
+    stamp: dict[str, Any],
+) -> None:
+    """The graph_run job: each unit's curve (:func:`graph_unit_curve`) written to its output, the
+    units one after the other. `train` holds the training slices of every unit (named by slug),
+`val` is the folder of validation slices."""
+    from skillmix.infra.jobs import write_parquet
+
+    train_by_slug = {Path(path).stem: path for path in train}
+    for unit, out in zip(units, outputs, strict=True):
+        curve = graph_unit_curve(
+            unit,
+            manifest,
+            [train_by_slug[slug] for slug in unit_slugs(unit)],
+            val,
+            model_cfg=model_cfg,
+            runs_cfg=runs_cfg,
+            eval_cfg=eval_cfg,
+            source_cfg=source_cfg,
+        )
+        write_parquet(curve, out, stamp=stamp)
+        log.info("unit %s: %d rows", unit, len(curve))

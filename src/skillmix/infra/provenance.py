@@ -2,7 +2,8 @@
 
 Snakemake re-runs a job when its script or params change, but not when a module the script
 imports changes. :func:`script_code_version` closes that gap: it reads the script's `skillmix`
-imports, follows them through the library (dotted module names: importing
+imports and the modules of the job functions it names (``skillmix.module:function``), follows
+them through the library (dotted module names: importing
 ``skillmix.data.sources.xor`` counts ``skillmix.data.sources.xor`` and the packages above it, not the
 package's other modules), and hashes those files. So editing a module re-runs exactly the rules
 whose scripts reach it, and what follows them. Imports anywhere in a file count (also those
@@ -16,13 +17,15 @@ import ast
 import hashlib
 import importlib.util
 import os
+import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 PACKAGE = "skillmix"
-NOT_RESULTS: frozenset[str] = frozenset({"skillmix.infra.gpus"})
+NOT_RESULTS: frozenset[str] = frozenset({"skillmix.infra.gpus", "skillmix.infra.warm"})
 """Modules whose code decides how a job runs, never what it writes."""
+_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)+):\w+")
 
 
 def module_path(module: str) -> Path:
@@ -109,10 +112,23 @@ def module_closure(*modules: str) -> list[str]:
     return sorted(seen)
 
 
+def _targets_in(source: str) -> set[str]:
+    """The library modules of the job functions a script names as ``skillmix.module:function``
+    strings (:func:`skillmix.infra.warm.run_job` imports them when the job runs)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = _TARGET.fullmatch(node.value)
+            if match and _is_module(match.group(1)):
+                found.add(match.group(1))
+    return found
+
+
 def script_modules(script: str | os.PathLike) -> list[str]:
-    """The library modules a workflow script runs: its imports and all they import, sorted."""
+    """The library modules a workflow script runs: its imports, the modules of the job functions
+    it names, and all they import, sorted."""
     source = Path(script).read_text(encoding="utf-8")
-    return module_closure(*_imports_in(source, PACKAGE))
+    return module_closure(*_imports_in(source, PACKAGE), *_targets_in(source))
 
 
 @cache
