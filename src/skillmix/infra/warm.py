@@ -350,12 +350,21 @@ def _run_guarded(request: dict[str, Any]) -> int:
     except BaseException:
         traceback.print_exc()
         rc = 1
+    import logging
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    logging.getLogger(__name__).info(
+        "started warm: ran in process %d, forked from the warm server %d; %.1f s CPU, peak memory %.0f MB "
+        "(the job's benchmark file counts its own process only)",
+        os.getpid(),
+        os.getppid(),
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+    )
     with contextlib.suppress(BaseException):
         import atexit
 
         atexit._run_exitfuncs()
-    import logging
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
