@@ -133,6 +133,30 @@ def test_killing_the_job_kills_its_child(jobs):
         time.sleep(0.05)
 
 
+def _client(jobs: Path, request: dict, preload: tuple[str, ...]) -> subprocess.Popen:
+    """A job's process in its own interpreter, with the test's socket folder and job module."""
+    code = (
+        "import sys, json, tempfile; from skillmix.infra import warm; "
+        f"tempfile.gettempdir = lambda: {str((jobs / 'sockets').resolve())!r}; "
+        f"sys.exit(warm.run_warm(json.loads({json.dumps(json.dumps(request))}), 30, {preload!r})['rc'])"
+    )
+    path = os.pathsep.join([str(jobs / "code"), *sys.path])
+    return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": path})
+
+
+def test_jobs_that_start_together_share_one_server(jobs):
+    """The first job starts the server while the others wait for it (a slow import: a wide window)."""
+    (jobs / "code" / "warm_slow.py").write_text("import time\ntime.sleep(1.5)\n")
+    log = jobs / "work" / "job.log"
+    clients = [
+        _client(jobs, _request("warm_jobs:report", log, out=f"info{n}.json"), ("json", "warm_slow"))
+        for n in range(3)
+    ]
+    assert [c.wait(timeout=60) for c in clients] == [0, 0, 0]
+    parents = {json.loads((jobs / "work" / f"info{n}.json").read_text())["ppid"] for n in range(3)}
+    assert len(parents) == 1
+
+
 def _state(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

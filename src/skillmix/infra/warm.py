@@ -143,13 +143,14 @@ def connect_server(idle: float, preload: tuple[str, ...] | None = None) -> socke
     sock = _connect(path)
     if sock is not None:
         return sock
-    with open(folder / f"{key}.lock", "w") as lock:
+    log = folder / f"{key}.log"  # the server's output; a lock while a job starts it
+    with open(log, "ab") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one job starts the server; the others wait for it
         sock = _connect(path)
         if sock is not None:
             return sock
         path.unlink(missing_ok=True)  # a dead server's socket
-        with open(folder / f"{key}.log", "ab") as out:
+        with open(log, "ab") as out:  # opened again: the server must not hold the lock
             server = subprocess.Popen(
                 [sys.executable, "-m", "skillmix.infra.warm", str(path), str(idle), *preload],
                 stdin=subprocess.DEVNULL,
@@ -353,7 +354,7 @@ def _run_guarded(request: dict[str, Any]) -> int:
     import logging
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    logging.getLogger(__name__).info(
+    logging.getLogger("skillmix.infra.warm").info(
         "started warm: ran in process %d, forked from the warm server %d; %.1f s CPU, peak memory %.0f MB "
         "(the job's benchmark file counts its own process only)",
         os.getpid(),
