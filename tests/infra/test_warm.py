@@ -40,6 +40,13 @@ JOBS = textwrap.dedent(
     def stop(code):
         sys.exit(code)
 
+    def nested(out):
+        from skillmix.infra import warm
+        request = {"target": "warm_jobs:report", "kwargs": {"out": out}, "log": "nested.log"}
+        assert warm.run_warm(request, 5, ("json",)) is None
+        assert not warm.warm_wanted("always")
+        report(out)
+
     def linger(out):
         with open(out, "w") as f:
             f.write(str(os.getpid()))
@@ -95,6 +102,13 @@ def test_a_warm_job_runs_in_a_child_of_the_server_as_the_job_would(jobs):
         _request("warm_jobs:report", jobs / "work" / "job2.log", out="info2.json"), 30, LIGHT
     )
     assert json.loads((jobs / "work" / "info2.json").read_text())["ppid"] == info["ppid"]
+    assert len(list((jobs / "sockets").resolve().rglob("*.sock"))) == 1
+
+
+def test_a_job_inside_a_warm_job_runs_cold(jobs):
+    request = _request("warm_jobs:nested", jobs / "work" / "job.log", out="info.json")
+    status = warm.run_warm(request, 30, LIGHT)
+    assert status["rc"] == 0, (jobs / "work" / "job.log").read_text()
     assert len(list((jobs / "sockets").resolve().rglob("*.sock"))) == 1
 
 

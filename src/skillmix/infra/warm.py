@@ -72,6 +72,9 @@ ENV_PREFIXES = (
 STARTUP_LIMIT = 300.0
 """Seconds a job waits for a new server to import its libraries before running cold."""
 
+CHILD_MARK = "SKILLMIX_WARM_SERVER"
+"""Set in a warm job's environment (to its server's process id)."""
+
 SOCKET_PATH_LIMIT = 96
 """Longest socket path used (Linux allows 107 bytes; the server binds it with a suffix first)."""
 
@@ -81,7 +84,7 @@ _FINISHED = threading.Event()  # in a child: the job has ended and its status is
 
 def warm_wanted(setting: str, processes: int | None = 1) -> bool:
     """Whether a job of `processes` processes starts warm under config `jobs.warm_start`."""
-    if setting == "never" or (processes or 1) > 1:
+    if setting == "never" or (processes or 1) > 1 or CHILD_MARK in os.environ:
         return False
     if setting == "auto" and "SLURM_JOB_ID" in os.environ:
         return False
@@ -205,6 +208,8 @@ def run_warm(
     """Run `request` (see :func:`run_request`) in a child of a warm server; its status
     (`rc`, the exit status, and `cpu`, the child's CPU seconds), or None where no server could
     be had (nothing ran)."""
+    if CHILD_MARK in os.environ:  # a job inside a warm job runs cold: no chains of servers
+        return None
     try:
         json.dumps(request)
     except (TypeError, ValueError):
@@ -322,6 +327,7 @@ def _child(conn: socket.socket) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.environ[CHILD_MARK] = str(os.getppid())
         sys.path[:] = request["path"]
         sys.argv[:] = request["argv"]
         for name in [m for m in sys.modules if m == "skillmix" or m.startswith("skillmix.")]:
