@@ -221,7 +221,10 @@ def run_warm(
         full = {**request, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path, "argv": sys.argv}
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        _send(sock, full, [0, 1, 2])
+        try:
+            _send(sock, full, [0, 1, 2])
+        except OSError:  # the server went before it took the job: nothing ran
+            return None
         try:
             status, _ = _receive(sock)
         except (EOFError, OSError):
