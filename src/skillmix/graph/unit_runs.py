@@ -161,7 +161,7 @@ def graph_run_job(
     stamp: dict[str, Any],
 ) -> None:
     """The graph_run job: each unit's curve (:func:`graph_unit_curve`) written to its output, the
-        units one after the other. `train` holds the training slices of every unit (named by slug),
+    units one after the other. `train` holds the training slices of every unit (named by slug),
     `val` is the folder of validation slices."""
     from skillmix.infra.jobs import write_parquet
 
