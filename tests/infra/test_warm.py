@@ -47,6 +47,18 @@ JOBS = textwrap.dedent(
         assert not warm.warm_wanted("always")
         report(out)
 
+    def train(out):
+        import torch
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        x, y = torch.randn(64, 16), torch.randn(64, 1)
+        for _ in range(20):
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+        torch.save(model.state_dict(), out)
+
     def linger(out):
         with open(out, "w") as f:
             f.write(str(os.getpid()))
@@ -110,6 +122,19 @@ def test_a_job_inside_a_warm_job_runs_cold(jobs):
     status = warm.run_warm(request, 30, LIGHT)
     assert status["rc"] == 0, (jobs / "work" / "job.log").read_text()
     assert len(list((jobs / "sockets").resolve().rglob("*.sock"))) == 1
+
+
+def test_a_warm_job_computes_what_a_cold_job_computes(jobs, own_log):
+    """A few steps of training, cold (in this process) and warm (forked from a server that imported
+    torch): the same bytes."""
+    log = jobs / "work" / "job.log"
+    for folder in ("cold", "warm"):
+        (jobs / "work" / folder).mkdir()
+    cold = {**_request("warm_jobs:train", log, out="cold/model.pt"), "threads": None}
+    warm.run_job(cold, {"warm_start": "never"})
+    assert warm.run_warm(_request("warm_jobs:train", log, out="warm/model.pt"), 30, ("torch",))["rc"] == 0
+    cold_bytes = (jobs / "work" / "cold" / "model.pt").read_bytes()
+    assert (jobs / "work" / "warm" / "model.pt").read_bytes() == cold_bytes
 
 
 def test_a_failing_job_reports_its_status_and_its_traceback_is_in_its_log(jobs):
