@@ -301,14 +301,15 @@ def main() -> None:
         setup = make_setup(Path(tmp))
         measured = variants(args, Path(tmp))
         describe(args, setup, measured)
+        kinds = {label: kinds_of(setup, label) for label in measured}
         for label, overrides in measured.items():  # untimed: starts the warm servers
-            kinds = kinds_of(setup, label)
-            for kind in kinds if "PYTHONPYCACHEPREFIX" in overrides else set(kinds) & {"train-warm"}:
+            bytecode = "PYTHONPYCACHEPREFIX" in overrides
+            for kind in kinds[label] if bytecode else set(kinds[label]) & {"train-warm"}:
                 cpu_seconds(kind, setup, label, overrides)  # (and fills the bytecode caches)
-        times = {label: {kind: [] for kind in kinds_of(setup, label)} for label in measured}
+        times = {label: {kind: [] for kind in kinds[label]} for label in measured}
         for _ in range(args.rounds):
             for label, overrides in measured.items():
-                for kind in kinds_of(setup, label):
+                for kind in kinds[label]:
                     times[label][kind].append(cpu_seconds(kind, setup, label, overrides))
     report(times)
 

@@ -5,7 +5,7 @@ the units of a batch one after the other (rule graph_run_batch: one curve per un
 
 from pathlib import Path
 
-from skillmix.infra.warm import run_job
+from skillmix.infra.warm import run_workflow_job
 
 p = snakemake.params
 batched = "units" in p.keys()
@@ -14,24 +14,19 @@ if batched:
     outputs = [str(Path(snakemake.output.curves) / f"{unit}.parquet") for unit in units]
 else:
     outputs = [snakemake.output.curve]
-run_job(
+run_workflow_job(
+    snakemake,
+    "skillmix.graph.unit_runs:graph_run_job",
     dict(
-        target="skillmix.graph.unit_runs:graph_run_job",
-        kwargs=dict(
-            units=units,
-            manifest=snakemake.input.manifest,
-            train=list(snakemake.input.train),
-            val=snakemake.input.val,
-            outputs=outputs,
-            model_cfg=p.model,
-            runs_cfg=p.runs,
-            eval_cfg=p.eval,
-            source_cfg=p.source,
-            stamp=p.stamp,
-        ),
-        log=snakemake.log[0],
-        threads=snakemake.threads,
-        gpus=snakemake.resources.gpu,
+        units=units,
+        manifest=snakemake.input.manifest,
+        train=list(snakemake.input.train),
+        val=snakemake.input.val,
+        outputs=outputs,
+        model_cfg=p.model,
+        runs_cfg=p.runs,
+        eval_cfg=p.eval,
+        source_cfg=p.source,
+        stamp=p.stamp,
     ),
-    snakemake.config["jobs"],
 )

@@ -49,24 +49,8 @@ PRELOAD: tuple[str, ...] = (
 )
 """What a server imports once: the third-party libraries of the jobs that run in numbers."""
 
-ENV_PREFIXES = (
-    "HF_",
-    "HUGGINGFACE",
-    "TRANSFORMERS",
-    "TORCH",
-    "PYTORCH",
-    "CUDA",
-    "OMP_",
-    "MKL",
-    "KMP_",
-    "OPENBLAS",
-    "TOKENIZERS",
-    "PYTHON",
-    "LD_",
-    "MPL",
-    "XDG_",
-    "HOME",
-)
+ENV_PREFIXES = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "PYTORCH", "CUDA", "OMP_", "MKL", "KMP_")
+ENV_PREFIXES += ("OPENBLAS", "TOKENIZERS", "PYTHON", "LD_", "MPL", "XDG_", "HOME")
 """Environment variables libraries may read when imported: part of a server's key."""
 
 STARTUP_LIMIT = 300.0
@@ -195,10 +179,7 @@ def _receive(sock: socket.socket, maxfds: int = 0) -> tuple[dict, list[int]]:
     head, fds = b"", []
     if maxfds:
         head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, maxfds)
-    head += _receive_exactly(sock, _HEADER.size - len(head)) if len(head) < _HEADER.size else b""
-    if not head:
-        raise EOFError("connection closed")
-    (n,) = _HEADER.unpack(head)
+    (n,) = _HEADER.unpack(head + _receive_exactly(sock, _HEADER.size - len(head)))
     return json.loads(_receive_exactly(sock, n)), list(fds)
 
 
@@ -235,7 +216,9 @@ def run_warm(
 
 def run_request(request: dict[str, Any]) -> None:
     """What every job does, warm or cold: its log (`log`, `threads`, `gpus`), its job function
-    (`target`, ``module:function``) imported, then run with `kwargs` (in `processes` processes)."""
+    (`target`, ``module:function``) imported, then run with `kwargs`; in several processes only
+    where the request has `processes` (the rule's resource, see
+    :func:`skillmix.infra.processes.job_processes`), else in one."""
     gc.disable()  # the imports make many objects and no garbage
     from skillmix.infra.jobs import start_log
 
@@ -245,7 +228,8 @@ def run_request(request: dict[str, Any]) -> None:
     target = resolve(request["target"])
     gc.freeze()  # what the imports made is never collected: later collections skip it
     gc.enable()
-    processes = job_processes(request.get("processes"), int(request.get("gpus") or 0))
+    gpus = int(request.get("gpus") or 0)
+    processes = job_processes(request["processes"], gpus) if "processes" in request else 1
     launch(target, request["kwargs"], processes, request.get("threads"))
 
 
@@ -259,6 +243,16 @@ def run_job(request: dict[str, Any], jobs_cfg: dict[str, Any]) -> None:
                 raise SystemExit(status["rc"])
             return
     run_request(request)
+
+
+def run_workflow_job(smk: Any, target: str, kwargs: dict[str, Any]) -> None:
+    """A workflow script's job (`smk`: its `snakemake` object): `target` run with `kwargs`, with
+    the rule's log, threads and GPUs, and its processes where the rule has that resource."""
+    request = {"target": target, "kwargs": kwargs, "log": smk.log[0], "threads": smk.threads}
+    request["gpus"] = smk.resources.gpu
+    if "processes" in smk.resources.keys():
+        request["processes"] = smk.resources.processes
+    run_job(request, smk.config["jobs"])
 
 
 def serve(path: str, idle: float, preload: tuple[str, ...] = PRELOAD) -> None:
