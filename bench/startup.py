@@ -11,7 +11,7 @@ first training step:
   run prepared (`prepare_run`: model, tokenizer, encoded slices, sampler).
 
 A job whose script turns the garbage collector off for its imports and freezes what they made
-(`gc.freeze()` in the script of the checkout whose skillmix is imported, or `run_job`) does the
+(`gc.freeze()` in the script of the checkout whose skillmix is imported, or `run_workflow_job`) does the
 same here. These are the jobs started cold. Started warm (`skillmix.infra.warm`, config
 `jobs.warm_start`), the same two jobs run in a child forked by a warm server, started by one
 untimed round: a kind's CPU time is then the job's own process (the client) plus the server's
@@ -74,11 +74,11 @@ def job_scripts() -> Path:
 
 def freezes(scripts: Path) -> dict[str, bool]:
     """Per job kind: whether its script freezes what its imports made (itself, or through
-    `run_job`, which does)."""
+    `run_workflow_job`, which does)."""
     out = {}
     for kind, name in SCRIPTS.items():
         text = (scripts / name).read_text()
-        out[kind] = "gc.freeze()" in text or "run_job(" in text
+        out[kind] = "gc.freeze()" in text or "run_workflow_job(" in text
     return out
 
 
